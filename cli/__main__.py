@@ -1,0 +1,5 @@
+import sys
+
+from aro.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""NegCLIP: CLIP fine-tuned with hard negatives (Yuksekgonul et al., ICLR 2023)."""

@@ -1,0 +1,32 @@
+"""Shared fixtures: everything is made here, offline (no Hub access is ever needed)."""
+
+import os
+
+# Tests never reach the Hub; any accidental download fails fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+TINY_WORDS = "a an the red green blue yellow small large circle square triangle star left right of above below to and is".split()
+
+
+@pytest.fixture(scope="session")
+def spacy_nlp():
+    """The default English spaCy pipeline with tagging only (shared: it takes seconds to load)."""
+    from aro.builders.text import load_spacy
+
+    return load_spacy()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A saved tiny random `CLIPModel` and `CLIPProcessor` (word-level tokenizer over TINY_WORDS)."""
+    from aro.models.tiny_clip import make_tiny_clip
+
+    model, processor = make_tiny_clip(TINY_WORDS, image_size=32, seed=0)
+    path = tmp_path_factory.mktemp("tiny-clip")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
