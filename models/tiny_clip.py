@@ -7,7 +7,7 @@ model is a `CLIPModel`, the processor a `CLIPProcessor`, and both save and load 
 >>> model, processor = make_tiny_clip(["a", "red", "circle"], image_size=32)
 >>> batch = processor(text=["a red circle"], return_tensors="pt", padding=True)
 >>> batch["input_ids"].tolist()
-[[1, 4, 6, 5, 2]]
+[[2, 4, 6, 5, 3]]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<|startoftext|>", "<|endoftext|>", "<unk>"
-SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+# CLIP's text tower treats eos_token_id == 2 as a legacy config and pools at the highest token id instead of at
+# the end token, so the end token must not get id 2.
+SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
 
 
 def word_tokenizer(words: Iterable[str], max_length: int = 32) -> PreTrainedTokenizerFast:
