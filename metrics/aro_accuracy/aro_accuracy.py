@@ -1,0 +1,128 @@
+"""ARO accuracy: does a vision-language model pick the true caption over its order- or binding-swapped versions?"""
+
+import datasets
+import evaluate
+import numpy as np
+
+from .protocol import CONFIGS, counts_towards_macro
+from .scoring import load_model, score_items
+
+_DESCRIPTION = """
+ARO (Attribution, Relation, and Order; Yuksekgonul et al., ICLR 2023) asks a model to pick the true caption of an
+image among captions with the same words in another order: "the horse is eating the grass" against "the grass is
+eating the horse" (VG-Relation), "the paved road and the white house" against "the white road and the paved
+house" (VG-Attribution), and a COCO or Flickr30k caption against four shuffles of its words (COCO-Order,
+Flickr30k-Order).
+
+The metric takes, per item, the index of the caption the model chose and the index of the true caption, and
+returns the micro accuracy over items, the macro accuracy over groups (relations, attribute pairs) under the
+paper's protocol, and a per-group table. A prediction of -1 stands for a tie, which is wrong. Given a model
+(`model_id`) and a dataset instead of predictions, it scores the model itself with batched inference.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `int`): index of the caption the model chose for each item; -1 for a tie.
+    references (`list` of `int`): index of the true caption of each item (0 in the ARO datasets).
+    groups (`list` of `str`, *optional*): the group of each item: the relation (VG-Relation) or the attribute pair
+        (VG-Attribution). Leave out for the Order sets.
+    config (`str`, *optional*): `relation`, `attribution`, `coco_order` or `flickr30k_order`; selects the protocol's
+        rules for the macro accuracy.
+    protocol (`str`, defaults to `"paper"`): `"paper"` leaves out the 157 relations the authors exclude and the
+        attribute pairs with fewer than 25 items; `"none"` averages over every group.
+    model_id (`str`, *optional*): instead of predictions, a Hub id or local path of a model to score, with
+        `dataset` (a Hub id or local path of an ARO dataset, or a `datasets.Dataset`) and `config`.
+        Further options: `revision`, `trust_remote_code`, `batch_size`, `device`, `dtype` (`bf16`/`fp16`),
+        `num_workers`.
+Returns:
+    accuracy (`float`): share of items whose true caption was chosen.
+    macro_accuracy (`float` or `None`): mean accuracy over the groups that the protocol keeps.
+    per_group (`list` of `dict`): `group`, `accuracy`, `count` and `in_macro` for every group.
+    num_items (`int`), num_ties (`int`).
+Examples:
+    >>> aro_accuracy = evaluate.load("aro_accuracy")
+    >>> results = aro_accuracy.compute(
+    ...     predictions=[0, 1, 0, -1], references=[0, 0, 0, 0], groups=["on", "on", "holding", "holding"], config="relation"
+    ... )
+    >>> results["accuracy"], results["macro_accuracy"], results["num_ties"]
+    (0.5, 0.5, 1)
+"""
+
+_CITATION = """
+@inproceedings{yuksekgonul2023when,
+  title     = {When and why vision-language models behave like bags-of-words, and what to do about it?},
+  author    = {Mert Yuksekgonul and Federico Bianchi and Pratyusha Kalluri and Dan Jurafsky and James Zou},
+  booktitle = {The Eleventh International Conference on Learning Representations},
+  year      = {2023}
+}
+"""
+
+GROUP_COLUMNS = {"relation": "relation_name", "attribution": "attribute_pair"}
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class AroAccuracy(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            # Groups are a compute argument rather than a feature, so that the Order sets can leave them out.
+            features=datasets.Features({"predictions": datasets.Value("int32"), "references": datasets.Value("int32")}),
+            reference_urls=["https://arxiv.org/abs/2210.01936", "https://github.com/mertyg/vision-language-models-are-bows"],
+        )
+
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """As `evaluate.Metric.compute`; with `model_id=...` the model is scored on `dataset` first."""
+        if "model_id" in kwargs:
+            scored = score_model(**{key: kwargs.pop(key) for key in list(kwargs) if key in SCORING_OPTIONS}, config=kwargs.get("config"))
+            predictions, references = scored.predictions, scored.references
+            if scored.groups is not None:
+                kwargs["groups"] = scored.groups
+            kwargs["truncated_captions"] = scored.truncated_captions
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
+    def _compute(self, predictions, references, groups=None, config=None, protocol="paper", truncated_captions=None):
+        if config is not None and config not in CONFIGS:
+            raise ValueError(f"config must be one of {CONFIGS}, not {config!r}")
+        correct = np.asarray(predictions) == np.asarray(references)
+        results = {
+            "accuracy": float(correct.mean()) if len(correct) else float("nan"),
+            "num_items": int(len(correct)),
+            "num_ties": int((np.asarray(predictions) == -1).sum()),
+        }
+        if truncated_captions is not None:
+            results["truncated_captions"] = int(truncated_captions)
+        if groups is None:
+            results["macro_accuracy"], results["per_group"] = None, []
+            return results
+        groups = np.asarray(groups)
+        table = []
+        for group in sorted(set(groups.tolist())):
+            members = groups == group
+            size = int(members.sum())
+            table.append(
+                {
+                    "group": group,
+                    "accuracy": float(correct[members].mean()),
+                    "count": size,
+                    "in_macro": counts_towards_macro(config, group, size, protocol),
+                }
+            )
+        kept = [row["accuracy"] for row in table if row["in_macro"]]
+        results["macro_accuracy"] = float(np.mean(kept)) if kept else None
+        results["per_group"] = table
+        return results
+
+
+SCORING_OPTIONS = ("model_id", "dataset", "revision", "trust_remote_code", "batch_size", "device", "dtype", "num_workers", "split")
+
+
+def score_model(model_id, dataset, config, revision=None, trust_remote_code=False, split="test", **scorer_options):
+    """Load `model_id` and score it on `config` of `dataset` (a Hub id, a local folder or a `datasets.Dataset`)."""
+    if isinstance(dataset, str):
+        if config is None:
+            raise ValueError("scoring a model on a dataset by name needs `config`")
+        dataset = datasets.load_dataset(dataset, config, split=split)
+    model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    return score_items(model, processor, dataset, group_column=GROUP_COLUMNS.get(config), **scorer_options)
