@@ -1,0 +1,53 @@
+"""The NegCLIP loss, with the feature gathering it needs across processes.
+
+A batch holds 2B images (B images and their B nearest neighbours) and 4B texts: the 2B true captions, then one
+hard negative caption per image (its caption with words swapped). Image-to-text cross-entropy runs over all 4B
+texts, so each image must prefer its caption to every other caption *and* to its own swapped version;
+text-to-image cross-entropy runs over the 2B true captions only (a swapped caption has no image to retrieve).
+Without negatives (and without neighbours) this is exactly CLIP's loss.
+
+With several processes the features of every process are gathered with autograd, so each process's image also
+competes with every other process's texts; each process computes the loss of its own rows (labels offset by its
+rank), and the gradients add up to those of the loss over the whole global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gather_with_grad(features: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All processes' `features` concatenated in rank order (autograd flows back), and this process's rank."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() == 1:
+        return features, 0
+    import torch.distributed.nn
+
+    return torch.cat(torch.distributed.nn.all_gather(features), dim=0), torch.distributed.get_rank()
+
+
+class NegCLIPLoss(nn.Module):
+    """Contrastive loss over images, their captions and optional hard-negative captions."""
+
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        logit_scale: torch.Tensor,
+        negative_text_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`image_embeds` [N, D] and `text_embeds` [N, D] pair up row by row; `negative_text_embeds` [N, D] or None.
+
+        All embeddings are L2-normalised; `logit_scale` is the multiplier (already exponentiated).
+        """
+        all_images, rank = gather_with_grad(image_embeds)
+        all_texts, _ = gather_with_grad(text_embeds)
+        candidates = all_texts
+        if negative_text_embeds is not None:
+            all_negatives, _ = gather_with_grad(negative_text_embeds)
+            candidates = torch.cat([all_texts, all_negatives])
+        labels = torch.arange(len(image_embeds), device=image_embeds.device) + rank * len(image_embeds)
+        image_to_text = F.cross_entropy(logit_scale * image_embeds @ candidates.t(), labels)
+        text_to_image = F.cross_entropy(logit_scale * text_embeds @ all_images.t(), labels)
+        return (image_to_text + text_to_image) / 2
