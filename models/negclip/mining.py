@@ -1,0 +1,182 @@
+"""Hard negatives for NegCLIP: swapped-word captions from spaCy and nearest-neighbour images from a CLIP model.
+
+- Text negatives (`swap_negatives`): exchange two nouns, two adjectives, two verbs or two noun phrases of a
+  caption ("a child holding a flowered umbrella and petting a yak" -> "a umbrella holding a flowered child and
+  petting a yak", "a child petting a flowered umbrella and holding a yak"). Every negative keeps the caption's
+  words and differs from it; each caption's choice is seeded by (seed, caption index).
+- Image negatives (`nearest_images`): for every image, the k most similar other images by CLIP image embedding;
+  the image itself and rows of the same image id are never neighbours.
+
+`mine` runs both over an image-caption dataset and writes them once to a Parquet cache (one row per dataset
+row: `negatives`, `neighbours`), with the mining parameters in the file's metadata; `aro mine` is its CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+SWAPPABLE_TAGS = {
+    "noun": ("NN", "NNS", "NNP", "NNPS"),
+    "adjective": ("JJ", "JJR", "JJS"),
+    "verb": ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ"),
+}
+
+
+def _swaps_of(doc) -> dict[str, list[str]]:
+    """Every distinct caption made by exchanging two same-kind words or two noun phrases of `doc`, by kind."""
+    tokens = [token.text for token in doc]
+    seen = {" ".join(tokens)}
+    swaps: dict[str, list[str]] = {kind: [] for kind in (*SWAPPABLE_TAGS, "noun phrase")}
+
+    def keep(kind: str, swapped: list[str]) -> None:
+        text = " ".join(swapped)
+        if text not in seen:
+            seen.add(text)
+            swaps[kind].append(text)
+
+    for kind, tags in SWAPPABLE_TAGS.items():
+        positions = [token.i for token in doc if token.tag_ in tags]
+        for first_index, first in enumerate(positions):
+            for second in positions[first_index + 1 :]:
+                swapped = list(tokens)
+                swapped[first], swapped[second] = swapped[second], swapped[first]
+                keep(kind, swapped)
+    chunks = list(doc.noun_chunks) if doc.has_annotation("DEP") else []
+    for first_index, first in enumerate(chunks):
+        for second in chunks[first_index + 1 :]:
+            keep(
+                "noun phrase",
+                tokens[: first.start] + tokens[second.start : second.end] + tokens[first.end : second.start]
+                + tokens[first.start : first.end] + tokens[second.end :],
+            )
+    return swaps
+
+
+def _pick(swaps: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
+    """`count` swaps, taking the kinds in turn (in a random order) so that no kind crowds out the others."""
+    pools = [rng.sample(pool, len(pool)) for pool in swaps.values() if pool]
+    rng.shuffle(pools)
+    picked = []
+    while len(picked) < count and any(pools):
+        for pool in pools:
+            if pool and len(picked) < count:
+                picked.append(pool.pop())
+    return picked
+
+
+def swap_negatives(captions: Sequence[str], nlp=None, per_caption: int = 3, seed: int = 0, batch_size: int = 256) -> list[list[str]]:
+    """Up to `per_caption` swapped-word negatives per caption (fewer when the caption has fewer swaps).
+
+    `nlp` is a spaCy pipeline or its name; it needs the tagger and the parser (for noun phrases).
+    """
+    from aro.builders.text import load_spacy
+
+    if nlp is None or isinstance(nlp, str):
+        nlp = load_spacy(nlp, keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
+    docs = nlp.pipe(captions, batch_size=batch_size)
+    return [
+        _pick(_swaps_of(doc), per_caption, random.Random(f"{seed}:{index}"))
+        for index, doc in enumerate(tqdm(docs, total=len(captions), desc="swapping words", leave=False))
+    ]
+
+
+@torch.no_grad()
+def image_embeddings(model, processor, images: Sequence, batch_size: int = 256, device: str | None = None) -> torch.Tensor:
+    """Normalised CLIP image embeddings of `images` (PIL images), in order."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    features = []
+    for start in tqdm(range(0, len(images), batch_size), desc="embedding images", leave=False):
+        pixels = processor(images=[image.convert("RGB") for image in images[start : start + batch_size]], return_tensors="pt")["pixel_values"]
+        output = model.get_image_features(pixel_values=pixels.to(device))
+        features.append((output if isinstance(output, torch.Tensor) else output.pooler_output).float().cpu())
+    return F.normalize(torch.cat(features), dim=-1)
+
+
+def nearest_images(embeddings: torch.Tensor, image_ids: Sequence[str], k: int = 3, chunk: int = 4096) -> list[list[int]]:
+    """For each row, the `k` rows of the most similar other images (one row per image id, never its own id)."""
+    unique_ids = list(dict.fromkeys(image_ids))
+    first_row = {image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}
+    unique_rows = torch.tensor([first_row[image_id] for image_id in unique_ids])
+    unique_embeddings = embeddings[unique_rows]
+    neighbours_of_id: dict[str, list[int]] = {}
+    for start in range(0, len(unique_ids), chunk):
+        similarity = unique_embeddings[start : start + chunk] @ unique_embeddings.t()
+        own = torch.arange(start, min(start + chunk, len(unique_ids)))
+        similarity[torch.arange(len(own)), own] = -float("inf")
+        best = similarity.topk(min(k, len(unique_ids) - 1), dim=1).indices
+        for offset, row in enumerate(best.tolist()):
+            neighbours_of_id[unique_ids[start + offset]] = [int(unique_rows[index]) for index in row]
+    return [neighbours_of_id[image_id] for image_id in image_ids]
+
+
+@dataclass(frozen=True)
+class MiningParameters:
+    dataset: str
+    config: str | None
+    split: str
+    image_column: str
+    caption_column: str
+    image_id_column: str
+    clip_model: str
+    negatives_per_caption: int = 3
+    neighbours: int = 3
+    seed: int = 0
+    spacy_pipeline: str | None = None
+
+
+def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
+    """Next to a local dataset: `<dataset>/negclip-mining/<config>-<split>.parquet`."""
+    if not Path(dataset).is_dir():
+        raise ValueError(f"{dataset} is not a local folder: pass an output path for the mining cache")
+    return Path(dataset) / "negclip-mining" / f"{config or 'default'}-{split}.parquet"
+
+
+def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None) -> Path:
+    """Mine text and image negatives for every row of the dataset; write and return the Parquet cache."""
+    from datasets import load_dataset
+    from transformers import AutoModel, AutoProcessor
+
+    data = load_dataset(parameters.dataset, parameters.config, split=parameters.split)
+    for column in (parameters.image_column, parameters.caption_column, parameters.image_id_column):
+        if column not in data.column_names:
+            raise ValueError(f"{parameters.dataset} ({parameters.split}) has no column {column!r}; it has {data.column_names}")
+    output = Path(output) if output else default_cache_path(parameters.dataset, parameters.config, parameters.split)
+
+    negatives = swap_negatives(
+        data[parameters.caption_column], nlp=parameters.spacy_pipeline, per_caption=parameters.negatives_per_caption, seed=parameters.seed
+    )
+    image_ids = [str(image_id) for image_id in data[parameters.image_id_column]]
+    model = AutoModel.from_pretrained(parameters.clip_model)
+    processor = AutoProcessor.from_pretrained(parameters.clip_model)
+    unique_rows = list({image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}.values())
+    unique_rows.sort()
+    embeddings = torch.zeros(len(data), model.config.projection_dim)
+    embeddings[unique_rows] = image_embeddings(model, processor, data.select(unique_rows)[parameters.image_column], batch_size, device)
+    neighbours = nearest_images(embeddings, image_ids, k=parameters.neighbours)
+
+    table = pa.table({"negatives": negatives, "neighbours": neighbours})
+    table = table.replace_schema_metadata({"negclip_mining": json.dumps(asdict(parameters))})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_suffix(".partial")
+    pq.write_table(table, partial)
+    partial.rename(output)
+    return output
+
+
+def load_cache(path: str | Path) -> tuple[list[list[str]], list[list[int]], dict]:
+    """The negatives, neighbours and mining parameters written by `mine`."""
+    table = pq.read_table(path)
+    parameters = json.loads(table.schema.metadata[b"negclip_mining"])
+    return table.column("negatives").to_pylist(), table.column("neighbours").to_pylist(), parameters
