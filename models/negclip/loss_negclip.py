@@ -14,6 +14,7 @@ rank), and the gradients add up to those of the loss over the whole global batch
 from __future__ import annotations
 
 import torch
+import torch.distributed.nn
 import torch.nn.functional as F
 from torch import nn
 
@@ -22,8 +23,6 @@ def gather_with_grad(features: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All processes' `features` concatenated in rank order (autograd flows back), and this process's rank."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() == 1:
         return features, 0
-    import torch.distributed.nn
-
     return torch.cat(torch.distributed.nn.all_gather(features), dim=0), torch.distributed.get_rank()
 
 

@@ -1,0 +1,186 @@
+"""Score a model on ARO configs and write what people and machines read: JSON, a table, plots, a model-index.
+
+`aro eval` is a thin wrapper over `evaluate_model`; the NegCLIP trainer and the demo call it directly with a
+model already in memory.
+
+>>> results = evaluate_model("openai/clip-vit-base-patch32", "ORG/aro", "all", output_dir="eval")  # doctest: +SKIP
+>>> results["configs"]["relation"]["macro_accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import torch
+
+from aro.metrics.aro_accuracy.aro_accuracy import GROUP_COLUMNS, AroAccuracy
+from aro.metrics.aro_accuracy.protocol import CONFIGS
+from aro.metrics.aro_accuracy.scoring import Scorer, load_model
+
+CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
+LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "aro")
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for library in LIBRARIES:
+        try:
+            versions[library] = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            versions[library] = "not installed"
+    return versions
+
+
+def resolve_configs(configs: str | list[str]) -> list[str]:
+    names = list(CONFIGS) if configs == "all" else [configs] if isinstance(configs, str) else list(configs)
+    unknown = [name for name in names if name not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown ARO config(s) {unknown}: choose from {list(CONFIGS)} or 'all'")
+    return names
+
+
+def evaluate_model(
+    model,
+    dataset: str,
+    configs: str | list[str] = "all",
+    output_dir: str | Path | None = None,
+    processor=None,
+    protocol: str = "paper",
+    revision: str | None = None,
+    dataset_revision: str | None = None,
+    trust_remote_code: bool = False,
+    batch_size: int = 64,
+    device: str | None = None,
+    dtype: str | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Score `model` (a Hub id, a local path or a loaded model with its `processor`) on `configs` of `dataset`.
+
+    Returns `{"model", "model_revision", "dataset", "dataset_revision", "protocol", "versions", "configs": {config:
+    aro_accuracy results}}`; with `output_dir`, also writes `results.json`, `results.md`, one PNG per config and
+    `model-index.yaml` there.
+    """
+    from datasets import load_dataset
+
+    model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", type(model).__name__)
+    if isinstance(model, str):
+        model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
+    elif processor is None:
+        raise ValueError("a loaded model needs its processor")
+    scorer = Scorer(model, processor, device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers)
+    metric = AroAccuracy()
+    results = {
+        "model": model_name,
+        "model_revision": revision,
+        "dataset": dataset,
+        "dataset_revision": dataset_revision,
+        "protocol": protocol,
+        "image_processor": type(scorer.image_processor).__name__,
+        "versions": _versions(),
+        "configs": {},
+    }
+    was_training = model.training
+    for config in resolve_configs(configs):
+        data = load_dataset(dataset, config, split="test", revision=dataset_revision)
+        scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config))
+        numbers = metric.compute(
+            predictions=scored.predictions, references=scored.references, groups=scored.groups, config=config,
+            protocol=protocol, truncated_captions=scored.truncated_captions,
+        )
+        numbers |= {"unique_images": scored.unique_images, "unique_captions": scored.unique_captions}
+        results["configs"][config] = numbers
+    model.train(was_training)
+    if output_dir is not None:
+        write_outputs(results, Path(output_dir))
+    return results
+
+
+def results_table(results: dict) -> str:
+    """A Markdown table of every config's accuracy, macro accuracy and size."""
+    lines = ["| config | accuracy | macro accuracy | items | ties | truncated captions |", "| --- | --- | --- | --- | --- | --- |"]
+    for config, numbers in results["configs"].items():
+        macro = f"{numbers['macro_accuracy']:.3f}" if numbers.get("macro_accuracy") is not None else "-"
+        lines.append(
+            f"| {config} | {numbers['accuracy']:.3f} | {macro} | {numbers['num_items']} | {numbers['num_ties']} | {numbers.get('truncated_captions', 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def model_index_snippet(results: dict) -> str:
+    """`model-index` YAML for a model card: the headline number of each config (macro where it has groups)."""
+    import yaml
+
+    entries = []
+    for config, numbers in results["configs"].items():
+        value = numbers["macro_accuracy"] if numbers.get("macro_accuracy") is not None else numbers["accuracy"]
+        entries.append(
+            {
+                "task": {"type": "zero-shot-image-classification", "name": "ARO caption choice"},
+                "dataset": {"name": f"ARO {config}", "type": results["dataset"], "config": config, "split": "test"},
+                "metrics": [{"type": "accuracy", "value": round(float(value), 4), "name": f"{config} accuracy ({results['protocol']} protocol)"}],
+            }
+        )
+    return yaml.safe_dump({"model-index": [{"name": results["model"], "results": entries}]}, sort_keys=False)
+
+
+def plot_groups(config: str, numbers: dict, path: Path) -> None:
+    """A bar per group (or one bar for the Order sets), with the chance level drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in numbers["per_group"] if row["in_macro"]] or [{"group": config, "accuracy": numbers["accuracy"]}]
+    rows.sort(key=lambda row: row["accuracy"])
+    figure, axes = plt.subplots(figsize=(max(5, 0.18 * len(rows) + 2), 3.5))
+    axes.bar(range(len(rows)), [row["accuracy"] for row in rows], color="tab:blue")
+    axes.axhline(CHANCE[config], color="black", linestyle="dashed", label="chance")
+    axes.set_xticks(range(len(rows)), [row["group"] for row in rows], rotation=90, fontsize=7 if len(rows) > 20 else 9)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("accuracy")
+    headline = numbers["macro_accuracy"] if numbers.get("macro_accuracy") is not None else numbers["accuracy"]
+    axes.set_title(f"{config}: {headline:.3f}")
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_outputs(results: dict, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (output_dir / "results.md").write_text(results_table(results) + "\n")
+    (output_dir / "model-index.yaml").write_text(model_index_snippet(results))
+    for config, numbers in results["configs"].items():
+        plot_groups(config, numbers, output_dir / f"{config}.png")
+
+
+@torch.no_grad()
+def retrieval_recall(model, processor, data, image_column="image", caption_column="caption", image_id_column="image_id", batch_size=64, device=None) -> dict:
+    """Recall@1 of text-to-image and image-to-text retrieval over an image-caption split (several captions per image)."""
+    from datasets import Image as ImageFeature
+
+    was_training = model.training
+    scorer = Scorer(model, processor, device=device, batch_size=batch_size)
+    image_ids = [str(image_id) for image_id in data[image_id_column]]
+    column_of = {}
+    first_row = []
+    for row, image_id in enumerate(image_ids):
+        if image_id not in column_of:
+            column_of[image_id] = len(first_row)
+            first_row.append(row)
+    raw = data.cast_column(image_column, ImageFeature(decode=False))
+    if image_column != "image":
+        raw = raw.rename_column(image_column, "image")
+    image_features = torch.nn.functional.normalize(scorer.encode_images(raw, first_row), dim=-1)
+    captions = list(data[caption_column])
+    text_features = scorer.encode_captions(captions)
+    similarity = text_features @ image_features.t()
+    truth = torch.tensor([column_of[image_id] for image_id in image_ids])
+    text_to_image = float((similarity.argmax(dim=1) == truth).float().mean())
+    image_to_text = float((truth[similarity.argmax(dim=0)] == torch.arange(len(first_row))).float().mean())
+    model.train(was_training)
+    return {"text_to_image_recall@1": text_to_image, "image_to_text_recall@1": image_to_text, "images": len(first_row), "captions": len(captions)}

@@ -1,0 +1,73 @@
+"""The model card of a trained (Neg)CLIP, rendered from `cards/model_card.md`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import yaml
+
+from aro.cards import render
+
+HYPERPARAMETERS = (
+    "learning_rate", "batch_size", "epochs", "warmup_steps", "weight_decay", "gradient_accumulation_steps",
+    "mixed_precision", "hard_negatives", "image_negatives", "negatives_per_caption", "neighbours", "seed",
+)
+
+
+def model_index(model_name: str, aro_results: dict | None) -> list[dict]:
+    """The `model-index` entries of the card: one per ARO config scored (macro accuracy where the config has groups)."""
+    if not aro_results:
+        return []
+    results = []
+    for config, numbers in aro_results["configs"].items():
+        value = numbers["macro_accuracy"] if numbers.get("macro_accuracy") is not None else numbers["accuracy"]
+        results.append(
+            {
+                "task": {"type": "zero-shot-image-classification", "name": "ARO caption choice"},
+                "dataset": {"name": f"ARO {config}", "type": aro_results.get("dataset", "aro"), "config": config, "split": "test"},
+                "metrics": [{"type": "accuracy", "value": round(value, 4), "name": f"{config} accuracy"}],
+            }
+        )
+    return [{"name": model_name, "results": results}]
+
+
+def model_card(args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None) -> str:
+    """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any."""
+    name = args.push_to_hub or title or "negclip"
+    metadata = {"library_name": "transformers", "license": "mit", "tags": ["clip", "negclip", "aro", "vision-language"], "base_model": args.model_name_or_path}
+    index = model_index(name, aro_results)
+    if index:
+        metadata["model-index"] = index
+    settings = asdict(args)
+    if aro_results:
+        rows = [
+            f"| {config} | {numbers['accuracy']:.3f} | "
+            + (f"{numbers['macro_accuracy']:.3f}" if numbers.get("macro_accuracy") is not None else "-")
+            + " |"
+            for config, numbers in aro_results["configs"].items()
+        ]
+        results = "| config | accuracy | macro accuracy |\n| --- | --- | --- |\n" + "\n".join(rows)
+    else:
+        results = "No ARO evaluation ran with this training (pass `--eval-dataset`)."
+    objective = (
+        "NegCLIP: contrastive loss with a swapped-word negative caption per image"
+        + (" and a nearest-neighbour image per image" if args.image_negatives else "")
+        if args.hard_negatives
+        else "the plain CLIP contrastive loss (no hard negatives)"
+    )
+    return render(
+        "model_card.md",
+        yaml=yaml.safe_dump(metadata, sort_keys=False).strip(),
+        title=title or ("NegCLIP" if args.hard_negatives else "CLIP"),
+        summary=summary or "CLIP fine-tuned with hard negatives as in Yuksekgonul et al. (ICLR 2023), trained with `aro train`.",
+        base_model=args.model_name_or_path,
+        dataset=args.dataset,
+        dataset_config=args.dataset_config,
+        split=args.split,
+        image_column=args.image_column,
+        caption_column=args.caption_column,
+        objective=objective,
+        repo_id=name,
+        hyperparameters="\n".join(f"| {key} | {settings[key]} |" for key in HYPERPARAMETERS),
+        results=results,
+    )
