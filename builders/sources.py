@@ -1,0 +1,172 @@
+"""Rows of the four ARO configs from the original sources, checked item by item.
+
+- VG-Relation / VG-Attribution: `visual_genome_relation.json` / `visual_genome_attribution.json` from the ARO
+  release (a list of items with `image_path`, `bbox_x`, `bbox_y`, `bbox_w`, `bbox_h`, `true_caption`,
+  `false_caption` and `relation_name` or `attributes`) and its `images/` folder. Each row holds the bbox crop the
+  paper evaluates on, as the original loader cropped at load time, plus the bbox and the source image id.
+- COCO-Order / Flickr30k-Order: the Karpathy test split (`coco_karpathy_test.json`, `flickr30k_test.json`: items
+  `{"image": path, "caption": [captions], ...}`) and the images; one row per caption, with its four
+  perturbations.
+
+Annotation problems (a missing key, an empty caption, an empty bbox) stop the build with the file and the item
+index. Image problems (a missing file, a corrupt one) stop it too, listing how many and the first few, unless
+`skip_missing` is set: then those items are left out and recorded in the `BuildReport`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from aro.builders.images import ImageJob, PreparedImage, prepare
+from aro.builders.schema import PERTURBATION_NAMES
+
+VG_KEYS = ("image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption", "false_caption")
+VG_GROUP_KEYS = {"relation": "relation_name", "attribution": "attributes"}
+KARPATHY_KEYS = ("image", "caption")
+SHOWN_PATHS = 5
+
+
+@dataclass
+class BuildReport:
+    """What the build changed or left out, per config."""
+
+    clamped_bboxes: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+    def skip(self, config: str, index: int, path: Path, problem: str) -> None:
+        self.skipped.append({"config": config, "item": index, "image": str(path), "problem": problem})
+
+
+def read_annotations(path: Path) -> list[dict]:
+    try:
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"annotation file {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{path} should hold a JSON list of items, not a {type(items).__name__}")
+    return items
+
+
+def _require(item, keys, path: Path, index: int) -> None:
+    if not isinstance(item, dict):
+        raise ValueError(f"{path}: item {index} is a {type(item).__name__}, not an object")
+    for key in keys:
+        if key not in item:
+            raise ValueError(f"{path}: item {index} has no {key!r} key")
+
+
+def _check_caption(caption, path: Path, index: int, key: str) -> None:
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError(f"{path}: item {index} has an empty {key}")
+
+
+def _prepared(jobs: list[ImageJob], workers: int, description: str) -> Iterator[PreparedImage]:
+    """Prepare images in order, in `workers` processes (in this process when workers <= 1)."""
+    progress = dict(total=len(jobs), desc=description, unit="img")
+    if workers <= 1:
+        yield from tqdm(map(prepare, jobs), **progress)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from tqdm(pool.imap(prepare, jobs, chunksize=32), **progress)
+
+
+def _check_files(jobs: list[ImageJob], source: Path, skip_missing: bool) -> None:
+    """Fail before any work when image files are missing, unless they are to be skipped."""
+    missing = [str(job.path) for job in jobs if not job.path.is_file()]
+    if missing and not skip_missing:
+        shown = ", ".join(missing[:SHOWN_PATHS])
+        raise FileNotFoundError(
+            f"{len(missing)} image file(s) named in {source} are missing, e.g. {shown}. "
+            "Pass --skip-missing to build without them."
+        )
+
+
+def _use(prepared: PreparedImage, job: ImageJob, config: str, source: Path, skip_missing: bool, report: BuildReport) -> bool:
+    """Whether the prepared image can be used; records or raises its problem otherwise."""
+    if prepared.problem is None:
+        return True
+    if not skip_missing:
+        raise ValueError(f"{source}: item {job.index} ({job.path}): image {prepared.problem}. Pass --skip-missing to leave such items out.")
+    report.skip(config, job.index, job.path, prepared.problem)
+    return False
+
+
+def visual_genome_rows(config: str, annotations: Path, images_dir: Path, report: BuildReport, skip_missing: bool = False, workers: int = 1) -> Iterator[dict]:
+    """Rows of `relation` or `attribution` (see the module docstring)."""
+    group_key = VG_GROUP_KEYS[config]
+    items = read_annotations(annotations)
+    for index, item in enumerate(items):
+        _require(item, VG_KEYS + (group_key,), annotations, index)
+        _check_caption(item["true_caption"], annotations, index, "true_caption")
+        _check_caption(item["false_caption"], annotations, index, "false_caption")
+        if not item["bbox_w"] > 0 or not item["bbox_h"] > 0:
+            raise ValueError(f"{annotations}: item {index} has an empty bbox (w={item['bbox_w']}, h={item['bbox_h']})")
+        if config == "attribution" and (not isinstance(item["attributes"], list) or len(item["attributes"]) != 2):
+            raise ValueError(f"{annotations}: item {index} should have a pair of attributes, not {item['attributes']!r}")
+    jobs = [
+        ImageJob(index, Path(images_dir) / item["image_path"], (item["bbox_x"], item["bbox_y"], item["bbox_w"], item["bbox_h"]))
+        for index, item in enumerate(items)
+    ]
+    _check_files(jobs, annotations, skip_missing)
+    report.clamped_bboxes[config] = 0
+    for job, prepared in zip(jobs, _prepared(jobs, workers, f"{config} crops")):
+        if not _use(prepared, job, config, annotations, skip_missing, report):
+            continue
+        item = items[job.index]
+        report.clamped_bboxes[config] += prepared.clamped
+        row = {
+            "item_id": job.index,
+            "image": {"bytes": prepared.data},
+            "true_caption": item["true_caption"],
+            "false_caption": item["false_caption"],
+            "image_id": str(item.get("image_id", Path(item["image_path"]).stem)),
+            "bbox": list(prepared.bbox),
+        }
+        if config == "relation":
+            row["relation_name"] = item["relation_name"]
+        else:
+            row["attributes"] = [str(attribute) for attribute in item["attributes"]]
+            row["attribute_pair"] = "_".join(row["attributes"])
+        yield row
+
+
+def order_rows(config: str, annotations: Path, images_dir: Path, perturber, report: BuildReport, skip_missing: bool = False, workers: int = 1) -> Iterator[dict]:
+    """Rows of `coco_order` or `flickr30k_order`: every caption of every image beside its four perturbations."""
+    items = read_annotations(annotations)
+    captions, caption_ids = [], []
+    for index, item in enumerate(items):
+        _require(item, KARPATHY_KEYS, annotations, index)
+        if not isinstance(item["caption"], list) or not item["caption"]:
+            raise ValueError(f"{annotations}: item {index} should have a list of captions, not {item['caption']!r}")
+        image_id = str(item.get("image_id", Path(item["image"]).stem))
+        for k, caption in enumerate(item["caption"]):
+            _check_caption(caption, annotations, index, f"caption {k}")
+            captions.append(caption)
+            caption_ids.append(f"{image_id}#{k}")
+    jobs = [ImageJob(index, Path(images_dir) / item["image"]) for index, item in enumerate(items)]
+    _check_files(jobs, annotations, skip_missing)
+    options = perturber.caption_options(captions, caption_ids)
+    position = 0  # the caption's place in the flattened list: a stable item id, whether or not items are skipped
+    for job, prepared in zip(jobs, _prepared(jobs, workers, f"{config} images")):
+        usable = _use(prepared, job, config, annotations, skip_missing, report)
+        for position in range(position, position + len(items[job.index]["caption"])):
+            if not usable:
+                continue
+            caption_id, caption_options = caption_ids[position], options[position]
+            yield {
+                "item_id": position,
+                "image": {"bytes": prepared.data},
+                "image_id": caption_id.rsplit("#", 1)[0],
+                "caption_id": caption_id,
+                "caption_options": caption_options,
+                "perturbations": list(PERTURBATION_NAMES),
+            }
+        position += 1
