@@ -1,5 +1,59 @@
-"""Placeholder: this area's subcommands are registered here."""
+"""`aro eval` (score a model on ARO with the paper's protocol) and `aro push-metric` (publish the module)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+METRIC_FOLDER = Path(__file__).parent / "aro_accuracy"
 
 
 def register(subparsers) -> None:
-    """Add this area's subcommands to the `aro` parser."""
+    parser = subparsers.add_parser("eval", help="score a vision-language model on ARO", description=__doc__)
+    parser.add_argument("--model", required=True, help="Hub id or local path of the model")
+    parser.add_argument("--revision", help="model revision")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (NegCLIP from the Hub)")
+    parser.add_argument("--dataset", default="aro", help="Hub id or local folder of the ARO dataset (default: ./aro)")
+    parser.add_argument("--dataset-revision", help="dataset revision")
+    parser.add_argument("--config", default="all", help="relation, attribution, coco_order, flickr30k_order, a comma-separated list, or all")
+    parser.add_argument("--protocol", default="paper", choices=("paper", "none"), help="'none' keeps every group in the macro accuracy")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype on GPU")
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+    parser.add_argument("--out", type=Path, default=Path("aro-eval"), help="folder for results.json, results.md, plots, model-index.yaml")
+    parser.set_defaults(func=_run_eval)
+
+    push = subparsers.add_parser("push-metric", help="publish the aro_accuracy evaluate module as a Space")
+    push.add_argument("repo_id", metavar="ORG/aro_accuracy")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=_run_push)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from aro.metrics.evaluation import evaluate_model, results_table
+
+    configs = args.config if args.config == "all" else args.config.split(",")
+    results = evaluate_model(
+        args.model, args.dataset, configs, output_dir=args.out, revision=args.revision, dataset_revision=args.dataset_revision,
+        trust_remote_code=args.trust_remote_code, protocol=args.protocol, batch_size=args.batch_size, device=args.device,
+        dtype=args.dtype, num_workers=args.num_workers,
+    )
+    print(results_table(results))
+    print(f"\nresults, plots and a model-index snippet are in {args.out}/")
+    return 0
+
+
+def push_metric(repo_id: str, private: bool = False) -> str:
+    """Upload the module folder as a Gradio Space, as evaluate's own metrics are published."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(METRIC_FOLDER), repo_id=repo_id, repo_type="space", ignore_patterns=["__pycache__/*", "__init__.py"])
+    return str(url)
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    print(f"pushed to {push_metric(args.repo_id, args.private)}")
+    return 0
