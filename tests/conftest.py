@@ -1,11 +1,15 @@
 """Shared fixtures: everything is made here, offline (no Hub access is ever needed)."""
 
 import os
+import tempfile
 
 # Tests never reach the Hub; any accidental download fails fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A fresh datasets cache per run: pytest reuses tmp paths across runs, and a cached dataset from an earlier run at
+# the same path must never stand in for the one a test just built.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="aro-tests-datasets-")
 
 import pytest  # noqa: E402
 
