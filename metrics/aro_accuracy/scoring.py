@@ -37,6 +37,8 @@ SUPPORTED_FAMILIES = (
     "BLIP image-text matching (BlipForImageTextRetrieval)",
 )
 
+PAD_TO_LIMIT = ("siglip", "siglip2")
+
 
 @dataclass
 class ScoreResult:
@@ -164,13 +166,15 @@ class Scorer:
         self.num_workers = num_workers
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None, "fp32": None}[dtype]
         self.text_limit = _text_limit(model, self.tokenizer)
+        # SigLIP pools the last position, so it was trained (and must be run) with captions padded to the limit.
+        self.padding = "max_length" if model.config.model_type in PAD_TO_LIMIT else True
 
     def _autocast(self):
         enabled = self.autocast_dtype is not None and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled)
 
     def _tokenize(self, captions: list[str]) -> dict:
-        return self.tokenizer(captions, padding=True, truncation=True, max_length=self.text_limit, return_tensors="pt")
+        return self.tokenizer(captions, padding=self.padding, truncation=True, max_length=self.text_limit, return_tensors="pt")
 
     @torch.no_grad()
     def encode_images(self, dataset, rows: list[int]) -> torch.Tensor:

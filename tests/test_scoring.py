@@ -1,0 +1,153 @@
+"""The batched scorer equals a slow one-item-at-a-time reference, for three model families and several batch sizes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, Features, Image as ImageFeature, List, Value
+from PIL import Image
+from transformers import BlipConfig, BlipForImageTextRetrieval, SiglipConfig, SiglipModel
+
+from aro.cli import main
+from aro.metrics.aro_accuracy.scoring import Scorer, predict, score_items
+from aro.metrics.evaluation import evaluate_model
+from aro.models.tiny_clip import make_tiny_clip, tiny_clip_processor, word_tokenizer
+
+from conftest import TINY_WORDS
+
+TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+CAPTIONS = ["a red circle", "a blue square", "a red circle to the left of a blue square", "a blue square to the left of a red circle"]
+
+
+def image(seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 36, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def vg_dataset():
+    """A VG-shaped set: 10 items, images shared by pairs of items (as Order sets share them), captions repeated."""
+    rows = {
+        "image": [image(index // 2) for index in range(10)],
+        "true_caption": [CAPTIONS[index % 4] for index in range(10)],
+        "false_caption": [CAPTIONS[(index + 1) % 4] for index in range(10)],
+        "relation_name": ["left of" if index % 2 else "on" for index in range(10)],
+    }
+    features = Features({"image": ImageFeature(), "true_caption": Value("string"), "false_caption": Value("string"), "relation_name": Value("string")})
+    return Dataset.from_dict(rows, features=features)
+
+
+def clip_family():
+    return make_tiny_clip(TINY_WORDS, image_size=32, seed=1)
+
+
+def siglip_family():
+    tokenizer = word_tokenizer(TINY_WORDS, max_length=16)
+    torch.manual_seed(2)
+    config = SiglipConfig(text_config=dict(TOWER, vocab_size=len(tokenizer), max_position_embeddings=16), vision_config=dict(TOWER, image_size=32, patch_size=8))
+    return SiglipModel(config).eval(), tiny_clip_processor(tokenizer, 32)
+
+
+def blip_family():
+    tokenizer = word_tokenizer(TINY_WORDS, max_length=16)
+    torch.manual_seed(3)
+    text = dict(TOWER, vocab_size=len(tokenizer), max_position_embeddings=16, encoder_hidden_size=32, pad_token_id=tokenizer.pad_token_id)
+    config = BlipConfig(text_config=text, vision_config=dict(TOWER, image_size=32, patch_size=8), projection_dim=16, image_text_hidden_size=16)
+    return BlipForImageTextRetrieval(config).eval(), tiny_clip_processor(tokenizer, 32)
+
+
+@torch.no_grad()
+def slow_scores(model, processor, dataset) -> np.ndarray:
+    """One item at a time through the model's own forward."""
+    scores = []
+    for row in dataset:
+        captions = [row["true_caption"], row["false_caption"]]
+        padding = "max_length" if model.config.model_type == "siglip" else True
+        inputs = processor(text=captions, images=[row["image"].convert("RGB")], return_tensors="pt", padding=padding, max_length=16)
+        if isinstance(model, BlipForImageTextRetrieval):
+            pixels = inputs["pixel_values"].expand(len(captions), -1, -1, -1)
+            output = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], pixel_values=pixels, use_itm_head=True)
+            scores.append(output.itm_score.softmax(dim=-1)[:, 1].numpy())
+            continue
+        output = model(**inputs)
+        logits = output.logits_per_image[0]
+        if model.config.model_type == "siglip":
+            logits = logits - model.logit_bias
+        scores.append((logits / model.logit_scale.exp()).numpy())
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("family", [clip_family, siglip_family, blip_family], ids=["clip", "siglip", "blip-itm"])
+def test_batched_scores_equal_the_slow_reference_for_any_batch_size(family, vg_dataset):
+    model, processor = family()
+    reference = slow_scores(model, processor, vg_dataset)
+    for batch_size in (1, 3, 64):
+        result = score_items(model, processor, vg_dataset, group_column="relation_name", batch_size=batch_size)
+        np.testing.assert_allclose(result.scores, reference, atol=1e-5)
+        assert result.predictions == predict(reference)
+    assert result.unique_images == 5 and result.unique_captions == 4
+    assert result.groups[:2] == ["on", "left of"] and result.references == [0] * 10
+
+
+def test_prediction_is_minus_one_on_a_tie():
+    assert predict(np.array([[0.3, 0.3, 0.1], [0.5, 0.1, 0.5], [0.1, 0.4, 0.2]])) == [-1, -1, 1]
+
+
+def test_models_without_two_towers_get_a_clear_error():
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    with pytest.raises(ValueError, match="no image and text towers.*Supported: dual encoders"):
+        Scorer(CLIPVisionModel(CLIPVisionConfig(**TOWER, image_size=32, patch_size=8)), None)
+
+
+def test_a_dataset_without_aro_columns_is_refused(vg_dataset):
+    model, processor = clip_family()
+    with pytest.raises(ValueError, match="needs `image` and either `caption_options` or `true_caption` and `false_caption`"):
+        score_items(model, processor, vg_dataset.remove_columns("false_caption"))
+
+
+def test_a_corrupt_image_names_its_item(vg_dataset):
+    model, processor = clip_family()
+    broken = vg_dataset.cast_column("image", ImageFeature(decode=False)).to_list()
+    broken[7]["image"] = {"bytes": b"garbage", "path": None}
+    dataset = Dataset.from_list(broken, features=vg_dataset.features)
+    with pytest.raises(ValueError, match="item 7: the image cannot be decoded"):
+        score_items(model, processor, dataset)
+
+
+def test_long_captions_are_truncated_and_counted(vg_dataset):
+    model, processor = clip_family()
+    long = " ".join(["a red circle"] * 20)
+    dataset = vg_dataset.map(lambda row, index: {"true_caption": long} if index == 0 else {}, with_indices=True)
+    assert score_items(model, processor, dataset).truncated_captions == 1
+
+
+@pytest.fixture(scope="module")
+def aro_folder(tmp_path_factory):
+    """A built synthetic ARO (small) to evaluate on."""
+    from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
+
+    folder = tmp_path_factory.mktemp("synthetic") / "aro"
+    build_synthetic_aro(folder, seed=0, sizes=SyntheticSizes(train_scenes=8, test_scenes=4, relation_per_relation=5, attribution_per_pair=1, order_captions=6))
+    return folder
+
+
+def test_evaluate_model_and_cli_write_json_table_plots_and_model_index(aro_folder, tmp_path, tiny_clip_dir, capsys):
+    results = evaluate_model(str(tiny_clip_dir), str(aro_folder), "all", progress=False)
+    assert set(results["configs"]) == {"relation", "attribution", "coco_order", "flickr30k_order"}
+    assert results["configs"]["relation"]["num_items"] == 20 and results["image_processor"] == "CLIPImageProcessorPil"
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny_clip_dir), "--dataset", str(aro_folder), "--config", "relation,coco_order", "--num-workers", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| relation |" in printed and "| coco_order |" in printed
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["configs"]["relation"] == results["configs"]["relation"]  # the same numbers whatever the entry point
+    assert {"torch", "transformers", "datasets"} <= set(saved["versions"])
+    assert (out / "relation.png").stat().st_size > 1000 and (out / "coco_order.png").exists()
+    assert "model-index" in (out / "model-index.yaml").read_text()
+
+
+def test_cli_names_unknown_configs(aro_folder, tiny_clip_dir, capsys):
+    assert main(["eval", "--model", str(tiny_clip_dir), "--dataset", str(aro_folder), "--config", "vg_relation"]) == 2
+    assert "unknown ARO config(s) ['vg_relation']" in capsys.readouterr().err
