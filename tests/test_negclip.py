@@ -1,0 +1,163 @@
+"""NegCLIP: the loss, saving and loading (Auto classes, plain CLIP, remote code), the miner and exact resume."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import load_dataset
+from safetensors.torch import load_file
+from transformers import AutoModel, CLIPModel
+
+from aro.models.negclip import NegCLIPModel
+from aro.models.negclip.loss_negclip import NegCLIPLoss
+from aro.models.negclip.mining import nearest_images, swap_negatives
+from aro.models.negclip.training import NegCLIPTrainingArguments, train
+
+
+def reference_loss(images, texts, negatives, scale):
+    """The NegCLIP loss written out from explicit logits, one row at a time."""
+    n = len(images)
+    candidates = torch.cat([texts, negatives])
+    image_terms, text_terms = [], []
+    for row in range(n):
+        logits = torch.stack([scale * images[row] @ candidate for candidate in candidates])
+        image_terms.append(-torch.log_softmax(logits, dim=0)[row])
+        logits = torch.stack([scale * texts[row] @ image for image in images])
+        text_terms.append(-torch.log_softmax(logits, dim=0)[row])
+    return (torch.stack(image_terms).mean() + torch.stack(text_terms).mean()) / 2
+
+
+def test_loss_equals_the_explicit_reference():
+    torch.manual_seed(0)
+    images, texts, negatives = (F.normalize(torch.randn(6, 8), dim=-1) for _ in range(3))
+    scale = torch.tensor(10.0)
+    assert torch.allclose(NegCLIPLoss()(images, texts, scale, negatives), reference_loss(images, texts, negatives, scale), atol=1e-6)
+    # Without negatives it is CLIP's loss.
+    clip = (F.cross_entropy(scale * images @ texts.t(), torch.arange(6)) + F.cross_entropy(scale * texts @ images.t(), torch.arange(6))) / 2
+    assert torch.allclose(NegCLIPLoss()(images, texts, scale), clip, atol=1e-6)
+
+
+def test_a_hard_negative_equal_to_the_caption_costs_more():
+    torch.manual_seed(1)
+    images, texts = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    easy = NegCLIPLoss()(images, texts, torch.tensor(10.0), -texts)
+    hard = NegCLIPLoss()(images, texts, torch.tensor(10.0), texts.clone())
+    assert hard > easy
+
+
+def test_save_then_auto_model_and_plain_clip_give_the_same_features(tiny_clip_dir, tmp_path):
+    model = NegCLIPModel.from_clip(str(tiny_clip_dir)).eval()
+    model.save_pretrained(tmp_path / "negclip")
+    assert not list((tmp_path / "negclip").glob("*.bin")) and (tmp_path / "negclip" / "model.safetensors").exists()
+    pixels = torch.randn(2, 3, 32, 32)
+    ids = torch.tensor([[2, 4, 5, 3], [2, 6, 7, 3]])
+    expected = model.get_image_features(pixel_values=pixels).pooler_output
+    loaded = AutoModel.from_pretrained(tmp_path / "negclip").eval()
+    assert isinstance(loaded, NegCLIPModel)
+    plain = CLIPModel.from_pretrained(tmp_path / "negclip").eval()
+    assert torch.allclose(loaded.get_image_features(pixel_values=pixels).pooler_output, expected, atol=1e-6)
+    assert torch.allclose(plain.get_image_features(pixel_values=pixels).pooler_output, expected, atol=1e-6)
+    assert torch.allclose(plain.get_text_features(input_ids=ids).pooler_output, model.get_text_features(input_ids=ids).pooler_output, atol=1e-6)
+
+
+def test_remote_code_loads_from_the_saved_files_alone(tiny_clip_dir, tmp_path):
+    NegCLIPModel.from_clip(str(tiny_clip_dir)).save_pretrained(tmp_path / "negclip")
+    assert {"configuration_negclip.py", "modeling_negclip.py", "loss_negclip.py"} <= {path.name for path in (tmp_path / "negclip").iterdir()}
+    # A fresh interpreter that never imports aro: only the copied code can build the model.
+    script = (
+        "import sys; from transformers import AutoModel;"
+        f"model = AutoModel.from_pretrained({str(tmp_path / 'negclip')!r}, trust_remote_code=True);"
+        "assert 'aro' not in sys.modules; print(type(model).__module__)"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "modeling_negclip" in run.stdout and "aro.models" not in run.stdout
+
+
+def test_swap_negatives_keep_the_words_and_differ(spacy_nlp):
+    from aro.builders.text import load_spacy
+
+    nlp = load_spacy(keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
+    captions = ["a child holding a flowered umbrella and petting a yak", "a red circle to the left of a blue square", "dog"]
+    negatives = swap_negatives(captions, nlp=nlp, per_caption=4, seed=0)
+    assert negatives[2] == []  # nothing to swap
+    for caption, swapped in zip(captions[:2], negatives[:2]):
+        assert len(swapped) == 4 and len(set(swapped)) == 4
+        for negative in swapped:
+            assert negative != caption and sorted(negative.split()) == sorted(caption.split())
+    assert "a blue square to the left of a red circle" in negatives[1] or "a umbrella holding a flowered child and petting a yak" in negatives[0]
+    assert swap_negatives(captions, nlp=nlp, per_caption=4, seed=0) == negatives
+    assert swap_negatives(captions, nlp=nlp, per_caption=2, seed=1) != [row[:2] for row in negatives]
+
+
+def test_nearest_images_exclude_the_image_itself_and_its_other_rows():
+    embeddings = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), dim=-1)
+    image_ids = ["a", "a", "b", "c", "d"]  # rows 0 and 1 show the same image
+    neighbours = nearest_images(embeddings, image_ids, k=2)
+    assert neighbours[0] == neighbours[1] == [2, 4]
+    assert neighbours[3] == [4, 2]
+    for row, found in enumerate(neighbours):
+        assert all(image_ids[other] != image_ids[row] for other in found)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
+
+    folder = tmp_path_factory.mktemp("scenes") / "data"
+    build_synthetic_aro(folder, sizes=SyntheticSizes(train_scenes=24, test_scenes=8, relation_per_relation=2, attribution_per_pair=1, order_captions=4))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def start_model(tmp_path_factory):
+    from aro.builders.synthetic import world_words
+    from aro.models.tiny_clip import make_tiny_clip
+
+    model, processor = make_tiny_clip(world_words(), image_size=32, patch_size=16, hidden_size=32, num_layers=1)
+    folder = tmp_path_factory.mktemp("start")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _arguments(scenes, start_model, output_dir, **changes):
+    settings = dict(
+        output_dir=str(output_dir), model_name_or_path=str(start_model), dataset=str(scenes), dataset_config="scenes",
+        mining_cache=str(output_dir.parent / "mining.parquet"), learning_rate=1e-3, batch_size=8, epochs=2, warmup_steps=1,
+    )
+    return NegCLIPTrainingArguments(**settings | changes)
+
+
+def _weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_training_lowers_the_loss_and_writes_logs_and_card(scenes, start_model, tmp_path):
+    output = train(_arguments(scenes, start_model, tmp_path / "run", epochs=4, validation_split="test"))
+    losses = [float(line.split(",")[2]) for line in (output / "log.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 4 * (72 // 8)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    assert (output / "tensorboard").is_dir() and "NegCLIP" in (output / "README.md").read_text()
+    assert isinstance(AutoModel.from_pretrained(output), NegCLIPModel)
+    rows = len(load_dataset(str(scenes), "scenes", split="train"))
+    assert pq_rows(tmp_path / "mining.parquet") == rows
+
+
+def pq_rows(path):
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows
+
+
+def test_an_interrupted_run_resumed_ends_with_the_same_weights(scenes, start_model, tmp_path):
+    whole = train(_arguments(scenes, start_model, tmp_path / "whole"))
+    # Stop after 5 of 18 steps (mid-epoch), checkpointing there, then resume to the end.
+    train(_arguments(scenes, start_model, tmp_path / "part", max_steps=5, save_every=5))
+    resumed = train(_arguments(scenes, start_model, tmp_path / "part", resume_from=str(tmp_path / "part" / "checkpoints" / "step-5")))
+    expected, actual = _weights(whole), _weights(resumed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
