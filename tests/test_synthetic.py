@@ -69,3 +69,31 @@ def test_every_caption_word_is_in_the_world_vocabulary():
     for _, scene in synthetic.scenes(seed=0, split="train", count=30):
         for caption in scene.captions() + [scene.relation_caption(swapped=True), scene.attribute_caption(swapped=True)]:
             assert set(caption.split()) <= vocabulary
+
+
+TINY = synthetic.SyntheticSizes(train_scenes=6, test_scenes=3, relation_per_relation=2, attribution_per_pair=1, order_captions=5)
+
+
+def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(tmp_path, spacy_nlp):
+    import hashlib
+
+    from datasets import load_dataset
+
+    from aro.builders.schema import CONFIG_FEATURES
+
+    def digest(folder):
+        return {path.name + path.parent.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.rglob("*.parquet"))}
+
+    counts = synthetic.build_synthetic_aro(tmp_path / "one", seed=5, sizes=TINY, spacy_pipeline=spacy_nlp.meta["lang"] + "_" + spacy_nlp.meta["name"])
+    assert counts[("relation", "test")] == 8 and counts[("attribution", "test")] == 56 and counts[("scenes", "train")] == 18
+    synthetic.build_synthetic_aro(tmp_path / "two", seed=5, sizes=TINY)
+    synthetic.build_synthetic_aro(tmp_path / "other", seed=6, sizes=TINY)
+    assert digest(tmp_path / "one") == digest(tmp_path / "two") != digest(tmp_path / "other")
+
+    for config, features in CONFIG_FEATURES.items():
+        loaded = load_dataset(str(tmp_path / "one"), config, split="test")
+        assert loaded.features == features
+    order = load_dataset(str(tmp_path / "one"), "coco_order", split="test")
+    assert all(sorted(option.split()) == sorted(row["caption_options"][0].split()) for row in order for option in row["caption_options"])
+    scenes = load_dataset(str(tmp_path / "one"), "scenes")
+    assert set(scenes) == {"train", "test"} and scenes["train"][0]["image"].size == (64, 64)
