@@ -74,7 +74,7 @@ def _prepared(jobs: list[ImageJob], workers: int, description: str) -> Iterator[
     if workers <= 1:
         yield from tqdm(map(prepare, jobs), **progress)
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.Pool(workers) as pool:
         yield from tqdm(pool.imap(prepare, jobs, chunksize=32), **progress)
 
 

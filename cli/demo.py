@@ -66,9 +66,9 @@ def _run(args: argparse.Namespace) -> int:
 def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipeline: str | None = None, overwrite: bool = False) -> dict:
     """Build, train, fine-tune, score and report into `out_dir`; return the results written to `results.json`."""
     import torch
-    from datasets import load_dataset
 
     from aro.builders.synthetic import build_synthetic_aro, world_words
+    from aro.metrics.aro_accuracy.scoring import load_model, load_split
     from aro.metrics.evaluation import evaluate_model, retrieval_recall
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
     from aro.models.tiny_clip import make_tiny_clip
@@ -111,13 +111,11 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
     train(negclip_args)
 
     _say("4/5 scoring both on the four ARO configs and on retrieval of held-out scenes")
-    held_out = load_dataset(str(data), "scenes", split="test")
+    held_out = load_split(str(data), "scenes", "test")
     results = {"seed": seed, "quick": quick, "recipe": asdict(recipe), "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()}, "models": {}}
     for name, args in (("CLIP", clip_args), ("NegCLIP", negclip_args)):
         path = args.output_dir
         scores = evaluate_model(path, str(data), "all", output_dir=out / "eval" / name.lower(), progress=False)
-        from aro.metrics.aro_accuracy.scoring import load_model
-
         loaded, loaded_processor = load_model(path)
         results["models"][name] = {
             "path": path,

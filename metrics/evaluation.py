@@ -17,7 +17,7 @@ import torch
 
 from aro.metrics.aro_accuracy.aro_accuracy import GROUP_COLUMNS, AroAccuracy
 from aro.metrics.aro_accuracy.protocol import CONFIGS
-from aro.metrics.aro_accuracy.scoring import Scorer, load_model
+from aro.metrics.aro_accuracy.scoring import Scorer, load_model, load_split
 
 CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "aro")
@@ -63,8 +63,6 @@ def evaluate_model(
     aro_accuracy results}}`; with `output_dir`, also writes `results.json`, `results.md`, one PNG per config and
     `model-index.yaml` there.
     """
-    from datasets import load_dataset
-
     model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", type(model).__name__)
     if isinstance(model, str):
         model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
@@ -84,7 +82,7 @@ def evaluate_model(
     }
     was_training = model.training
     for config in resolve_configs(configs):
-        data = load_dataset(dataset, config, split="test", revision=dataset_revision)
+        data = load_split(dataset, config, "test", revision=dataset_revision)
         scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config))
         numbers = metric.compute(
             predictions=scored.predictions, references=scored.references, groups=scored.groups, config=config,

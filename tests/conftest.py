@@ -1,19 +1,23 @@
 """Shared fixtures: everything is made here, offline (no Hub access is ever needed)."""
 
 import os
-import tempfile
 
 # Tests never reach the Hub; any accidental download fails fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# A fresh datasets cache per run: pytest reuses tmp paths across runs, and a cached dataset from an earlier run at
-# the same path must never stand in for the one a test just built.
-os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="aro-tests-datasets-")
 
 import pytest  # noqa: E402
 
 TINY_WORDS = "a an the red green blue yellow small large circle square triangle star left right of above below to and is".split()
+
+
+@pytest.fixture(autouse=True)
+def fresh_datasets_cache(tmp_path_factory, monkeypatch):
+    """Each test its own datasets cache: `datasets` keys a local folder's cache by its name, and tests reuse names."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("datasets-cache")))
 
 
 @pytest.fixture(scope="session")

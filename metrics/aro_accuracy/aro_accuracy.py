@@ -5,7 +5,7 @@ import evaluate
 import numpy as np
 
 from .protocol import CONFIGS, counts_towards_macro
-from .scoring import load_model, score_items
+from .scoring import load_model, load_split, score_items
 
 _DESCRIPTION = """
 ARO (Attribution, Relation, and Order; Yuksekgonul et al., ICLR 2023) asks a model to pick the true caption of an
@@ -123,6 +123,6 @@ def score_model(model_id, dataset, config, revision=None, trust_remote_code=Fals
     if isinstance(dataset, str):
         if config is None:
             raise ValueError("scoring a model on a dataset by name needs `config`")
-        dataset = datasets.load_dataset(dataset, config, split=split)
+        dataset = load_split(dataset, config, split)
     model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code)
     return score_items(model, processor, dataset, group_column=GROUP_COLUMNS.get(config), **scorer_options)

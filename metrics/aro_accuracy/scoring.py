@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,6 +53,25 @@ class ScoreResult:
     unique_images: int = 0
     unique_captions: int = 0
     notes: dict = field(default_factory=dict)
+
+
+def load_split(dataset: str, config: str | None, split: str = "test", revision: str | None = None):
+    """`load_dataset(dataset, config, split=split)`, with a cache that follows a local folder's content.
+
+    `datasets` caches a local folder's Arrow conversion under its folder name and config alone, so a folder rebuilt
+    in place, or another folder of the same name, would be served from a stale cache. A local folder therefore gets
+    a cache directory named after its resolved path and its files' sizes and modification times.
+    """
+    from datasets import config as datasets_config
+    from datasets import load_dataset
+
+    folder = Path(dataset)
+    if not folder.is_dir():
+        return load_dataset(dataset, config, split=split, revision=revision)
+    files = sorted(path for path in folder.resolve().rglob("*") if path.is_file() and ".cache" not in path.parts)
+    stamp = hashlib.sha1(repr([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]).encode()).hexdigest()[:16]
+    cache_dir = Path(datasets_config.HF_DATASETS_CACHE) / "local" / stamp
+    return load_dataset(str(folder), config, split=split, cache_dir=str(cache_dir))
 
 
 def candidates_of(row: dict) -> list[str]:

@@ -145,10 +145,11 @@ def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
 
 def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None) -> Path:
     """Mine text and image negatives for every row of the dataset; write and return the Parquet cache."""
-    from datasets import load_dataset
     from transformers import AutoModel, AutoProcessor
 
-    data = load_dataset(parameters.dataset, parameters.config, split=parameters.split)
+    from aro.metrics.aro_accuracy.scoring import load_split
+
+    data = load_split(parameters.dataset, parameters.config, parameters.split)
     for column in (parameters.image_column, parameters.caption_column, parameters.image_id_column):
         if column not in data.column_names:
             raise ValueError(f"{parameters.dataset} ({parameters.split}) has no column {column!r}; it has {data.column_names}")

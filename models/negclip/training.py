@@ -164,16 +164,17 @@ def train(args: NegCLIPTrainingArguments) -> Path:
     """Train per `args`; return `output_dir`, which then holds the final model, processor, logs and card."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from datasets import load_dataset
     from torch.utils.tensorboard import SummaryWriter
     from transformers import AutoProcessor, get_cosine_schedule_with_warmup
+
+    from aro.metrics.aro_accuracy.scoring import load_split
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps)
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    data = load_dataset(args.dataset, args.dataset_config, split=args.split)
+    data = load_split(args.dataset, args.dataset_config, args.split)
     for column in (args.image_column, args.caption_column, args.image_id_column):
         if column not in data.column_names:
             raise ValueError(f"{args.dataset} ({args.split}) has no column {column!r}; it has {data.column_names}")
@@ -254,7 +255,7 @@ def train(args: NegCLIPTrainingArguments) -> Path:
     results = {}
     if accelerator.is_main_process:
         if args.validation_split:
-            validation = load_dataset(args.dataset, args.dataset_config, split=args.validation_split)
+            validation = load_split(args.dataset, args.dataset_config, args.validation_split)
             results["validation_loss"] = validation_loss(model, validation, args, processor, accelerator)
             writer.add_scalar("validation/loss", results["validation_loss"], state["step"])
         if args.eval_dataset:
