@@ -107,10 +107,8 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def model_index_snippet(results: dict) -> str:
-    """`model-index` YAML for a model card: the headline number of each config (macro where it has groups)."""
-    import yaml
-
+def model_index(results: dict, model_name: str | None = None) -> list[dict]:
+    """`model-index` entries for a model card: the headline number of each config (macro where it has groups)."""
     entries = []
     for config, numbers in results["configs"].items():
         value = numbers["macro_accuracy"] if numbers.get("macro_accuracy") is not None else numbers["accuracy"]
@@ -121,7 +119,13 @@ def model_index_snippet(results: dict) -> str:
                 "metrics": [{"type": "accuracy", "value": round(float(value), 4), "name": f"{config} accuracy ({results['protocol']} protocol)"}],
             }
         )
-    return yaml.safe_dump({"model-index": [{"name": results["model"], "results": entries}]}, sort_keys=False)
+    return [{"name": model_name or results["model"], "results": entries}]
+
+
+def model_index_snippet(results: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump({"model-index": model_index(results)}, sort_keys=False)
 
 
 def plot_groups(config: str, numbers: dict, path: Path) -> None:

@@ -97,3 +97,13 @@ def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(
     assert all(sorted(option.split()) == sorted(row["caption_options"][0].split()) for row in order for option in row["caption_options"])
     scenes = load_dataset(str(tmp_path / "one"), "scenes")
     assert set(scenes) == {"train", "test"} and scenes["train"][0]["image"].size == (64, 64)
+
+
+def test_a_folder_rebuilt_in_place_is_read_afresh(tmp_path):
+    from aro.metrics.aro_accuracy.scoring import load_split
+
+    folder = tmp_path / "data"
+    synthetic.build_synthetic_aro(folder, sizes=TINY)
+    assert len(load_split(str(folder), "scenes", "train")) == 18
+    synthetic.build_synthetic_aro(folder, sizes=synthetic.SyntheticSizes(train_scenes=4, test_scenes=1, relation_per_relation=1, attribution_per_pair=1, order_captions=1), overwrite=True)
+    assert len(load_split(str(folder), "scenes", "train")) == 12

@@ -7,6 +7,7 @@ from dataclasses import asdict
 import yaml
 
 from aro.cards import render
+from aro.metrics.evaluation import model_index
 
 HYPERPARAMETERS = (
     "learning_rate", "batch_size", "epochs", "warmup_steps", "weight_decay", "gradient_accumulation_steps",
@@ -14,30 +15,12 @@ HYPERPARAMETERS = (
 )
 
 
-def model_index(model_name: str, aro_results: dict | None) -> list[dict]:
-    """The `model-index` entries of the card: one per ARO config scored (macro accuracy where the config has groups)."""
-    if not aro_results:
-        return []
-    results = []
-    for config, numbers in aro_results["configs"].items():
-        value = numbers["macro_accuracy"] if numbers.get("macro_accuracy") is not None else numbers["accuracy"]
-        results.append(
-            {
-                "task": {"type": "zero-shot-image-classification", "name": "ARO caption choice"},
-                "dataset": {"name": f"ARO {config}", "type": aro_results.get("dataset", "aro"), "config": config, "split": "test"},
-                "metrics": [{"type": "accuracy", "value": round(value, 4), "name": f"{config} accuracy"}],
-            }
-        )
-    return [{"name": model_name, "results": results}]
-
-
 def model_card(args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any."""
     name = args.push_to_hub or title or "negclip"
     metadata = {"library_name": "transformers", "license": "mit", "tags": ["clip", "negclip", "aro", "vision-language"], "base_model": args.model_name_or_path}
-    index = model_index(name, aro_results)
-    if index:
-        metadata["model-index"] = index
+    if aro_results:
+        metadata["model-index"] = model_index(aro_results, name)
     settings = asdict(args)
     if aro_results:
         rows = [
