@@ -7,8 +7,8 @@
     aro train   ...   fine-tune CLIP into NegCLIP
     aro demo    ...   the whole pipeline offline on a synthetic world
 
-Each area registers its own subcommands through a `register(subparsers)` function; those modules import
-their heavy dependencies inside the command, so `aro --help` stays fast.
+Each area registers its own subcommands through a `register(subparsers)` function; the work itself (and most
+heavy imports) happens inside the command.
 """
 
 from __future__ import annotations

@@ -188,7 +188,9 @@ def train(args: NegCLIPTrainingArguments) -> Path:
     total_steps = steps_per_epoch * args.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(args.warmup_steps, total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays outside `prepare`, which would step it once per process: it steps once per optimizer step.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0}
     if args.resume_from:
@@ -224,7 +226,8 @@ def train(args: NegCLIPTrainingArguments) -> Path:
                         loss = model(**inputs).loss
                         accelerator.backward(loss)
                         optimizer.step()
-                        scheduler.step()
+                        if accelerator.sync_gradients:
+                            scheduler.step()
                         optimizer.zero_grad()
                     state["batch_in_epoch"] += 1
                     if not accelerator.sync_gradients:
