@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
     from aro.models.tiny_clip import make_tiny_clip
 
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty: pass --overwrite to replace it")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists and is not empty: pass --overwrite to replace it")
+        shutil.rmtree(out)
     recipe = DemoRecipe.quick() if quick else DemoRecipe()
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
