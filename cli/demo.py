@@ -41,7 +41,7 @@ class DemoRecipe:
 
     @classmethod
     def quick(cls) -> "DemoRecipe":
-        return cls(sizes=SyntheticSizes.quick(), clip_epochs=8, negclip_epochs=12)
+        return cls(sizes=SyntheticSizes.quick(), clip_epochs=8, negclip_epochs=20)
 
 
 def register(subparsers) -> None:

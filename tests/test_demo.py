@@ -10,9 +10,11 @@ from transformers import AutoModel, CLIPModel
 from aro.cli import main
 from aro.models.negclip import NegCLIPModel
 
-# Relation accuracy of NegCLIP minus CLIP in the quick demo, measured on seeds 0, 1 and 2: +0.090, +0.065 and the
-# figure in the README; the assertion keeps a margin below the smallest.
-RELATION_MARGIN = 0.04
+# NegCLIP minus CLIP in the quick demo, measured on seeds 0, 1 and 2 (`aro demo --quick --seed N`):
+# relation +0.205, +0.145, +0.095; attribution +0.015, -0.008, -0.011 (both models bind colours to shapes
+# already, see the README). The test runs seed 0; its bounds sit below the smallest gain and the largest loss.
+RELATION_MARGIN = 0.08
+ATTRIBUTION_TOLERANCE = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +40,11 @@ def test_every_output_exists_and_loads(demo):
         assert (demo / "eval" / name / "results.json").exists()
 
 
-def test_negclip_beats_clip_on_relations_and_keeps_retrieval(demo):
+def test_negclip_beats_clip_on_relations_and_keeps_attribution_and_retrieval(demo):
     models = json.loads((demo / "results.json").read_text())["models"]
     clip, negclip = models["CLIP"], models["NegCLIP"]
     assert negclip["aro"]["relation"] - clip["aro"]["relation"] >= RELATION_MARGIN
+    assert negclip["aro"]["attribution"] >= clip["aro"]["attribution"] - ATTRIBUTION_TOLERANCE
     assert negclip["retrieval"]["text_to_image_recall@1"] >= clip["retrieval"]["text_to_image_recall@1"] - 0.05
     # Trained from scratch on this world, CLIP does retrieve its captions well above chance (1 in 200 scenes).
     assert clip["retrieval"]["text_to_image_recall@1"] > 0.3
