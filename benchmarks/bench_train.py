@@ -25,13 +25,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers preparing batches")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        scenes = args.batch_size * args.steps // 3 + 1
+        scenes = args.batch_size * 2 * args.steps // 3 + 1
         build_synthetic_aro(folder / "data", sizes=SyntheticSizes(train_scenes=scenes, test_scenes=4, relation_per_relation=1, attribution_per_pair=1, order_captions=4))
         model, processor = make_tiny_clip(world_words(), image_size=64, patch_size=16)
         model.save_pretrained(folder / "start")
@@ -43,20 +44,26 @@ def main() -> None:
         rows_mined = scenes * 3
         rows.append({"measure": "mine (swaps + neighbours, end to end)", "value": rows_mined / mining_seconds, "unit": "rows/s"})
 
-        arguments = NegCLIPTrainingArguments(
-            output_dir=str(folder / "run"), model_name_or_path=str(folder / "start"), dataset=str(folder / "data"), dataset_config="scenes",
-            mining_cache=str(cache), batch_size=args.batch_size, epochs=1, max_steps=args.steps, learning_rate=1e-4, warmup_steps=1,
-        )
-        start = time.perf_counter()
-        train(arguments)
-        train_seconds = (time.perf_counter() - start) / args.steps
+        def timed_run(steps: int, name: str):
+            arguments = NegCLIPTrainingArguments(
+                output_dir=str(folder / name), model_name_or_path=str(folder / "start"), dataset=str(folder / "data"),
+                dataset_config="scenes", mining_cache=str(cache), batch_size=args.batch_size, epochs=1, max_steps=steps,
+                learning_rate=1e-4, warmup_steps=1, num_workers=args.num_workers,
+            )
+            start = time.perf_counter()
+            train(arguments)
+            return time.perf_counter() - start, arguments
+
+        # Two runs of N and 2N steps: their difference is N steps without the one-off loading and saving.
+        short, _ = timed_run(args.steps, "short")
+        long, arguments = timed_run(2 * args.steps, "long")
+        train_seconds = (long - short) / args.steps
 
         # The bare step: the same model, one prepared batch of the same shape, forward + backward + AdamW.
-        from datasets import load_dataset
-
+        from aro.metrics.aro_accuracy.scoring import load_split
         from aro.models.negclip.mining import load_cache
 
-        data = load_dataset(str(folder / "data"), "scenes", split="train")
+        data = load_split(str(folder / "data"), "scenes", "train")
         negatives, neighbours, _ = load_cache(cache)
         batch = _Batches(data, arguments, negatives, neighbours, processor, epoch=0)[0]
         bare_model = NegCLIPModel.from_clip(model).train()

@@ -134,24 +134,33 @@ def _text_limit(model, tokenizer) -> int:
     return min(limit for limit in limits if limit and limit < 1_000_000)
 
 
-class _ImageBatches(torch.utils.data.Dataset):
-    """Decode and preprocess images in DataLoader workers, from the dataset's bytes."""
+class _Images(torch.utils.data.Dataset):
+    """Decode images in DataLoader workers, from the dataset's bytes."""
 
-    def __init__(self, dataset, rows: list[int], image_processor):
-        self.dataset, self.rows, self.image_processor = dataset, rows, image_processor
+    def __init__(self, dataset, rows: list[int]):
+        self.dataset, self.rows = dataset, rows
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> Image.Image:
         row = self.rows[index]
         encoded = self.dataset[row]["image"]
         try:
             image = Image.open(io.BytesIO(encoded["bytes"])) if isinstance(encoded, dict) else encoded
-            image = image.convert("RGB")
+            return image.convert("RGB")
         except Exception as error:  # noqa: BLE001 - any decoder error is a corrupt image
             raise ValueError(f"item {row}: the image cannot be decoded ({error})") from error
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+class _Preprocess:
+    """Collate a batch of images through the image processor at once (in the worker, like decoding)."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
 
 def _on_oom_halve(encode, items: list, batch_size: int, description: str):
@@ -200,8 +209,9 @@ class Scorer:
     def encode_images(self, dataset, rows: list[int]) -> torch.Tensor:
         """Features of the images of `rows` (pixel values for BLIP, whose head needs them), in order."""
         loader = torch.utils.data.DataLoader(
-            _ImageBatches(dataset, rows, self.image_processor),
+            _Images(dataset, rows),
             batch_size=self.batch_size,
+            collate_fn=_Preprocess(self.image_processor),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
         )
