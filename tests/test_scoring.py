@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, Features, Image as ImageFeature, List, Value
+from datasets import Dataset, Features, Image as ImageFeature, Value
 from PIL import Image
 from transformers import BlipConfig, BlipForImageTextRetrieval, SiglipConfig, SiglipModel
 

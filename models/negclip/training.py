@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
