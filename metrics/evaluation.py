@@ -175,9 +175,7 @@ def retrieval_recall(model, processor, data, image_column="image", caption_colum
             column_of[image_id] = len(first_row)
             first_row.append(row)
     raw = data.cast_column(image_column, ImageFeature(decode=False))
-    if image_column != "image":
-        raw = raw.rename_column(image_column, "image")
-    image_features = torch.nn.functional.normalize(scorer.encode_images(raw, first_row), dim=-1)
+    image_features = torch.nn.functional.normalize(scorer.encode_images(raw, first_row, image_column), dim=-1)
     captions = list(data[caption_column])
     text_features = scorer.encode_captions(captions)
     similarity = text_features @ image_features.t()

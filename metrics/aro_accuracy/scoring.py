@@ -137,15 +137,15 @@ def _text_limit(model, tokenizer) -> int:
 class _Images(torch.utils.data.Dataset):
     """Decode images in DataLoader workers, from the dataset's bytes."""
 
-    def __init__(self, dataset, rows: list[int]):
-        self.dataset, self.rows = dataset, rows
+    def __init__(self, dataset, rows: list[int], image_column: str = "image"):
+        self.dataset, self.rows, self.image_column = dataset, rows, image_column
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> Image.Image:
         row = self.rows[index]
-        encoded = self.dataset[row]["image"]
+        encoded = self.dataset[row][self.image_column]
         try:
             image = Image.open(io.BytesIO(encoded["bytes"])) if isinstance(encoded, dict) else encoded
             return image.convert("RGB")
@@ -206,10 +206,13 @@ class Scorer:
         return self.tokenizer(captions, padding=self.padding, truncation=True, max_length=self.text_limit, return_tensors="pt")
 
     @torch.no_grad()
-    def encode_images(self, dataset, rows: list[int]) -> torch.Tensor:
-        """Features of the images of `rows` (pixel values for BLIP, whose head needs them), in order."""
+    def encode_images(self, dataset, rows: list[int], image_column: str = "image") -> torch.Tensor:
+        """Features of the images of `rows` (BLIP: the vision states its head needs), in order.
+
+        `dataset` may hold decoded images or, cheaper to pass to workers, their bytes (`Image(decode=False)`).
+        """
         loader = torch.utils.data.DataLoader(
-            _Images(dataset, rows),
+            _Images(dataset, rows, image_column),
             batch_size=self.batch_size,
             collate_fn=_Preprocess(self.image_processor),
             num_workers=self.num_workers,

@@ -90,19 +90,6 @@ def swap_negatives(captions: Sequence[str], nlp=None, per_caption: int = 3, seed
     ]
 
 
-@torch.no_grad()
-def image_embeddings(model, processor, images: Sequence, batch_size: int = 256, device: str | None = None) -> torch.Tensor:
-    """Normalised CLIP image embeddings of `images` (PIL images), in order."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device).eval()
-    features = []
-    for start in tqdm(range(0, len(images), batch_size), desc="embedding images", leave=False):
-        pixels = processor(images=[image.convert("RGB") for image in images[start : start + batch_size]], return_tensors="pt")["pixel_values"]
-        output = model.get_image_features(pixel_values=pixels.to(device))
-        features.append((output if isinstance(output, torch.Tensor) else output.pooler_output).float().cpu())
-    return F.normalize(torch.cat(features), dim=-1)
-
-
 def nearest_images(embeddings: torch.Tensor, image_ids: Sequence[str], k: int = 3, chunk: int = 4096) -> list[list[int]]:
     """For each row, the `k` rows of the most similar other images (one row per image id, never its own id)."""
     unique_ids = list(dict.fromkeys(image_ids))
@@ -146,7 +133,9 @@ def mine(parameters: MiningParameters, output: str | Path | None = None, batch_s
     """Mine text and image negatives for every row of the dataset; write and return the Parquet cache."""
     from transformers import AutoModel, AutoProcessor
 
-    from aro.metrics.aro_accuracy.scoring import load_split
+    from datasets import Image as ImageFeature
+
+    from aro.metrics.aro_accuracy.scoring import Scorer, load_split
 
     data = load_split(parameters.dataset, parameters.config, parameters.split)
     for column in (parameters.image_column, parameters.caption_column, parameters.image_id_column):
@@ -160,10 +149,11 @@ def mine(parameters: MiningParameters, output: str | Path | None = None, batch_s
     image_ids = [str(image_id) for image_id in data[parameters.image_id_column]]
     model = AutoModel.from_pretrained(parameters.clip_model)
     processor = AutoProcessor.from_pretrained(parameters.clip_model)
-    unique_rows = list({image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}.values())
-    unique_rows.sort()
+    unique_rows = sorted({image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}.values())
+    scorer = Scorer(model, processor, device=device, batch_size=batch_size)
+    raw = data.cast_column(parameters.image_column, ImageFeature(decode=False))
     embeddings = torch.zeros(len(data), model.config.projection_dim)
-    embeddings[unique_rows] = image_embeddings(model, processor, data.select(unique_rows)[parameters.image_column], batch_size, device)
+    embeddings[unique_rows] = F.normalize(scorer.encode_images(raw, unique_rows, parameters.image_column), dim=-1)
     neighbours = nearest_images(embeddings, image_ids, k=parameters.neighbours)
 
     table = pa.table({"negatives": negatives, "neighbours": neighbours})
