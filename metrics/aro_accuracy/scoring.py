@@ -228,10 +228,15 @@ class Scorer:
                     features.append(_features(self.model.get_image_features(pixel_values=pixel_values)).float().cpu())
         return torch.cat(features)
 
+    def token_lengths(self, captions: list[str]) -> list[int]:
+        """Untruncated token counts, in one tokenizer call: for batching by length and counting truncations."""
+        return [len(ids) for ids in self.tokenizer(captions)["input_ids"]]
+
     @torch.no_grad()
-    def encode_captions(self, captions: list[str]) -> torch.Tensor:
+    def encode_captions(self, captions: list[str], lengths: list[int] | None = None) -> torch.Tensor:
         """Normalised features of `captions`, batched by length to cut padding, returned in input order."""
-        order = sorted(range(len(captions)), key=lambda index: len(self.tokenizer(captions[index])["input_ids"]))
+        lengths = lengths if lengths is not None else self.token_lengths(captions)
+        order = sorted(range(len(captions)), key=lengths.__getitem__)
 
         def encode(batch: list[int]) -> torch.Tensor:
             tokens = self._tokenize([captions[index] for index in batch]).to(self.device)
@@ -261,13 +266,10 @@ class Scorer:
 
         return torch.cat(_on_oom_halve(encode, pairs, self.batch_size, "pairs"))
 
-    def count_truncated(self, captions: list[str]) -> int:
-        return sum(len(ids) > self.text_limit for ids in self.tokenizer(captions)["input_ids"])
-
     def score(self, dataset, group_column: str | None = None) -> ScoreResult:
         """Score every item of an ARO-shaped `datasets.Dataset`."""
-        missing = [column for column in ("image",) if column not in dataset.column_names]
-        if missing or not ({"caption_options"} <= set(dataset.column_names) or {"true_caption", "false_caption"} <= set(dataset.column_names)):
+        columns = set(dataset.column_names)
+        if "image" not in columns or not ("caption_options" in columns or {"true_caption", "false_caption"} <= columns):
             raise ValueError(
                 f"the dataset has columns {dataset.column_names}: an ARO config needs `image` and either "
                 "`caption_options` or `true_caption` and `false_caption`"
@@ -292,17 +294,17 @@ class Scorer:
 
         unique_captions = sorted({caption for options in candidates for caption in options})
         caption_index = {caption: index for index, caption in enumerate(unique_captions)}
+        lengths = self.token_lengths(unique_captions)
         images = _gathered(lambda share: self.encode_images(raw, share), first_row_of_image)
 
         if self.family == "dual":
             image_features = torch.nn.functional.normalize(images, dim=-1)
-            text_features = _gathered(self.encode_captions, unique_captions)
-            scores = np.array(
-                [
-                    [float(image_features[image_of_item[item]] @ text_features[caption_index[caption]]) for caption in options]
-                    for item, options in enumerate(candidates)
-                ]
-            )
+            length_of = dict(zip(unique_captions, lengths))
+            text_features = _gathered(lambda share: self.encode_captions(share, [length_of[caption] for caption in share]), unique_captions)
+            # Every item of a config has the same number of candidates, so one gather and one product score them all.
+            item_images = image_features[torch.tensor(image_of_item)]
+            item_captions = text_features[torch.tensor([[caption_index[caption] for caption in options] for options in candidates])]
+            scores = torch.einsum("nd,nkd->nk", item_images, item_captions).numpy()
         else:
             pairs = [(image_of_item[item], caption) for item, options in enumerate(candidates) for caption in options]
             flat = _gathered(lambda share: self._itm_scores(images, share), pairs).numpy()
@@ -315,7 +317,7 @@ class Scorer:
             predictions=predict(scores),
             references=[0] * len(candidates),
             groups=groups,
-            truncated_captions=self.count_truncated(unique_captions),
+            truncated_captions=sum(length > self.text_limit for length in lengths),
             unique_images=len(first_row_of_image),
             unique_captions=len(unique_captions),
         )
