@@ -118,8 +118,8 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
     results = {"seed": seed, "quick": quick, "recipe": asdict(recipe), "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()}, "models": {}}
     for name, args in (("CLIP", clip_args), ("NegCLIP", negclip_args)):
         path = args.output_dir
-        scores = evaluate_model(path, str(data), "all", output_dir=out / "eval" / name.lower(), progress=False)
         loaded, loaded_processor = load_model(path)
+        scores = evaluate_model(loaded, str(data), "all", processor=loaded_processor, output_dir=out / "eval" / name.lower())
         results["models"][name] = {
             "path": path,
             "aro": {config: numbers["accuracy"] for config, numbers in scores["configs"].items()},

@@ -55,7 +55,6 @@ def evaluate_model(
     device: str | None = None,
     dtype: str | None = None,
     num_workers: int = 0,
-    progress: bool = True,
 ) -> dict:
     """Score `model` (a Hub id, a local path or a loaded model with its `processor`) on `configs` of `dataset`.
 

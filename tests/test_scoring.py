@@ -133,7 +133,7 @@ def aro_folder(tmp_path_factory):
 
 
 def test_evaluate_model_and_cli_write_json_table_plots_and_model_index(aro_folder, tmp_path, tiny_clip_dir, capsys):
-    results = evaluate_model(str(tiny_clip_dir), str(aro_folder), "all", progress=False)
+    results = evaluate_model(str(tiny_clip_dir), str(aro_folder), "all")
     assert set(results["configs"]) == {"relation", "attribution", "coco_order", "flickr30k_order"}
     assert results["configs"]["relation"]["num_items"] == 20 and results["image_processor"] == "CLIPImageProcessorPil"
 

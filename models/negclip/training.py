@@ -281,7 +281,7 @@ def _evaluate(accelerator, model, processor, args, writer, step: int) -> dict:
     from aro.metrics.evaluation import evaluate_model
 
     model.eval()
-    results = evaluate_model(accelerator.unwrap_model(model), args.eval_dataset, args.eval_configs, processor=processor, progress=False)
+    results = evaluate_model(accelerator.unwrap_model(model), args.eval_dataset, args.eval_configs, processor=processor)
     model.train()
     for config, numbers in results["configs"].items():
         writer.add_scalar(f"aro/{config}", numbers["accuracy"], step)
