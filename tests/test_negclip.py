@@ -92,6 +92,19 @@ def test_swap_negatives_keep_the_words_and_differ(spacy_nlp):
     assert swap_negatives(captions, nlp=nlp, per_caption=2, seed=1) != [row[:2] for row in negatives]
 
 
+def test_swapping_coordinated_noun_phrases_is_a_paraphrase_not_a_negative():
+    from aro.builders.text import load_spacy
+
+    nlp = load_spacy(keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
+    captions = ["a red circle and a blue square", "a dog and a cat on a couch"]
+    negatives = swap_negatives(captions, nlp=nlp, per_caption=10, seed=0)
+    # "a blue square and a red circle" says the same; the attribute swaps say something else.
+    assert sorted(negatives[0]) == ["a blue circle and a red square", "a red square and a blue circle"]
+    # "a cat and a dog on a couch" says the same, whether reached by swapping the phrases or the nouns.
+    assert "a cat and a dog on a couch" not in negatives[1]
+    assert "a dog and a couch on a cat" in negatives[1]
+
+
 def test_nearest_images_exclude_the_image_itself_and_its_other_rows():
     embeddings = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), dim=-1)
     image_ids = ["a", "a", "b", "c", "d"]  # rows 0 and 1 show the same image

@@ -33,9 +33,22 @@ SWAPPABLE_TAGS = {
 
 
 def _swaps_of(doc) -> dict[str, list[str]]:
-    """Every distinct caption made by exchanging two same-kind words or two noun phrases of `doc`, by kind."""
+    """Every distinct caption made by exchanging two same-kind words or two noun phrases of `doc`, by kind.
+
+    Exchanging two coordinated noun phrases ("a dog and a cat" -> "a cat and a dog") keeps the meaning, so
+    that caption and any word swap that lands on it are left out: a paraphrase is not a negative.
+    """
     tokens = [token.text for token in doc]
-    seen = {" ".join(tokens)}
+    chunks = list(doc.noun_chunks) if doc.has_annotation("DEP") else []
+
+    def exchange(first, second) -> list[str]:
+        return (
+            tokens[: first.start] + tokens[second.start : second.end] + tokens[first.end : second.start]
+            + tokens[first.start : first.end] + tokens[second.end :]
+        )
+
+    pairs = [(first, second) for index, first in enumerate(chunks) for second in chunks[index + 1 :]]
+    seen = {" ".join(tokens)} | {" ".join(exchange(first, second)) for first, second in pairs if second.root in first.root.conjuncts}
     swaps: dict[str, list[str]] = {kind: [] for kind in (*SWAPPABLE_TAGS, "noun phrase")}
 
     def keep(kind: str, swapped: list[str]) -> None:
@@ -51,14 +64,8 @@ def _swaps_of(doc) -> dict[str, list[str]]:
                 swapped = list(tokens)
                 swapped[first], swapped[second] = swapped[second], swapped[first]
                 keep(kind, swapped)
-    chunks = list(doc.noun_chunks) if doc.has_annotation("DEP") else []
-    for first_index, first in enumerate(chunks):
-        for second in chunks[first_index + 1 :]:
-            keep(
-                "noun phrase",
-                tokens[: first.start] + tokens[second.start : second.end] + tokens[first.end : second.start]
-                + tokens[first.start : first.end] + tokens[second.end :],
-            )
+    for first, second in pairs:
+        keep("noun phrase", exchange(first, second))
     return swaps
 
 
