@@ -2,9 +2,11 @@
 
 1. build the synthetic ARO (four test configs and `scenes`) with `aro.builders.synthetic`;
 2. train a tiny CLIP from scratch with the plain contrastive loss;
-3. mine hard negatives with it (swapped captions, nearest images) and fine-tune it into NegCLIP;
-4. score both on the four configs with the `aro_accuracy` protocol, and on held-out retrieval;
-5. write `results.json`, a side-by-side plot, both model cards and the dataset card, and print a summary.
+3. fine-tune it for as long as NegCLIP with the plain loss: CLIP-FT, the paper's control for what more training
+   alone does;
+4. mine hard negatives with it (swapped captions, nearest images) and fine-tune it into NegCLIP;
+5. score all three on the four configs with the `aro_accuracy` protocol, and on held-out retrieval;
+6. write `results.json`, a side-by-side plot, the model cards and the dataset card, and print a summary.
 
 Everything is seeded: the same seed gives the same numbers on the same machine.
 """
@@ -25,7 +27,7 @@ CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_ord
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """The demo's model size and training budget. `quick()` is the one-minute version the tests run."""
+    """The demo's model size and training budget. `quick()` is the four-minute version the tests run."""
 
     sizes: SyntheticSizes = SyntheticSizes()
     image_size: int = IMAGE_SIZE
@@ -53,7 +55,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: ./demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="a smaller world and shorter training (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about four minutes on 2 CPU cores)")
     parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline for the perturbations and the miner")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=_run)
@@ -85,10 +87,10 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
     data = out / "data"
     models = out / "models"
 
-    _say(f"1/5 building the synthetic ARO into {data}")
+    _say(f"1/6 building the synthetic ARO into {data}")
     counts = build_synthetic_aro(data, seed=seed, sizes=recipe.sizes, spacy_pipeline=spacy_pipeline, overwrite=True)
 
-    _say("2/5 training a tiny CLIP from scratch with the plain contrastive loss")
+    _say("2/6 training a tiny CLIP from scratch with the plain contrastive loss")
     model, processor = make_tiny_clip(
         world_words(), image_size=recipe.image_size, seed=seed, patch_size=recipe.patch_size,
         hidden_size=recipe.hidden_size, num_layers=recipe.num_layers, projection_dim=recipe.hidden_size,
@@ -105,18 +107,26 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
     )
     train(clip_args)
 
-    _say("3/5 mining hard negatives with it and fine-tuning it into NegCLIP")
-    negclip_args = NegCLIPTrainingArguments(
-        output_dir=str(models / "negclip"), model_name_or_path=str(models / "clip"), hard_negatives=True,
-        image_negatives=True, epochs=recipe.negclip_epochs, learning_rate=recipe.negclip_learning_rate,
-        mining_cache=str(out / "mining" / "scenes-train.parquet"), **common,
-    )
+    def fine_tuned(folder: str, hard_negatives: bool) -> NegCLIPTrainingArguments:
+        """Arguments that fine-tune the demo's CLIP into `folder`, with or without NegCLIP's hard negatives."""
+        return NegCLIPTrainingArguments(
+            output_dir=str(models / folder), model_name_or_path=str(models / "clip"), hard_negatives=hard_negatives,
+            image_negatives=hard_negatives, epochs=recipe.negclip_epochs, learning_rate=recipe.negclip_learning_rate,
+            mining_cache=str(out / "mining" / "scenes-train.parquet"), **common,
+        )
+
+    _say("3/6 fine-tuning it for as long with the plain loss (CLIP-FT, the control)")
+    clip_ft_args = fine_tuned("clip-ft", hard_negatives=False)
+    train(clip_ft_args)
+
+    _say("4/6 mining hard negatives with it and fine-tuning it into NegCLIP")
+    negclip_args = fine_tuned("negclip", hard_negatives=True)
     train(negclip_args)
 
-    _say("4/5 scoring both on the four ARO configs and on retrieval of held-out scenes")
+    _say("5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes")
     held_out = load_split(str(data), "scenes", "test")
     results = {"seed": seed, "quick": quick, "recipe": asdict(recipe), "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()}, "models": {}}
-    for name, args in (("CLIP", clip_args), ("NegCLIP", negclip_args)):
+    for name, args in (("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)):
         path = args.output_dir
         loaded, loaded_processor = load_model(path)
         scores = evaluate_model(loaded, str(data), "all", processor=loaded_processor, output_dir=out / "eval" / name.lower())
@@ -128,7 +138,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
         }
         _write_card(args, scores, name)
 
-    _say("5/5 writing results, plot and cards")
+    _say("6/6 writing results, plot and cards")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_side_by_side({name: numbers["aro"] for name, numbers in results["models"].items()}, out / "clip_vs_negclip.png")
     (out / "dataset_card.md").write_text((data / "README.md").read_text())
@@ -144,11 +154,11 @@ def _write_card(args, scores: dict, name: str) -> None:
     """Rewrite the trained model's card with the demo's ARO results and what the model is."""
     from aro.models.negclip.card import model_card
 
-    summary_line = (
-        f"{name} trained by `aro demo` on the synthetic ARO world: a tiny CLIP from scratch with the plain contrastive loss."
-        if name == "CLIP"
-        else f"{name} trained by `aro demo`: the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images)."
-    )
+    summary_line = f"{name} trained by `aro demo` on the synthetic ARO world: " + {
+        "CLIP": "a tiny CLIP from scratch with the plain contrastive loss.",
+        "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more training alone.",
+        "NegCLIP": "the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images).",
+    }[name]
     Path(args.output_dir, "README.md").write_text(model_card(args, scores, title=f"{name} (synthetic ARO demo)", summary=summary_line), encoding="utf-8")
 
 
@@ -182,7 +192,7 @@ def plot_side_by_side(accuracies: dict[str, dict[str, float]], path: Path) -> No
     axes.set_xticks(range(len(ARO_CONFIGS)), ARO_CONFIGS)
     axes.set_ylim(0, 1)
     axes.set_ylabel("accuracy")
-    axes.set_title("Synthetic ARO: CLIP against NegCLIP", pad=28)
+    axes.set_title("Synthetic ARO: " + ", ".join(models), pad=28)
     axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(models) + 1, frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
