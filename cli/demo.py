@@ -158,7 +158,7 @@ def _write_card(args, scores: dict, name: str) -> None:
         "CLIP": "a tiny CLIP from scratch with the plain contrastive loss.",
         "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more training alone.",
         "NegCLIP": "the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images).",
-    }[name]
+    }[name] + " Results on this synthetic world say nothing about natural images."
     Path(args.output_dir, "README.md").write_text(model_card(args, scores, title=f"{name} (synthetic ARO demo)", summary=summary_line), encoding="utf-8")
 
 

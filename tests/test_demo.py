@@ -39,6 +39,7 @@ def test_every_output_exists_and_loads(demo):
         assert isinstance(CLIPModel.from_pretrained(folder), CLIPModel)
         card = (folder / "README.md").read_text()
         assert "model-index" in card and "relation accuracy" in card
+        assert ("Hard negatives teach" in card) == (name == "negclip")  # each card's limitations fit its training
         assert (demo / "eval" / name / "results.json").exists()
 
 

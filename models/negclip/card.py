@@ -38,6 +38,15 @@ def model_card(args, aro_results: dict | None = None, title: str | None = None, 
         if args.hard_negatives
         else "the plain CLIP contrastive loss (no hard negatives)"
     )
+    limitations = (
+        "Hard negatives teach the model to mind word order and attribute binding on captions like its training data;\n"
+        "they do not make it understand language. Swapped-word negatives can be true captions by accident (\"a dog next\n"
+        "to a cat\" swapped is still true; the miner only rules out swapped coordinated phrases, \"a dog and a cat\"),\n"
+        "and nearest-neighbour images come from the starting model's own notion of similarity."
+        if args.hard_negatives
+        else "The plain contrastive loss does not reward minding word order or which attribute goes with which object:\n"
+        "expect a bag of words on ARO's relation and Order sets, as the paper found for CLIP."
+    )
     return render(
         "model_card.md",
         yaml=yaml.safe_dump(metadata, sort_keys=False).strip(),
@@ -53,4 +62,5 @@ def model_card(args, aro_results: dict | None = None, title: str | None = None, 
         repo_id=name,
         hyperparameters="\n".join(f"| {key} | {settings[key]} |" for key in HYPERPARAMETERS),
         results=results,
+        limitations=limitations,
     )
