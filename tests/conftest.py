@@ -29,6 +29,14 @@ def spacy_nlp():
 
 
 @pytest.fixture(scope="session")
+def spacy_parser():
+    """The default English spaCy pipeline with tagging and parsing, as the miner needs (shared, like `spacy_nlp`)."""
+    from aro.builders.text import load_spacy
+
+    return load_spacy(keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A saved tiny random `CLIPModel` and `CLIPProcessor` (word-level tokenizer over TINY_WORDS)."""
     from aro.models.tiny_clip import make_tiny_clip

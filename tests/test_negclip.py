@@ -76,10 +76,8 @@ def test_remote_code_loads_from_the_saved_files_alone(tiny_clip_dir, tmp_path):
     assert "modeling_negclip" in run.stdout and "aro.models" not in run.stdout
 
 
-def test_swap_negatives_keep_the_words_and_differ(spacy_nlp):
-    from aro.builders.text import load_spacy
-
-    nlp = load_spacy(keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
+def test_swap_negatives_keep_the_words_and_differ(spacy_parser):
+    nlp = spacy_parser
     captions = ["a child holding a flowered umbrella and petting a yak", "a red circle to the left of a blue square", "dog"]
     negatives = swap_negatives(captions, nlp=nlp, per_caption=4, seed=0)
     assert negatives[2] == []  # nothing to swap
@@ -92,10 +90,8 @@ def test_swap_negatives_keep_the_words_and_differ(spacy_nlp):
     assert swap_negatives(captions, nlp=nlp, per_caption=2, seed=1) != [row[:2] for row in negatives]
 
 
-def test_swapping_coordinated_noun_phrases_is_a_paraphrase_not_a_negative():
-    from aro.builders.text import load_spacy
-
-    nlp = load_spacy(keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
+def test_swapping_coordinated_noun_phrases_is_a_paraphrase_not_a_negative(spacy_parser):
+    nlp = spacy_parser
     captions = ["a red circle and a blue square", "a dog and a cat on a couch"]
     negatives = swap_negatives(captions, nlp=nlp, per_caption=10, seed=0)
     # "a blue square and a red circle" says the same; the attribute swaps say something else.
