@@ -112,7 +112,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
         return NegCLIPTrainingArguments(
             output_dir=str(models / folder), model_name_or_path=str(models / "clip"), hard_negatives=hard_negatives,
             image_negatives=hard_negatives, epochs=recipe.negclip_epochs, learning_rate=recipe.negclip_learning_rate,
-            mining_cache=str(out / "mining" / "scenes-train.parquet"), **common,
+            mining_cache=str(out / "mining" / "scenes-train.parquet") if hard_negatives else None, **common,
         )
 
     _say("3/6 fine-tuning it for as long with the plain loss (CLIP-FT, the control)")
