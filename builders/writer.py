@@ -12,7 +12,8 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -97,16 +98,13 @@ def configs_yaml(counts: Mapping[tuple[str, str], int], features: Mapping[str, F
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---"
 
 
-def write_hub_folder(
-    out_dir: str | Path,
-    tables: Mapping[tuple[str, str], Iterable[dict]],
-    features: Mapping[str, Features],
-    render_card: Callable[[dict[tuple[str, str], int]], str],
-    overwrite: bool = False,
-) -> dict[tuple[str, str], int]:
-    """Write each (config, split) table and the card into `out_dir`; return the row counts.
+@contextmanager
+def staged_folder(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder beside `out_dir` to write into; it becomes `out_dir` when the block completes.
 
-    An existing `out_dir` is replaced only with `overwrite=True`; otherwise `FileExistsError` before any work.
+    Nothing is lost or left half-written: if the block raises, the staging folder is removed and an existing
+    `out_dir` stays as it was. An existing `out_dir` is replaced only with `overwrite=True`; otherwise
+    `FileExistsError` before any work.
     """
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not overwrite:
@@ -114,11 +112,7 @@ def write_hub_folder(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        counts = {}
-        for (config, split), rows in tables.items():
-            (staging / config).mkdir(exist_ok=True)
-            counts[config, split] = _write_split(rows, features[config], staging / config, split)
-        (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
+        yield staging
         os.chmod(staging, 0o755)
         if out_dir.exists():
             previous = out_dir.with_name(f".{out_dir.name}-previous")
@@ -130,4 +124,20 @@ def write_hub_folder(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def write_hub_folder(
+    out_dir: str | Path,
+    tables: Mapping[tuple[str, str], Iterable[dict]],
+    features: Mapping[str, Features],
+    render_card: Callable[[dict[tuple[str, str], int]], str],
+    overwrite: bool = False,
+) -> dict[tuple[str, str], int]:
+    """Write each (config, split) table and the card into `out_dir` (see `staged_folder`); return the row counts."""
+    with staged_folder(out_dir, overwrite) as staging:
+        counts = {}
+        for (config, split), rows in tables.items():
+            (staging / config).mkdir(exist_ok=True)
+            counts[config, split] = _write_split(rows, features[config], staging / config, split)
+        (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
     return counts
