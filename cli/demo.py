@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aro.builders.synthetic import IMAGE_SIZE, SyntheticSizes
+from aro.builders.writer import staged_folder
 
 ARO_CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
 CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
@@ -67,7 +67,23 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipeline: str | None = None, overwrite: bool = False) -> dict:
-    """Build, train, fine-tune, score and report into `out_dir`; return the results written to `results.json`."""
+    """Build, train, fine-tune, score and report into `out_dir`; return the results written to `results.json`.
+
+    Everything is written beside `out_dir` and moved into place at the end: a failed or interrupted run leaves
+    no half-written demo and an existing one as it was.
+    """
+    final = Path(out_dir).resolve()
+    with staged_folder(final, overwrite=overwrite) as out:
+        _say(f"writing into {out}, which becomes {final} when the demo completes")
+        _run_pipeline(out, seed, quick, spacy_pipeline)
+        _point_paths_at(out, final)
+    results = json.loads((final / "results.json").read_text())
+    print(summary(results))
+    return results
+
+
+def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None) -> None:
+    """Steps 1 to 6 of the demo, written into `out`."""
     import torch
 
     from aro.builders.synthetic import build_synthetic_aro, world_words
@@ -76,18 +92,12 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
     from aro.models.tiny_clip import make_tiny_clip
 
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty: pass --overwrite to replace it")
-        shutil.rmtree(out)
     recipe = DemoRecipe.quick() if quick else DemoRecipe()
     torch.manual_seed(seed)
-    out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     models = out / "models"
 
-    _say(f"1/6 building the synthetic ARO into {data}")
+    _say("1/6 building the synthetic ARO")
     counts = build_synthetic_aro(data, seed=seed, sizes=recipe.sizes, spacy_pipeline=spacy_pipeline, overwrite=True)
 
     _say("2/6 training a tiny CLIP from scratch with the plain contrastive loss")
@@ -142,8 +152,19 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_side_by_side({name: numbers["aro"] for name, numbers in results["models"].items()}, out / "clip_vs_negclip.png")
     (out / "dataset_card.md").write_text((data / "README.md").read_text())
-    print(summary(results))
-    return results
+
+
+def _point_paths_at(staging: Path, final: Path) -> None:
+    """Rename the staging folder to its final place in the results and cards, which name the paths they ran on.
+
+    Text records only (JSON, YAML, Markdown): the mining cache's Parquet metadata and TensorBoard's event files
+    keep the staging path, as provenance of where the run happened.
+    """
+    for path in staging.rglob("*"):
+        if path.suffix in {".json", ".md", ".yaml"}:
+            text = path.read_text(encoding="utf-8")
+            if str(staging) in text:
+                path.write_text(text.replace(str(staging), str(final)), encoding="utf-8")
 
 
 def _say(message: str) -> None:

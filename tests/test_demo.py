@@ -29,6 +29,10 @@ def demo(tmp_path_factory):
 def test_every_output_exists_and_loads(demo):
     results = json.loads((demo / "results.json").read_text())
     assert list(results["models"]) == ["CLIP", "CLIP-FT", "NegCLIP"]
+    # The demo ran in a staging folder; what it recorded names the folder it was moved to.
+    assert results["models"]["NegCLIP"]["path"] == str(demo.resolve() / "models" / "negclip")
+    negclip_args = json.loads((demo / "models" / "negclip" / "training_args.json").read_text())
+    assert negclip_args["model_name_or_path"] == str(demo.resolve() / "models" / "clip")
     assert Image.open(demo / "clip_vs_negclip.png").size[0] > 500
     assert "config_name: relation" in (demo / "dataset_card.md").read_text()
     for config in ("relation", "attribution", "coco_order", "flickr30k_order"):
@@ -58,3 +62,12 @@ def test_negclip_beats_clip_and_its_control_on_relations_and_keeps_attribution_a
 def test_an_existing_demo_folder_is_not_overwritten_silently(demo, capsys):
     assert main(["demo", "--quick", "--out", str(demo)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_a_failed_demo_leaves_the_existing_folder_as_it_was(demo, capsys):
+    before = {path: path.stat().st_mtime_ns for path in demo.rglob("*")}
+    argv = ["demo", "--quick", "--out", str(demo), "--overwrite", "--spacy-pipeline", "no_such_pipeline"]
+    assert main(argv) == 2
+    assert "no_such_pipeline" in capsys.readouterr().err
+    assert {path: path.stat().st_mtime_ns for path in demo.rglob("*")} == before
+    assert [path.name for path in demo.parent.iterdir()] == [demo.name]  # no staging folder left behind
