@@ -1,12 +1,12 @@
 """A procedural world of coloured shapes in ARO's format: the embedded default for offline runs.
 
-Every scene is a small Pillow drawing of two objects, each with a colour and a shape, one placed to the
-left of, to the right of, above or below the other. Captions say what is drawn ("a red circle to the left
-of a blue square"), so the ARO questions have exact answers:
+Every scene is a small Pillow drawing of two objects, each with a shape and one of that shape's usual colours,
+one placed to the left of, to the right of, above or below the other. Captions say what is drawn ("a red circle
+to the left of a yellow square"), so the ARO questions have exact answers:
 
 - `relation`: the true caption and the one with subject and object swapped, grouped by relation;
-- `attribution`: "a red circle and a blue square" against "a blue circle and a red square", grouped by
-  attribute pair;
+- `attribution`: "a red circle and a yellow square" against "a yellow circle and a red square", grouped by
+  attribute pair (as in VG-Attribution, the swapped caption puts a colour on a shape never drawn in it);
 - `coco_order` and `flickr30k_order`: a caption beside its four order perturbations (the same
   perturbation code as the real builders), with relation captions and with attribute captions;
 - `scenes`: image-caption pairs for training (`train`) and for retrieval on held-out scenes (`test`).
@@ -16,7 +16,7 @@ whatever order or parallelism writes it.
 
 >>> scene = draw_scene(random.Random("0:demo:0"))
 >>> scene.relation_caption()
-'a black circle below a blue star'
+'a red circle below a yellow square'
 >>> scene.image.size
 (64, 64)
 """
@@ -47,6 +47,16 @@ COLOURS = {
     "black": (20, 20, 20),
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star")
+# Attributes go with objects, as in the photographs ARO's images come from (roads are paved, houses white): each shape
+# is drawn in two usual colours, so the twin of a scene with its colours swapped is never a scene of this world.
+USUAL_COLOURS = {
+    "circle": ("red", "green"),
+    "square": ("yellow", "purple"),
+    "triangle": ("pink", "red"),
+    "diamond": ("blue", "yellow"),
+    "cross": ("orange", "green"),
+    "star": ("black", "blue"),
+}
 # The spatial relation of the first object (the subject) to the second.
 RELATIONS = ("to the left of", "to the right of", "above", "below")
 OBJECT_RADIUS = 9
@@ -90,6 +100,16 @@ class Scene:
             f"a {self.object.name} {inverse[self.relation]} a {self.subject.name}",
             self.attribute_caption(),
         ]
+
+
+def usual_pairs(attribute_caption: str) -> int:
+    """How many of the colour-shape pairs of an attribute caption ("a red circle and a yellow square") are usual.
+
+    Of a swapped caption this says how far a model can reject it by knowing which colours shapes come in (0 or 1
+    usual pairs) rather than by binding colours to the shapes in the image (2).
+    """
+    words = attribute_caption.split()
+    return sum(colour in USUAL_COLOURS[shape] for colour, shape in ((words[1], words[2]), (words[5], words[6])))
 
 
 def world_words() -> list[str]:
@@ -145,10 +165,19 @@ def _draw(draw: ImageDraw.ImageDraw, thing: SceneObject) -> None:
 def draw_scene(rng: random.Random, relation: str | None = None, colours: tuple[str, str] | None = None) -> Scene:
     """Draw one scene: two objects of different colours and shapes, in `relation` (else a random one).
 
-    `colours` fixes the subject's and the object's colour, so test sets can be balanced per attribute pair.
+    `colours` fixes the subject's and the object's colour (their shapes are drawn among those usual in them), so
+    test sets can be balanced per attribute pair.
     """
-    colour_subject, colour_object = colours or rng.sample(sorted(COLOURS), 2)
-    shape_subject, shape_object = rng.sample(SHAPES, 2)
+    if colours is None:
+        shape_subject, shape_object = rng.sample(SHAPES, 2)
+        colour_subject = rng.choice(USUAL_COLOURS[shape_subject])
+        colour_object = rng.choice([colour for colour in USUAL_COLOURS[shape_object] if colour != colour_subject])
+    else:
+        colour_subject, colour_object = colours
+        shape_subject, shape_object = rng.choice([
+            (first, second) for first in SHAPES for second in SHAPES
+            if first != second and colour_subject in USUAL_COLOURS[first] and colour_object in USUAL_COLOURS[second]
+        ])
     relation = relation or rng.choice(RELATIONS)
     centre_subject, centre_object = _centres(rng, relation)
     subject = SceneObject(colour_subject, shape_subject, centre_subject)
@@ -277,8 +306,8 @@ def build_synthetic_aro(
             yaml=configs_yaml(counts, features),
             seed=seed,
             counts="\n".join(f"| {config} | {split} | {rows} |" for (config, split), rows in counts.items()),
-            colours=", ".join(COLOURS),
             shapes=", ".join(SHAPES),
+            usual_colours="; ".join(f"{shape}: {', '.join(colours)}" for shape, colours in USUAL_COLOURS.items()),
             relations=", ".join(f'"{relation}"' for relation in RELATIONS),
             image_size=IMAGE_SIZE,
         )

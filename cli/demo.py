@@ -5,7 +5,8 @@
 3. fine-tune it for as long as NegCLIP with the plain loss: CLIP-FT, the paper's control for what more training
    alone does;
 4. mine hard negatives with it (swapped captions, nearest images) and fine-tune it into NegCLIP;
-5. score all three on the four configs with the `aro_accuracy` protocol, and on held-out retrieval;
+5. score all three on the four configs with the `aro_accuracy` protocol, on held-out retrieval, and on attribution
+   split by whether a prior on which colours shapes come in could reject the swapped caption;
 6. write `results.json`, a side-by-side plot, the model cards and the dataset card, and print a summary.
 
 Everything is seeded: the same seed gives the same numbers on the same machine.
@@ -27,7 +28,7 @@ CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_ord
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """The demo's model size and training budget. `quick()` is the four-minute version the tests run."""
+    """The demo's model size and training budget. `quick()` is the five-minute version the tests run."""
 
     sizes: SyntheticSizes = SyntheticSizes()
     image_size: int = IMAGE_SIZE
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: ./demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about four minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about five minutes on 2 CPU cores)")
     parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline for the perturbations and the miner")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=_run)
@@ -86,8 +87,8 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
     """Steps 1 to 6 of the demo, written into `out`."""
     import torch
 
-    from aro.builders.synthetic import build_synthetic_aro, world_words
-    from aro.metrics.aro_accuracy.scoring import load_model, load_split
+    from aro.builders.synthetic import build_synthetic_aro, usual_pairs, world_words
+    from aro.metrics.aro_accuracy.scoring import load_model, load_split, score_items
     from aro.metrics.evaluation import evaluate_model, retrieval_recall
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
     from aro.models.tiny_clip import make_tiny_clip
@@ -135,7 +136,12 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
 
     _say("5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes")
     held_out = load_split(str(data), "scenes", "test")
-    results = {"seed": seed, "quick": quick, "recipe": asdict(recipe), "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()}, "models": {}}
+    attribution = load_split(str(data), "attribution", "test")
+    usual_in_swap = [usual_pairs(caption) for caption in attribution["false_caption"]]
+    results = {
+        "seed": seed, "quick": quick, "recipe": asdict(recipe), "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()},
+        "attribution_items_by_usual_pairs_in_swap": {str(usual): usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))}, "models": {},
+    }
     for name, args in (("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)):
         path = args.output_dir
         loaded, loaded_processor = load_model(path)
@@ -145,6 +151,7 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
             "aro": {config: numbers["accuracy"] for config, numbers in scores["configs"].items()},
             "macro": {config: numbers["macro_accuracy"] for config, numbers in scores["configs"].items()},
             "retrieval": retrieval_recall(loaded, loaded_processor, held_out),
+            "attribution_by_usual_pairs_in_swap": accuracy_by_group(score_items(loaded, loaded_processor, attribution).predictions, usual_in_swap),
         }
         _write_card(args, scores, name)
 
@@ -183,6 +190,14 @@ def _write_card(args, scores: dict, name: str) -> None:
     Path(args.output_dir, "README.md").write_text(model_card(args, scores, title=f"{name} (synthetic ARO demo)", summary=summary_line), encoding="utf-8")
 
 
+def accuracy_by_group(predictions: list[int], groups: list[int]) -> dict[str, float]:
+    """Accuracy (the true caption, index 0, strictly best) of the items in each group."""
+    return {
+        str(group): sum(prediction == 0 for prediction, member in zip(predictions, groups) if member == group) / groups.count(group)
+        for group in sorted(set(groups))
+    }
+
+
 def summary(results: dict) -> str:
     """The demo's figures as a small table for people."""
     header = f"{'model':<8} " + " ".join(f"{config:>16}" for config in ARO_CONFIGS) + f" {'t2i R@1':>8} {'i2t R@1':>8}"
@@ -192,6 +207,12 @@ def summary(results: dict) -> str:
         retrieval = numbers["retrieval"]
         lines.append(f"{name:<8} {cells} {retrieval['text_to_image_recall@1']:>8.3f} {retrieval['image_to_text_recall@1']:>8.3f}")
     lines.append(f"{'chance':<8} " + " ".join(f"{CHANCE[config]:>16.3f}" for config in ARO_CONFIGS))
+    items = results["attribution_items_by_usual_pairs_in_swap"]
+    lines += ["", "attribution by usual colour-shape pairs in the swapped caption (0 or 1: a colour prior can reject it; 2: only binding can)"]
+    lines.append(f"{'model':<8} " + " ".join(f"{f'{usual} usual ({count})':>16}" for usual, count in items.items()))
+    for name, numbers in results["models"].items():
+        by_usual = numbers["attribution_by_usual_pairs_in_swap"]
+        lines.append(f"{name:<8} " + " ".join(f"{by_usual[usual]:>16.3f}" for usual in items))
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""`aro demo --quick` end to end: every output exists and loads, and NegCLIP beats CLIP and CLIP-FT on relations."""
+"""`aro demo --quick` end to end: every output exists and loads, and NegCLIP beats CLIP and CLIP-FT on relation and attribution."""
 
 import json
 
@@ -11,12 +11,12 @@ from aro.cli import main
 from aro.models.negclip import NegCLIPModel
 
 # The quick demo on seeds 0, 1 and 2 (`aro demo --quick --seed N`), NegCLIP minus CLIP and minus CLIP-FT (CLIP
-# fine-tuned for as long without hard negatives): relation +0.215, +0.135, +0.095 and +0.135, +0.110, +0.040;
-# attribution +0.015, -0.005, -0.004 and -0.016, -0.018, -0.020 (every model binds colours to shapes already,
-# see the README). The test runs seed 0; its bounds sit below the smallest gains and the largest losses.
-RELATION_MARGIN = 0.08
-RELATION_MARGIN_OVER_CONTROL = 0.03
-ATTRIBUTION_TOLERANCE = 0.03
+# fine-tuned for as long without hard negatives): relation +0.350, +0.440, +0.350 and +0.355, +0.445, +0.450;
+# attribution +0.475, +0.485, +0.436 and +0.495, +0.461, +0.435. The test runs seed 0; its bounds sit below half
+# the smallest gains.
+RELATION_MARGIN = 0.15
+ATTRIBUTION_MARGIN = 0.20
+RETRIEVAL_TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +47,28 @@ def test_every_output_exists_and_loads(demo):
         assert (demo / "eval" / name / "results.json").exists()
 
 
-def test_negclip_beats_clip_and_its_control_on_relations_and_keeps_attribution_and_retrieval(demo):
+def test_negclip_beats_clip_and_its_control_on_relations_and_attribution_and_keeps_retrieval(demo):
     models = json.loads((demo / "results.json").read_text())["models"]
     clip, control, negclip = models["CLIP"], models["CLIP-FT"], models["NegCLIP"]
-    assert negclip["aro"]["relation"] - clip["aro"]["relation"] >= RELATION_MARGIN
-    # The gain comes from the hard negatives, not from NegCLIP's extra epochs.
-    assert negclip["aro"]["relation"] - control["aro"]["relation"] >= RELATION_MARGIN_OVER_CONTROL
-    assert negclip["aro"]["attribution"] >= clip["aro"]["attribution"] - ATTRIBUTION_TOLERANCE
-    assert negclip["retrieval"]["text_to_image_recall@1"] >= clip["retrieval"]["text_to_image_recall@1"] - 0.05
-    # Trained from scratch on this world, CLIP does retrieve its captions well above chance (1 in 200 scenes).
-    assert clip["retrieval"]["text_to_image_recall@1"] > 0.3
+    for config, margin in (("relation", RELATION_MARGIN), ("attribution", ATTRIBUTION_MARGIN)):
+        assert negclip["aro"][config] - clip["aro"][config] >= margin, config
+        # The gain comes from the hard negatives, not from NegCLIP's extra epochs.
+        assert negclip["aro"][config] - control["aro"][config] >= margin, config
+    assert negclip["retrieval"]["text_to_image_recall@1"] >= clip["retrieval"]["text_to_image_recall@1"] - RETRIEVAL_TOLERANCE
+    # Trained from scratch on this world, CLIP retrieves its captions far above chance (1 in 200 scenes; scenes that
+    # share a caption cap a perfect model at about 0.6).
+    assert clip["retrieval"]["text_to_image_recall@1"] > 0.2
+
+
+def test_attribution_breakdown_by_usual_pairs_adds_up_to_attribution(demo):
+    results = json.loads((demo / "results.json").read_text())
+    items = results["attribution_items_by_usual_pairs_in_swap"]
+    assert set(items) == {"0", "1"}  # a swap with two usual pairs would be a scene of the world, and none is
+    assert sum(items.values()) == results["rows"]["attribution/test"]
+    for numbers in results["models"].values():
+        by_usual = numbers["attribution_by_usual_pairs_in_swap"]
+        weighted = sum(by_usual[usual] * count for usual, count in items.items()) / sum(items.values())
+        assert weighted == pytest.approx(numbers["aro"]["attribution"])
 
 
 def test_an_existing_demo_folder_is_not_overwritten_silently(demo, capsys):

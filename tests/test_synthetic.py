@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aro.builders import synthetic
-from aro.builders.synthetic import COLOURS, RELATIONS, draw_scene
+from aro.builders.synthetic import COLOURS, RELATIONS, USUAL_COLOURS, draw_scene
 
 
 def colour_centroid(image, colour: str) -> tuple[float, float]:
@@ -48,6 +48,21 @@ def test_attribute_caption_binds_colour_to_shape_as_drawn():
     scene = draw_scene(random.Random(7), colours=("red", "blue"))
     assert scene.attribute_caption() == f"a red {scene.subject.shape} and a blue {scene.object.shape}"
     assert scene.attribute_caption(swapped=True) == f"a blue {scene.subject.shape} and a red {scene.object.shape}"
+
+
+def test_every_shape_is_drawn_in_one_of_its_usual_colours():
+    drawn = [draw_scene(random.Random(index)) for index in range(100)]
+    drawn += [draw_scene(random.Random(0), colours=(first, second)) for first in COLOURS for second in COLOURS if first != second]
+    for scene in drawn:
+        for thing in (scene.subject, scene.object):
+            assert thing.colour in USUAL_COLOURS[thing.shape], thing
+
+
+def test_a_scene_with_its_colours_swapped_is_never_a_scene_of_the_world():
+    for index in range(200):
+        scene = draw_scene(random.Random(index))
+        assert synthetic.usual_pairs(scene.attribute_caption()) == 2
+        assert synthetic.usual_pairs(scene.attribute_caption(swapped=True)) < 2
 
 
 def test_draw_scene_honours_its_constraints():

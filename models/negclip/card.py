@@ -45,7 +45,7 @@ def model_card(args, aro_results: dict | None = None, title: str | None = None, 
         "and nearest-neighbour images come from the starting model's own notion of similarity."
         if args.hard_negatives
         else "The plain contrastive loss does not reward minding word order or which attribute goes with which object:\n"
-        "expect a bag of words on ARO's relation and Order sets, as the paper found for CLIP."
+        "expect a bag of words on ARO's relation, attribution and Order sets, as the paper found for CLIP."
     )
     return render(
         "model_card.md",
