@@ -56,7 +56,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: ./demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about five minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about five and a half minutes on 2 CPU cores)")
     parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline for the perturbations and the miner")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=_run)
