@@ -28,7 +28,7 @@ CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_ord
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """The demo's model size and training budget. `quick()` is the five-minute version the tests run."""
+    """The demo's model size and training budget. `quick()` is the shorter version the tests run."""
 
     sizes: SyntheticSizes = SyntheticSizes()
     image_size: int = IMAGE_SIZE
@@ -137,10 +137,10 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
     _say("5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes")
     held_out = load_split(str(data), "scenes", "test")
     attribution = load_split(str(data), "attribution", "test")
-    usual_in_swap = [usual_pairs(caption) for caption in attribution["false_caption"]]
+    usual_in_swap = [str(usual_pairs(caption)) for caption in attribution["false_caption"]]
     results = {
         "seed": seed, "quick": quick, "recipe": asdict(recipe), "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()},
-        "attribution_items_by_usual_pairs_in_swap": {str(usual): usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))}, "models": {},
+        "attribution_items_by_usual_pairs_in_swap": {usual: usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))}, "models": {},
     }
     for name, args in (("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)):
         path = args.output_dir
@@ -151,7 +151,7 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
             "aro": {config: numbers["accuracy"] for config, numbers in scores["configs"].items()},
             "macro": {config: numbers["macro_accuracy"] for config, numbers in scores["configs"].items()},
             "retrieval": retrieval_recall(loaded, loaded_processor, held_out),
-            "attribution_by_usual_pairs_in_swap": accuracy_by_group(score_items(loaded, loaded_processor, attribution).predictions, usual_in_swap),
+            "attribution_by_usual_pairs_in_swap": _accuracy_per_group(score_items(loaded, loaded_processor, attribution), usual_in_swap),
         }
         _write_card(args, scores, name)
 
@@ -190,12 +190,12 @@ def _write_card(args, scores: dict, name: str) -> None:
     Path(args.output_dir, "README.md").write_text(model_card(args, scores, title=f"{name} (synthetic ARO demo)", summary=summary_line), encoding="utf-8")
 
 
-def accuracy_by_group(predictions: list[int], groups: list[int]) -> dict[str, float]:
-    """Accuracy (the true caption, index 0, strictly best) of the items in each group."""
-    return {
-        str(group): sum(prediction == 0 for prediction, member in zip(predictions, groups) if member == group) / groups.count(group)
-        for group in sorted(set(groups))
-    }
+def _accuracy_per_group(scored, groups: list[str]) -> dict[str, float]:
+    """`aro_accuracy`'s per-group accuracy of `scored` items (ties wrong), for groups of the demo's own choosing."""
+    from aro.metrics.aro_accuracy.aro_accuracy import AroAccuracy
+
+    numbers = AroAccuracy().compute(predictions=scored.predictions, references=scored.references, groups=groups, protocol="none")
+    return {row["group"]: row["accuracy"] for row in numbers["per_group"]}
 
 
 def summary(results: dict) -> str:
