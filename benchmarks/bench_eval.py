@@ -16,7 +16,7 @@ from datasets import Dataset, Features, Image as ImageFeature, Value
 from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
-from aro.metrics.aro_accuracy.scoring import score_items
+from aro.metrics.scoring import score_items
 from aro.models.tiny_clip import make_tiny_clip, tiny_clip_processor, word_tokenizer
 from common import best_time, report
 

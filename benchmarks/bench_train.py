@@ -60,7 +60,7 @@ def main() -> None:
         train_seconds = (long - short) / args.steps
 
         # The bare step: the same model, one prepared batch of the same shape, forward + backward + AdamW.
-        from aro.metrics.aro_accuracy.scoring import load_split
+        from aro.metrics.scoring import load_split
         from aro.models.negclip.mining import load_cache
 
         data = load_split(str(folder / "data"), "scenes", "train")

@@ -88,8 +88,8 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
     import torch
 
     from aro.builders.synthetic import build_synthetic_aro, usual_pairs, world_words
-    from aro.metrics.aro_accuracy.scoring import load_model, load_split, score_items
-    from aro.metrics.evaluation import evaluate_model, retrieval_recall
+    from aro.metrics.scoring import load_model, load_split, score_items
+    from aro.metrics.scoring.evaluation import evaluate_model, retrieval_recall
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
     from aro.models.tiny_clip import make_tiny_clip
 
@@ -192,9 +192,9 @@ def _write_card(args, scores: dict, name: str) -> None:
 
 def _accuracy_per_group(scored, groups: list[str]) -> dict[str, float]:
     """`aro_accuracy`'s per-group accuracy of `scored` items (ties wrong), for groups of the demo's own choosing."""
-    from aro.metrics.aro_accuracy.aro_accuracy import AroAccuracy
+    from aro.metrics.scoring import accuracy_results
 
-    numbers = AroAccuracy().compute(predictions=scored.predictions, references=scored.references, groups=groups, protocol="none")
+    numbers = accuracy_results(scored.predictions, scored.references, groups=groups, protocol="none")
     return {row["group"]: row["accuracy"] for row in numbers["per_group"]}
 
 

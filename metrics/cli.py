@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from aro.metrics.evaluation import evaluate_model, results_table
+    from aro.metrics.scoring.evaluation import evaluate_model, results_table
 
     configs = args.config if args.config == "all" else args.config.split(",")
     results = evaluate_model(
@@ -45,12 +45,21 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def push_metric(repo_id: str, private: bool = False) -> str:
-    """Upload the module folder as a Gradio Space, as evaluate's own metrics are published."""
+    """Upload the module folder as a Gradio Space, as evaluate's own metrics are published.
+
+    The folder's `protocol.py` is a link to the scoring library's; the upload carries a copy of the file, so the
+    Space is self-contained.
+    """
+    import shutil
+    import tempfile
+
     from huggingface_hub import HfApi
 
     api = HfApi()
     url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(METRIC_FOLDER), repo_id=repo_id, repo_type="space", ignore_patterns=["__pycache__/*", "__init__.py"])
+    with tempfile.TemporaryDirectory() as staging:
+        folder = shutil.copytree(METRIC_FOLDER, Path(staging) / "aro_accuracy", ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="space")
     return str(url)
 
 

@@ -10,8 +10,8 @@ from PIL import Image
 from transformers import BlipConfig, BlipForImageTextRetrieval, SiglipConfig, SiglipModel
 
 from aro.cli import main
-from aro.metrics.aro_accuracy.scoring import Scorer, predict, score_items
-from aro.metrics.evaluation import evaluate_model
+from aro.metrics.scoring import Scorer, predict, score_items
+from aro.metrics.scoring.evaluation import evaluate_model
 from aro.models.tiny_clip import make_tiny_clip, tiny_clip_processor, word_tokenizer
 
 from conftest import TINY_WORDS
@@ -96,7 +96,7 @@ def test_prediction_is_minus_one_on_a_tie():
 def test_models_without_two_towers_get_a_clear_error():
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    with pytest.raises(ValueError, match="no image and text towers.*Supported: dual encoders"):
+    with pytest.raises(ValueError, match="cannot be scored on ARO. Supported: dual encoders"):
         Scorer(CLIPVisionModel(CLIPVisionConfig(**TOWER, image_size=32, patch_size=8)), None)
 
 

@@ -115,7 +115,7 @@ def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(
 
 
 def test_a_folder_rebuilt_in_place_is_read_afresh(tmp_path):
-    from aro.metrics.aro_accuracy.scoring import load_split
+    from aro.metrics.scoring import load_split
 
     folder = tmp_path / "data"
     synthetic.build_synthetic_aro(folder, sizes=TINY)

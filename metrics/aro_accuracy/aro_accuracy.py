@@ -2,10 +2,8 @@
 
 import datasets
 import evaluate
-import numpy as np
 
-from .protocol import CONFIGS, counts_towards_macro
-from .scoring import load_model, load_split, score_items
+from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
 
 _DESCRIPTION = """
 ARO (Attribution, Relation, and Order; Yuksekgonul et al., ICLR 2023) asks a model to pick the true caption of an
@@ -16,8 +14,11 @@ Flickr30k-Order).
 
 The metric takes, per item, the index of the caption the model chose and the index of the true caption, and
 returns the micro accuracy over items, the macro accuracy over groups (relations, attribute pairs) under the
-paper's protocol, and a per-group table. A prediction of -1 stands for a tie, which is wrong. Given a model
-(`model_id`) and a dataset instead of predictions, it scores the model itself with batched inference.
+paper's protocol, and a per-group table. A prediction of -1 stands for a tie, which is wrong. This needs only
+numpy. Given a model (`model_id`) and a dataset instead of predictions, it scores the model with the `aro` scoring
+library (`pip install aro`), which loads the model with the adapter of its family and batches the inference.
+
+The ARO config is the module's config name: `evaluate.load("aro_accuracy", "relation")`.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -26,24 +27,22 @@ Args:
     references (`list` of `int`): index of the true caption of each item (0 in the ARO datasets).
     groups (`list` of `str`, *optional*): the group of each item: the relation (VG-Relation) or the attribute pair
         (VG-Attribution). Leave out for the Order sets.
-    config (`str`, *optional*): `relation`, `attribution`, `coco_order` or `flickr30k_order`; selects the protocol's
-        rules for the macro accuracy.
+    config (`str`, *optional*): `relation`, `attribution`, `coco_order` or `flickr30k_order`, when the module was
+        loaded without a config name; selects the protocol's rules for the macro accuracy.
     protocol (`str`, defaults to `"paper"`): `"paper"` leaves out the 157 relations the authors exclude and the
         attribute pairs with fewer than 25 items; `"none"` averages over every group.
     model_id (`str`, *optional*): instead of predictions, a Hub id or local path of a model to score, with
         `dataset` (a Hub id or local path of an ARO dataset, or a `datasets.Dataset`) and `config`.
         Further options: `revision`, `trust_remote_code`, `batch_size`, `device`, `dtype` (`bf16`/`fp16`),
-        `num_workers`.
+        `num_workers`, `split`. Needs the `aro` package installed.
 Returns:
     accuracy (`float`): share of items whose true caption was chosen.
     macro_accuracy (`float` or `None`): mean accuracy over the groups that the protocol keeps.
     per_group (`list` of `dict`): `group`, `accuracy`, `count` and `in_macro` for every group.
     num_items (`int`), num_ties (`int`).
 Examples:
-    >>> aro_accuracy = evaluate.load("aro_accuracy")
-    >>> results = aro_accuracy.compute(
-    ...     predictions=[0, 1, 0, -1], references=[0, 0, 0, 0], groups=["on", "on", "holding", "holding"], config="relation"
-    ... )
+    >>> aro_accuracy = evaluate.load("aro_accuracy", "relation")
+    >>> results = aro_accuracy.compute(predictions=[0, 1, 0, -1], references=[0, 0, 0, 0], groups=["on", "on", "holding", "holding"])
     >>> results["accuracy"], results["macro_accuracy"], results["num_ties"]
     (0.5, 0.5, 1)
 """
@@ -57,7 +56,8 @@ _CITATION = """
 }
 """
 
-GROUP_COLUMNS = {"relation": "relation_name", "attribution": "attribute_pair"}
+SCORING_OPTIONS = ("dataset", "revision", "trust_remote_code", "batch_size", "device", "dtype", "num_workers", "split")
+INSTALL_HINT = "scoring a model needs the aro package: pip install aro (predictions need only this module)"
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -72,57 +72,36 @@ class AroAccuracy(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2210.01936", "https://github.com/mertyg/vision-language-models-are-bows"],
         )
 
+    @property
+    def aro_config(self):
+        """The ARO config chosen the evaluate way (`evaluate.load(..., "relation")`), or None."""
+        return self.config_name if self.config_name in CONFIGS else None
+
     def compute(self, *, predictions=None, references=None, **kwargs):
         """As `evaluate.Metric.compute`; with `model_id=...` the model is scored on `dataset` first."""
+        kwargs.setdefault("config", self.aro_config)
         if "model_id" in kwargs:
-            scored = score_model(**{key: kwargs.pop(key) for key in list(kwargs) if key in SCORING_OPTIONS}, config=kwargs.get("config"))
-            predictions, references = scored.predictions, scored.references
-            if scored.groups is not None:
-                kwargs["groups"] = scored.groups
-            kwargs["truncated_captions"] = scored.truncated_captions
+            predictions, references, groups = score_model(kwargs.pop("model_id"), config=kwargs["config"], **{
+                key: kwargs.pop(key) for key in list(kwargs) if key in SCORING_OPTIONS
+            })
+            if groups is not None:
+                kwargs["groups"] = groups
         return super().compute(predictions=predictions, references=references, **kwargs)
 
-    def _compute(self, predictions, references, groups=None, config=None, protocol="paper", truncated_captions=None):
-        if config is not None and config not in CONFIGS:
-            raise ValueError(f"config must be one of {CONFIGS}, not {config!r}")
-        correct = np.asarray(predictions) == np.asarray(references)
-        results = {
-            "accuracy": float(correct.mean()) if len(correct) else float("nan"),
-            "num_items": int(len(correct)),
-            "num_ties": int((np.asarray(predictions) == -1).sum()),
-        }
-        if truncated_captions is not None:
-            results["truncated_captions"] = int(truncated_captions)
-        if groups is None:
-            results["macro_accuracy"], results["per_group"] = None, []
-            return results
-        groups = np.asarray(groups)
-        table = []
-        for group in sorted(set(groups.tolist())):
-            members = groups == group
-            size = int(members.sum())
-            table.append(
-                {
-                    "group": group,
-                    "accuracy": float(correct[members].mean()),
-                    "count": size,
-                    "in_macro": counts_towards_macro(config, group, size, protocol),
-                }
-            )
-        kept = [row["accuracy"] for row in table if row["in_macro"]]
-        results["macro_accuracy"] = float(np.mean(kept)) if kept else None
-        results["per_group"] = table
-        return results
+    def _compute(self, predictions, references, groups=None, config=None, protocol="paper"):
+        return accuracy_results(predictions, references, groups=groups, config=config, protocol=protocol)
 
 
-SCORING_OPTIONS = ("model_id", "dataset", "revision", "trust_remote_code", "batch_size", "device", "dtype", "num_workers", "split")
-
-
-def score_model(model_id, dataset, config, revision=None, trust_remote_code=False, split="test", **scorer_options):
-    """Load `model_id` and score it on `config` of `dataset` (a Hub id, a local folder or a `datasets.Dataset`)."""
+def score_model(model_id, dataset, config, split="test", revision=None, trust_remote_code=False, **runtime_options):
+    """Predictions, references and groups of `model_id` on `config` of `dataset`, scored by the aro library."""
+    try:
+        from aro.metrics.scoring import load_model, load_split, score_items
+    except ImportError:
+        raise ImportError(INSTALL_HINT) from None
     if isinstance(dataset, str):
         if config is None:
-            raise ValueError("scoring a model on a dataset by name needs `config`")
+            raise ValueError("scoring a model on a dataset by name needs a config: evaluate.load('aro_accuracy', 'relation')")
         dataset = load_split(dataset, config, split)
     model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code)
-    return score_items(model, processor, dataset, group_column=GROUP_COLUMNS.get(config), **scorer_options)
+    scored = score_items(model, processor, dataset, group_column=GROUP_COLUMNS.get(config), **runtime_options)
+    return scored.predictions, scored.references, scored.groups

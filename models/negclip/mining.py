@@ -22,7 +22,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 SWAPPABLE_TAGS = {
@@ -142,7 +141,7 @@ def mine(parameters: MiningParameters, output: str | Path | None = None, batch_s
 
     from datasets import Image as ImageFeature
 
-    from aro.metrics.aro_accuracy.scoring import Scorer, load_split
+    from aro.metrics.scoring import Scorer, load_split
 
     data = load_split(parameters.dataset, parameters.config, parameters.split)
     for column in (parameters.image_column, parameters.caption_column, parameters.image_id_column):
@@ -157,10 +156,10 @@ def mine(parameters: MiningParameters, output: str | Path | None = None, batch_s
     model = AutoModel.from_pretrained(parameters.clip_model)
     processor = AutoProcessor.from_pretrained(parameters.clip_model)
     unique_rows = sorted({image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}.values())
-    scorer = Scorer(model, processor, device=device, batch_size=batch_size)
+    adapter = Scorer(model, processor, device=device, batch_size=batch_size).adapter
     raw = data.cast_column(parameters.image_column, ImageFeature(decode=False))
     embeddings = torch.zeros(len(data), model.config.projection_dim)
-    embeddings[unique_rows] = F.normalize(scorer.encode_images(raw, unique_rows, parameters.image_column), dim=-1)
+    embeddings[unique_rows] = adapter.image_features(raw, unique_rows, parameters.image_column)
     neighbours = nearest_images(embeddings, image_ids, k=parameters.neighbours)
 
     table = pa.table({"negatives": negatives, "neighbours": neighbours})

@@ -166,7 +166,7 @@ def train(args: NegCLIPTrainingArguments) -> Path:
     from torch.utils.tensorboard import SummaryWriter
     from transformers import AutoProcessor, get_cosine_schedule_with_warmup
 
-    from aro.metrics.aro_accuracy.scoring import load_split
+    from aro.metrics.scoring import load_split
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps)
     set_seed(args.seed)
@@ -278,7 +278,7 @@ def train(args: NegCLIPTrainingArguments) -> Path:
 
 def _evaluate(accelerator, model, processor, args, writer, step: int) -> dict:
     """The small ARO evaluation: accuracy on `eval_configs` of `eval_dataset`, logged to TensorBoard."""
-    from aro.metrics.evaluation import evaluate_model
+    from aro.metrics.scoring.evaluation import evaluate_model
 
     model.eval()
     results = evaluate_model(accelerator.unwrap_model(model), args.eval_dataset, args.eval_configs, processor=processor)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from aro.metrics.aro_accuracy.aro_accuracy import GROUP_COLUMNS, AroAccuracy
-from aro.metrics.aro_accuracy.protocol import CONFIGS
-from aro.metrics.aro_accuracy.scoring import Scorer, load_model, load_split
+from .data import load_split
+from .loading import load_model
+from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
+from .scorer import Scorer
 
 CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "aro")
@@ -55,6 +56,7 @@ def evaluate_model(
     device: str | None = None,
     dtype: str | None = None,
     num_workers: int = 0,
+    distributed=None,
 ) -> dict:
     """Score `model` (a Hub id, a local path or a loaded model with its `processor`) on `configs` of `dataset`.
 
@@ -67,15 +69,15 @@ def evaluate_model(
         model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
     elif processor is None:
         raise ValueError("a loaded model needs its processor")
-    scorer = Scorer(model, processor, device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers)
-    metric = AroAccuracy()
+    scorer = Scorer(model, processor, device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
     results = {
         "model": model_name,
         "model_revision": revision,
         "dataset": dataset,
         "dataset_revision": dataset_revision,
         "protocol": protocol,
-        "image_processor": type(scorer.image_processor).__name__,
+        "adapter": scorer.adapter.family,
+        "image_processor": type(scorer.adapter.image_processor).__name__,
         "versions": _versions(),
         "configs": {},
     }
@@ -83,11 +85,10 @@ def evaluate_model(
     for config in resolve_configs(configs):
         data = load_split(dataset, config, "test", revision=dataset_revision)
         scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config))
-        numbers = metric.compute(
-            predictions=scored.predictions, references=scored.references, groups=scored.groups, config=config,
-            protocol=protocol, truncated_captions=scored.truncated_captions,
-        )
-        numbers |= {"unique_images": scored.unique_images, "unique_captions": scored.unique_captions}
+        numbers = accuracy_results(scored.predictions, scored.references, groups=scored.groups, config=config, protocol=protocol)
+        numbers |= {
+            "truncated_captions": scored.truncated_captions, "unique_images": scored.unique_images, "unique_captions": scored.unique_captions,
+        }
         results["configs"][config] = numbers
     model.train(was_training)
     if output_dir is not None:
@@ -165,7 +166,7 @@ def retrieval_recall(model, processor, data, image_column="image", caption_colum
     from datasets import Image as ImageFeature
 
     was_training = model.training
-    scorer = Scorer(model, processor, device=device, batch_size=batch_size)
+    adapter = Scorer(model, processor, device=device, batch_size=batch_size).adapter
     image_ids = [str(image_id) for image_id in data[image_id_column]]
     column_of = {}
     first_row = []
@@ -174,9 +175,9 @@ def retrieval_recall(model, processor, data, image_column="image", caption_colum
             column_of[image_id] = len(first_row)
             first_row.append(row)
     raw = data.cast_column(image_column, ImageFeature(decode=False))
-    image_features = torch.nn.functional.normalize(scorer.encode_images(raw, first_row, image_column), dim=-1)
+    image_features = adapter.image_features(raw, first_row, image_column)
     captions = list(data[caption_column])
-    text_features = scorer.encode_captions(captions)
+    text_features = adapter.text_features(captions)
     similarity = text_features @ image_features.t()
     truth = torch.tensor([column_of[image_id] for image_id in image_ids])
     text_to_image = float((similarity.argmax(dim=1) == truth).float().mean())

@@ -1,0 +1,140 @@
+"""ARO items as the scorer sees them: each unique image once, each item its image and candidate captions.
+
+An ARO item is an image and K candidate captions, the true one first: `caption_options` where the config has them
+(the Order sets), else `[true_caption, false_caption]` (the VG sets). The VG sets crop one image per item while
+the Order sets show each image with five captions, so images are deduplicated by a hash of all their bytes (JPEG
+crops of one photograph share their headers) before anything is encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+
+def load_split(dataset: str, config: str | None, split: str = "test", revision: str | None = None):
+    """`load_dataset(dataset, config, split=split)`, with a cache that follows a local folder's content.
+
+    `datasets` caches a local folder's Arrow conversion under its folder name and config alone, so a folder rebuilt
+    in place, or another folder of the same name, would be served from a stale cache. A local folder therefore gets
+    a cache directory named after its resolved path and its files' sizes and modification times.
+    """
+    from datasets import config as datasets_config
+    from datasets import load_dataset
+
+    folder = Path(dataset)
+    if not folder.is_dir():
+        return load_dataset(dataset, config, split=split, revision=revision)
+    files = sorted(path for path in folder.resolve().rglob("*") if path.is_file() and ".cache" not in path.parts)
+    stamp = hashlib.sha1(repr([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]).encode()).hexdigest()[:16]
+    cache_dir = Path(datasets_config.HF_DATASETS_CACHE) / "local" / stamp
+    return load_dataset(str(folder), config, split=split, cache_dir=str(cache_dir))
+
+
+def candidates_of(row: dict) -> list[str]:
+    """The candidate captions of an ARO item, the true caption first."""
+    if "caption_options" in row:
+        return list(row["caption_options"])
+    return [row["true_caption"], row["false_caption"]]
+
+
+def predict(scores: np.ndarray) -> list[int]:
+    """The index of each row's strictly highest score; -1 where the highest score is shared (a tie is wrong)."""
+    best = scores.max(axis=1, keepdims=True)
+    winners = scores == best
+    return [int(row.argmax()) if row.sum() == 1 else -1 for row in winners]
+
+
+def image_key(encoded: dict) -> str:
+    """A key for an image stored as `{"bytes", "path"}`: the hash of all its bytes (of its path when it has none)."""
+    return hashlib.sha1(encoded["bytes"] or encoded["path"].encode()).hexdigest()
+
+
+@dataclass
+class Items:
+    """N items over a dataset whose image column holds bytes (`Image(decode=False)`).
+
+    `image_rows[i]` is a row showing unique image i, `image_of_item[n]` the unique image of item n, and
+    `candidates[n]` its captions, the true one first.
+    """
+
+    dataset: object
+    image_column: str
+    image_rows: list[int]
+    image_of_item: list[int]
+    candidates: list[list[str]]
+
+    @classmethod
+    def from_dataset(cls, dataset, image_column: str = "image") -> "Items":
+        """The items of an ARO-shaped `datasets.Dataset`, its images deduplicated."""
+        from datasets import Image as ImageFeature
+
+        columns = set(dataset.column_names)
+        if image_column not in columns or not ("caption_options" in columns or {"true_caption", "false_caption"} <= columns):
+            raise ValueError(
+                f"the dataset has columns {dataset.column_names}: an ARO config needs `{image_column}` and either "
+                "`caption_options` or `true_caption` and `false_caption`"
+            )
+        raw = dataset.cast_column(image_column, ImageFeature(decode=False))
+        text_columns = [column for column in ("caption_options", "true_caption", "false_caption") if column in columns]
+        candidates = [candidates_of(row) for row in raw.select_columns(text_columns).to_list()]
+        index_of_key: dict[str, int] = {}
+        image_rows, image_of_item = [], []
+        for row, record in enumerate(tqdm(raw.select_columns([image_column]), desc="hashing images", leave=False)):
+            key = image_key(record[image_column])
+            if key not in index_of_key:
+                index_of_key[key] = len(image_rows)
+                image_rows.append(row)
+            image_of_item.append(index_of_key[key])
+        return cls(raw, image_column, image_rows, image_of_item, candidates)
+
+    @property
+    def unique_captions(self) -> list[str]:
+        return sorted({caption for options in self.candidates for caption in options})
+
+    def pairs(self) -> list[tuple[int, str]]:
+        """Every (unique image index, caption) pair, item by item, candidate by candidate."""
+        return [(self.image_of_item[item], caption) for item, options in enumerate(self.candidates) for caption in options]
+
+    def unflatten(self, flat) -> np.ndarray:
+        """Per-pair scores in `pairs()` order as an [N, K] array."""
+        flat = np.asarray(flat)
+        widths = np.cumsum([0] + [len(options) for options in self.candidates])
+        return np.array([flat[start:end] for start, end in zip(widths[:-1], widths[1:])])
+
+
+class ImageRows(torch.utils.data.Dataset):
+    """Decode the images of `rows` of a dataset holding image bytes, in DataLoader workers."""
+
+    def __init__(self, dataset, rows: list[int], image_column: str = "image"):
+        self.dataset, self.rows, self.image_column = dataset, rows, image_column
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Image.Image:
+        row = self.rows[index]
+        encoded = self.dataset[row][self.image_column]
+        try:
+            image = Image.open(io.BytesIO(encoded["bytes"])) if isinstance(encoded, dict) else encoded
+            return image.convert("RGB")
+        except Exception as error:  # noqa: BLE001 - any decoder error is a corrupt image
+            raise ValueError(f"item {row}: the image cannot be decoded ({error})") from error
+
+
+def image_batches(dataset, rows: list[int], image_column: str, preprocess, runtime):
+    """Batches of `preprocess(list of PIL images)`, decoded and preprocessed in `runtime.num_workers` workers."""
+    return torch.utils.data.DataLoader(
+        ImageRows(dataset, rows, image_column),
+        batch_size=runtime.batch_size,
+        collate_fn=preprocess,
+        num_workers=runtime.num_workers,
+        pin_memory=runtime.device.type == "cuda",
+    )

@@ -1,0 +1,102 @@
+"""The paper's evaluation protocol for ARO: which groups count towards macro accuracy, and how ties count.
+
+- VG-Relation: macro accuracy over relations, without the 157 relations the authors exclude.
+- VG-Attribution: macro accuracy over attribute pairs with at least 25 items.
+- COCO-Order and Flickr30k-Order: plain accuracy over items (no groups).
+- Ties are wrong: an item is right only when the true caption scores strictly above every other option.
+
+This file needs only numpy: the `aro_accuracy` evaluate module (published as a Space) carries it as it is, and
+computes its results with `accuracy_results`, as the scoring library does.
+
+>>> accuracy_results([0, 1, 0, -1], [0, 0, 0, 0], groups=["on", "on", "holding", "holding"], config="relation")["macro_accuracy"]
+0.5
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_ATTRIBUTE_PAIR_ITEMS = 25
+PROTOCOLS = ("paper", "none")
+CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
+# The column that groups a config's items for its macro accuracy.
+GROUP_COLUMNS = {"relation": "relation_name", "attribution": "attribute_pair"}
+
+# The 157 relations that the authors' replication notebook (`notebooks/Replicate ARO! VG-Relation,
+# VG-Attribution.ipynb`, list `symmetric`) leaves out of VG-Relation's macro accuracy: for these, swapping subject
+# and object need not make the caption false ("a cup next to a plate").
+EXCLUDED_RELATIONS = frozenset(
+    [
+        "adjusting", "attached to", "between", "bigger than", "biting", "boarding", "brushing", "chewing",
+        "cleaning", "climbing", "close to", "coming from", "coming out of", "contain", "crossing", "dragging",
+        "draped over", "drinking", "drinking from", "driving", "driving down", "driving on", "eating from",
+        "eating in", "enclosing", "exiting", "facing", "filled with", "floating in", "floating on", "flying",
+        "flying above", "flying in", "flying over", "flying through", "full of", "going down", "going into",
+        "going through", "grazing in", "growing in", "growing on", "guiding", "hanging from", "hanging in",
+        "hanging off", "hanging over", "higher than", "holding onto", "hugging", "in between", "jumping off",
+        "jumping on", "jumping over", "kept in", "larger than", "leading", "leaning over", "leaving",
+        "licking", "longer than", "looking in", "looking into", "looking out", "looking over",
+        "looking through", "lying next to", "lying on top of", "making", "mixed with", "mounted on", "moving",
+        "on the back of", "on the edge of", "on the front of", "on the other side of", "opening",
+        "painted on", "parked at", "parked beside", "parked by", "parked in", "parked in front of",
+        "parked near", "parked next to", "perched on", "petting", "piled on", "playing", "playing in",
+        "playing on", "playing with", "pouring", "reaching for", "reading", "reflected on", "riding on",
+        "running in", "running on", "running through", "seen through", "sitting behind", "sitting beside",
+        "sitting by", "sitting in front of", "sitting near", "sitting next to", "sitting under",
+        "skiing down", "skiing on", "sleeping in", "sleeping on", "smiling at", "sniffing", "splashing",
+        "sprinkled on", "stacked on", "standing against", "standing around", "standing behind",
+        "standing beside", "standing in front of", "standing near", "standing next to", "staring at",
+        "stuck in", "surrounding", "swimming in", "swinging", "talking to", "topped with", "touching",
+        "traveling down", "traveling on", "tying", "typing on", "underneath", "wading in", "waiting for",
+        "walking across", "walking by", "walking down", "walking next to", "walking through", "working in",
+        "working on", "worn on", "wrapped around", "wrapped in", "by", "of", "near", "next to", "with",
+        "beside", "on the side of", "around",
+    ]
+)
+
+
+def counts_towards_macro(config: str | None, group: str, size: int, protocol: str = "paper") -> bool:
+    """Whether a group of `size` items enters the macro average of `config` under `protocol`."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    if protocol == "none":
+        return True
+    if config == "relation":
+        return group not in EXCLUDED_RELATIONS
+    if config == "attribution":
+        return size >= MIN_ATTRIBUTE_PAIR_ITEMS
+    return True
+
+
+def accuracy_results(predictions, references, groups=None, config: str | None = None, protocol: str = "paper") -> dict:
+    """Micro accuracy over items, macro accuracy over the groups `protocol` keeps, and a per-group table.
+
+    A prediction of -1 is a tie and never equals a reference, so ties count as wrong.
+    """
+    if config is not None and config not in CONFIGS:
+        raise ValueError(f"config must be one of {CONFIGS}, not {config!r}")
+    predictions, references = np.asarray(predictions), np.asarray(references)
+    if predictions.shape != references.shape:
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    correct = predictions == references
+    results = {
+        "accuracy": float(correct.mean()) if len(correct) else float("nan"),
+        "num_items": int(len(correct)),
+        "num_ties": int((predictions == -1).sum()),
+        "macro_accuracy": None,
+        "per_group": [],
+    }
+    if groups is None:
+        return results
+    groups = np.asarray(groups)
+    if len(groups) != len(correct):
+        raise ValueError(f"{len(groups)} groups but {len(correct)} predictions")
+    for group in sorted(set(groups.tolist())):
+        members = groups == group
+        size = int(members.sum())
+        results["per_group"].append(
+            {"group": group, "accuracy": float(correct[members].mean()), "count": size, "in_macro": counts_towards_macro(config, group, size, protocol)}
+        )
+    kept = [row["accuracy"] for row in results["per_group"] if row["in_macro"]]
+    results["macro_accuracy"] = float(np.mean(kept)) if kept else None
+    return results
