@@ -21,9 +21,9 @@ from pathlib import Path
 
 from aro.builders.synthetic import IMAGE_SIZE, SyntheticSizes
 from aro.builders.writer import staged_folder
+from aro.metrics.scoring.protocol import CHANCE
 
 ARO_CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
-CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
 
 
 @dataclass(frozen=True)

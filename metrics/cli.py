@@ -31,7 +31,8 @@ def register(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from aro.metrics.scoring.evaluation import evaluate_model, results_table
+    from aro.metrics.scoring.evaluation import evaluate_model
+    from aro.metrics.scoring.report import results_table
 
     configs = args.config if args.config == "all" else args.config.split(",")
     results = evaluate_model(

@@ -13,10 +13,11 @@ from .loading import load_model, load_processor
 from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
 from .runtime import Runtime, pick_device
 from .scorer import Scorer, ScoreResult, score_items
-from .evaluation import evaluate_model, retrieval_recall, results_table
+from .evaluation import evaluate_model, retrieval_recall
+from .report import results_table, write_outputs
 
 __all__ = [
     "CONFIGS", "GROUP_COLUMNS", "SUPPORTED_FAMILIES", "Items", "Runtime", "ScoreResult", "Scorer", "UnsupportedModel",
-    "accuracy_results", "adapter_class", "candidates_of", "evaluate_model", "retrieval_recall", "results_table", "load_model", "load_processor", "load_split", "pick_device",
+    "accuracy_results", "adapter_class", "candidates_of", "evaluate_model", "retrieval_recall", "results_table", "write_outputs", "load_model", "load_processor", "load_split", "pick_device",
     "predict", "score_items",
 ]

@@ -19,6 +19,8 @@ import numpy as np
 MIN_ATTRIBUTE_PAIR_ITEMS = 25
 PROTOCOLS = ("paper", "none")
 CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
+# Accuracy of a model that picks a caption at random: two options in the VG sets, five in the Order sets.
+CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
 # The column that groups a config's items for its macro accuracy.
 GROUP_COLUMNS = {"relation": "relation_name", "attribution": "attribute_pair"}
 

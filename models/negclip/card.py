@@ -7,7 +7,7 @@ from dataclasses import asdict
 import yaml
 
 from aro.cards import render
-from aro.metrics.scoring.evaluation import model_index
+from aro.metrics.scoring.report import model_index
 
 HYPERPARAMETERS = (
     "learning_rate", "batch_size", "epochs", "warmup_steps", "weight_decay", "gradient_accumulation_steps",

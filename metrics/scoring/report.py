@@ -1,0 +1,76 @@
+"""What an evaluation writes for people and machines: `results.json`, a Markdown table, a plot per config and a
+`model-index` snippet for a model card.
+
+>>> write_outputs(evaluate_model(model, "ORG/aro"), Path("eval"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .protocol import CHANCE
+
+
+def results_table(results: dict) -> str:
+    """A Markdown table of every config's accuracy, macro accuracy and size."""
+    lines = ["| config | accuracy | macro accuracy | items | ties | truncated captions |", "| --- | --- | --- | --- | --- | --- |"]
+    for config, numbers in results["configs"].items():
+        macro = f"{numbers['macro_accuracy']:.3f}" if numbers.get("macro_accuracy") is not None else "-"
+        lines.append(
+            f"| {config} | {numbers['accuracy']:.3f} | {macro} | {numbers['num_items']} | {numbers['num_ties']} | {numbers.get('truncated_captions', 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def model_index(results: dict, model_name: str | None = None) -> list[dict]:
+    """`model-index` entries for a model card: the headline number of each config (macro where it has groups)."""
+    entries = []
+    for config, numbers in results["configs"].items():
+        value = numbers["macro_accuracy"] if numbers.get("macro_accuracy") is not None else numbers["accuracy"]
+        entries.append(
+            {
+                "task": {"type": "zero-shot-image-classification", "name": "ARO caption choice"},
+                "dataset": {"name": f"ARO {config}", "type": results["dataset"], "config": config, "split": "test"},
+                "metrics": [{"type": "accuracy", "value": round(float(value), 4), "name": f"{config} accuracy ({results['protocol']} protocol)"}],
+            }
+        )
+    return [{"name": model_name or results["model"], "results": entries}]
+
+
+def model_index_snippet(results: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump({"model-index": model_index(results)}, sort_keys=False)
+
+
+def plot_groups(config: str, numbers: dict, path: Path) -> None:
+    """A bar per group (or one bar for the Order sets), with the chance level drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in numbers["per_group"] if row["in_macro"]] or [{"group": config, "accuracy": numbers["accuracy"]}]
+    rows.sort(key=lambda row: row["accuracy"])
+    figure, axes = plt.subplots(figsize=(max(5, 0.18 * len(rows) + 2), 3.5))
+    axes.bar(range(len(rows)), [row["accuracy"] for row in rows], color="tab:blue")
+    axes.axhline(CHANCE[config], color="black", linestyle="dashed", label="chance")
+    axes.set_xticks(range(len(rows)), [row["group"] for row in rows], rotation=90, fontsize=7 if len(rows) > 20 else 9)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("accuracy")
+    headline = numbers["macro_accuracy"] if numbers.get("macro_accuracy") is not None else numbers["accuracy"]
+    axes.set_title(f"{config}: {headline:.3f}")
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_outputs(results: dict, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (output_dir / "results.md").write_text(results_table(results) + "\n")
+    (output_dir / "model-index.yaml").write_text(model_index_snippet(results))
+    for config, numbers in results["configs"].items():
+        plot_groups(config, numbers, output_dir / f"{config}.png")
