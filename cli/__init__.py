@@ -17,6 +17,11 @@ import argparse
 import importlib
 import sys
 
+# The user's mistakes, which get one clear line: the library raises ValueError for bad input and these OSErrors
+# for paths. Anything else (a RuntimeError from torch, a hang turned into a timeout) is a bug or a failure of the
+# machine, and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+
 COMMAND_MODULES = (
     "aro.builders.cli",
     "aro.metrics.cli",
@@ -37,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        # Expected failures (bad input, missing files) get one clear line, not a traceback.
+    except USER_ERRORS as error:
         print(f"aro {args.command}: error: {error}", file=sys.stderr)
         return 2
 
