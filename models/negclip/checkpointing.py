@@ -116,13 +116,20 @@ def load_checkpoint(directory: Path, accelerator, optimizer, scheduler) -> dict:
     return state
 
 
-def identity_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+def check_same_run(directory: Path, identity: dict) -> None:
+    """Refuse to resume from a checkpoint of another run, naming every setting that differs."""
+    differences = _differences(verify_checkpoint(directory)["identity"], identity)
+    if differences:
+        raise CheckpointError(f"checkpoint {directory} is from another run ({'; '.join(differences)}); pass --resume-allow-changes to resume anyway")
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     """Each entry of two (nested) identities that differs, as 'name: saved -> current'."""
     differences = []
     for name in sorted(set(saved) | set(current)):
         before, after = saved.get(name), current.get(name)
         if isinstance(before, dict) and isinstance(after, dict):
-            differences += identity_differences(before, after, f"{prefix}{name}.")
+            differences += _differences(before, after, f"{prefix}{name}.")
         elif before != after:
             differences.append(f"{prefix}{name}: {before!r} -> {after!r}")
     return differences

@@ -215,8 +215,12 @@ def mine(parameters: MiningParameters, output: str | Path | None = None, batch_s
     return write_cache(output, negatives, neighbours, parameters)
 
 
+def read_parameters(path: str | Path) -> dict:
+    """The mining parameters of a cache, from its metadata alone."""
+    return json.loads(pq.read_schema(path).metadata[b"negclip_mining"])
+
+
 def load_cache(path: str | Path) -> tuple[list[list[str]], list[list[int]], dict]:
     """The negatives, neighbours and mining parameters written by `mine`."""
     table = pq.read_table(path)
-    parameters = json.loads(table.schema.metadata[b"negclip_mining"])
-    return table.column("negatives").to_pylist(), table.column("neighbours").to_pylist(), parameters
+    return table.column("negatives").to_pylist(), table.column("neighbours").to_pylist(), read_parameters(path)

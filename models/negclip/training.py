@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .arguments import NegCLIPTrainingArguments
 from .batches import NegCLIPBatches
-from .checkpointing import CheckpointError, identity_differences, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
+from .checkpointing import check_same_run, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from .loss_negclip import NegCLIPLoss
 
 __all__ = ["NegCLIPTrainingArguments", "train", "setup", "train_one_epoch", "finish", "validation_loss"]
@@ -102,8 +102,11 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
             raise ValueError(f"{args.dataset} ({args.split}) has no column {column!r}; it has {data.column_names}")
     if len(data) < args.batch_size * accelerator.num_processes:
         raise ValueError(f"{args.dataset} ({args.split}) has {len(data)} rows, fewer than one batch of {args.batch_size} x {accelerator.num_processes} processes")
-    negatives, neighbours, mining = _negatives(args, data, accelerator)
+    cache, mining = _mining(args)
     identity = {"settings": args.resume_settings(), "world_size": accelerator.num_processes, "dataset": _dataset_identity(args, data), "mining": mining}
+    if checkpoint and not args.resume_allow_changes:  # before any mining or model loading, so that a wrong resume fails at once
+        check_same_run(checkpoint, identity)
+    negatives, neighbours = _negatives(args, data, cache, accelerator)
 
     processor = AutoProcessor.from_pretrained(args.model_name_or_path)
     model = _load_model(str(checkpoint) if checkpoint else args.model_name_or_path)
@@ -118,9 +121,6 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     state = {"epoch": 0, "step": 0, "rows_in_epoch": 0, "identity": identity}
     if checkpoint:
         saved = load_checkpoint(checkpoint, accelerator, optimizer, scheduler)
-        differences = identity_differences(saved["identity"], identity)
-        if differences and not args.resume_allow_changes:
-            raise CheckpointError(f"checkpoint {checkpoint} is from another run ({'; '.join(differences)}); pass --resume-allow-changes to resume anyway")
         state |= {name: saved[name] for name in ("epoch", "step", "rows_in_epoch")}
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -192,8 +192,8 @@ def finish(run: TrainingRun) -> dict:
         if args.push_to_hub:
             push_checkpoint(run.output_dir, args.push_to_hub, private=args.private)
     run.log.close()
-    accelerator.end_training()
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers and the process group: no collective after it
     return results
 
 
@@ -283,30 +283,40 @@ def _checkpoint_to_resume(args: NegCLIPTrainingArguments) -> Path | None:
     return Path(args.resume_from)
 
 
-def _negatives(args: NegCLIPTrainingArguments, data, accelerator) -> tuple[list | None, list | None, dict | None]:
-    """The mined negatives and neighbours and the mining parameters; mined (sharded, written once) on first use."""
+def _mining(args: NegCLIPTrainingArguments) -> tuple[Path | None, dict | None]:
+    """The mining cache and its parameters: those it was mined with, or those it will be mined with on first use."""
     if not (args.hard_negatives or args.image_negatives):
-        return None, None, None
-    from .mining import MiningParameters, default_cache_path, load_cache, mine_negatives, write_cache
+        return None, None
+    from .mining import MiningParameters, default_cache_path, read_parameters
 
     cache = Path(args.mining_cache) if args.mining_cache else default_cache_path(args.dataset, args.dataset_config, args.split)
     if cache.exists():
-        negatives, neighbours, parameters = load_cache(cache)
+        return cache, read_parameters(cache)
+    return cache, asdict(MiningParameters(
+        dataset=args.dataset, dataset_config=args.dataset_config, split=args.split, image_column=args.image_column,
+        caption_column=args.caption_column, image_id_column=args.image_id_column,
+        clip_model=args.mining_model or args.model_name_or_path, negatives_per_caption=args.negatives_per_caption,
+        neighbours=args.neighbours, seed=args.seed, spacy_pipeline=args.spacy_pipeline,
+    ))
+
+
+def _negatives(args: NegCLIPTrainingArguments, data, cache: Path | None, accelerator) -> tuple[list | None, list | None]:
+    """The cache's negatives and neighbours; on first use mined on every process (sharded) and written by the main one."""
+    if cache is None:
+        return None, None
+    from .mining import MiningParameters, load_cache, mine_negatives, write_cache
+
+    if cache.exists():
+        negatives, neighbours, _ = load_cache(cache)
     else:
-        mining = MiningParameters(
-            dataset=args.dataset, dataset_config=args.dataset_config, split=args.split, image_column=args.image_column,
-            caption_column=args.caption_column, image_id_column=args.image_id_column,
-            clip_model=args.mining_model or args.model_name_or_path, negatives_per_caption=args.negatives_per_caption,
-            neighbours=args.neighbours, seed=args.seed, spacy_pipeline=args.spacy_pipeline,
-        )
+        mining = MiningParameters(**_mining(args)[1])
         negatives, neighbours = mine_negatives(mining, batch_size=args.batch_size, device=accelerator.device, distributed=accelerator)
         if accelerator.is_main_process:
             write_cache(cache, negatives, neighbours, mining)
         accelerator.wait_for_everyone()
-        parameters = asdict(mining)
     if len(negatives) != len(data):
         raise ValueError(f"the mining cache {cache} has {len(negatives)} rows but the data has {len(data)}: mine again")
-    return negatives, neighbours, parameters
+    return negatives, neighbours
 
 
 def _dataset_identity(args: NegCLIPTrainingArguments, data) -> dict:
