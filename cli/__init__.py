@@ -17,6 +17,11 @@ import argparse
 import importlib
 import sys
 
+# The user's mistakes get one clear line: aro's own code raises ValueError for bad input and these OSErrors for
+# paths, naming what and where. The same errors raised inside torch, transformers or datasets, and every other
+# error, are failures we did not foresee: they keep their traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+
 COMMAND_MODULES = (
     "aro.builders.cli",
     "aro.metrics.cli",
@@ -37,10 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        # Expected failures (bad input, missing files) get one clear line, not a traceback.
+    except USER_ERRORS as error:
+        if not _raised_by_aro(error):
+            raise
         print(f"aro {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _raised_by_aro(error: BaseException) -> bool:
+    """Whether `error` was raised on purpose by aro's code (the innermost frame of its traceback is an aro module)."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_globals.get("__name__", "").startswith("aro.")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,45 @@ def tiny_clip_dir(tmp_path_factory):
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory):
+    """A tiny synthetic ARO world: the `scenes` image-caption config (72 training rows) and the ARO configs."""
+    from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
+
+    folder = tmp_path_factory.mktemp("scenes") / "data"
+    build_synthetic_aro(folder, sizes=SyntheticSizes(train_scenes=24, test_scenes=8, relation_per_relation=2, attribution_per_pair=1, order_captions=4))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def start_model(tmp_path_factory):
+    """A saved tiny CLIP over the synthetic world's words, the model that training starts from."""
+    from aro.builders.synthetic import world_words
+    from aro.models.tiny_clip import make_tiny_clip
+
+    model, processor = make_tiny_clip(world_words(), image_size=32, patch_size=16, hidden_size=32, num_layers=1)
+    folder = tmp_path_factory.mktemp("start")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def train_argv(scenes, start_model):
+    """`aro train` arguments for fast runs on `scenes` from `start_model`; keywords add or change flags (True: a bare flag)."""
+
+    def argv(output_dir, **flags) -> list[str]:
+        options = dict(
+            output_dir=output_dir, model_name_or_path=start_model, dataset=scenes, dataset_config="scenes",
+            learning_rate=1e-3, warmup_steps=1, report_to="none",
+        )
+        words = ["train"]
+        for name, value in (options | flags).items():
+            words.append("--" + name.replace("_", "-"))
+            if value is not True:
+                words += [str(item) for item in value] if isinstance(value, list) else [str(value)]
+        return words
+
+    return argv

@@ -111,27 +111,6 @@ def test_nearest_images_exclude_the_image_itself_and_its_other_rows():
         assert all(image_ids[other] != image_ids[row] for other in found)
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
-
-    folder = tmp_path_factory.mktemp("scenes") / "data"
-    build_synthetic_aro(folder, sizes=SyntheticSizes(train_scenes=24, test_scenes=8, relation_per_relation=2, attribution_per_pair=1, order_captions=4))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def start_model(tmp_path_factory):
-    from aro.builders.synthetic import world_words
-    from aro.models.tiny_clip import make_tiny_clip
-
-    model, processor = make_tiny_clip(world_words(), image_size=32, patch_size=16, hidden_size=32, num_layers=1)
-    folder = tmp_path_factory.mktemp("start")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
 def _arguments(scenes, start_model, output_dir, **changes):
     settings = dict(
         output_dir=str(output_dir), model_name_or_path=str(start_model), dataset=str(scenes), dataset_config="scenes",

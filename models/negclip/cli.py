@@ -1,73 +1,89 @@
 """`aro mine` (hard negatives into a Parquet cache) and `aro train` (CLIP into NegCLIP).
 
-`aro train`'s flags are the fields of `NegCLIPTrainingArguments`, one to one (`--learning-rate`, `--no-hard-negatives`,
-...). For several GPUs: `accelerate launch -m aro.cli train ...` (or `torchrun -m aro.cli train ...`).
+The flags are the fields of the arguments dataclasses, through `transformers.HfArgumentParser`: `aro train` takes
+those of `NegCLIPTrainingArguments` (`--learning-rate`, `--no-hard-negatives`, ...), `aro mine` those of
+`MiningParameters` and `MiningOutput`. `--args-file run.yaml` (or `.json`) reads the same names from a file;
+flags given after it override it. For several GPUs: `accelerate launch -m aro.cli train ...` (or `torchrun`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import typing
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per dataclass field: booleans as --x/--no-x, lists as space-separated values."""
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        flag = "--" + field.name.replace("_", "-")
-        kind = hints[field.name]
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif typing.get_origin(kind) is list:
-            parser.add_argument(flag, nargs="+", default=default)
-        else:
-            scalar = next((option for option in typing.get_args(kind) if option is not type(None)), kind)
-            parser.add_argument(flag, type=scalar, default=default)
+@dataclass
+class MiningOutput:
+    """Where and how `aro mine` runs; not part of what the cache was mined from."""
+
+    out: str | None = field(default=None, metadata={"help": "the Parquet cache to write; unset: <dataset>/negclip-mining/<config>-<split>.parquet for a local dataset"})
+    batch_size: int = field(default=256, metadata={"help": "images per batch when embedding"})
+    device: str | None = field(default=None, metadata={"help": "cuda, mps or cpu; unset: the best available"})
 
 
 def register(subparsers) -> None:
-    from .training import NegCLIPTrainingArguments
+    from .arguments import NegCLIPTrainingArguments
+    from .mining import MiningParameters
 
-    mine = subparsers.add_parser("mine", help="mine NegCLIP hard negatives (swapped captions, nearest images)")
-    mine.add_argument("--dataset", required=True, help="Hub id or local folder of an image-caption dataset")
-    mine.add_argument("--dataset-config", default=None)
-    mine.add_argument("--split", default="train")
-    mine.add_argument("--image-column", default="image")
-    mine.add_argument("--caption-column", default="caption")
-    mine.add_argument("--image-id-column", default="image_id")
-    mine.add_argument("--clip-model", default="openai/clip-vit-base-patch32", help="the CLIP whose image embeddings find neighbours")
-    mine.add_argument("--negatives-per-caption", type=int, default=3)
-    mine.add_argument("--neighbours", type=int, default=3)
-    mine.add_argument("--seed", type=int, default=0)
-    mine.add_argument("--spacy-pipeline", default=None)
-    mine.add_argument("--batch-size", type=int, default=256)
-    mine.add_argument("--out", type=Path, default=None, help="cache path (default: next to a local dataset)")
+    mine = _add_dataclass_parser(subparsers, "mine", (MiningParameters, MiningOutput), "mine NegCLIP hard negatives (swapped captions, nearest images)")
     mine.set_defaults(func=_run_mine)
-
-    train = subparsers.add_parser("train", help="fine-tune CLIP into NegCLIP (defaults: the paper's recipe)", description=__doc__)
-    _add_dataclass_flags(train, NegCLIPTrainingArguments)
+    train = _add_dataclass_parser(subparsers, "train", (NegCLIPTrainingArguments,), "fine-tune CLIP into NegCLIP (defaults: the paper's recipe)")
     train.set_defaults(func=_run_train)
 
 
-def _run_mine(args: argparse.Namespace) -> int:
-    from .mining import MiningParameters, mine
+def _add_dataclass_parser(subparsers, name: str, dataclass_types: tuple, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose flags are the dataclasses' fields (help and defaults shown), plus `--args-file`."""
+    from transformers import HfArgumentParser
 
-    parameters = MiningParameters(
-        dataset=args.dataset, config=args.dataset_config, split=args.split, image_column=args.image_column,
-        caption_column=args.caption_column, image_id_column=args.image_id_column, clip_model=args.clip_model,
-        negatives_per_caption=args.negatives_per_caption, neighbours=args.neighbours, seed=args.seed, spacy_pipeline=args.spacy_pipeline,
+    fields = HfArgumentParser(dataclass_types, add_help=False)
+    parser = subparsers.add_parser(
+        name, help=summary, description=f"{summary}.", parents=[fields], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    print(f"mining cache written to {mine(parameters, args.out, batch_size=args.batch_size)}")
+    parser.add_argument(
+        "--args-file", action=_ArgsFile, metavar="FILE", default=None,
+        help="a YAML or JSON file of these options (their names with underscores); flags after it override it",
+    )
+    parser.set_defaults(dataclass_types=dataclass_types)
+    return parser
+
+
+class _ArgsFile(argparse.Action):
+    """Sets the options named in a YAML/JSON file when met on the command line, so later flags override them."""
+
+    def __call__(self, parser, namespace, path, option_string=None):
+        import yaml
+
+        try:
+            values = yaml.safe_load(Path(path).read_text()) if Path(path).suffix in (".yaml", ".yml") else json.loads(Path(path).read_text())
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            parser.error(f"{option_string} {path}: {error}")
+        names = {field.name for cls in namespace.dataclass_types for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values or {}) - names) if isinstance(values, dict) else ["(not a mapping)"]
+        if unknown:
+            parser.error(f"{option_string} {path}: unknown options {', '.join(unknown)}")
+        for name, value in values.items():
+            setattr(namespace, name, value)
+
+
+def _instances(args: argparse.Namespace) -> list:
+    """The dataclasses filled from the parsed flags."""
+    return [cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)}) for cls in args.dataclass_types]
+
+
+def _run_mine(args: argparse.Namespace) -> int:
+    from .mining import mine
+
+    parameters, output = _instances(args)
+    print(f"mining cache written to {mine(parameters, output.out, batch_size=output.batch_size, device=output.device)}")
     return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .training import NegCLIPTrainingArguments, train
+    from .training import train
 
-    names = {field.name for field in dataclasses.fields(NegCLIPTrainingArguments)}
-    output = train(NegCLIPTrainingArguments(**{name: value for name, value in vars(args).items() if name in names}))
-    print(f"model, processor, logs and card in {output}")
+    (arguments,) = _instances(args)
+    print(f"model, processor, logs and card in {train(arguments)}")
     return 0

