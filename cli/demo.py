@@ -194,7 +194,8 @@ def _accuracy_per_group(scored, groups: list[str]) -> dict[str, float]:
     """`aro_accuracy`'s per-group accuracy of `scored` items (ties wrong), for groups of the demo's own choosing."""
     from aro.metrics.scoring import accuracy_results
 
-    numbers = accuracy_results(scored.predictions, scored.references, groups=groups, protocol="none")
+    predictions, references, groups = scored.counted(groups)
+    numbers = accuracy_results(predictions, references, groups=groups, protocol="none")
     return {row["group"]: row["accuracy"] for row in numbers["per_group"]}
 
 

@@ -1,7 +1,10 @@
 """ARO items as the scorer sees them: each unique image once, each item its image and candidate captions.
 
 An ARO item is an image and K candidate captions, the true one first: `caption_options` where the config has them
-(the Order sets), else `[true_caption, false_caption]` (the VG sets). The VG sets crop one image per item while
+(the Order sets), else `[true_caption, false_caption]` (the VG sets). An option whose text equals the true caption
+(a shuffle of "a a a" gives it back) is not a negative: it is left out of the item's comparison, and an item left
+with no negative cannot be won or lost and is left out of the accuracy (`Items.same_as_true`). This is how the
+original code's argmax treated identical options, while ties between distinct captions stay wrong. The VG sets crop one image per item while
 the Order sets show each image with five captions, so images are deduplicated by a hash of all their bytes (JPEG
 crops of one photograph share their headers) before anything is encoded.
 """
@@ -46,9 +49,13 @@ def candidates_of(row: dict) -> list[str]:
 
 
 def predict(scores: np.ndarray) -> list[int]:
-    """The index of each row's strictly highest score; -1 where the highest score is shared (a tie is wrong)."""
-    best = scores.max(axis=1, keepdims=True)
-    winners = scores == best
+    """The index of each row's strictly highest score; -1 where the highest score is shared (a tie is wrong).
+
+    NaN marks an option that is not a candidate (see `Items.same_as_true`): it is ignored.
+    """
+    with np.errstate(invalid="ignore"):
+        best = np.nanmax(scores, axis=1, keepdims=True)
+    winners = scores == best  # NaN equals nothing
     return [int(row.argmax()) if row.sum() == 1 else -1 for row in winners]
 
 
@@ -94,6 +101,13 @@ class Items:
                 image_rows.append(row)
             image_of_item.append(index_of_key[key])
         return cls(raw, image_column, image_rows, image_of_item, candidates)
+
+    def same_as_true(self) -> np.ndarray:
+        """[N, K] booleans: True where an option other than the first has the true caption's text (not a negative)."""
+        options = np.array(self.candidates, dtype=object)  # every item of a config has the same K
+        same = options == options[:, :1]
+        same[:, 0] = False
+        return same
 
     @property
     def unique_captions(self) -> list[str]:

@@ -85,9 +85,12 @@ def evaluate_model(
     for config in resolve_configs(configs):
         data = load_split(dataset, config, "test", revision=dataset_revision)
         scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config))
-        numbers = accuracy_results(scored.predictions, scored.references, groups=scored.groups, config=config, protocol=protocol)
+        predictions, references, groups = scored.counted()
+        numbers = accuracy_results(predictions, references, groups=groups, config=config, protocol=protocol)
         numbers |= {
             "truncated_captions": scored.truncated_captions, "unique_images": scored.unique_images, "unique_captions": scored.unique_captions,
+            # Options equal to the true caption are no negatives; items with none left are not in the accuracy.
+            "items_with_identical_options": scored.identical_options, "items_without_negative": len(scored.without_negative),
         }
         results["configs"][config] = numbers
     model.train(was_training)
