@@ -12,6 +12,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from aro.builders.images import MAX_IMAGE_PIXELS
 from aro.builders.schema import CONFIG_FEATURES
 from aro.builders.sources import BuildReport, order_rows, visual_genome_rows
 
@@ -37,6 +38,11 @@ class AroSources:
     flickr_dir: str | None = None  # holds flickr30k-images/ (the user's own copy)
     flickr_annotations: str | None = None  # flickr30k_test.json (default: inside flickr_dir)
 
+    def paths(self) -> list[Path]:
+        """Every source folder and file given."""
+        given = (self.vg_dir, self.coco_dir, self.coco_annotations, self.flickr_dir, self.flickr_annotations)
+        return [Path(path) for path in given if path is not None]
+
     def available(self) -> tuple[str, ...]:
         return tuple(
             config
@@ -45,18 +51,32 @@ class AroSources:
         )
 
 
-def _tables(sources: AroSources, configs, report: BuildReport, perturber, skip_missing: bool, workers: int) -> dict:
+def _tables(sources: AroSources, configs, report: BuildReport, perturber, skip_missing: bool, workers: int, **image_checks) -> dict:
     tables = {}
     for config in configs:
         if config in ("relation", "attribution"):
             annotations = Path(sources.vg_dir) / f"visual_genome_{config}.json"
-            tables[config, "test"] = visual_genome_rows(config, annotations, Path(sources.vg_dir) / "images", report, skip_missing, workers)
+            tables[config, "test"] = visual_genome_rows(config, annotations, Path(sources.vg_dir) / "images", report, skip_missing, workers, **image_checks)
         else:
             images_dir = Path(sources.coco_dir if config == "coco_order" else sources.flickr_dir)
             default_name = "coco_karpathy_test.json" if config == "coco_order" else "flickr30k_test.json"
             annotations = Path((sources.coco_annotations if config == "coco_order" else sources.flickr_annotations) or images_dir / default_name)
-            tables[config, "test"] = order_rows(config, annotations, images_dir, perturber, report, skip_missing, workers)
+            tables[config, "test"] = order_rows(config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks)
     return tables
+
+
+def check_output_folder(out_dir: str | Path, sources: AroSources, overwrite: bool) -> None:
+    """Refuse, before any work, an output that is a file, that exists without `overwrite`, or that is, holds or
+    lies inside a source folder (replacing it would delete the sources)."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out_dir} is a file, not a folder: choose another output folder")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists: pass --overwrite (overwrite=True) to replace it")
+    for source in sources.paths():
+        resolved = source.resolve()
+        if out.is_relative_to(resolved) or resolved.is_relative_to(out):
+            raise ValueError(f"--out {out_dir} overlaps the source {source}: write the dataset to a folder outside its sources")
 
 
 def build_aro(
@@ -68,10 +88,14 @@ def build_aro(
     skip_missing: bool = False,
     overwrite: bool = False,
     workers: int = 1,
+    allow_outside_source: bool = False,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[dict, BuildReport]:
     """Build `configs` (default: every config whose sources are given) into `out_dir`; return counts and report.
 
-    Items left out with `skip_missing` are listed in `<out_dir>.skipped.json` beside the folder.
+    Items left out with `skip_missing` are listed in `<out_dir>.skipped.json` beside the folder. Image paths
+    leading outside their source folder are refused unless `allow_outside_source`; images of more than
+    `max_image_pixels` pixels are refused (or skipped).
     """
     from aro.builders.writer import configs_yaml, write_hub_folder
     from aro.cards import render
@@ -85,6 +109,7 @@ def build_aro(
         raise ValueError(f"no sources given for {lacking}: pass --vg-dir for the VG configs, --coco-dir / --flickr-dir for the Order configs")
     if not configs:
         raise ValueError("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
+    check_output_folder(out_dir, sources, overwrite)
     perturber = None
     if {"coco_order", "flickr30k_order"} & set(configs):
         from aro.builders.perturbations import OrderPerturber
@@ -99,14 +124,25 @@ def build_aro(
             counts="\n".join(f"| {config} | {rows} |" for (config, _), rows in counts.items()),
             seed=seed,
             spacy_pipeline=perturber.nlp.meta["name"] if perturber else "not used",
-            clamped=", ".join(f"{config}: {count}" for config, count in report.clamped_bboxes.items()) or "none",
+            clamped=_per_config(report.clamped_bboxes),
             skipped=len(report.skipped),
+            duplicates=_per_config(report.duplicates),
+            truncated=_per_config(report.truncated_captions),
+            identical=_per_config(report.identical_options),
         )
 
-    counts = write_hub_folder(out_dir, _tables(sources, configs, report, perturber, skip_missing, workers), CONFIG_FEATURES, card, overwrite)
+    tables = _tables(sources, configs, report, perturber, skip_missing, workers, allow_outside=allow_outside_source, max_pixels=max_image_pixels)
+    counts = write_hub_folder(out_dir, tables, CONFIG_FEATURES, card, overwrite)
+    skipped_list = Path(f"{Path(out_dir).resolve()}.skipped.json")
     if report.skipped:
-        Path(f"{Path(out_dir).resolve()}.skipped.json").write_text(json.dumps(report.skipped, indent=1))
+        skipped_list.write_text(json.dumps(report.skipped, indent=1))
+    else:
+        skipped_list.unlink(missing_ok=True)  # an earlier build's list would describe another dataset
     return counts, report
+
+
+def _per_config(counts: dict[str, int]) -> str:
+    return ", ".join(f"{config}: {count}" for config, count in counts.items()) or "none"
 
 
 def _fetch(url: str, target: Path) -> None:
