@@ -65,14 +65,12 @@ def _tables(sources: AroSources, configs, report: BuildReport, perturber, skip_m
     return tables
 
 
-def check_output_folder(out_dir: str | Path, sources: AroSources, overwrite: bool) -> None:
-    """Refuse, before any work, an output that is a file, that exists without `overwrite`, or that is, holds or
-    lies inside a source folder (replacing it would delete the sources)."""
+def check_output_folder(out_dir: str | Path, sources: AroSources) -> None:
+    """Refuse, before any work, an output that is a file or that is, holds or lies inside a source folder
+    (replacing it would delete the sources). `staged_folder` refuses an existing output without `overwrite`."""
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out_dir} is a file, not a folder: choose another output folder")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists: pass --overwrite (overwrite=True) to replace it")
     for source in sources.paths():
         resolved = source.resolve()
         if out.is_relative_to(resolved) or resolved.is_relative_to(out):
@@ -109,7 +107,7 @@ def build_aro(
         raise ValueError(f"no sources given for {lacking}: pass --vg-dir for the VG configs, --coco-dir / --flickr-dir for the Order configs")
     if not configs:
         raise ValueError("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
-    check_output_folder(out_dir, sources, overwrite)
+    check_output_folder(out_dir, sources)
     perturber = None
     if {"coco_order", "flickr30k_order"} & set(configs):
         from aro.builders.perturbations import OrderPerturber

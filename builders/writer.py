@@ -137,12 +137,13 @@ def staged_folder(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path
     `FileExistsError` before any work. A file is never replaced. Folders left by a killed run are cleaned first.
     """
     out_dir = Path(out_dir).resolve()
+    if out_dir.parent.is_dir():
+        _clean_leftovers(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file, not a folder: choose another output folder")
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists: pass overwrite=True (--overwrite) to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(out_dir)
     staging = _beside(out_dir, "staging")
     try:
         yield staging
