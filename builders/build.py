@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import tempfile
+import time
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +30,8 @@ GOOGLE_DRIVE_IDS = {
 KARPATHY_URL = "https://storage.googleapis.com/sfr-vision-language-research/datasets/{name}"
 COCO_VAL2014_URL = "http://images.cocodataset.org/zips/val2014.zip"
 FLICKR30K_FORM = "https://forms.illinois.edu/sec/229675"
+DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a connection is given up
+DOWNLOAD_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -143,39 +149,92 @@ def _per_config(counts: dict[str, int]) -> str:
     return ", ".join(f"{config}: {count}" for config, count in counts.items()) or "none"
 
 
-def _fetch(url: str, target: Path) -> None:
+def fetch(url: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: float = DOWNLOAD_TIMEOUT) -> None:
+    """Download `url` to `target` through `<target>.partial`, which a dropped connection, a stalled one (no byte for
+    `timeout` seconds) or a killed run leaves behind to resume from (HTTP range requests); `retries` further
+    attempts, waiting longer each time."""
     partial = target.with_name(target.name + ".partial")
-    with urllib.request.urlopen(url) as response, open(partial, "wb") as file:
-        while chunk := response.read(1 << 20):
-            file.write(chunk)
-    partial.rename(target)
-
-
-def _fetch_google_drive(file_id: str, target: Path) -> None:
-    """Google Drive asks to confirm large downloads; the confirmation form gives the real address."""
-    import re
-
-    url = f"https://drive.google.com/uc?export=download&id={file_id}"
-    with urllib.request.urlopen(url) as response:
-        first = response.read(1 << 16)
-        if b"<html" not in first[:1000].lower():
-            partial = target.with_name(target.name + ".partial")
-            with open(partial, "wb") as file:
-                file.write(first)
-                while chunk := response.read(1 << 20):
-                    file.write(chunk)
+    for attempt in range(retries + 1):
+        start = partial.stat().st_size if partial.exists() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                resumed = response.status == 206  # a server without range support sends the whole file again
+                expected = int(response.headers.get("Content-Length", -1))
+                received = 0
+                with open(partial, "ab" if resumed else "wb") as file:
+                    while chunk := response.read(1 << 20):
+                        file.write(chunk)
+                        received += len(chunk)
+                if 0 <= expected != received:
+                    raise ConnectionError(f"connection closed after {received} of {expected} bytes")
             partial.rename(target)
             return
-    confirm = re.search(rb'name="confirm" value="([^"]+)"', first)
-    uuid = re.search(rb'name="uuid" value="([^"]+)"', first)
-    if not confirm:
-        raise RuntimeError(f"Google Drive did not serve {target.name}; download it by hand from {url}")
-    query = f"id={file_id}&export=download&confirm={confirm.group(1).decode()}" + (f"&uuid={uuid.group(1).decode()}" if uuid else "")
-    _fetch(f"https://drive.usercontent.google.com/download?{query}", target)
+        except urllib.error.HTTPError as error:
+            if error.code == 416 and start:  # nothing left past what the partial file holds
+                partial.rename(target)
+                return
+            if error.code < 500:
+                raise ValueError(f"{url} answered HTTP {error.code} ({error.reason})") from None
+            problem = error
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # timeouts and resets included
+            problem = error
+        if attempt < retries:
+            time.sleep(min(2**attempt, 30))
+    raise ConnectionError(f"could not download {url} ({problem}); run the same command again to resume from {partial.name}")
+
+
+def fetch_google_drive(file_id: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: float = DOWNLOAD_TIMEOUT) -> None:
+    """Download a Google Drive file with `gdown`, which passes Drive's confirmation page for large files, resumes
+    partial downloads and writes `target` only when complete."""
+    import gdown
+    import requests
+
+    try:
+        written = gdown.download(id=file_id, output=str(target), resume=True, timeout=timeout, retries=retries)
+    except (gdown.exceptions.FileURLRetrievalError, requests.RequestException, OSError) as error:
+        written, problem = None, error
+    else:
+        problem = "no file was served"
+    if written is None or not target.is_file():
+        raise ConnectionError(
+            f"Google Drive did not serve {target.name} ({problem}); download it by hand from "
+            f"https://drive.google.com/uc?id={file_id} into {target.parent}, then run the same command again"
+        )
+
+
+def extract(archive: Path, folder: str) -> None:
+    """Extract `folder` from the zip `archive` beside it, after testing every member's checksum; the folder
+    appears only when complete, so an interrupted extraction is redone by the next run."""
+    destination = archive.parent / folder
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            damaged = opened.testzip()
+            if damaged is None and not any(name.startswith(f"{folder}/") for name in opened.namelist()):
+                raise ValueError(f"{archive} holds no {folder}/ folder")
+            if damaged is None:
+                with tempfile.TemporaryDirectory(prefix=f".{folder}-", dir=archive.parent) as staging:
+                    opened.extractall(staging)  # zipfile drops `..` and absolute parts of member names
+                    Path(staging, folder).rename(destination)
+    except (zipfile.BadZipFile, EOFError) as error:
+        damaged = str(error)
+    if damaged is not None:
+        archive.unlink()
+        raise ValueError(f"{archive} is damaged ({damaged}): it was deleted, run the same command again to download it anew")
 
 
 def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
-    """Fetch the original files of `configs` into `root` (needs network); Flickr30k images cannot be fetched."""
+    """Fetch the original files of `configs` into `root` (needs network); Flickr30k images cannot be fetched.
+
+    Every file is fetched only when absent, with a timeout, retries and resumption, so a failed run is finished by
+    running it again; archives are tested before they are extracted.
+    """
+    if "flickr30k_order" in configs:
+        raise ValueError(
+            "Flickr30k images cannot be downloaded for you: request them from the authors at "
+            f"{FLICKR30K_FORM}, then pass --flickr-dir (the folder holding flickr30k-images/) and "
+            f"--flickr-annotations ({KARPATHY_URL.format(name='flickr30k_test.json')})."
+        )
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     vg_dir = coco_dir = None
@@ -183,26 +242,19 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
         vg_dir = root / "vg"
         vg_dir.mkdir(exist_ok=True)
         for name in ("visual_genome_relation.json", "visual_genome_attribution.json", "vgr_vga_images.zip"):
-            if not (vg_dir / name).exists():
-                _fetch_google_drive(GOOGLE_DRIVE_IDS[name], vg_dir / name)
+            if not (vg_dir / name).exists() and not (name.endswith(".zip") and (vg_dir / "images").exists()):
+                fetch_google_drive(GOOGLE_DRIVE_IDS[name], vg_dir / name)
         if not (vg_dir / "images").exists():
-            with zipfile.ZipFile(vg_dir / "vgr_vga_images.zip") as archive:
-                archive.extractall(vg_dir)
+            extract(vg_dir / "vgr_vga_images.zip", "images")
     if "coco_order" in configs:
         coco_dir = root / "coco"
         coco_dir.mkdir(exist_ok=True)
         if not (coco_dir / "coco_karpathy_test.json").exists():
-            _fetch(KARPATHY_URL.format(name="coco_karpathy_test.json"), coco_dir / "coco_karpathy_test.json")
+            fetch(KARPATHY_URL.format(name="coco_karpathy_test.json"), coco_dir / "coco_karpathy_test.json")
         if not (coco_dir / "val2014").exists():
-            _fetch(COCO_VAL2014_URL, coco_dir / "val2014.zip")
-            with zipfile.ZipFile(coco_dir / "val2014.zip") as archive:
-                archive.extractall(coco_dir)
-    if "flickr30k_order" in configs:
-        raise RuntimeError(
-            "Flickr30k images cannot be downloaded for you: request them from the authors at "
-            f"{FLICKR30K_FORM}, then pass --flickr-dir (the folder holding flickr30k-images/) and "
-            f"--flickr-annotations ({KARPATHY_URL.format(name='flickr30k_test.json')})."
-        )
+            if not (coco_dir / "val2014.zip").exists():
+                fetch(COCO_VAL2014_URL, coco_dir / "val2014.zip")
+            extract(coco_dir / "val2014.zip", "val2014")
     return AroSources(vg_dir=str(vg_dir) if vg_dir else None, coco_dir=str(coco_dir) if coco_dir else None)
 
 
