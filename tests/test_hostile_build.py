@@ -15,6 +15,7 @@ from PIL import Image
 
 from aro.cli import main
 
+from conftest import refused
 from test_build import draw, save
 
 TRUE, FALSE = "the horse is eating the grass", "the grass is eating the horse"
@@ -72,19 +73,8 @@ def snapshot(folder: Path) -> dict[str, str]:
     return digest
 
 
-def refused(capsys, args: list[str], message: str) -> str:
-    """`aro build args` exits 2 with one error line holding `message`, and no traceback; the line is returned."""
-    code = main(["build", *args])
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("aro build: error:")]
-    assert code == 2, err
-    assert len(errors) == 1 and message in errors[0], err
-    assert "Traceback" not in err
-    return errors[0]
-
-
 def build_vg(vg: Path, out: Path, *extra: str) -> list[str]:
-    return ["--vg-dir", str(vg), "--configs", "relation", "--out", str(out), *extra]
+    return ["build", "--vg-dir", str(vg), "--configs", "relation", "--out", str(out), *extra]
 
 
 def leftovers(parent: Path) -> list[str]:
@@ -95,17 +85,17 @@ def leftovers(parent: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("where", ["equal", "inside", "containing"])
-def test_an_output_overlapping_a_source_folder_is_refused_before_anything_is_written(vg, tmp_path, capsys, where):
+def test_an_output_overlapping_a_source_folder_is_refused_before_anything_is_written(vg, tmp_path, capfd, where):
     out = {"equal": vg, "inside": vg / "images" / "aro", "containing": tmp_path}[where]
     before = snapshot(tmp_path)
-    refused(capsys, build_vg(vg, out, "--overwrite"), "overlaps the source")
+    refused(capfd, build_vg(vg, out, "--overwrite"), "overlaps the source")
     assert snapshot(tmp_path) == before
 
 
-def test_an_output_that_is_a_file_is_refused_even_with_overwrite(vg, tmp_path, capsys):
+def test_an_output_that_is_a_file_is_refused_even_with_overwrite(vg, tmp_path, capfd):
     out = tmp_path / "aro"
     out.write_text("my notes")
-    refused(capsys, build_vg(vg, out, "--overwrite"), "is a file, not a folder")
+    refused(capfd, build_vg(vg, out, "--overwrite"), "is a file, not a folder")
     assert out.read_text() == "my notes" and leftovers(tmp_path) == []
 
 
@@ -113,7 +103,7 @@ def test_an_output_that_is_a_file_is_refused_even_with_overwrite(vg, tmp_path, c
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
-def test_an_image_path_leading_outside_its_source_is_refused_unless_allowed(vg, tmp_path, capsys, kind):
+def test_an_image_path_leading_outside_its_source_is_refused_unless_allowed(vg, tmp_path, capfd, kind):
     secret = tmp_path / "private" / "secret.jpg"
     save(draw(99), secret, "RGB")
     path = {"dotdot": "../../private/secret.jpg", "absolute": str(secret), "symlink": "link.jpg"}[kind]
@@ -121,26 +111,26 @@ def test_an_image_path_leading_outside_its_source_is_refused_unless_allowed(vg, 
         (vg / "images" / "link.jpg").symlink_to(secret)
     edit_items(vg / "visual_genome_relation.json", lambda items: items[2].update(image_path=path))
     before = snapshot(tmp_path)
-    refused(capsys, build_vg(vg, tmp_path / "aro"), "item 2: image_path")
+    refused(capfd, build_vg(vg, tmp_path / "aro"), "item 2: image_path")
     assert snapshot(tmp_path) == before and not (tmp_path / "aro").exists()
 
-    assert main(["build", *build_vg(vg, tmp_path / "aro", "--allow-outside-source")]) == 0
+    assert main(build_vg(vg, tmp_path / "aro", "--allow-outside-source")) == 0
     assert load_dataset(str(tmp_path / "aro"), "relation", split="test").num_rows == 4
 
 
 # empty configs ---------------------------------------------------------------------------------------------------
 
 
-def test_an_empty_annotation_list_names_the_config_and_writes_nothing(vg, tmp_path, capsys):
+def test_an_empty_annotation_list_names_the_config_and_writes_nothing(vg, tmp_path, capfd):
     write_items(vg / "visual_genome_relation.json", [])
-    refused(capsys, build_vg(vg, tmp_path / "aro"), "relation: ")
+    refused(capfd, build_vg(vg, tmp_path / "aro"), "relation: ")
     assert not (tmp_path / "aro").exists() and leftovers(tmp_path) == []
 
 
-def test_skip_missing_that_empties_a_config_fails_naming_it_and_leaves_no_folder(vg, tmp_path, capsys):
+def test_skip_missing_that_empties_a_config_fails_naming_it_and_leaves_no_folder(vg, tmp_path, capfd):
     for image in (vg / "images").iterdir():
         image.write_bytes(b"not an image")
-    refused(capsys, build_vg(vg, tmp_path / "aro", "--skip-missing"), "relation/test has no items left")
+    refused(capfd, build_vg(vg, tmp_path / "aro", "--skip-missing"), "relation/test has no items left")
     assert not (tmp_path / "aro").exists() and leftovers(tmp_path) == []
     assert not Path(f"{tmp_path / 'aro'}.skipped.json").exists()
 
@@ -158,22 +148,22 @@ def png_header_only(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
-def test_a_decompression_bomb_is_refused_naming_the_item_and_skipped_with_skip_missing(vg, tmp_path, capsys):
+def test_a_decompression_bomb_is_refused_naming_the_item_and_skipped_with_skip_missing(vg, tmp_path, capfd):
     png_header_only(vg / "images" / "bomb.png", 50000, 50000)
     edit_items(vg / "visual_genome_relation.json", lambda items: items[1].update(image_path="bomb.png"))
-    error = refused(capsys, build_vg(vg, tmp_path / "aro"), "item 1 (")
+    error = refused(capfd, build_vg(vg, tmp_path / "aro"), "item 1 (")
     assert "bomb.png): image too large: 50000x50000 pixels, over the limit of 100000000" in error
     assert not (tmp_path / "aro").exists()
 
-    assert main(["build", *build_vg(vg, tmp_path / "aro", "--skip-missing")]) == 0
+    assert main(build_vg(vg, tmp_path / "aro", "--skip-missing")) == 0
     skipped = json.loads(Path(f"{tmp_path / 'aro'}.skipped.json").read_text())
     assert [(entry["item"], entry["problem"].split(":")[0]) for entry in skipped] == [(1, "too large")]
     assert "--max-image-pixels" in skipped[0]["problem"]
 
 
-def test_the_pixel_limit_can_be_lowered_and_raised(vg, tmp_path, capsys):
-    refused(capsys, build_vg(vg, tmp_path / "aro", "--max-image-pixels", "1000"), "48x40 pixels, over the limit of 1000")
-    assert main(["build", *build_vg(vg, tmp_path / "aro", "--max-image-pixels", "1920")]) == 0
+def test_the_pixel_limit_can_be_lowered_and_raised(vg, tmp_path, capfd):
+    refused(capfd, build_vg(vg, tmp_path / "aro", "--max-image-pixels", "1000"), "48x40 pixels, over the limit of 1000")
+    assert main(build_vg(vg, tmp_path / "aro", "--max-image-pixels", "1920")) == 0
 
 
 # field types -----------------------------------------------------------------------------------------------------
@@ -194,32 +184,32 @@ def test_the_pixel_limit_can_be_lowered_and_raised(vg, tmp_path, capsys):
         ({"false_caption": TRUE}, "item 2: the false caption equals the true caption"),
     ],
 )
-def test_every_field_is_type_checked_with_the_item_index(vg, tmp_path, capsys, changes, message):
+def test_every_field_is_type_checked_with_the_item_index(vg, tmp_path, capfd, changes, message):
     edit_items(vg / "visual_genome_relation.json", lambda items: items[2].update(changes))
     before = snapshot(vg)
-    refused(capsys, build_vg(vg, tmp_path / "aro"), message)
+    refused(capfd, build_vg(vg, tmp_path / "aro"), message)
     assert snapshot(vg) == before and not (tmp_path / "aro").exists() and leftovers(tmp_path) == []
 
 
-def test_order_captions_that_are_not_strings_name_the_item(coco, tmp_path, capsys):
+def test_order_captions_that_are_not_strings_name_the_item(coco, tmp_path, capfd):
     edit_items(coco / "coco_karpathy_test.json", lambda items: items[1]["caption"].append(None))
-    refused(capsys, ["--coco-dir", str(coco), "--out", str(tmp_path / "aro")], "item 1: caption 2 should be a string, not null")
+    refused(capfd, ["build", "--coco-dir", str(coco), "--out", str(tmp_path / "aro")], "item 1: caption 2 should be a string, not null")
 
 
-def test_a_file_that_is_not_utf8_is_named(vg, tmp_path, capsys):
+def test_a_file_that_is_not_utf8_is_named(vg, tmp_path, capfd):
     annotations = vg / "visual_genome_relation.json"
     annotations.write_bytes(json.dumps([vg_item(0, true_caption="the caf\u00e9 is near the horse")], ensure_ascii=False).encode("latin-1"))
-    refused(capsys, build_vg(vg, tmp_path / "aro"), f"{annotations} is not UTF-8 text")
+    refused(capfd, build_vg(vg, tmp_path / "aro"), f"{annotations} is not UTF-8 text")
 
 
 # what is kept is counted ------------------------------------------------------------------------------------------
 
 
-def test_duplicates_long_captions_and_identical_options_are_counted_and_grayscale_images_come_out_rgb(vg, coco, tmp_path, capsys):
+def test_duplicates_long_captions_and_identical_options_are_counted_and_grayscale_images_come_out_rgb(vg, coco, tmp_path, capfd):
     edit_items(vg / "visual_genome_relation.json", lambda items: items.append(dict(items[0])))
     out = tmp_path / "aro"
     assert main(["build", "--vg-dir", str(vg), "--coco-dir", str(coco), "--configs", "relation,coco_order", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed = capfd.readouterr().out
     assert "relation: 1 item(s) repeating an earlier item (kept)" in printed
     assert "coco_order: 1 caption(s) cut to 30 words" in printed
     assert "coco_order: 1 item(s) with an option equal to the true caption" in printed
@@ -250,35 +240,35 @@ def test_staging_left_by_a_killed_build_is_removed_and_a_stale_previous_does_not
     (tmp_path / f".aro.staging-{pid}-x1y2" / "relation").mkdir()
     (tmp_path / ".aro-previous").mkdir()  # what the earlier naming left behind
     (tmp_path / ".aro-previous" / "README.md").write_text("old")
-    assert main(["build", *build_vg(vg, out)]) == 0
+    assert main(build_vg(vg, out)) == 0
     assert leftovers(tmp_path) == [".aro-previous"]
     (tmp_path / f".aro.previous-{pid}-a1b2").mkdir()  # a previous output whose build was killed after the new one arrived
-    assert main(["build", *build_vg(vg, out, "--overwrite")]) == 0
+    assert main(build_vg(vg, out, "--overwrite")) == 0
     assert leftovers(tmp_path) == [".aro-previous"]
 
 
-def test_a_previous_output_moved_aside_by_a_killed_build_is_put_back(vg, tmp_path, capsys):
+def test_a_previous_output_moved_aside_by_a_killed_build_is_put_back(vg, tmp_path, capfd):
     out = tmp_path / "aro"
-    assert main(["build", *build_vg(vg, out)]) == 0
+    assert main(build_vg(vg, out)) == 0
     before = snapshot(out)
     moved = tmp_path / f".aro.previous-{dead_pid()}-z9"
     out.rename(moved)  # killed between moving the old output aside and moving the new one in
-    refused(capsys, build_vg(vg, out), "already exists")
+    refused(capfd, build_vg(vg, out), "already exists")
     assert snapshot(out) == before and not moved.exists()
 
 
-def test_a_failed_overwrite_leaves_the_previous_output_byte_identical(vg, tmp_path, capsys):
+def test_a_failed_overwrite_leaves_the_previous_output_byte_identical(vg, tmp_path, capfd):
     out = tmp_path / "aro"
-    assert main(["build", *build_vg(vg, out)]) == 0
+    assert main(build_vg(vg, out)) == 0
     before = snapshot(out)
     (vg / "images" / "3.jpg").write_bytes(b"corrupt")  # found midway, after three items were written
-    refused(capsys, build_vg(vg, out, "--overwrite"), "item 3 (")
+    refused(capfd, build_vg(vg, out, "--overwrite"), "item 3 (")
     assert snapshot(out) == before and leftovers(tmp_path) == []
 
 
 def test_the_command_line_gives_one_line_and_no_traceback(vg, tmp_path):
     edit_items(vg / "visual_genome_relation.json", lambda items: items[1].update(bbox_w=True))
-    command = [sys.executable, "-m", "aro.cli", "build", *build_vg(vg, tmp_path / "aro")]
+    command = [sys.executable, "-m", "aro.cli", *build_vg(vg, tmp_path / "aro")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 2
     assert finished.stderr.strip().splitlines() == [f"aro build: error: {vg / 'visual_genome_relation.json'}: item 1: bbox_w should be a finite number, not bool true"]
