@@ -118,6 +118,12 @@ def test_an_image_path_leading_outside_its_source_is_refused_unless_allowed(vg, 
     assert load_dataset(str(tmp_path / "aro"), "relation", split="test").num_rows == 4
 
 
+def test_a_karpathy_image_leading_outside_its_source_is_refused(coco, tmp_path, capfd):
+    save(draw(98), tmp_path / "private" / "secret.jpg", "RGB")
+    edit_items(coco / "coco_karpathy_test.json", lambda items: items[1].update(image="../private/secret.jpg"))
+    refused(capfd, ["build", "--coco-dir", str(coco), "--out", str(tmp_path / "aro")], "item 1: image '../private/secret.jpg' leads outside")
+
+
 # empty configs ---------------------------------------------------------------------------------------------------
 
 
