@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import tempfile
+import time
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from aro.builders.images import MAX_IMAGE_PIXELS
 from aro.builders.schema import CONFIG_FEATURES
 from aro.builders.sources import BuildReport, order_rows, visual_genome_rows
 
@@ -25,6 +30,8 @@ GOOGLE_DRIVE_IDS = {
 KARPATHY_URL = "https://storage.googleapis.com/sfr-vision-language-research/datasets/{name}"
 COCO_VAL2014_URL = "http://images.cocodataset.org/zips/val2014.zip"
 FLICKR30K_FORM = "https://forms.illinois.edu/sec/229675"
+DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a connection is given up
+DOWNLOAD_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,11 @@ class AroSources:
     flickr_dir: str | None = None  # holds flickr30k-images/ (the user's own copy)
     flickr_annotations: str | None = None  # flickr30k_test.json (default: inside flickr_dir)
 
+    def paths(self) -> list[Path]:
+        """Every source folder and file given."""
+        given = (self.vg_dir, self.coco_dir, self.coco_annotations, self.flickr_dir, self.flickr_annotations)
+        return [Path(path) for path in given if path is not None]
+
     def available(self) -> tuple[str, ...]:
         return tuple(
             config
@@ -45,18 +57,30 @@ class AroSources:
         )
 
 
-def _tables(sources: AroSources, configs, report: BuildReport, perturber, skip_missing: bool, workers: int) -> dict:
+def _tables(sources: AroSources, configs, report: BuildReport, perturber, skip_missing: bool, workers: int, **image_checks) -> dict:
     tables = {}
     for config in configs:
         if config in ("relation", "attribution"):
             annotations = Path(sources.vg_dir) / f"visual_genome_{config}.json"
-            tables[config, "test"] = visual_genome_rows(config, annotations, Path(sources.vg_dir) / "images", report, skip_missing, workers)
+            tables[config, "test"] = visual_genome_rows(config, annotations, Path(sources.vg_dir) / "images", report, skip_missing, workers, **image_checks)
         else:
             images_dir = Path(sources.coco_dir if config == "coco_order" else sources.flickr_dir)
             default_name = "coco_karpathy_test.json" if config == "coco_order" else "flickr30k_test.json"
             annotations = Path((sources.coco_annotations if config == "coco_order" else sources.flickr_annotations) or images_dir / default_name)
-            tables[config, "test"] = order_rows(config, annotations, images_dir, perturber, report, skip_missing, workers)
+            tables[config, "test"] = order_rows(config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks)
     return tables
+
+
+def check_output_folder(out_dir: str | Path, sources: AroSources) -> None:
+    """Refuse, before any work, an output that is a file or that is, holds or lies inside a source folder
+    (replacing it would delete the sources). `staged_folder` refuses an existing output without `overwrite`."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out_dir} is a file, not a folder: choose another output folder")
+    for source in sources.paths():
+        resolved = source.resolve()
+        if out.is_relative_to(resolved) or resolved.is_relative_to(out):
+            raise ValueError(f"--out {out_dir} overlaps the source {source}: write the dataset to a folder outside its sources")
 
 
 def build_aro(
@@ -68,10 +92,14 @@ def build_aro(
     skip_missing: bool = False,
     overwrite: bool = False,
     workers: int = 1,
+    allow_outside_source: bool = False,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[dict, BuildReport]:
     """Build `configs` (default: every config whose sources are given) into `out_dir`; return counts and report.
 
-    Items left out with `skip_missing` are listed in `<out_dir>.skipped.json` beside the folder.
+    Items left out with `skip_missing` are listed in `<out_dir>.skipped.json` beside the folder. Image paths
+    leading outside their source folder are refused unless `allow_outside_source`; images of more than
+    `max_image_pixels` pixels are refused (or skipped).
     """
     from aro.builders.writer import configs_yaml, write_hub_folder
     from aro.cards import render
@@ -85,6 +113,7 @@ def build_aro(
         raise ValueError(f"no sources given for {lacking}: pass --vg-dir for the VG configs, --coco-dir / --flickr-dir for the Order configs")
     if not configs:
         raise ValueError("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
+    check_output_folder(out_dir, sources)
     perturber = None
     if {"coco_order", "flickr30k_order"} & set(configs):
         from aro.builders.perturbations import OrderPerturber
@@ -99,49 +128,113 @@ def build_aro(
             counts="\n".join(f"| {config} | {rows} |" for (config, _), rows in counts.items()),
             seed=seed,
             spacy_pipeline=perturber.nlp.meta["name"] if perturber else "not used",
-            clamped=", ".join(f"{config}: {count}" for config, count in report.clamped_bboxes.items()) or "none",
+            clamped=_per_config(report.clamped_bboxes),
             skipped=len(report.skipped),
+            duplicates=_per_config(report.duplicates),
+            truncated=_per_config(report.truncated_captions),
+            identical=_per_config(report.identical_options),
         )
 
-    counts = write_hub_folder(out_dir, _tables(sources, configs, report, perturber, skip_missing, workers), CONFIG_FEATURES, card, overwrite)
+    tables = _tables(sources, configs, report, perturber, skip_missing, workers, allow_outside=allow_outside_source, max_pixels=max_image_pixels)
+    counts = write_hub_folder(out_dir, tables, CONFIG_FEATURES, card, overwrite)
+    skipped_list = Path(f"{Path(out_dir).resolve()}.skipped.json")
     if report.skipped:
-        Path(f"{Path(out_dir).resolve()}.skipped.json").write_text(json.dumps(report.skipped, indent=1))
+        skipped_list.write_text(json.dumps(report.skipped, indent=1))
+    else:
+        skipped_list.unlink(missing_ok=True)  # an earlier build's list would describe another dataset
     return counts, report
 
 
-def _fetch(url: str, target: Path) -> None:
+def _per_config(counts: dict[str, int]) -> str:
+    return ", ".join(f"{config}: {count}" for config, count in counts.items()) or "none"
+
+
+def fetch(url: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: float = DOWNLOAD_TIMEOUT) -> None:
+    """Download `url` to `target` through `<target>.partial`, which a dropped connection, a stalled one (no byte for
+    `timeout` seconds) or a killed run leaves behind to resume from (HTTP range requests); `retries` further
+    attempts, waiting longer each time."""
     partial = target.with_name(target.name + ".partial")
-    with urllib.request.urlopen(url) as response, open(partial, "wb") as file:
-        while chunk := response.read(1 << 20):
-            file.write(chunk)
-    partial.rename(target)
-
-
-def _fetch_google_drive(file_id: str, target: Path) -> None:
-    """Google Drive asks to confirm large downloads; the confirmation form gives the real address."""
-    import re
-
-    url = f"https://drive.google.com/uc?export=download&id={file_id}"
-    with urllib.request.urlopen(url) as response:
-        first = response.read(1 << 16)
-        if b"<html" not in first[:1000].lower():
-            partial = target.with_name(target.name + ".partial")
-            with open(partial, "wb") as file:
-                file.write(first)
-                while chunk := response.read(1 << 20):
-                    file.write(chunk)
+    for attempt in range(retries + 1):
+        start = partial.stat().st_size if partial.exists() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                resumed = response.status == 206  # a server without range support sends the whole file again
+                expected = int(response.headers.get("Content-Length", -1))
+                received = 0
+                with open(partial, "ab" if resumed else "wb") as file:
+                    while chunk := response.read(1 << 20):
+                        file.write(chunk)
+                        received += len(chunk)
+                if 0 <= expected != received:
+                    raise ConnectionError(f"connection closed after {received} of {expected} bytes")
             partial.rename(target)
             return
-    confirm = re.search(rb'name="confirm" value="([^"]+)"', first)
-    uuid = re.search(rb'name="uuid" value="([^"]+)"', first)
-    if not confirm:
-        raise RuntimeError(f"Google Drive did not serve {target.name}; download it by hand from {url}")
-    query = f"id={file_id}&export=download&confirm={confirm.group(1).decode()}" + (f"&uuid={uuid.group(1).decode()}" if uuid else "")
-    _fetch(f"https://drive.usercontent.google.com/download?{query}", target)
+        except urllib.error.HTTPError as error:
+            if error.code == 416 and start:  # nothing left past what the partial file holds
+                partial.rename(target)
+                return
+            if error.code < 500:
+                raise ValueError(f"{url} answered HTTP {error.code} ({error.reason})") from None
+            problem = error
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # timeouts and resets included
+            problem = error
+        if attempt < retries:
+            time.sleep(min(2**attempt, 30))
+    raise ConnectionError(f"could not download {url} ({problem}); run the same command again to resume from {partial.name}")
+
+
+def fetch_google_drive(file_id: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: float = DOWNLOAD_TIMEOUT) -> None:
+    """Download a Google Drive file with `gdown`, which passes Drive's confirmation page for large files, resumes
+    partial downloads and writes `target` only when complete."""
+    import gdown
+    import requests
+
+    try:
+        written = gdown.download(id=file_id, output=str(target), resume=True, timeout=timeout, retries=retries)
+    except (gdown.exceptions.FileURLRetrievalError, requests.RequestException, OSError) as error:
+        written, problem = None, error
+    else:
+        problem = "no file was served"
+    if written is None or not target.is_file():
+        raise ConnectionError(
+            f"Google Drive did not serve {target.name} ({problem}); download it by hand from "
+            f"https://drive.google.com/uc?id={file_id} into {target.parent}, then run the same command again"
+        )
+
+
+def extract(archive: Path, folder: str) -> None:
+    """Extract `folder` from the zip `archive` beside it, after testing every member's checksum; the folder
+    appears only when complete, so an interrupted extraction is redone by the next run."""
+    destination = archive.parent / folder
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            damaged = opened.testzip()
+            if damaged is None and not any(name.startswith(f"{folder}/") for name in opened.namelist()):
+                raise ValueError(f"{archive} holds no {folder}/ folder")
+            if damaged is None:
+                with tempfile.TemporaryDirectory(prefix=f".{folder}-", dir=archive.parent) as staging:
+                    opened.extractall(staging)  # zipfile drops `..` and absolute parts of member names
+                    Path(staging, folder).rename(destination)
+    except (zipfile.BadZipFile, EOFError) as error:
+        damaged = str(error)
+    if damaged is not None:
+        archive.unlink()
+        raise ValueError(f"{archive} is damaged ({damaged}): it was deleted, run the same command again to download it anew")
 
 
 def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
-    """Fetch the original files of `configs` into `root` (needs network); Flickr30k images cannot be fetched."""
+    """Fetch the original files of `configs` into `root` (needs network); Flickr30k images cannot be fetched.
+
+    Every file is fetched only when absent, with a timeout, retries and resumption, so a failed run is finished by
+    running it again; archives are tested before they are extracted.
+    """
+    if "flickr30k_order" in configs:
+        raise ValueError(
+            "Flickr30k images cannot be downloaded for you: request them from the authors at "
+            f"{FLICKR30K_FORM}, then pass --flickr-dir (the folder holding flickr30k-images/) and "
+            f"--flickr-annotations ({KARPATHY_URL.format(name='flickr30k_test.json')})."
+        )
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     vg_dir = coco_dir = None
@@ -149,26 +242,19 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
         vg_dir = root / "vg"
         vg_dir.mkdir(exist_ok=True)
         for name in ("visual_genome_relation.json", "visual_genome_attribution.json", "vgr_vga_images.zip"):
-            if not (vg_dir / name).exists():
-                _fetch_google_drive(GOOGLE_DRIVE_IDS[name], vg_dir / name)
+            if not (vg_dir / name).exists() and not (name.endswith(".zip") and (vg_dir / "images").exists()):
+                fetch_google_drive(GOOGLE_DRIVE_IDS[name], vg_dir / name)
         if not (vg_dir / "images").exists():
-            with zipfile.ZipFile(vg_dir / "vgr_vga_images.zip") as archive:
-                archive.extractall(vg_dir)
+            extract(vg_dir / "vgr_vga_images.zip", "images")
     if "coco_order" in configs:
         coco_dir = root / "coco"
         coco_dir.mkdir(exist_ok=True)
         if not (coco_dir / "coco_karpathy_test.json").exists():
-            _fetch(KARPATHY_URL.format(name="coco_karpathy_test.json"), coco_dir / "coco_karpathy_test.json")
+            fetch(KARPATHY_URL.format(name="coco_karpathy_test.json"), coco_dir / "coco_karpathy_test.json")
         if not (coco_dir / "val2014").exists():
-            _fetch(COCO_VAL2014_URL, coco_dir / "val2014.zip")
-            with zipfile.ZipFile(coco_dir / "val2014.zip") as archive:
-                archive.extractall(coco_dir)
-    if "flickr30k_order" in configs:
-        raise RuntimeError(
-            "Flickr30k images cannot be downloaded for you: request them from the authors at "
-            f"{FLICKR30K_FORM}, then pass --flickr-dir (the folder holding flickr30k-images/) and "
-            f"--flickr-annotations ({KARPATHY_URL.format(name='flickr30k_test.json')})."
-        )
+            if not (coco_dir / "val2014.zip").exists():
+                fetch(COCO_VAL2014_URL, coco_dir / "val2014.zip")
+            extract(coco_dir / "val2014.zip", "val2014")
     return AroSources(vg_dir=str(vg_dir) if vg_dir else None, coco_dir=str(coco_dir) if coco_dir else None)
 
 

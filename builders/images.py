@@ -4,17 +4,23 @@ Every image becomes RGB (grayscale, RGBA, CMYK, palette and PNG sources alike). 
 quality 95 without chroma subsampling: the sources are JPEG photographs, so PNG would multiply the size for no
 visible gain, and a fixed encoder setting gives the same bytes on every build. Whole images that are already RGB
 JPEGs keep their original bytes.
+
+An image of more than `MAX_IMAGE_PIXELS` pixels (100 million: ten times a large photograph) is refused before it is
+decoded, as a decompression bomb (a small file whose header claims 50000x50000 pixels) would fill the memory;
+raise the limit with `ImageJob.max_pixels` (`aro build --max-image-pixels`).
 """
 
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 JPEG_OPTIONS = {"format": "JPEG", "quality": 95, "subsampling": 0, "optimize": False}
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class ImageJob:
     index: int
     path: Path
     bbox: tuple[float, float, float, float] | None = None
+    max_pixels: int = MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -50,13 +57,31 @@ def _encode(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+@contextmanager
+def _own_pixel_check():
+    """PIL's bomb check off while `prepare` applies its own (a warning or a limit set elsewhere would not name the
+    item); opening reads only the header, so the size is known before anything is decoded."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def prepare(job: ImageJob) -> PreparedImage:
     """Load `job.path`, crop it if asked and encode it; problems are reported, not raised (the caller decides)."""
     if not job.path.is_file():
         return PreparedImage(job.index, problem="missing")
     try:
         raw = job.path.read_bytes()
-        with Image.open(io.BytesIO(raw)) as source:
+        with _own_pixel_check(), Image.open(io.BytesIO(raw)) as source:
+            if source.size[0] * source.size[1] > job.max_pixels:
+                return PreparedImage(
+                    job.index,
+                    problem=f"too large: {source.size[0]}x{source.size[1]} pixels, over the limit of {job.max_pixels} "
+                    "(raise it with --max-image-pixels if the image is genuine)",
+                )
             source.load()
             if job.bbox is None:
                 if source.format == "JPEG" and source.mode == "RGB":

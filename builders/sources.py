@@ -8,14 +8,19 @@
   `{"image": path, "caption": [captions], ...}`) and the images; one row per caption, with its four
   perturbations.
 
-Annotation problems (a missing key, an empty caption, an empty bbox) stop the build with the file and the item
-index. Image problems (a missing file, a corrupt one) stop it too, listing how many and the first few, unless
-`skip_missing` is set: then those items are left out and recorded in the `BuildReport`.
+Annotation problems stop the build with the file and the item index: a missing key, a field of the wrong type (a
+bbox value that is not a finite number, a caption that is not a string), an empty caption or bbox, a false caption
+equal to the true one, an image path that leads outside the images folder (through `..`, an absolute path or a
+symlink; `allow_outside` permits it), an empty annotation list. Image problems (a missing file, a corrupt one, one
+of more than `max_pixels` pixels) stop it too, listing how many and the first few, unless `skip_missing` is set:
+then those items are left out and recorded in the `BuildReport`. Duplicate items, Order captions cut to 30 words
+and Order items with an option equal to the true caption are kept and counted.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,8 +28,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from aro.builders.images import ImageJob, PreparedImage, prepare
+from aro.builders.images import MAX_IMAGE_PIXELS, ImageJob, PreparedImage, prepare
 from aro.builders.schema import PERTURBATION_NAMES
+from aro.builders.text import MAX_CAPTION_WORDS, pre_caption
 
 VG_KEYS = ("image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption", "false_caption")
 VG_GROUP_KEYS = {"relation": "relation_name", "attribution": "attributes"}
@@ -38,21 +44,35 @@ class BuildReport:
 
     clamped_bboxes: dict[str, int] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
+    duplicates: dict[str, int] = field(default_factory=dict)  # items equal to an earlier item (kept)
+    truncated_captions: dict[str, int] = field(default_factory=dict)  # Order captions cut to MAX_CAPTION_WORDS
+    identical_options: dict[str, int] = field(default_factory=dict)  # Order items with an option equal to the caption
 
     def skip(self, config: str, index: int, path: Path, problem: str) -> None:
         self.skipped.append({"config": config, "item": index, "image": str(path), "problem": problem})
 
 
-def read_annotations(path: Path) -> list[dict]:
+def read_annotations(path: Path, config: str) -> list[dict]:
+    """The items of an annotation file of `config`: a non-empty JSON list."""
     try:
         items = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"annotation file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"annotation file {path} is a folder") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}): annotation files are UTF-8 JSON") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(items, list):
         raise ValueError(f"{path} should hold a JSON list of items, not a {type(items).__name__}")
+    if not items:
+        raise ValueError(f"{config}: {path} holds no items; a config cannot be empty")
     return items
+
+
+def _shown(value) -> str:
+    return "null" if value is None else f"{type(value).__name__} {json.dumps(value)[:60]}"
 
 
 def _require(item, keys, path: Path, index: int) -> None:
@@ -64,8 +84,37 @@ def _require(item, keys, path: Path, index: int) -> None:
 
 
 def _check_caption(caption, path: Path, index: int, key: str) -> None:
-    if not isinstance(caption, str) or not caption.strip():
+    if not isinstance(caption, str):
+        raise ValueError(f"{path}: item {index}: {key} should be a string, not {_shown(caption)}")
+    if not caption.strip():
         raise ValueError(f"{path}: item {index} has an empty {key}")
+
+
+def _check_number(value, path: Path, index: int, key: str) -> None:
+    # JSON `true` is a Python int: without the bool test a bbox of `true` would become a 1x1 crop.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{path}: item {index}: {key} should be a finite number, not {_shown(value)}")
+
+
+def _check_image_id(item: dict, path: Path, index: int) -> None:
+    if "image_id" in item and (isinstance(item["image_id"], bool) or not isinstance(item["image_id"], (str, int))):
+        raise ValueError(f"{path}: item {index}: image_id should be a string or an integer, not {_shown(item['image_id'])}")
+
+
+def source_file(root: Path, name, path: Path, index: int, key: str, allow_outside: bool = False) -> Path:
+    """`root / name` for the `key` field of item `index`, refused when it resolves outside `root`.
+
+    A dataset built for the Hub must not embed arbitrary files of the builder's disk: `..`, an absolute path or a
+    symlink leading out of `root` is an error unless `allow_outside`.
+    """
+    _check_caption(name, path, index, key)
+    file = Path(root) / name
+    if not allow_outside and not file.resolve().is_relative_to(Path(root).resolve()):
+        raise ValueError(
+            f"{path}: item {index}: {key} {name!r} leads outside {root}; pass --allow-outside-source "
+            "(allow_outside=True) if the images really live elsewhere"
+        )
+    return file
 
 
 def _prepared(jobs: list[ImageJob], workers: int, description: str) -> Iterator[PreparedImage]:
@@ -99,22 +148,41 @@ def _use(prepared: PreparedImage, job: ImageJob, config: str, source: Path, skip
     return False
 
 
-def visual_genome_rows(config: str, annotations: Path, images_dir: Path, report: BuildReport, skip_missing: bool = False, workers: int = 1) -> Iterator[dict]:
+def _count_duplicates(keys: list) -> int:
+    return len(keys) - len(set(keys))
+
+
+def visual_genome_rows(
+    config: str, annotations: Path, images_dir: Path, report: BuildReport, skip_missing: bool = False, workers: int = 1,
+    allow_outside: bool = False, max_pixels: int = MAX_IMAGE_PIXELS,
+) -> Iterator[dict]:
     """Rows of `relation` or `attribution` (see the module docstring)."""
     group_key = VG_GROUP_KEYS[config]
-    items = read_annotations(annotations)
+    items = read_annotations(annotations, config)
+    jobs = []
     for index, item in enumerate(items):
         _require(item, VG_KEYS + (group_key,), annotations, index)
         _check_caption(item["true_caption"], annotations, index, "true_caption")
         _check_caption(item["false_caption"], annotations, index, "false_caption")
+        if item["true_caption"] == item["false_caption"]:
+            raise ValueError(f"{annotations}: item {index}: the false caption equals the true caption ({item['true_caption']!r})")
+        bbox = tuple(item[key] for key in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
+        for key, value in zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), bbox):
+            _check_number(value, annotations, index, key)
         if not item["bbox_w"] > 0 or not item["bbox_h"] > 0:
             raise ValueError(f"{annotations}: item {index} has an empty bbox (w={item['bbox_w']}, h={item['bbox_h']})")
-        if config == "attribution" and (not isinstance(item["attributes"], list) or len(item["attributes"]) != 2):
-            raise ValueError(f"{annotations}: item {index} should have a pair of attributes, not {item['attributes']!r}")
-    jobs = [
-        ImageJob(index, Path(images_dir) / item["image_path"], (item["bbox_x"], item["bbox_y"], item["bbox_w"], item["bbox_h"]))
-        for index, item in enumerate(items)
-    ]
+        if config == "relation":
+            _check_caption(item["relation_name"], annotations, index, "relation_name")
+        elif not isinstance(item["attributes"], list) or len(item["attributes"]) != 2:
+            raise ValueError(f"{annotations}: item {index} should have a pair of attributes, not {_shown(item['attributes'])}")
+        else:
+            for attribute in item["attributes"]:
+                _check_caption(attribute, annotations, index, "attributes")
+        _check_image_id(item, annotations, index)
+        jobs.append(ImageJob(index, source_file(images_dir, item["image_path"], annotations, index, "image_path", allow_outside), bbox, max_pixels))
+    report.duplicates[config] = _count_duplicates(
+        [(item["image_path"], *(item[key] for key in VG_KEYS[1:]), json.dumps(item[group_key])) for item in items]
+    )
     _check_files(jobs, annotations, skip_missing)
     report.clamped_bboxes[config] = 0
     for job, prepared in zip(jobs, _prepared(jobs, workers, f"{config} crops")):
@@ -138,22 +206,28 @@ def visual_genome_rows(config: str, annotations: Path, images_dir: Path, report:
         yield row
 
 
-def order_rows(config: str, annotations: Path, images_dir: Path, perturber, report: BuildReport, skip_missing: bool = False, workers: int = 1) -> Iterator[dict]:
+def order_rows(
+    config: str, annotations: Path, images_dir: Path, perturber, report: BuildReport, skip_missing: bool = False, workers: int = 1,
+    allow_outside: bool = False, max_pixels: int = MAX_IMAGE_PIXELS,
+) -> Iterator[dict]:
     """Rows of `coco_order` or `flickr30k_order`: every caption of every image beside its four perturbations."""
-    items = read_annotations(annotations)
-    captions, caption_ids = [], []
+    items = read_annotations(annotations, config)
+    captions, caption_ids, jobs = [], [], []
     for index, item in enumerate(items):
         _require(item, KARPATHY_KEYS, annotations, index)
         if not isinstance(item["caption"], list) or not item["caption"]:
-            raise ValueError(f"{annotations}: item {index} should have a list of captions, not {item['caption']!r}")
+            raise ValueError(f"{annotations}: item {index} should have a list of captions, not {_shown(item['caption'])}")
+        jobs.append(ImageJob(index, source_file(images_dir, item["image"], annotations, index, "image", allow_outside), max_pixels=max_pixels))
+        _check_image_id(item, annotations, index)
         image_id = str(item.get("image_id", Path(item["image"]).stem))
         for k, caption in enumerate(item["caption"]):
             _check_caption(caption, annotations, index, f"caption {k}")
             captions.append(caption)
             caption_ids.append(f"{image_id}#{k}")
-    jobs = [ImageJob(index, Path(images_dir) / item["image"]) for index, item in enumerate(items)]
+    report.duplicates[config] = _count_duplicates([(item["image"], caption) for item in items for caption in item["caption"]])
     _check_files(jobs, annotations, skip_missing)
     options = perturber.caption_options(captions, caption_ids)
+    report.truncated_captions[config] = report.identical_options[config] = 0
     position = 0  # the caption's place in the flattened list: a stable item id, whether or not items are skipped
     for job, prepared in zip(jobs, _prepared(jobs, workers, f"{config} images")):
         usable = _use(prepared, job, config, annotations, skip_missing, report)
@@ -161,6 +235,9 @@ def order_rows(config: str, annotations: Path, images_dir: Path, perturber, repo
             if not usable:
                 continue
             caption_id, caption_options = caption_ids[position], options[position]
+            report.truncated_captions[config] += len(pre_caption(captions[position], max_words=None).split()) > MAX_CAPTION_WORDS
+            # No shuffle changes some captions ("a a a"): the scorer leaves such options out of the comparison.
+            report.identical_options[config] += caption_options[0] in caption_options[1:]
             yield {
                 "item_id": position,
                 "image": {"bytes": prepared.data},

@@ -31,7 +31,6 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from aro.builders.schema import PERTURBATION_NAMES
 
 
 IMAGE_SIZE = 64
@@ -248,6 +247,8 @@ def attribution_rows(seed: int, per_pair: int) -> Iterator[dict]:
 
 def order_rows(seed: int, split: str, count: int, caption_of, perturber) -> Iterator[dict]:
     """Order-shaped items: a scene's caption (chosen by `caption_of`) beside its four perturbations."""
+    from aro.builders.schema import PERTURBATION_NAMES  # here: `aro demo --help` must not import datasets
+
     drawn = [(f"{split}-{index:06d}", draw_scene(_seeded(seed, split, index))) for index in range(count)]
     caption_ids = [f"{scene_id}#0" for scene_id, _ in drawn]
     options = perturber.caption_options([caption_of(scene) for _, scene in drawn], caption_ids)

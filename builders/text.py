@@ -12,8 +12,8 @@ _PUNCTUATION = re.compile(r"([.!\"()*#:;~])")
 _RUNS_OF_SPACE = re.compile(r"\s{2,}")
 
 
-def pre_caption(caption: str, max_words: int = MAX_CAPTION_WORDS) -> str:
-    """Normalise a caption as the ARO/BLIP code does: lower case, punctuation removed, at most `max_words` words.
+def pre_caption(caption: str, max_words: int | None = MAX_CAPTION_WORDS) -> str:
+    """Normalise a caption as the ARO/BLIP code does: lower case, punctuation removed, at most `max_words` words (all with None).
 
     >>> pre_caption("A dog, running (fast) on the beach!")
     'a dog, running fast on the beach'

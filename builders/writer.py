@@ -2,18 +2,14 @@
 plus a `README.md` card whose `configs:` YAML tells `load_dataset` where each config lives.
 
 Rows stream through in bounded memory (one shard's worth of rows at a time), images are embedded as bytes,
-and the folder is built beside its target and moved into place only when complete, so an interrupted or
-failed build never leaves a half-written dataset or destroys the previous one.
+and the folder is built beside its target and moved into place only when complete (`aro.builders.staging`), so
+an interrupted or failed build never leaves a half-written dataset or destroys the previous one.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +17,8 @@ import pyarrow.parquet as pq
 import yaml
 from datasets import Features
 from PIL import Image
+
+from aro.builders.staging import staged_folder
 
 ROWS_PER_SHARD = 5000
 ROWS_PER_ROW_GROUP = 500
@@ -98,34 +96,6 @@ def configs_yaml(counts: Mapping[tuple[str, str], int], features: Mapping[str, F
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---"
 
 
-@contextmanager
-def staged_folder(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty folder beside `out_dir` to write into; it becomes `out_dir` when the block completes.
-
-    Nothing is lost or left half-written: if the block raises, the staging folder is removed and an existing
-    `out_dir` stays as it was. An existing `out_dir` is replaced only with `overwrite=True`; otherwise
-    `FileExistsError` before any work.
-    """
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists: pass overwrite=True (--overwrite) to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        yield staging
-        os.chmod(staging, 0o755)
-        if out_dir.exists():
-            previous = out_dir.with_name(f".{out_dir.name}-previous")
-            out_dir.rename(previous)
-            staging.rename(out_dir)
-            shutil.rmtree(previous)
-        else:
-            staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def write_hub_folder(
     out_dir: str | Path,
     tables: Mapping[tuple[str, str], Iterable[dict]],
@@ -139,5 +109,7 @@ def write_hub_folder(
         for (config, split), rows in tables.items():
             (staging / config).mkdir(exist_ok=True)
             counts[config, split] = _write_split(rows, features[config], staging / config, split)
+            if not counts[config, split]:
+                raise ValueError(f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty")
         (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
     return counts

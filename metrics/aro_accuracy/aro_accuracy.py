@@ -93,7 +93,8 @@ class AroAccuracy(evaluate.Metric):
 
 
 def score_model(model_id, dataset, config, split="test", revision=None, trust_remote_code=False, **runtime_options):
-    """Predictions, references and groups of `model_id` on `config` of `dataset`, scored by the aro library."""
+    """Predictions, references and groups of `model_id` on `config` of `dataset`, scored by the aro library, over
+    the items that have a negative (an option with the true caption's text is none)."""
     try:
         from aro.metrics.scoring import load_model, load_split, score_items
     except ImportError:
@@ -104,4 +105,4 @@ def score_model(model_id, dataset, config, split="test", revision=None, trust_re
         dataset = load_split(dataset, config, split)
     model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code)
     scored = score_items(model, processor, dataset, group_column=GROUP_COLUMNS.get(config), **runtime_options)
-    return scored.predictions, scored.references, scored.groups
+    return scored.counted()  # items whose every option equals the true caption cannot be won: left out

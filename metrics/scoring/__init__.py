@@ -5,19 +5,29 @@ it never imports from the module's Space folder (`metrics/aro_accuracy/`).
 
 >>> from aro.metrics.scoring import evaluate_model
 >>> results = evaluate_model("openai/clip-vit-base-patch32", "ORG/aro", "all", output_dir="eval")  # doctest: +SKIP
+
+Names are imported on first use, so that `aro.metrics.scoring.protocol` (numpy only) and the command line's help
+load no torch.
 """
 
-from .adapters import SUPPORTED_FAMILIES, UnsupportedModel, adapter_class
-from .data import Items, candidates_of, load_split, predict
-from .loading import load_model, load_processor
-from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
-from .runtime import Runtime, pick_device
-from .scorer import Scorer, ScoreResult, score_items
-from .evaluation import evaluate_model, retrieval_recall
-from .report import results_table, write_outputs
+import importlib
 
-__all__ = [
-    "CONFIGS", "GROUP_COLUMNS", "SUPPORTED_FAMILIES", "Items", "Runtime", "ScoreResult", "Scorer", "UnsupportedModel",
-    "accuracy_results", "adapter_class", "candidates_of", "evaluate_model", "retrieval_recall", "results_table", "write_outputs", "load_model", "load_processor", "load_split", "pick_device",
-    "predict", "score_items",
-]
+# Public name -> the module of this package that defines it.
+_EXPORTS = {
+    "SUPPORTED_FAMILIES": "adapters", "UnsupportedModel": "adapters", "adapter_class": "adapters",
+    "Items": "data", "candidates_of": "data", "load_split": "data", "predict": "data",
+    "load_model": "loading", "load_processor": "loading",
+    "CONFIGS": "protocol", "GROUP_COLUMNS": "protocol", "accuracy_results": "protocol",
+    "Runtime": "runtime", "pick_device": "runtime",
+    "Scorer": "scorer", "ScoreResult": "scorer", "score_items": "scorer",
+    "evaluate_model": "evaluation", "retrieval_recall": "evaluation",
+    "results_table": "report", "write_outputs": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

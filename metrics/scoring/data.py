@@ -1,7 +1,10 @@
 """ARO items as the scorer sees them: each unique image once, each item its image and candidate captions.
 
 An ARO item is an image and K candidate captions, the true one first: `caption_options` where the config has them
-(the Order sets), else `[true_caption, false_caption]` (the VG sets). The VG sets crop one image per item while
+(the Order sets), else `[true_caption, false_caption]` (the VG sets). An option whose text equals the true caption
+(a shuffle of "a a a" gives it back) is not a negative: it is left out of the item's comparison, and an item left
+with no negative cannot be won or lost and is left out of the accuracy (`Items.same_as_true`). This is how the
+original code's argmax treated identical options, while ties between distinct captions stay wrong. The VG sets crop one image per item while
 the Order sets show each image with five captions, so images are deduplicated by a hash of all their bytes (JPEG
 crops of one photograph share their headers) before anything is encoded.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,23 +23,60 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 
+def local_dataset(dataset: str) -> Path | None:
+    """The local folder `dataset` names, or None for a Hub id (`ORG/NAME`); ValueError when it is neither."""
+    folder = Path(dataset).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise ValueError(f"dataset {dataset} is a file: give the folder that `aro build` wrote, or a Hub id ORG/NAME")
+    parts = dataset.split("/")
+    if len(parts) != 2 or not all(parts) or dataset.startswith((".", "~")):
+        raise ValueError(f"dataset folder {dataset} does not exist (nor is it a Hub id of the form ORG/NAME)")
+    return None
+
+
+def check_dataset(dataset: str, configs: list[str]) -> None:
+    """Refuse, before any model loads, a dataset that is neither a folder nor a Hub id, or configs its folder lacks."""
+    folder = local_dataset(dataset)
+    if folder is None:
+        return
+    from datasets import get_dataset_config_names
+
+    try:
+        available = get_dataset_config_names(str(folder))
+    except FileNotFoundError:  # datasets' EmptyDatasetError
+        raise ValueError(f"dataset folder {dataset} holds no dataset (no Parquet files, no README.md configs)") from None
+    missing = [config for config in configs if config not in available]
+    if missing:
+        raise ValueError(f"dataset folder {dataset} has no config {', '.join(missing)} (it has {', '.join(available)})")
+
+
 def load_split(dataset: str, config: str | None, split: str = "test", revision: str | None = None):
     """`load_dataset(dataset, config, split=split)`, with a cache that follows a local folder's content.
 
     `datasets` caches a local folder's Arrow conversion under its folder name and config alone, so a folder rebuilt
     in place, or another folder of the same name, would be served from a stale cache. A local folder therefore gets
-    a cache directory named after its resolved path and its files' sizes and modification times.
+    a cache directory named after its resolved path and its files' sizes and modification times, and only the
+    newest such copy of a folder is kept.
     """
     from datasets import config as datasets_config
     from datasets import load_dataset
 
-    folder = Path(dataset)
-    if not folder.is_dir():
-        return load_dataset(dataset, config, split=split, revision=revision)
-    files = sorted(path for path in folder.resolve().rglob("*") if path.is_file() and ".cache" not in path.parts)
+    folder = local_dataset(dataset)
+    if folder is None:
+        try:
+            return load_dataset(dataset, config, split=split, revision=revision)
+        except (ConnectionError, FileNotFoundError) as error:  # not on the Hub, or the Hub out of reach
+            raise ValueError(f"dataset {dataset!r} is not a local folder and cannot be loaded from the Hub: {error}") from None
+    folder = folder.resolve()
+    files = sorted(path for path in folder.rglob("*") if path.is_file() and ".cache" not in path.parts)
     stamp = hashlib.sha1(repr([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]).encode()).hexdigest()[:16]
-    cache_dir = Path(datasets_config.HF_DATASETS_CACHE) / "local" / stamp
-    return load_dataset(str(folder), config, split=split, cache_dir=str(cache_dir))
+    copies = Path(datasets_config.HF_DATASETS_CACHE) / "local" / hashlib.sha1(str(folder).encode()).hexdigest()[:16]
+    for stale in copies.glob("*"):
+        if stale.name != stamp:
+            shutil.rmtree(stale, ignore_errors=True)
+    return load_dataset(str(folder), config, split=split, cache_dir=str(copies / stamp))
 
 
 def candidates_of(row: dict) -> list[str]:
@@ -46,9 +87,13 @@ def candidates_of(row: dict) -> list[str]:
 
 
 def predict(scores: np.ndarray) -> list[int]:
-    """The index of each row's strictly highest score; -1 where the highest score is shared (a tie is wrong)."""
-    best = scores.max(axis=1, keepdims=True)
-    winners = scores == best
+    """The index of each row's strictly highest score; -1 where the highest score is shared (a tie is wrong).
+
+    NaN marks an option that is not a candidate (see `Items.same_as_true`): it is ignored.
+    """
+    with np.errstate(invalid="ignore"):
+        best = np.nanmax(scores, axis=1, keepdims=True)
+    winners = scores == best  # NaN equals nothing
     return [int(row.argmax()) if row.sum() == 1 else -1 for row in winners]
 
 
@@ -95,6 +140,13 @@ class Items:
             image_of_item.append(index_of_key[key])
         return cls(raw, image_column, image_rows, image_of_item, candidates)
 
+    def same_as_true(self) -> np.ndarray:
+        """[N, K] booleans: True where an option other than the first has the true caption's text (not a negative)."""
+        options = np.array(self.candidates, dtype=object)  # every item of a config has the same K
+        same = options == options[:, :1]
+        same[:, 0] = False
+        return same
+
     @property
     def unique_captions(self) -> list[str]:
         return sorted({caption for options in self.candidates for caption in options})
@@ -110,6 +162,15 @@ class Items:
         return np.array([flat[start:end] for start, end in zip(widths[:-1], widths[1:])])
 
 
+@dataclass(frozen=True)
+class UndecodableImage:
+    """An image that cannot be decoded, carried out of a DataLoader worker as data rather than raised there, so
+    that the error names the item without the worker's traceback."""
+
+    row: int
+    reason: str
+
+
 class ImageRows(torch.utils.data.Dataset):
     """Decode the images of `rows` of a dataset holding image bytes, in DataLoader workers."""
 
@@ -119,22 +180,37 @@ class ImageRows(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> Image.Image:
+    def __getitem__(self, index: int) -> Image.Image | UndecodableImage:
         row = self.rows[index]
         encoded = self.dataset[row][self.image_column]
         try:
             image = Image.open(io.BytesIO(encoded["bytes"])) if isinstance(encoded, dict) else encoded
             return image.convert("RGB")
         except Exception as error:  # noqa: BLE001 - any decoder error is a corrupt image
-            raise ValueError(f"item {row}: the image cannot be decoded ({error})") from error
+            return UndecodableImage(row, str(error))
+
+
+class _Collate:
+    """`preprocess` a batch of images, or pass on the first image that could not be decoded (picklable)."""
+
+    def __init__(self, preprocess):
+        self.preprocess = preprocess
+
+    def __call__(self, images: list):
+        return next((image for image in images if isinstance(image, UndecodableImage)), None) or self.preprocess(images)
 
 
 def image_batches(dataset, rows: list[int], image_column: str, preprocess, runtime):
-    """Batches of `preprocess(list of PIL images)`, decoded and preprocessed in `runtime.num_workers` workers."""
-    return torch.utils.data.DataLoader(
+    """Batches of `preprocess(list of PIL images)`, decoded and preprocessed in `runtime.num_workers` workers;
+    ValueError naming the item of an image that cannot be decoded."""
+    loader = torch.utils.data.DataLoader(
         ImageRows(dataset, rows, image_column),
         batch_size=runtime.batch_size,
-        collate_fn=preprocess,
+        collate_fn=_Collate(preprocess),
         num_workers=runtime.num_workers,
         pin_memory=runtime.device.type == "cuda",
     )
+    for batch in loader:
+        if isinstance(batch, UndecodableImage):
+            raise ValueError(f"item {batch.row}: the image cannot be decoded ({batch.reason})")
+        yield batch

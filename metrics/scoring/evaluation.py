@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from .data import load_split
+from .data import check_dataset, load_split
 from .loading import load_model
 from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
-from .report import write_outputs
+from .report import check_output_dir, write_outputs
+from .runtime import Runtime
 from .scorer import Scorer
 
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "aro")
@@ -61,14 +62,20 @@ def evaluate_model(
 
     Returns `{"model", "model_revision", "dataset", "dataset_revision", "protocol", "versions", "configs": {config:
     aro_accuracy results}}`; with `output_dir`, also writes `results.json`, `results.md`, one PNG per config and
-    `model-index.yaml` there.
+    `model-index.yaml` there, replacing an earlier run's folder as a whole. The options, the dataset and the output
+    folder are checked before the model loads.
     """
+    configs = resolve_configs(configs)
+    runtime = Runtime(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
+    if output_dir is not None:
+        check_output_dir(Path(output_dir))
+    check_dataset(dataset, configs)
     model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", type(model).__name__)
     if isinstance(model, str):
         model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
     elif processor is None:
         raise ValueError("a loaded model needs its processor")
-    scorer = Scorer(model, processor, device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
+    scorer = Scorer(model, processor, runtime)
     results = {
         "model": model_name,
         "model_revision": revision,
@@ -77,16 +84,21 @@ def evaluate_model(
         "protocol": protocol,
         "adapter": scorer.adapter.family,
         "image_processor": type(scorer.adapter.image_processor).__name__,
+        "device": runtime.device.type,
+        "dtype": runtime.dtype or "fp32",
         "versions": _versions(),
         "configs": {},
     }
     was_training = model.training
-    for config in resolve_configs(configs):
+    for config in configs:
         data = load_split(dataset, config, "test", revision=dataset_revision)
         scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config))
-        numbers = accuracy_results(scored.predictions, scored.references, groups=scored.groups, config=config, protocol=protocol)
+        predictions, references, groups = scored.counted()
+        numbers = accuracy_results(predictions, references, groups=groups, config=config, protocol=protocol)
         numbers |= {
             "truncated_captions": scored.truncated_captions, "unique_images": scored.unique_images, "unique_captions": scored.unique_captions,
+            # Options equal to the true caption are no negatives; items with none left are not in the accuracy.
+            "items_with_identical_options": scored.identical_options, "items_without_negative": len(scored.without_negative),
         }
         results["configs"][config] = numbers
     model.train(was_training)

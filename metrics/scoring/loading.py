@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .adapters import ADAPTERS
 
 
@@ -24,7 +26,13 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
     import transformers
     from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    path = Path(model_id).expanduser()
+    if path.is_file() or (model_id.startswith((".", "/", "~")) and not path.exists()):
+        raise ValueError(f"model {model_id} is not a folder (a model is a folder saved by save_pretrained, or a Hub id ORG/NAME)")
+    try:
+        config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as error:  # not a folder, not on the Hub, or the Hub out of reach: transformers says which
+        raise ValueError(f"model {model_id!r} cannot be loaded: {str(error).splitlines()[0]}") from None
     architecture = next((name for name in config.architectures or [] if name in ADAPTERS), None)
     model_class = getattr(transformers, architecture) if architecture else AutoModel
     model = model_class.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype)

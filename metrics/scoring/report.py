@@ -67,10 +67,23 @@ def plot_groups(config: str, numbers: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse an output that is a file, or a folder holding something other than an earlier run's results (the
+    folder is replaced as a whole, so that no plot of an earlier run survives beside new results)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"output folder {output_dir} is a file: choose another --out")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / "results.json").is_file():
+        raise FileExistsError(f"output folder {output_dir} holds other files (no results.json of an earlier run): choose another --out")
+
+
 def write_outputs(results: dict, output_dir: Path) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (output_dir / "results.md").write_text(results_table(results) + "\n")
-    (output_dir / "model-index.yaml").write_text(model_index_snippet(results))
-    for config, numbers in results["configs"].items():
-        plot_groups(config, numbers, output_dir / f"{config}.png")
+    """Write the reports into a folder beside `output_dir`, then move it into place (see `check_output_dir`)."""
+    from aro.builders.staging import staged_folder
+
+    check_output_dir(output_dir)
+    with staged_folder(output_dir, overwrite=True) as staging:
+        (staging / "results.json").write_text(json.dumps(results, indent=2))
+        (staging / "results.md").write_text(results_table(results) + "\n")
+        (staging / "model-index.yaml").write_text(model_index_snippet(results))
+        for config, numbers in results["configs"].items():
+            plot_groups(config, numbers, staging / f"{config}.png")

@@ -21,9 +21,19 @@ AUTOCAST_DTYPES = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": tor
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """The named device, else CUDA, MPS or CPU, the first available."""
+    """The named device, else CUDA, MPS or CPU, the first available; ValueError for a device this machine lacks."""
     if device:
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}: use cuda, cuda:N, mps or cpu") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here (no GPU, or a CPU build of torch)")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if chosen.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r} asked for, but MPS is not available here")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -33,9 +43,10 @@ def pick_device(device: str | None = None) -> torch.device:
 
 @dataclass
 class Runtime:
-    """How to run a model: `device`, autocast `dtype` (`bf16`/`fp16` on GPU), `batch_size`, image-decoding
-    `num_workers`, and `distributed`: an object with `process_index` and `num_processes` (accelerate's
-    `PartialState` or `Accelerator`), or None for one process."""
+    """How to run a model: `device`, autocast `dtype` (`bf16`/`fp16`, CUDA only: refused elsewhere rather than
+    ignored), `batch_size`, image-decoding `num_workers`, and `distributed`: an object with `process_index` and
+    `num_processes` (accelerate's `PartialState` or `Accelerator`), or None for one process. Every option is
+    checked here, before any model loads."""
 
     device: str | torch.device | None = None
     dtype: str | None = None
@@ -48,7 +59,12 @@ class Runtime:
             raise ValueError(f"dtype must be one of {[name for name in AUTOCAST_DTYPES if name]}, not {self.dtype!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"the number of image-decoding workers cannot be negative ({self.num_workers})")
         self.device = pick_device(self.device) if not isinstance(self.device, torch.device) else self.device
+        if AUTOCAST_DTYPES[self.dtype] is not None and self.device.type != "cuda":
+            # CPU autocast would change the numbers, not the speed: run in fp32 and say so.
+            raise ValueError(f"dtype {self.dtype} (autocast) runs on CUDA only, and this run is on {self.device.type}: leave the dtype out")
 
     @property
     def process_index(self) -> int:
@@ -59,9 +75,9 @@ class Runtime:
         return getattr(self.distributed, "num_processes", 1)
 
     def autocast(self):
-        """Autocast to `dtype` on CUDA; a no-op elsewhere (CPU autocast would change the numbers, not the speed)."""
+        """Autocast to `dtype` (on CUDA, the only device that takes one); a no-op without a dtype."""
         dtype = AUTOCAST_DTYPES[self.dtype]
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def batched(self, encode, items: list, description: str) -> torch.Tensor:
         """`encode` over `items` in batches, concatenated; a CUDA out-of-memory error halves the batch and retries."""

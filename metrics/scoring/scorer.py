@@ -1,7 +1,8 @@
 """Score vision-language models on ARO items with the adapter of their family.
 
 A model's score of an item is one number per candidate; the prediction is the candidate with the strictly highest
-score, or -1 on a tie.
+score, or -1 on a tie. An option with the true caption's text is no negative: its score is NaN and it is ignored;
+an item with no negative left is not counted (`ScoreResult.counted`).
 
 >>> model, processor = load_model("openai/clip-vit-base-patch32")  # doctest: +SKIP
 >>> result = score_items(model, processor, load_dataset("ORG/aro", "relation", split="test"))  # doctest: +SKIP
@@ -23,30 +24,46 @@ from .runtime import Runtime
 class ScoreResult:
     """Scores of N items with K candidates each, and what the scorer did to get them."""
 
-    scores: np.ndarray  # [N, K]
+    scores: np.ndarray  # [N, K]; NaN where an option has the true caption's text (not a negative)
     predictions: list[int]  # index of the strictly best candidate, -1 on a tie
     references: list[int]  # index of the true caption: always 0
     groups: list[str] | None
+    identical_options: int = 0  # items with at least one option equal to the true caption
+    without_negative: list[int] = field(default_factory=list)  # items whose every option equals it: not counted
     truncated_captions: int = 0
     unique_images: int = 0
     unique_captions: int = 0
     notes: dict = field(default_factory=dict)
 
+    def counted(self, groups: list[str] | None = None) -> tuple[list[int], list[int], list[str] | None]:
+        """Predictions, references and groups (`groups`, default the result's own) of the items that have a
+        negative: what accuracy is computed over."""
+        groups = self.groups if groups is None else groups
+        left_out = set(self.without_negative)
+        kept = [item for item in range(len(self.predictions)) if item not in left_out]
+        return (
+            [self.predictions[item] for item in kept],
+            [self.references[item] for item in kept],
+            None if groups is None else [groups[item] for item in kept],
+        )
+
 
 class Scorer:
     """Scores ARO-shaped datasets with one model, through the adapter of its family.
 
-    Options are those of `Runtime`: `device`, `dtype`, `batch_size`, `num_workers`, `distributed`.
+    Options are a `runtime`, or those of `Runtime`: `device`, `dtype`, `batch_size`, `num_workers`, `distributed`.
     """
 
-    def __init__(self, model, processor, **runtime_options):
-        self.runtime = Runtime(**runtime_options)
+    def __init__(self, model, processor, runtime: Runtime | None = None, **runtime_options):
+        self.runtime = runtime or Runtime(**runtime_options)
         self.adapter = adapter_class(model)(model, processor, self.runtime)
 
     def score(self, dataset, group_column: str | None = None) -> ScoreResult:
         """Score every item of an ARO-shaped `datasets.Dataset`."""
         items = Items.from_dataset(dataset)
         scores = self.adapter.score(items)
+        same = items.same_as_true()
+        scores = np.where(same, np.nan, scores)
         groups = [str(group) for group in dataset[group_column]] if group_column and group_column in dataset.column_names else None
         captions = items.unique_captions
         return ScoreResult(
@@ -54,6 +71,8 @@ class Scorer:
             predictions=predict(scores),
             references=[0] * len(items.candidates),
             groups=groups,
+            identical_options=int(same.any(axis=1).sum()),
+            without_negative=np.flatnonzero(same[:, 1:].all(axis=1)).tolist(),
             truncated_captions=self.adapter.truncated_captions(captions),
             unique_images=len(items.image_rows),
             unique_captions=len(captions),
