@@ -5,6 +5,7 @@
     aro push-metric   publish the `aro_accuracy` evaluate module as a Space
     aro mine    ...   mine NegCLIP hard negatives (swapped captions, nearest images)
     aro train   ...   fine-tune CLIP into NegCLIP
+    aro convert ...   convert an open_clip checkpoint (OpenCLIP, the released NegCLIP) into a transformers CLIPModel
     aro demo    ...   the whole pipeline offline on a synthetic world
 
 Each area registers its own subcommands through a `register(subparsers)` function; the work itself (and most
@@ -26,6 +27,7 @@ COMMAND_MODULES = (
     "aro.builders.cli",
     "aro.metrics.cli",
     "aro.models.negclip.cli",
+    "aro.models.open_clip_conversion.cli",
     "aro.cli.demo",
 )
 
