@@ -203,6 +203,17 @@ def test_the_processor_is_copied_and_feeds_the_model_open_clips_tokens(tmp_path,
     assert sorted(score["label"] for score in scores) == ["w1", "w2"]
 
 
+def test_a_converted_negclip_is_scored_by_aro_eval(tmp_path, capsys):
+    from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
+
+    code, out = convert(tmp_path, "--negclip", "--processor", str(reference_processor(tmp_path / "processor")))
+    assert code == 0
+    build_synthetic_aro(tmp_path / "aro", seed=0, sizes=SyntheticSizes(train_scenes=4, test_scenes=2, relation_per_relation=2, attribution_per_pair=1, order_captions=2))
+    code = main(["eval", "--model", str(out), "--dataset", str(tmp_path / "aro"), "--config", "relation", "--num-workers", "0", "--out", str(tmp_path / "eval")])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["configs"]["relation"]["num_items"] > 0
+
+
 def test_a_processor_whose_end_token_is_not_the_pooled_one_is_refused(tmp_path, tiny_clip_dir, capsys):
     code, out = convert(tmp_path, "--processor", str(tiny_clip_dir))  # its end token has id 3
     assert code == 2 and "pools at the highest id, 63" in capsys.readouterr().err and not out.exists()
