@@ -214,9 +214,14 @@ def test_a_converted_negclip_is_scored_by_aro_eval(tmp_path, capsys):
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["configs"]["relation"]["num_items"] > 0
 
 
-def test_a_processor_whose_end_token_is_not_the_pooled_one_is_refused(tmp_path, tiny_clip_dir, capsys):
+def test_a_processor_that_would_feed_other_inputs_is_refused(tmp_path, tiny_clip_dir, capsys):
     code, out = convert(tmp_path, "--processor", str(tiny_clip_dir))  # its end token has id 3
     assert code == 2 and "pools at the highest id, 63" in capsys.readouterr().err and not out.exists()
+    # A Hub open_clip_config.json names the normalisation the model was trained with.
+    config = json.loads(CONFIG.read_text()) | {"preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(config))
+    code, out = convert(tmp_path, "--processor", str(reference_processor(tmp_path / "processor")), config=tmp_path / "open_clip_config.json")
+    assert code == 2 and "normalises with (0.5, 0.5, 0.5)" in capsys.readouterr().err and not out.exists()
 
 
 def test_negclip_conversion_loads_as_negclip_and_as_clip(tmp_path, reference):

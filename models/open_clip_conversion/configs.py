@@ -46,6 +46,10 @@ OPEN_CLIP_MODELS: dict[str, dict] = {
     },
 }
 
+# open_clip's image normalisation unless a Hub open_clip_config.json says otherwise (its OPENAI_DATASET_MEAN / _STD).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 # open_clip's defaults for the options a config may leave out (its CLIPVisionCfg / CLIPTextCfg).
 _VISION_DEFAULTS = {"width": 768, "layers": 12, "head_width": 64, "mlp_ratio": 4.0, "patch_size": 16, "image_size": 224}
 _TEXT_DEFAULTS = {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12, "mlp_ratio": 4.0}
@@ -110,6 +114,8 @@ class OpenCLIPConfig:
     text_heads: int
     text_mlp_width: int
     text_prefix: str  # where the text tower's weights live: "" (open_clip's CLIP) or "text." (its CustomTextCLIP)
+    image_mean: tuple[float, ...] = OPENAI_MEAN
+    image_std: tuple[float, ...] = OPENAI_STD
 
     @property
     def activation(self) -> str:
@@ -123,7 +129,8 @@ class OpenCLIPConfig:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "OpenCLIPConfig":
-        """A carried open_clip model name (`OPEN_CLIP_MODELS`) or a JSON file: a model config, or an `open_clip_config.json`."""
+        """A carried open_clip model name (`OPEN_CLIP_MODELS`) or a JSON file: a model config, or an `open_clip_config.json`
+        (its `model_cfg`, and the image normalisation of its `preprocess_cfg`)."""
         if str(name_or_path) in OPEN_CLIP_MODELS:
             return cls.from_dict(OPEN_CLIP_MODELS[str(name_or_path)], str(name_or_path))
         path = Path(name_or_path)
@@ -135,11 +142,14 @@ class OpenCLIPConfig:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
-        return cls.from_dict(config.get("model_cfg", config), path.name)
+        preprocess = config.get("preprocess_cfg", {})
+        normalisation = {key: tuple(preprocess[key]) for key in ("mean", "std") if key in preprocess}
+        return cls.from_dict(config.get("model_cfg", config), path.name, **normalisation)
 
     @classmethod
-    def from_dict(cls, config: dict, source: str) -> "OpenCLIPConfig":
-        """Read an open_clip model config (`embed_dim`, `vision_cfg`, `text_cfg`, ...), refusing what CLIP cannot do."""
+    def from_dict(cls, config: dict, source: str, mean: tuple = OPENAI_MEAN, std: tuple = OPENAI_STD) -> "OpenCLIPConfig":
+        """Read an open_clip model config (`embed_dim`, `vision_cfg`, `text_cfg`, ...), refusing what CLIP cannot do;
+        `mean` and `std` are the image normalisation the model was trained with."""
         for key in ("embed_dim", "vision_cfg", "text_cfg"):
             if key not in config:
                 raise ValueError(f"{source}: an open_clip model config needs {key!r}; it has {sorted(config)}")
@@ -174,6 +184,8 @@ class OpenCLIPConfig:
             text_heads=text["heads"],
             text_mlp_width=int(text["width"] * text["mlp_ratio"]),
             text_prefix="text." if config.get("custom_text") else "",
+            image_mean=mean,
+            image_std=std,
         )
 
     def clip_config(self) -> CLIPConfig:

@@ -92,7 +92,7 @@ def build_model(checkpoint: str | Path, config: OpenCLIPConfig, negclip: bool = 
     return model.eval()
 
 
-def load_processor(name_or_path: str, config: OpenCLIPConfig):
+def checked_processor(name_or_path: str, config: OpenCLIPConfig):
     """The processor to ship with the model, refused if it would feed the model other inputs than open_clip's."""
     processor = AutoProcessor.from_pretrained(name_or_path)
     tokenizer, image_processor = processor.tokenizer, processor.image_processor
@@ -103,6 +103,9 @@ def load_processor(name_or_path: str, config: OpenCLIPConfig):
         )
     if len(tokenizer) > config.vocab_size:
         raise ValueError(f"{name_or_path}: its vocabulary has {len(tokenizer)} tokens, the model {config.vocab_size}")
+    for name, expected in (("image_mean", config.image_mean), ("image_std", config.image_std)):
+        if not torch.allclose(torch.tensor(getattr(image_processor, name), dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), atol=1e-6):
+            raise ValueError(f"{name_or_path}: its {name} is {getattr(image_processor, name)}, open_clip {config.source} normalises with {expected}")
     crop = image_processor.crop_size or {}
     if (crop.get("height"), crop.get("width")) != (config.image_size, config.image_size):
         raise ValueError(f"{name_or_path}: it crops images to {crop}, the model takes {config.image_size}x{config.image_size}")
@@ -186,7 +189,7 @@ def convert_open_clip(
         raise FileExistsError(f"{out} already exists; give a new --out folder")
     config = OpenCLIPConfig.load(open_clip_config)
     model = build_model(checkpoint, config, negclip)
-    loaded_processor = load_processor(processor, config) if processor else None
+    loaded_processor = checked_processor(processor, config) if processor else None
     check = FeatureCheck.of(model, config)
 
     out.parent.mkdir(parents=True, exist_ok=True)
