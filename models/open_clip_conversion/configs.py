@@ -57,7 +57,7 @@ _TEXT_DEFAULTS = {"context_length": 77, "vocab_size": 49408, "width": 512, "head
 # Options that do not change the features: training-time only, tokenizer choice, or equivalent here
 # (a per-token LayerNorm gives the same result before or after picking the pooled token).
 _NO_EFFECT = {
-    "top": {"cast_dtype", "init_logit_scale", "custom_text"},
+    "top": {"cast_dtype", "init_logit_scale"},
     "vision_cfg": {"patch_dropout", "output_tokens", "final_ln_after_pool", "timm_model_pretrained", "timm_pool", "timm_proj",
                    "timm_proj_bias", "timm_drop", "timm_drop_path", "timm_model_kwargs", "attn_pooler_queries", "attn_pooler_heads"},
     "text_cfg": {"output_tokens", "final_ln_after_pool", "hf_tokenizer_name", "tokenizer_mode", "tokenizer_kwargs", "tokenizer_type",
@@ -78,7 +78,7 @@ _PLAIN_CLIP = {
         "scale_fc": False, "hf_model_name": None,
     },
 }
-_MAPPED = {"top": {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"}, "vision_cfg": set(_VISION_DEFAULTS), "text_cfg": set(_TEXT_DEFAULTS)}
+_MAPPED = {"top": {"embed_dim", "quick_gelu", "custom_text", "vision_cfg", "text_cfg"}, "vision_cfg": set(_VISION_DEFAULTS), "text_cfg": set(_TEXT_DEFAULTS)}
 
 
 def _check_options(section: str, options: dict, source: str) -> None:
