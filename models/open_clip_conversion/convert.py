@@ -12,7 +12,6 @@ compare (the card shows how). Nothing is written unless the conversion and the c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -113,11 +112,10 @@ def checked_processor(name_or_path: str, config: OpenCLIPConfig):
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    from huggingface_hub.utils.sha import sha_fileobj  # reads in chunks: checkpoints can be gigabytes
+
     with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha_fileobj(file).hex()
 
 
 def _first_values(values: list[float]) -> str:
