@@ -5,6 +5,7 @@
     aro push-metric   publish the `aro_accuracy` evaluate module as a Space
     aro mine    ...   mine NegCLIP hard negatives (swapped captions, nearest images)
     aro train   ...   fine-tune CLIP into NegCLIP
+    aro convert ...   convert an open_clip checkpoint (OpenCLIP, the released NegCLIP) into a transformers CLIPModel
     aro demo    ...   the whole pipeline offline on a synthetic world
 
 Each area registers its own subcommands through a `register(subparsers)` function; only the module of the
@@ -30,6 +31,7 @@ COMMANDS = {
     "push-metric": ("aro.metrics.cli", "publish the aro_accuracy evaluate module as a Space"),
     "mine": ("aro.models.negclip.cli", "mine NegCLIP hard negatives (swapped captions, nearest images)"),
     "train": ("aro.models.negclip.cli", "fine-tune CLIP into NegCLIP"),
+    "convert": ("aro.models.open_clip_conversion.cli", "convert an open_clip checkpoint into a transformers CLIPModel folder"),
     "demo": ("aro.cli.demo", "run the whole pipeline offline on a synthetic world"),
 }
 

@@ -1,4 +1,4 @@
-"""NegCLIP: the loss, saving and loading (Auto classes, plain CLIP, remote code), the miner and exact resume."""
+"""NegCLIP: the loss, the CLIP call, saving and loading (Auto classes, plain CLIP, pipeline, remote code), the miner and exact resume."""
 
 import subprocess
 import sys
@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from datasets import load_dataset
 from safetensors.torch import load_file
-from transformers import AutoModel, CLIPModel
+from PIL import Image
+from transformers import AutoModel, AutoProcessor, CLIPModel
+from transformers.models.clip.modeling_clip import CLIPOutput
 
 from aro.models.negclip import NegCLIPModel
 from aro.models.negclip.loss_negclip import NegCLIPLoss
@@ -56,24 +58,72 @@ def test_save_then_auto_model_and_plain_clip_give_the_same_features(tiny_clip_di
     expected = model.get_image_features(pixel_values=pixels).pooler_output
     loaded = AutoModel.from_pretrained(tmp_path / "negclip").eval()
     assert isinstance(loaded, NegCLIPModel)
+    assert type(AutoModel.from_pretrained(tiny_clip_dir)) is CLIPModel  # a plain CLIP checkpoint stays a CLIPModel
     plain = CLIPModel.from_pretrained(tmp_path / "negclip").eval()
     assert torch.allclose(loaded.get_image_features(pixel_values=pixels).pooler_output, expected, atol=1e-6)
     assert torch.allclose(plain.get_image_features(pixel_values=pixels).pooler_output, expected, atol=1e-6)
     assert torch.allclose(plain.get_text_features(input_ids=ids).pooler_output, model.get_text_features(input_ids=ids).pooler_output, atol=1e-6)
 
 
-def test_remote_code_loads_from_the_saved_files_alone(tiny_clip_dir, tmp_path):
-    NegCLIPModel.from_clip(str(tiny_clip_dir)).save_pretrained(tmp_path / "negclip")
-    assert {"configuration_negclip.py", "modeling_negclip.py", "loss_negclip.py"} <= {path.name for path in (tmp_path / "negclip").iterdir()}
-    # A fresh interpreter that never imports aro: only the copied code can build the model.
-    script = (
-        "import sys; from transformers import AutoModel;"
-        f"model = AutoModel.from_pretrained({str(tmp_path / 'negclip')!r}, trust_remote_code=True);"
-        "assert 'aro' not in sys.modules; print(type(model).__module__)"
-    )
+def test_a_saved_negclip_works_without_this_package(tiny_clip_dir, tmp_path):
+    folder = tmp_path / "negclip"
+    NegCLIPModel.from_clip(str(tiny_clip_dir)).save_pretrained(folder)
+    AutoProcessor.from_pretrained(tiny_clip_dir).save_pretrained(folder)
+    assert {"modeling_negclip.py", "loss_negclip.py"} <= {path.name for path in folder.iterdir()}
+    # A fresh interpreter that never imports aro: the Hub widget's path (no remote code) and trust_remote_code.
+    script = f"""
+import sys
+from PIL import Image
+from transformers import AutoModel, AutoProcessor, CLIPModel, pipeline
+image = Image.new("RGB", (32, 32), "red")
+for trust in (False, True):
+    processor = AutoProcessor.from_pretrained({str(folder)!r}, trust_remote_code=trust)
+    classify = pipeline("zero-shot-image-classification", model={str(folder)!r}, trust_remote_code=trust)
+    scores = classify(image, candidate_labels=["red circle", "blue square"])
+    assert type(classify.model) is CLIPModel and abs(sum(score["score"] for score in scores) - 1) < 1e-5, scores
+model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)
+assert "aro" not in sys.modules
+print(type(processor).__name__, type(model).__name__, type(model).__module__)
+"""
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "modeling_negclip" in run.stdout and "aro.models" not in run.stdout
+    processor_class, model_class, module = run.stdout.split()
+    assert (processor_class, model_class) == ("CLIPProcessor", "NegCLIPModel")
+    assert "modeling_negclip" in module and "aro.models" not in module
+
+
+def test_the_standard_clip_call_on_negclip_gives_clips_outputs(tiny_clip_dir):
+    processor = AutoProcessor.from_pretrained(tiny_clip_dir)
+    negclip, clip = NegCLIPModel.from_clip(str(tiny_clip_dir)).eval(), CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    images = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")]
+    batch = processor(text=["a red circle", "a blue square"], images=images, return_tensors="pt", padding=True)
+    output, expected = negclip(**batch), clip(**batch)
+    assert isinstance(output, CLIPOutput) and output.loss is None
+    for name in ("logits_per_image", "logits_per_text", "text_embeds", "image_embeds"):
+        assert torch.allclose(output[name], expected[name], atol=1e-6), name
+    assert torch.allclose(output.vision_model_output.pooler_output, expected.vision_model_output.pooler_output, atol=1e-6)
+    assert torch.allclose(output.text_model_output.last_hidden_state, expected.text_model_output.last_hidden_state, atol=1e-6)
+    # Keyword arguments reach CLIP; the loss comes only when asked, and without negatives it is CLIP's.
+    hidden = negclip(**batch, output_hidden_states=True).vision_model_output.hidden_states
+    assert len(hidden) == negclip.config.vision_config.num_hidden_layers + 1
+    assert isinstance(negclip(**batch, return_dict=False), tuple)
+    assert torch.allclose(negclip(**batch, return_loss=True).loss, clip(**batch, return_loss=True).loss, atol=1e-6)
+
+
+def test_hard_negatives_add_columns_and_the_negclip_loss(tiny_clip_dir):
+    processor = AutoProcessor.from_pretrained(tiny_clip_dir)
+    model = NegCLIPModel.from_clip(str(tiny_clip_dir)).eval()
+    images = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")]
+    batch = processor(images=images, text=["a red circle", "a blue square", "a circle red", "a square blue"], padding=True, return_tensors="pt")
+    output = model(
+        pixel_values=batch.pixel_values, input_ids=batch.input_ids[:2], attention_mask=batch.attention_mask[:2],
+        negative_input_ids=batch.input_ids[2:], negative_attention_mask=batch.attention_mask[2:], return_loss=True,
+    )
+    assert output.logits_per_image.shape == (2, 4) and torch.equal(output.logits_per_text, output.logits_per_image.t())
+    scale = model.logit_scale.exp()
+    assert torch.allclose(output.logits_per_image[:, 2:], scale * output.image_embeds @ output.negative_text_embeds.t(), atol=1e-6)
+    expected = reference_loss(output.image_embeds, output.text_embeds, output.negative_text_embeds, scale)
+    assert torch.allclose(output.loss, expected, atol=1e-6)
 
 
 def test_swap_negatives_keep_the_words_and_differ(spacy_parser):

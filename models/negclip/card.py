@@ -18,7 +18,10 @@ HYPERPARAMETERS = (
 def model_card(args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any."""
     name = args.push_to_hub or args.output_dir  # the Hub repo, else the local folder the card sits in
-    metadata = {"library_name": "transformers", "license": "mit", "tags": ["clip", "negclip", "aro", "vision-language"], "base_model": args.model_name_or_path}
+    metadata = {
+        "library_name": "transformers", "pipeline_tag": "zero-shot-image-classification", "license": "mit",
+        "tags": ["clip", "negclip", "aro", "vision-language"], "base_model": args.model_name_or_path,
+    }
     if aro_results:
         metadata["model-index"] = model_index(aro_results, name)
     settings = asdict(args)

@@ -1,8 +1,12 @@
 """NegCLIP (Yuksekgonul et al., ICLR 2023): CLIP fine-tuned with hard negatives so that it minds word order.
 
-`NegCLIPModel` is a `CLIPModel`: the same towers and weights, so a NegCLIP checkpoint also loads in plain
-`CLIPModel` with identical features. Its `forward` additionally takes the hard-negative captions and returns
-the NegCLIP loss (see `loss_negclip.py`).
+`NegCLIPModel` is a `CLIPModel` in every respect a user sees: the same configuration (`CLIPConfig`, model type
+"clip"), the same weights, the same call and output (`NegCLIPOutput` extends `CLIPOutput`). A NegCLIP checkpoint
+therefore loads in plain `CLIPModel`, `pipeline("zero-shot-image-classification")` and `AutoProcessor` without this
+code. What NegCLIP adds: `forward` also takes one hard-negative caption per image and, when asked for the loss
+(`return_loss=True`), returns the NegCLIP loss (see `loss_negclip.py`) instead of CLIP's.
+
+This file and `loss_negclip.py` are what a checkpoint carries for `trust_remote_code`: they import nothing else.
 """
 
 from __future__ import annotations
@@ -12,84 +16,100 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import CLIPModel
-from transformers.utils import ModelOutput
+from transformers.models.clip.modeling_clip import CLIPOutput
+from transformers.utils import can_return_tuple
 
-from .configuration_negclip import NegCLIPConfig
 from .loss_negclip import NegCLIPLoss
 
 
 @dataclass
-class NegCLIPOutput(ModelOutput):
+class NegCLIPOutput(CLIPOutput):
     """
-    loss (`torch.FloatTensor` of shape `(1,)`, returned when `return_loss=True`): the NegCLIP loss.
-    logits_per_image (`torch.FloatTensor` of shape `(num_images, num_texts + num_negative_texts)`): scaled
-        similarities of every image to every caption, the hard negatives last.
-    image_embeds, text_embeds, negative_text_embeds (`torch.FloatTensor`): normalised projected features.
+    A `CLIPOutput` (loss, logits_per_image, logits_per_text, text_embeds, image_embeds, text_model_output,
+    vision_model_output) whose loss is the NegCLIP loss. With hard negatives, `logits_per_image` has a column per
+    caption and then one per hard negative (`logits_per_text` is its transpose, the negatives' rows last).
+
+    negative_text_embeds (`torch.FloatTensor` of shape `(num_negatives, projection_dim)`, given hard negatives):
+        normalised projected features of the hard-negative captions.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits_per_image: torch.FloatTensor | None = None
-    image_embeds: torch.FloatTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
     negative_text_embeds: torch.FloatTensor | None = None
 
 
 class NegCLIPModel(CLIPModel):
     r"""CLIP with the NegCLIP training objective.
 
-    Example:
+    Used as CLIP (the standard call, no loss unless asked):
 
     ```python
-    >>> from aro.models.negclip import NegCLIPModel
+    >>> import aro.models.negclip  # doctest: +SKIP
+    >>> from transformers import AutoModel, AutoProcessor
+    >>> model = AutoModel.from_pretrained("negclip-run")  # doctest: +SKIP
+    >>> processor = AutoProcessor.from_pretrained("negclip-run")  # doctest: +SKIP
+    >>> model(**processor(text=["a dog on a couch", "a couch on a dog"], images=image, return_tensors="pt", padding=True)).logits_per_image  # doctest: +SKIP
+    ```
 
-    >>> model = NegCLIPModel.from_clip("openai/clip-vit-base-patch32")  # doctest: +SKIP
-    >>> batch = processor(images=images + neighbour_images, text=captions + negatives, padding=True, return_tensors="pt")  # doctest: +SKIP
-    >>> n = len(images) * 2  # doctest: +SKIP
+    Trained as NegCLIP (rows pair up: image i, caption i, hard negative i):
+
+    ```python
+    >>> model = NegCLIPModel.from_pretrained("openai/clip-vit-base-patch32")  # doctest: +SKIP
+    >>> batch = processor(images=images, text=captions + negatives, padding=True, return_tensors="pt")  # doctest: +SKIP
+    >>> n = len(images)  # doctest: +SKIP
     >>> model(pixel_values=batch.pixel_values, input_ids=batch.input_ids[:n], attention_mask=batch.attention_mask[:n],
-    ...       negative_input_ids=batch.input_ids[n:], negative_attention_mask=batch.attention_mask[n:]).loss  # doctest: +SKIP
+    ...       negative_input_ids=batch.input_ids[n:], negative_attention_mask=batch.attention_mask[n:], return_loss=True).loss  # doctest: +SKIP
     ```"""
 
-    config_class = NegCLIPConfig
-
-    def __init__(self, config: NegCLIPConfig):
+    def __init__(self, config):
         super().__init__(config)
         self.negclip_loss = NegCLIPLoss()
 
     @classmethod
     def from_clip(cls, clip_model_or_path, **kwargs) -> "NegCLIPModel":
-        """A NegCLIP with the weights of any CLIP checkpoint (a Hub id, a local path or a loaded `CLIPModel`)."""
-        clip = clip_model_or_path if isinstance(clip_model_or_path, CLIPModel) else CLIPModel.from_pretrained(clip_model_or_path, **kwargs)
-        model = cls(NegCLIPConfig(**clip.config.to_dict()))
-        model.load_state_dict(clip.state_dict())
+        """A NegCLIP with the weights of any CLIP checkpoint: a Hub id or local path, or a loaded `CLIPModel`."""
+        if not isinstance(clip_model_or_path, CLIPModel):
+            return cls.from_pretrained(clip_model_or_path, **kwargs)
+        model = cls(clip_model_or_path.config)
+        model.load_state_dict(clip_model_or_path.state_dict())
         return model
 
-    def _embed_texts(self, input_ids, attention_mask) -> torch.Tensor:
-        return F.normalize(self.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output, dim=-1)
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         negative_input_ids: torch.LongTensor | None = None,
         negative_attention_mask: torch.Tensor | None = None,
-        return_loss: bool = True,
+        return_loss: bool | None = None,
+        interpolate_pos_encoding: bool = False,
         **kwargs,
     ) -> NegCLIPOutput:
-        """Images and their captions pair up row by row; `negative_input_ids` holds one hard negative per image."""
-        image_embeds = F.normalize(self.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
-        text_embeds = self._embed_texts(input_ids, attention_mask)
-        negative_text_embeds = None
-        candidates = text_embeds
-        if negative_input_ids is not None:
-            negative_text_embeds = self._embed_texts(negative_input_ids, negative_attention_mask)
-            candidates = torch.cat([text_embeds, negative_text_embeds])
+        """CLIP's forward; images and captions pair up row by row, `negative_input_ids` holds a hard negative per image.
+
+        Keyword arguments (`output_attentions`, `output_hidden_states`, `return_dict`, ...) go to CLIP unchanged.
+        """
+        kwargs["return_dict"] = True  # `can_return_tuple` above turns our own output into a tuple when asked
+        clip = super().forward(
+            input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, position_ids=position_ids,
+            return_loss=False, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
+        )
         logit_scale = self.logit_scale.exp()
-        loss = self.negclip_loss(image_embeds, text_embeds, logit_scale, negative_text_embeds) if return_loss else None
+        logits_per_image = clip.logits_per_image
+        negative_text_embeds = None
+        if negative_input_ids is not None:
+            features = self.get_text_features(input_ids=negative_input_ids, attention_mask=negative_attention_mask).pooler_output
+            negative_text_embeds = F.normalize(features, dim=-1)
+            negative_logits = logit_scale * clip.image_embeds @ negative_text_embeds.t().to(clip.image_embeds.device)
+            logits_per_image = torch.cat([logits_per_image, negative_logits], dim=1)
+        loss = self.negclip_loss(clip.image_embeds, clip.text_embeds, logit_scale, negative_text_embeds) if return_loss else None
         return NegCLIPOutput(
             loss=loss,
-            logits_per_image=logit_scale * image_embeds @ candidates.t(),
-            image_embeds=image_embeds,
-            text_embeds=text_embeds,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            text_embeds=clip.text_embeds,
+            image_embeds=clip.image_embeds,
+            text_model_output=clip.text_model_output,
+            vision_model_output=clip.vision_model_output,
             negative_text_embeds=negative_text_embeds,
         )
