@@ -7,12 +7,15 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from aro.cli import HelpFormatter
+
     from .configs import OPEN_CLIP_MODELS
 
     convert = subparsers.add_parser(
         "convert", help="convert an open_clip checkpoint into a transformers CLIPModel folder",
         description="Convert an open_clip ViT CLIP checkpoint (a state dict or a training checkpoint, read without executing "
         "pickled code) into a CLIPModel folder with a model card recording the converted model's features on fixed inputs.",
+        formatter_class=HelpFormatter,
     )
     convert.add_argument("checkpoint", type=Path, help="open_clip checkpoint: .pt, .pth, .bin or .safetensors")
     convert.add_argument(
