@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .adapters import ADAPTERS
+from .adapters import ADAPTERS, is_generative
 
 
 def load_processor(model_id: str, revision: str | None = None, trust_remote_code: bool = False):
@@ -33,7 +33,7 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
         config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as error:  # not a folder, not on the Hub, or the Hub out of reach: transformers says which
         raise ValueError(f"model {model_id!r} cannot be loaded: {str(error).splitlines()[0]}") from None
-    architecture = next((name for name in config.architectures or [] if name in ADAPTERS), None)
+    architecture = next((name for name in config.architectures or [] if name in ADAPTERS or is_generative(name)), None)
     model_class = getattr(transformers, architecture) if architecture else AutoModel
     model = model_class.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype)
     return model.eval(), load_processor(model_id, revision, trust_remote_code)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .adapters import adapter_class
+from .adapters import GenerativeAdapter, adapter_class
 from .data import Items, predict
 from .runtime import Runtime
 
@@ -51,12 +51,17 @@ class ScoreResult:
 class Scorer:
     """Scores ARO-shaped datasets with one model, through the adapter of its family.
 
-    Options are a `runtime`, or those of `Runtime`: `device`, `dtype`, `batch_size`, `num_workers`, `distributed`.
+    Options are a `runtime`, or those of `Runtime`: `device`, `dtype`, `batch_size`, `num_workers`, `distributed`; a
+    generative model also takes `score` ("vqa" or "likelihood") and `prompts` (`GenerativePrompts`).
     """
 
-    def __init__(self, model, processor, runtime: Runtime | None = None, **runtime_options):
+    def __init__(self, model, processor, runtime: Runtime | None = None, score: str | None = None, prompts=None, **runtime_options):
         self.runtime = runtime or Runtime(**runtime_options)
-        self.adapter = adapter_class(model)(model, processor, self.runtime)
+        adapter = adapter_class(model)
+        generative = {name: value for name, value in (("score", score), ("prompts", prompts)) if value is not None}
+        if generative and adapter is not GenerativeAdapter:
+            raise ValueError(f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the {adapter.family} adapter")
+        self.adapter = adapter(model, processor, self.runtime, **generative)
 
     def score(self, dataset, group_column: str | None = None) -> ScoreResult:
         """Score every item of an ARO-shaped `datasets.Dataset`."""
@@ -76,6 +81,7 @@ class Scorer:
             truncated_captions=self.adapter.truncated_captions(captions),
             unique_images=len(items.image_rows),
             unique_captions=len(captions),
+            notes=dict(getattr(self.adapter, "notes", {})),
         )
 
 

@@ -1,0 +1,104 @@
+"""Small generative vision-language models (LLaVA, Idefics3) with a word-level tokenizer and a chat
+template, built offline for the tests and benchmarks of the generative scorer.
+
+Each builder returns a randomly initialised (seeded) model of the real transformers class and the real processor
+of its family, so both save with `save_pretrained` and load back with `AutoModelForImageTextToText` and
+`AutoProcessor`, exactly as a Hub checkpoint does.
+
+>>> model, processor = make_tiny_vlm("llava", ["a", "red", "circle"])
+>>> type(model).__name__, type(processor).__name__
+('LlavaForConditionalGeneration', 'LlavaProcessor')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
+# The words of the scorer's default prompts and of the chat template, so that prompts are never unknown tokens.
+PROMPT_WORDS = 'does this figure show please answer yes or no Yes No Does Please write a short caption for the image " ? . user assistant'.split()
+# A ChatML template over typed content parts, as Hub processors ship; `image_token` is filled in per family.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}" + TURN_START + "{{ message['role'] }}\n"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}IMAGE{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}" + TURN_END + "\n{% endfor %}{% if add_generation_prompt %}" + TURN_START + "assistant\n{% endif %}"
+)
+
+
+def chat_word_tokenizer(words: Iterable[str], special_tokens: Iterable[str] = (), max_length: int = 512) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over `words` and the prompt words that splits punctuation off words, adds no tokens
+    of its own (the chat template writes the start token) and knows `special_tokens` (image placeholders)."""
+    specials = [PAD, UNK, BOS, EOS, TURN_START, TURN_END, *special_tokens]
+    vocab = {token: index for index, token in enumerate(specials)}
+    for word in sorted(set(words) | set(PROMPT_WORDS)):
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, model_max_length=max_length
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": specials[4:]})
+    return tokenizer
+
+
+def _text_config(tokenizer, hidden_size: int, num_layers: int) -> dict:
+    return dict(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def _llava(words, hidden_size, num_layers, image_size):
+    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    tokenizer = chat_word_tokenizer(words, ["<image>"])
+    vision = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size, patch_size=8)
+    config = LlavaConfig(
+        vision_config=dict(vision, model_type="clip_vision_model"), text_config=dict(_text_config(tokenizer, hidden_size, num_layers), model_type="llama"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>"),
+    )
+    return LlavaForConditionalGeneration(config), processor
+
+
+def _idefics3(words, hidden_size, num_layers, image_size):
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
+
+    tokens = ["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
+    tokenizer = chat_word_tokenizer(words, tokens)
+    vision = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size, patch_size=8)
+    config = Idefics3Config(
+        vision_config=vision, text_config=dict(_text_config(tokenizer, hidden_size, num_layers), model_type="llama"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=2,
+    )
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size}
+    )
+    # (image_size / patch_size)^2 patches, merged by scale_factor^2 in the connector.
+    image_seq_len = (image_size // 8) ** 2 // 4
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>")
+    )
+    return Idefics3ForConditionalGeneration(config), processor
+
+
+FAMILIES = {"llava": _llava, "idefics3": _idefics3}
+
+
+def make_tiny_vlm(family: str, words: Iterable[str], hidden_size: int = 32, num_layers: int = 1, image_size: int = 32, seed: int = 0):
+    """A seeded random (model, processor) of `family` (one of `FAMILIES`), in eval mode, for captions of `words`."""
+    import torch
+
+    torch.manual_seed(seed)
+    model, processor = FAMILIES[family](list(words), hidden_size, num_layers, image_size)
+    return model.eval(), processor
