@@ -25,6 +25,11 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)")
     parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+    generative = parser.add_argument_group("generative models (LLaVA, Qwen2-VL, Idefics3, Gemma 3...)")
+    generative.add_argument("--score", choices=("vqa", "likelihood"), help="VQAScore, P(Yes) to a yes/no question about the caption (default), or the caption's mean log-probability")
+    generative.add_argument("--prompt-template", help="a format string around {prompt}, with the image token, used instead of the processor's chat template")
+    generative.add_argument("--question", help='the VQAScore question around {caption} (default: \'Does this figure show "{caption}"? Please answer yes or no.\')')
+    generative.add_argument("--caption-prompt", help="the request that the caption answers for --score likelihood (default: 'Write a short caption for this image.')")
     parser.add_argument(
         "--out", type=Path, default=Path("aro-eval"), help="folder for results.json, results.md, plots, model-index.yaml (an earlier run's is replaced)"
     )
@@ -39,14 +44,17 @@ def register(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from aro.metrics.scoring.adapters.prompts import GenerativePrompts
     from aro.metrics.scoring.evaluation import evaluate_model
     from aro.metrics.scoring.report import results_table
 
+    prompt_options = {"template": args.prompt_template, "question": args.question, "caption_prompt": args.caption_prompt}
+    prompt_options = {name: value for name, value in prompt_options.items() if value is not None}
     configs = args.config if args.config == "all" else args.config.split(",")
     results = evaluate_model(
         args.model, args.dataset, configs, output_dir=args.out, revision=args.revision, dataset_revision=args.dataset_revision,
         trust_remote_code=args.trust_remote_code, protocol=args.protocol, batch_size=args.batch_size, device=args.device,
-        dtype=args.dtype, num_workers=args.num_workers,
+        dtype=args.dtype, num_workers=args.num_workers, score=args.score, prompts=GenerativePrompts(**prompt_options) if prompt_options else None,
     )
     print(results_table(results))
     print(f"\nresults, plots and a model-index snippet are in {args.out}/")

@@ -1,4 +1,4 @@
-"""Small generative vision-language models (LLaVA, Idefics3) with a word-level tokenizer and a chat
+"""Small generative vision-language models (LLaVA, Idefics3, Gemma 3) with a word-level tokenizer and a chat
 template, built offline for the tests and benchmarks of the generative scorer.
 
 Each builder returns a randomly initialised (seeded) model of the real transformers class and the real processor
@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerFast
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
 # The words of the scorer's default prompts and of the chat template, so that prompts are never unknown tokens.
-PROMPT_WORDS = 'does this figure show please answer yes or no Yes No Does Please write a short caption for the image " ? . user assistant'.split()
+PROMPT_WORDS = 'does this figure show please answer yes or no Yes No Does Please Write write a short caption for this the image " ? . : user assistant'.split()
 # A ChatML template over typed content parts, as Hub processors ship; `image_token` is filled in per family.
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}" + TURN_START + "{{ message['role'] }}\n"
@@ -29,10 +29,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def chat_word_tokenizer(words: Iterable[str], special_tokens: Iterable[str] = (), max_length: int = 512) -> PreTrainedTokenizerFast:
+def chat_word_tokenizer(words: Iterable[str], special_tokens: Iterable[str] | dict[str, str] = (), max_length: int = 512) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over `words` and the prompt words that splits punctuation off words, adds no tokens
-    of its own (the chat template writes the start token) and knows `special_tokens` (image placeholders)."""
-    specials = [PAD, UNK, BOS, EOS, TURN_START, TURN_END, *special_tokens]
+    of its own (the chat template writes the start token) and knows `special_tokens` (image placeholders; a dict
+    names them, as `tokenizer.image_token` for the processors that look them up by name)."""
+    named = special_tokens if isinstance(special_tokens, dict) else {}
+    specials = [PAD, UNK, BOS, EOS, TURN_START, TURN_END, *(named.values() if named else special_tokens)]
     vocab = {token: index for index, token in enumerate(specials)}
     for word in sorted(set(words) | set(PROMPT_WORDS)):
         vocab.setdefault(word, len(vocab))
@@ -40,7 +42,8 @@ def chat_word_tokenizer(words: Iterable[str], special_tokens: Iterable[str] = ()
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, model_max_length=max_length
+        tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, model_max_length=max_length,
+        extra_special_tokens=named or None,
     )
     tokenizer.add_special_tokens({"additional_special_tokens": specials[4:]})
     return tokenizer
@@ -92,7 +95,26 @@ def _idefics3(words, hidden_size, num_layers, image_size):
     return Idefics3ForConditionalGeneration(config), processor
 
 
-FAMILIES = {"llava": _llava, "idefics3": _idefics3}
+def _gemma3(words, hidden_size, num_layers, image_size):
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+
+    tokens = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    tokenizer = chat_word_tokenizer(words, tokens)  # Gemma 3's processor reads its image tokens from the tokenizer
+    text = dict(_text_config(tokenizer, hidden_size, num_layers), head_dim=hidden_size // 4, sliding_window=256, query_pre_attn_scalar=hidden_size // 4)
+    vision = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size, patch_size=8)
+    tokens_per_image = (image_size // 16) ** 2  # the patch grid average-pooled 2 x 2
+    config = Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=tokens_per_image, boi_token_index=tokenizer.boi_token_id,
+        eoi_token_index=tokenizer.eoi_token_id, image_token_index=tokenizer.image_token_id,
+    )
+    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
+    processor = Gemma3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_length=tokens_per_image, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<start_of_image>")
+    )
+    return Gemma3ForConditionalGeneration(config), processor
+
+
+FAMILIES = {"llava": _llava, "idefics3": _idefics3, "gemma3": _gemma3}
 
 
 def make_tiny_vlm(family: str, words: Iterable[str], hidden_size: int = 32, num_layers: int = 1, image_size: int = 32, seed: int = 0):

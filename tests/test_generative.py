@@ -16,7 +16,7 @@ from aro.models.tiny_vlm import make_tiny_vlm
 
 from conftest import TINY_WORDS
 
-FAMILIES = ["llava", "idefics3"]
+FAMILIES = ["llava", "idefics3", "gemma3"]
 CAPTIONS = ["a red circle", "a blue square", "the red circle to the left of a blue square", "a blue square to the left of the red circle", "a circle"]
 
 
@@ -66,3 +66,82 @@ def test_shared_prefix_scores_equal_a_full_forward_per_pair(family, score, order
         result = score_items(model, processor, order_dataset, score=score, batch_size=batch_size)
         np.testing.assert_allclose(result.scores, reference, rtol=1e-4, atol=1e-5)
     assert result.unique_images == 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run far faster on one thread than on two threads of a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_prompt_template_replaces_the_chat_template(order_dataset):
+    model, processor = make_tiny_vlm("llava", TINY_WORDS, seed=2)
+    prompts = GenerativePrompts(template="user <image> {prompt} assistant: ", question="Does this figure show {caption} ?")
+    assert prompts.text("vqa", "a red circle", processor) == "user <image> Does this figure show a red circle ? assistant: "
+    reference = full_forward_scores(model, processor, order_dataset, "vqa", prompts)
+    np.testing.assert_allclose(score_items(model, processor, order_dataset, score="vqa", prompts=prompts, batch_size=4).scores, reference, rtol=1e-4, atol=1e-6)
+
+
+def test_the_answer_tokens_are_looked_up_where_the_answer_is_written():
+    _, processor = make_tiny_vlm("llava", TINY_WORDS)
+    tokenizer = processor.tokenizer
+    turn = GenerativePrompts().text("vqa", "a red circle", processor)
+    assert turn.endswith("<|im_start|>assistant\n")
+    assert answer_token_id(tokenizer, turn, "Yes") == tokenizer.convert_tokens_to_ids("Yes") != answer_token_id(tokenizer, turn, "No")
+    with pytest.raises(ValueError, match=r"writes the answer 'Yes please' after the prompt as \['Yes', 'please'\] \(not one new token\)"):
+        answer_token_id(tokenizer, turn, "Yes please")
+
+
+def test_a_model_without_chat_template_or_image_token_gets_one_clear_line(order_dataset):
+    model, processor = make_tiny_vlm("llava", TINY_WORDS)
+    processor.chat_template = None
+    with pytest.raises(ValueError, match="LlavaProcessor has no chat template: pass --prompt-template"):
+        score_items(model, processor, order_dataset, score="vqa")
+    with pytest.raises(ValueError, match=r"the processor of LlavaForConditionalGeneration cannot take the image .* 0 <image> tokens") as error:
+        score_items(model, processor, order_dataset, prompts=GenerativePrompts(template="{prompt}"))
+    assert "\n" not in str(error.value)
+
+
+def test_score_options_are_refused_for_models_that_are_not_generative(order_dataset, tiny_clip_dir):
+    from aro.metrics.scoring import load_model
+
+    with pytest.raises(ValueError, match="--score and the prompts apply to generative models; CLIPModel is scored by the dual-encoder adapter"):
+        score_items(*load_model(str(tiny_clip_dir)), order_dataset, score="likelihood")
+
+
+@pytest.fixture(scope="module")
+def aro_folder(tmp_path_factory):
+    from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
+
+    folder = tmp_path_factory.mktemp("synthetic") / "aro"
+    build_synthetic_aro(folder, seed=0, sizes=SyntheticSizes(train_scenes=8, test_scenes=4, relation_per_relation=2, attribution_per_pair=1, order_captions=4))
+    return folder
+
+
+@pytest.mark.parametrize("score", ["vqa", "likelihood"])
+def test_aro_eval_scores_a_saved_generative_model(score, aro_folder, tmp_path, capsys):
+    from aro.metrics.scoring import load_model, load_split
+
+    model, processor = make_tiny_vlm("idefics3", TINY_WORDS + ["cube", "sphere"], seed=3)
+    folder = tmp_path / "tiny-idefics3"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    out = tmp_path / "eval"
+    arguments = ["eval", "--model", str(folder), "--dataset", str(aro_folder), "--config", "coco_order", "--num-workers", "0", "--score", score, "--out", str(out)]
+    assert main(arguments) == 0
+    assert "| coco_order |" in capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["adapter"] == f"generative-{score}"
+    assert saved["scoring"]["score"] == score and saved["scoring"]["prompts"] == GenerativePrompts().record()
+    # The command's predictions are those of the full forward per pair on the model it loaded.
+    loaded, loaded_processor = load_model(str(folder))
+    assert type(loaded).__name__ == "Idefics3ForConditionalGeneration"
+    reference = full_forward_scores(loaded, loaded_processor, load_split(str(aro_folder), "coco_order"), score)
+    numbers = saved["configs"]["coco_order"]
+    assert numbers["num_items"] == len(reference)
+    assert numbers["accuracy"] == pytest.approx(float(np.mean(reference.argmax(axis=1) == 0)))
+    if score == "vqa":
+        assert 0 <= numbers["yes_rate_true_caption"] <= 1 and 0 <= numbers["yes_rate_false_captions"] <= 1

@@ -57,13 +57,16 @@ def evaluate_model(
     dtype: str | None = None,
     num_workers: int = 0,
     distributed=None,
+    score: str | None = None,
+    prompts=None,
 ) -> dict:
     """Score `model` (a Hub id, a local path or a loaded model with its `processor`) on `configs` of `dataset`.
 
     Returns `{"model", "model_revision", "dataset", "dataset_revision", "protocol", "versions", "configs": {config:
     aro_accuracy results}}`; with `output_dir`, also writes `results.json`, `results.md`, one PNG per config and
     `model-index.yaml` there, replacing an earlier run's folder as a whole. The options, the dataset and the output
-    folder are checked before the model loads.
+    folder are checked before the model loads. A generative model is scored by `score` ("vqa", the default, or
+    "likelihood") with `prompts` (a `GenerativePrompts`), both recorded under "scoring".
     """
     configs = resolve_configs(configs)
     runtime = Runtime(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
@@ -75,7 +78,7 @@ def evaluate_model(
         model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
     elif processor is None:
         raise ValueError("a loaded model needs its processor")
-    scorer = Scorer(model, processor, runtime)
+    scorer = Scorer(model, processor, runtime, score=score, prompts=prompts)
     results = {
         "model": model_name,
         "model_revision": revision,
@@ -86,6 +89,7 @@ def evaluate_model(
         "image_processor": type(scorer.adapter.image_processor).__name__,
         "device": runtime.device.type,
         "dtype": runtime.dtype or "fp32",
+        "scoring": scorer.adapter.settings(),
         "versions": _versions(),
         "configs": {},
     }
@@ -99,7 +103,7 @@ def evaluate_model(
             "truncated_captions": scored.truncated_captions, "unique_images": scored.unique_images, "unique_captions": scored.unique_captions,
             # Options equal to the true caption are no negatives; items with none left are not in the accuracy.
             "items_with_identical_options": scored.identical_options, "items_without_negative": len(scored.without_negative),
-        }
+        } | scored.notes
         results["configs"][config] = numbers
     model.train(was_training)
     if output_dir is not None:

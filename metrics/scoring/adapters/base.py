@@ -49,6 +49,10 @@ class Adapter:
     def score(self, items: Items) -> np.ndarray:
         raise NotImplementedError
 
+    def settings(self) -> dict:
+        """How this adapter scores, beyond its family, as results.json records it (prompts, for instance)."""
+        return {}
+
     def tokenize(self, captions: list[str]) -> dict:
         return self.tokenizer(
             captions, padding=self.padding, truncation=self.text_limit is not None, max_length=self.text_limit, return_tensors="pt"

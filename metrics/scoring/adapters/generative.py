@@ -5,9 +5,8 @@ scored by VQAScore or by caption likelihood (see `prompts.py`).
 The candidates of an item differ only in their caption, so everything before the caption is computed once:
 
 - each unique image is preprocessed once, and its text with an empty caption is put through the processor once;
-  each pair's token ids are that text's ids with the tokens from the caption on replaced by the pair's own (the
-  splice is checked: where the processor writes text that its tokenizer alone would not, as PaliGemma's does, the
-  pair's ids come from the processor);
+  each pair's token ids are that text's ids with the tokens from the caption on replaced by the pair's own, as the
+  tokenizer writes them (a processor that writes tokens after the caption, PaliGemma's "\n", is refused);
 - the language model runs once over the shared prefix of an image, the image and the prompt's text before the
   caption, in one batch for the images of a batch of items, so the vision tower runs once per unique image of
   the batch (items are sorted by image, so items showing one image share a batch);
@@ -77,7 +76,8 @@ class GenerativeAdapter(Adapter):
             return dict(self.processor(text=[text], images=[image], return_tensors="pt"))
         except Exception as error:  # noqa: BLE001 - processors raise anything on an image they cannot place
             raise ValueError(
-                f"the processor of {type(self.model).__name__} cannot take the image with the prompt {text!r} ({error}); "
+                f"the processor of {type(self.model).__name__} cannot take the image with the prompt {text!r} "
+                f"({' '.join(str(error).split())}); "
                 "check that the prompt places the image token as the processor expects (--prompt-template)"
             ) from error
 
@@ -90,16 +90,13 @@ class GenerativeAdapter(Adapter):
         texts = [self.prompts.text(self.score_name, caption, self.processor) for caption in captions]
         tokens = self.tokenizer([bare_text, *texts])["input_ids"]
         bare_tokens, pair_tokens = tokens[0], tokens[1:]
-        # The processor's ids of the bare text are its tokenizer's with the image placeholder expanded; a pair's
-        # ids are the bare ids up to where the pair's text departs from the bare text, then the pair's tokens,
-        # valid when the expansion ends before the departure (the image comes before the caption).
-        expansion_end = len(bare_tokens) - _common_suffix_length(bare_ids, bare_tokens)
+        # The processor's ids of the bare text are its tokenizer's with the image placeholder expanded in place; a
+        # pair's ids are the bare ids up to where the pair's text departs from the bare text, then the pair's own
+        # tokens. The expansion must end before the captions begin, and the shared prefix must hold all of it.
+        expansion_end = len(bare_ids) - _common_suffix_length(bare_ids, bare_tokens)
+        offset = len(bare_ids) - len(bare_tokens)
         departures = [common_prefix_length(bare_tokens, ids) for ids in pair_tokens]
-        if min(departures) >= expansion_end:
-            offset = len(bare_ids) - len(bare_tokens)
-            pair_ids = [bare_ids[: offset + departure] + ids[departure:] for departure, ids in zip(departures, pair_tokens)]
-        else:
-            pair_ids = [self.processor_inputs(text, image)["input_ids"][0].tolist() for text in texts]
+        pair_ids = [bare_ids[: offset + departure] + ids[departure:] for departure, ids in zip(departures, pair_tokens)]
         # VQAScore reads the answer that would follow the pair's last token; likelihood the caption's tokens.
         if self.score_name == "vqa":
             scored_from = [len(ids) for ids in pair_ids]
@@ -108,6 +105,12 @@ class GenerativeAdapter(Adapter):
         # The prefix stops before the token whose logits predict the first scored token, so that every logit read
         # comes from the forward over the rest of the pair.
         length = min(min(common_prefix_length(bare_ids, ids) for ids in pair_ids), min(scored_from) - 1)
+        if length < expansion_end:
+            raise ValueError(
+                f"the processor of {type(self.model).__name__} writes the image (or other tokens) into the prompt after "
+                f"the caption or around it ({bare_text!r}): the scorer shares the image and the text before the caption, "
+                "so the prompt must show the image first (--prompt-template)"
+            )
         token_inputs = {name: inputs.pop(name)[:, :length] for name in PER_TOKEN_INPUTS if name in inputs}
         return ImagePrefix(inputs, token_inputs, pair_ids, scored_from, length)
 
