@@ -1,6 +1,6 @@
-"""Generative vision-language models (everything `AutoModelForImageTextToText` builds that reads the image as tokens
-of its language model: LLaVA, LLaVA-NeXT, Qwen2-VL/2.5-VL, Idefics3/SmolVLM, BLIP-2, InstructBLIP, Gemma 3...),
-scored by VQAScore or by caption likelihood (see `prompts.py`).
+"""Generative vision-language models (what `AutoModelForImageTextToText` builds, where the image is tokens of the
+language model's prompt and the forward takes a key/value cache: LLaVA, LLaVA-NeXT, Qwen2-VL/2.5-VL,
+Idefics3/SmolVLM, Gemma 3...), scored by VQAScore or by caption likelihood (see `prompts.py`).
 
 The candidates of an item differ only in their caption, so everything before the caption is computed once:
 
@@ -31,7 +31,7 @@ from .base import Adapter
 from .prompts import SCORES, GenerativePrompts, answer_token_id, common_prefix_length
 
 # Processor outputs that hold one value per token: the prefix forward takes their first P columns, and the rest of
-# a pair is text, which these mark as such by leaving them out (Gemma 3's and PaliGemma's token types).
+# a pair is text, which these mark as such by leaving them out (Gemma 3's token types, Qwen2-VL's modality types).
 PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
 
 
@@ -57,17 +57,20 @@ class GenerativeAdapter(Adapter):
             raise ValueError(f"a generative model scores with one of {list(SCORES)}, not {score!r}")
         self.score_name, self.prompts = score, prompts or GenerativePrompts()
         self.family = f"generative-{score}"
-        bare_turn = self.prompts.text("vqa", "", processor)
-        self.answer_ids = [answer_token_id(self.tokenizer, bare_turn, answer) for answer in (self.prompts.answer, self.prompts.negative_answer)]
+        if score == "vqa":  # P(answer) and P(negative answer) at the answer position
+            bare_turn = self.prompts.text("vqa", "", processor)
+            self.answer_ids = [answer_token_id(self.tokenizer, bare_turn, answer) for answer in (self.prompts.answer, self.prompts.negative_answer)]
         parameters = inspect.signature(model.forward).parameters
         if not {"cache", "past_key_values"} & set(parameters):
             raise ValueError(f"{type(model).__name__}.forward takes no key/value cache, so its prompt prefix cannot be shared")
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self.keeps_logits = "logits_to_keep" in parameters
         self.notes = {}
 
     def settings(self) -> dict:
         """What results.json records about how this model was scored."""
-        return {"score": self.score_name, "prompts": self.prompts.record(), "answer_token_ids": self.answer_ids}
+        settings = {"score": self.score_name, "prompts": self.prompts.record()}
+        return settings | ({"answer_token_ids": self.answer_ids} if self.score_name == "vqa" else {})
 
     # Token bookkeeping -------------------------------------------------------------------------------------------
 
@@ -124,8 +127,7 @@ class GenerativeAdapter(Adapter):
         prefix_ids = torch.tensor([prefix.pair_ids[0][:length] for prefix in prefixes], device=device)
         image_inputs = {name: torch.cat([prefix.image_inputs[name] for prefix in prefixes]).to(device) for name in prefixes[0].image_inputs}
         token_inputs = {name: torch.cat([prefix.token_inputs[name] for prefix in prefixes]).to(device) for name in prefixes[0].token_inputs}
-        with self.runtime.autocast():
-            output = self.model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True, logits_to_keep=1, **image_inputs, **token_inputs)
+        output = self.forward(1, input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), **image_inputs, **token_inputs)
         cache = output.cache if hasattr(output, "cache") else output.past_key_values
         rope_deltas = getattr(getattr(self.model, "model", None), "rope_deltas", None)
 
@@ -143,12 +145,8 @@ class GenerativeAdapter(Adapter):
         cache.batch_select_indices(torch.tensor(owners, device=device))
         attention_mask = torch.cat([torch.ones(len(rests), length, dtype=rest_mask.dtype, device=device), rest_mask], dim=1)
         keep = 1 if self.score_name == "vqa" else width
-        with self.runtime.autocast():
-            logits = self.model(
-                input_ids=rest_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
-                **{self.cache_argument: cache},
-            ).logits.float()
-        log_probs = logits.log_softmax(dim=-1)
+        output = self.forward(keep, input_ids=rest_ids, attention_mask=attention_mask, position_ids=positions, **{self.cache_argument: cache})
+        log_probs = output.logits[:, -keep:].float().log_softmax(dim=-1)
         if self.score_name == "vqa":
             return list(log_probs[:, -1, self.answer_ids].exp().cpu())
         scores = []
@@ -158,6 +156,12 @@ class GenerativeAdapter(Adapter):
             predicted_at = torch.arange(start + scored_from[row] - 1, start + len(rest) - 1, device=device)
             scores.append(log_probs[row, predicted_at, targets].mean().reshape(1).cpu())
         return scores
+
+    def forward(self, keep: int, **inputs):
+        """The model's forward under autocast, with its cache, computing the logits of the last `keep` positions
+        only where the model can (the language-model head over a large vocabulary costs as much as a layer)."""
+        with self.runtime.autocast():
+            return self.model(**inputs, use_cache=True, **({"logits_to_keep": keep} if self.keeps_logits else {}))
 
     def score_batch(self, items: Items, item_indices: list[int]) -> torch.Tensor:
         """Scores [n, K, ...] of a batch of items: each unique image prefixed once, its pairs run together."""
