@@ -2,6 +2,9 @@
 forward of the model per (image, caption) pair, for several families, both scores and several batch sizes."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,14 +124,21 @@ def aro_folder(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("score", ["vqa", "likelihood"])
-def test_aro_eval_scores_a_saved_generative_model(score, aro_folder, tmp_path, capsys):
-    from aro.metrics.scoring import load_model, load_split
-
-    model, processor = make_tiny_vlm("idefics3", TINY_WORDS + ["cube", "sphere"], seed=3)
-    folder = tmp_path / "tiny-idefics3"
+@pytest.fixture(scope="module")
+def idefics3_folder(tmp_path_factory):
+    """A saved tiny random Idefics3 and its processor, as a Hub checkpoint is."""
+    model, processor = make_tiny_vlm("idefics3", TINY_WORDS, seed=3)
+    folder = tmp_path_factory.mktemp("tiny-idefics3")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("score", ["vqa", "likelihood"])
+def test_aro_eval_scores_a_saved_generative_model(score, aro_folder, idefics3_folder, tmp_path, capsys):
+    from aro.metrics.scoring import load_model, load_split
+
+    folder = idefics3_folder
     out = tmp_path / "eval"
     arguments = ["eval", "--model", str(folder), "--dataset", str(aro_folder), "--config", "coco_order", "--num-workers", "0", "--score", score, "--out", str(out)]
     assert main(arguments) == 0
@@ -145,3 +155,33 @@ def test_aro_eval_scores_a_saved_generative_model(score, aro_folder, tmp_path, c
     assert numbers["accuracy"] == pytest.approx(float(np.mean(reference.argmax(axis=1) == 0)))
     if score == "vqa":
         assert 0 <= numbers["yes_rate_true_caption"] <= 1 and 0 <= numbers["yes_rate_false_captions"] <= 1
+
+
+SHARDED_SCRIPT = """
+import sys
+import numpy as np
+from accelerate import PartialState
+from aro.metrics.scoring import load_model, load_split, score_items
+
+state = PartialState()
+model, processor = load_model(sys.argv[1])
+result = score_items(model, processor, load_split(sys.argv[2], "coco_order"), score="likelihood", batch_size=2, distributed=state)
+if state.is_main_process:
+    np.save(sys.argv[3], result.scores)
+"""
+
+
+def test_two_processes_score_as_one(aro_folder, idefics3_folder, tmp_path):
+    from aro.metrics.scoring import load_model, load_split
+
+    script = tmp_path / "score_sharded.py"
+    script.write_text(SHARDED_SCRIPT)
+    environment = os.environ | {"ACCELERATE_USE_CPU": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(idefics3_folder), str(aro_folder), str(tmp_path / "two.npy")],
+        capture_output=True, text=True, env=environment, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    model, processor = load_model(str(idefics3_folder))
+    one = score_items(model, processor, load_split(str(aro_folder), "coco_order"), score="likelihood", batch_size=2).scores
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one, rtol=1e-5, atol=1e-6)
