@@ -185,3 +185,41 @@ def test_two_processes_score_as_one(aro_folder, idefics3_folder, tmp_path):
     model, processor = load_model(str(idefics3_folder))
     one = score_items(model, processor, load_split(str(aro_folder), "coco_order"), score="likelihood", batch_size=2).scores
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one, rtol=1e-5, atol=1e-6)
+
+
+@torch.no_grad()
+def test_multimodal_rope_positions_continue_after_the_image():
+    """Qwen2-VL's text positions after the image are shifted by the image's M-RoPE delta; its processor needs
+    torchvision (absent here), so the model's inputs are built by hand: a 4 x 4 patch grid merged into 4 tokens."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from aro.metrics.scoring import Runtime
+    from aro.metrics.scoring.adapters.generative import GenerativeAdapter, ImagePrefix
+    from aro.models.tiny_vlm import chat_word_tokenizer
+
+    names = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer = chat_word_tokenizer(TINY_WORDS, names)
+    ids = dict(zip(("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"), tokenizer.convert_tokens_to_ids(names)))
+    # Large weights and fast rotations, so that a wrong position changes the scores by far more than the tolerance.
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+        initializer_range=0.5, rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 2.0},
+    )
+    vision = dict(depth=1, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=8, spatial_merge_size=2, temporal_patch_size=2)
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **ids)).eval()
+    prompts = GenerativePrompts(template="<|im_start|> user <|vision_start|>" + "<|image_pad|>" * 4 + "<|vision_end|> {prompt} <|im_end|> <|im_start|> assistant ")
+    adapter = GenerativeAdapter(model, tokenizer, Runtime(device="cpu"), score="likelihood", prompts=prompts)
+
+    image_inputs = {"pixel_values": torch.randn(16, 3 * 2 * 8 * 8), "image_grid_thw": torch.tensor([[1, 4, 4]])}
+    bare = tokenizer(prompts.text("likelihood", "", None))["input_ids"]
+    pair_ids = [tokenizer(prompts.text("likelihood", caption, None))["input_ids"] for caption in CAPTIONS]
+    types = lambda sequence: torch.tensor([[int(token == ids["image_token_id"]) for token in sequence]])  # noqa: E731
+    prefix = ImagePrefix(image_inputs, {"mm_token_type_ids": types(bare)[:, : len(bare) - 1]}, pair_ids, [len(bare)] * len(CAPTIONS), len(bare) - 1)
+    shared = torch.cat(adapter.score_group([prefix])).numpy()
+
+    reference = []
+    for sequence in pair_ids:
+        log_probs = model(input_ids=torch.tensor([sequence]), mm_token_type_ids=types(sequence), **image_inputs).logits[0].log_softmax(dim=-1)
+        reference.append(float(log_probs[torch.arange(len(bare) - 1, len(sequence) - 1), torch.tensor(sequence[len(bare) :])].mean()))
+    np.testing.assert_allclose(shared, reference, rtol=1e-4, atol=1e-5)
