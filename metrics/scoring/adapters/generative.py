@@ -195,8 +195,9 @@ class GenerativeAdapter(Adapter):
         scores = torch.empty_like(scored)
         scores[torch.tensor(order)] = scored
         if self.score_name == "vqa":
-            says_yes = (scores[..., 0] > scores[..., 1]).float()
-            self.notes = {"yes_rate_true_caption": float(says_yes[:, 0].mean()), "yes_rate_false_captions": float(says_yes[:, 1:].mean())}
+            says_yes = (scores[..., 0] > scores[..., 1]).numpy()
+            negatives = ~items.same_as_true()[:, 1:]  # an option with the true caption's text is no false caption
+            self.notes = {"yes_rate_true_caption": float(says_yes[:, 0].mean()), "yes_rate_false_captions": float(says_yes[:, 1:][negatives].mean())}
         return scores[..., 0].numpy()
 
 
