@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-import torch
 
 from .data import check_dataset, load_split
 from .loading import load_model
@@ -105,29 +104,3 @@ def evaluate_model(
     if output_dir is not None:
         write_outputs(results, Path(output_dir))
     return results
-
-
-@torch.no_grad()
-def retrieval_recall(model, processor, data, image_column="image", caption_column="caption", image_id_column="image_id", batch_size=64, device=None) -> dict:
-    """Recall@1 of text-to-image and image-to-text retrieval over an image-caption split (several captions per image)."""
-    from datasets import Image as ImageFeature
-
-    was_training = model.training
-    adapter = Scorer(model, processor, device=device, batch_size=batch_size).adapter
-    image_ids = [str(image_id) for image_id in data[image_id_column]]
-    column_of = {}
-    first_row = []
-    for row, image_id in enumerate(image_ids):
-        if image_id not in column_of:
-            column_of[image_id] = len(first_row)
-            first_row.append(row)
-    raw = data.cast_column(image_column, ImageFeature(decode=False))
-    image_features = adapter.image_features(raw, first_row, image_column)
-    captions = list(data[caption_column])
-    text_features = adapter.text_features(captions)
-    similarity = text_features @ image_features.t()
-    truth = torch.tensor([column_of[image_id] for image_id in image_ids])
-    text_to_image = float((similarity.argmax(dim=1) == truth).float().mean())
-    image_to_text = float((truth[similarity.argmax(dim=0)] == torch.arange(len(first_row))).float().mean())
-    model.train(was_training)
-    return {"text_to_image_recall@1": text_to_image, "image_to_text_recall@1": image_to_text, "images": len(first_row), "captions": len(captions)}
