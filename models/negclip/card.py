@@ -7,16 +7,25 @@ from dataclasses import asdict
 import yaml
 
 from aro.cards import render
+from aro.metrics.scoring.downstream import downstream_table
 from aro.metrics.scoring.report import model_index
 
+NO_DOWNSTREAM = (
+    "Not measured with this training. Hard negatives should raise ARO without costing retrieval or zero-shot accuracy;\n"
+    "check with `aro retrieval --model <this model> --dataset <ARO built by aro build> --zero-shot uoft-cs/cifar10`."
+)
 HYPERPARAMETERS = (
     "learning_rate", "batch_size", "epochs", "warmup_steps", "weight_decay", "gradient_accumulation_steps",
     "mixed_precision", "hard_negatives", "image_negatives", "negatives_per_caption", "neighbours", "seed",
 )
 
 
-def model_card(args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None) -> str:
-    """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any."""
+def model_card(
+    args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None,
+    downstream: dict | None = None, base_downstream: dict | None = None,
+) -> str:
+    """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any, and its
+    retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given."""
     name = args.push_to_hub or args.output_dir  # the Hub repo, else the local folder the card sits in
     metadata = {
         "library_name": "transformers", "pipeline_tag": "zero-shot-image-classification", "license": "mit",
@@ -65,5 +74,6 @@ def model_card(args, aro_results: dict | None = None, title: str | None = None, 
         repo_id=name,
         hyperparameters="\n".join(f"| {key} | {settings[key]} |" for key in HYPERPARAMETERS),
         results=results,
+        downstream=downstream_table(downstream, base_downstream) if downstream else NO_DOWNSTREAM,
         limitations=limitations,
     )
