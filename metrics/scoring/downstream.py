@@ -20,6 +20,14 @@ from .retrieval import RetrievalSet, retrieval_results
 from .zero_shot import ZeroShotTask, zero_shot_accuracy
 
 DIRECTIONS = {"text_to_image": "text→image", "image_to_text": "image→text"}
+# Tick labels of the caption variants in the plot.
+SHORT_NAMES = {
+    "original": "original",
+    "shuffle_nouns_and_adjectives": "nouns and\nadjectives",
+    "shuffle_all_but_nouns_and_adjectives": "all but nouns\nand adjectives",
+    "shuffle_within_trigrams": "within\ntrigrams",
+    "shuffle_trigrams": "trigrams",
+}
 
 
 def evaluate_downstream(
@@ -130,12 +138,13 @@ def plot_retrieval(variants_by_model: dict[str, dict], path: Path, k: int = 1, t
             axes.bar(xs, values, width, label=model)
             for x, value, name in zip(xs, values, names):
                 if name != "original":
-                    axes.annotate(f"{value - values[0]:+.2f}", (x, value), ha="center", va="bottom", fontsize=7)
-        axes.set_xticks(range(len(names)), [name.replace("shuffle_", "shuffle\n").replace("_", " ") for name in names], fontsize=7)
-        axes.set_ylim(0, 1.05)
+                    axes.annotate(f"{value - values[0]:+.2f}", (x, value), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", rotation=90, fontsize=7)
+        axes.set_xticks(range(len(names)), [SHORT_NAMES.get(name, name) for name in names], fontsize=8)
+        axes.set_xlabel("captions: as written, then shuffled")
+        axes.set_ylim(0, 1.1)
         axes.set_title(f"{label} recall@{k}")
     panels[0].set_ylabel(f"recall@{k}")
-    panels[0].legend(loc="lower left", fontsize=8)
+    panels[0].legend(loc="upper right", fontsize=8)
     figure.suptitle(title or "Retrieval with the captions as written and with their words shuffled")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
