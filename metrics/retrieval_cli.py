@@ -10,6 +10,7 @@ For several processes: `accelerate launch -m aro.cli retrieval ...` (or `torchru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def register(subparsers) -> None:
     zero_shot.add_argument("--templates", nargs="+", help='prompt templates with {} for the class name (default: "a photo of a {}.")')
     zero_shot.add_argument("--class-names", nargs="+", help="class names in label order (default: the label column's names)")
     zero_shot.add_argument("--max-images", type=int, help="classify the first N images only")
+    card = parser.add_argument_group("model card")
+    card.add_argument("--card", action="store_true", help="rewrite the card of a model trained by `aro train` (--model is its folder) with these results")
+    card.add_argument("--base-results", type=Path, help="results.json of `aro retrieval` on the base model, for the card to compare with")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype on GPU")
@@ -70,4 +74,9 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(distributed, "is_main_process", True):
         print(downstream_table(results))
         print(f"\nresults and the retrieval plot are in {args.out}/")
+        if args.card:
+            from aro.models.negclip.card import write_card_with_downstream
+
+            base = json.loads(args.base_results.read_text()) if args.base_results else None
+            print(f"card rewritten: {write_card_with_downstream(args.model, results, base)}")
     return 0

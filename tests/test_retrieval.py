@@ -1,6 +1,7 @@
 """Retrieval with shuffled captions and zero-shot classification, built by `aro build` and run by `aro retrieval`."""
 
 import hashlib
+import shutil
 import json
 from pathlib import Path
 
@@ -186,3 +187,22 @@ def test_zero_shot_names_a_missing_column_and_a_template_without_a_slot(tiny_cli
     assert "has no column 'shape'" in capsys.readouterr().err
     assert main(["retrieval", "--model", str(tiny_clip_dir), "--zero-shot", str(folder), "--templates", "a photo"]) == 2
     assert "needs a {} where the class name goes" in capsys.readouterr().err
+
+
+def test_card_of_a_trained_model_reports_retrieval_beside_its_base_model(built, tiny_clip_dir, tmp_path):
+    from dataclasses import asdict
+
+    from aro.models.negclip.training import NegCLIPTrainingArguments
+
+    # A folder as `aro train` leaves it: weights, processor, training arguments; here the base model's own weights.
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_clip_dir, trained)
+    args = NegCLIPTrainingArguments(output_dir=str(trained), model_name_or_path=str(tiny_clip_dir), dataset="coco")
+    (trained / "training_args.json").write_text(json.dumps(asdict(args)))
+    common = ["--dataset", str(built), "--config", "coco_retrieval", "--num-workers", "0"]
+    assert main(["retrieval", "--model", str(tiny_clip_dir), *common, "--out", str(tmp_path / "base")]) == 0
+    assert main(["retrieval", "--model", str(trained), *common, "--out", str(tmp_path / "ours"), "--card", "--base-results", str(tmp_path / "base" / "results.json")]) == 0
+    card = (trained / "README.md").read_text()
+    assert "## Retrieval and zero-shot" in card and "the change from the base model" in card and str(built) not in card
+    ours = json.loads((tmp_path / "ours" / "results.json").read_text())["retrieval"]["variants"]["shuffle_trigrams"]["text_to_image"]["recall@1"]
+    assert f"| shuffle_trigrams | {ours:.3f} (+0.000) |" in card  # the same weights: nothing kept or lost

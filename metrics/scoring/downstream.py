@@ -74,6 +74,11 @@ def evaluate_downstream(
     return results
 
 
+def _shown(dataset: str) -> str:
+    """A dataset as a card names it: a Hub id or relative path as given, an absolute local path by its folder name."""
+    return Path(dataset).name if Path(dataset).is_absolute() else dataset
+
+
 def _drop(value: float, original: float) -> str:
     return f"{value:.3f} ({value - original:+.3f})"
 
@@ -89,7 +94,7 @@ def downstream_table(results: dict, base: dict | None = None) -> str:
         ks = retrieval["ks"]
         columns = [f"{DIRECTIONS[direction]} R@{k}" for direction in DIRECTIONS for k in ks]
         lines += [
-            f"Retrieval on `{retrieval['dataset']}` `{retrieval['config']}` ({retrieval['images']} images, {retrieval['captions']} "
+            f"Retrieval on `{_shown(retrieval['dataset'])}` `{retrieval['config']}` ({retrieval['images']} images, {retrieval['captions']} "
             f"captions); in brackets, the change from {'the base model' if compared else 'the original captions'}:",
             "",
             "| captions | " + " | ".join(columns) + " |",
@@ -113,7 +118,7 @@ def downstream_table(results: dict, base: dict | None = None) -> str:
         if lines:
             lines.append("")
         lines.append(
-            f"Zero-shot classification on `{zero_shot['dataset']}` ({zero_shot['split']}, {zero_shot['images']} images, "
+            f"Zero-shot classification on `{_shown(zero_shot['dataset'])}` ({zero_shot['split']}, {zero_shot['images']} images, "
             f"{len(zero_shot['classes'])} classes, {len(zero_shot['templates'])} template(s)): top-1 accuracy {accuracy}."
         )
     return "\n".join(lines)

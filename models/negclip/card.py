@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
+from pathlib import Path
 
 import yaml
 
@@ -77,3 +79,22 @@ def model_card(
         downstream=downstream_table(downstream, base_downstream) if downstream else NO_DOWNSTREAM,
         limitations=limitations,
     )
+
+
+def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_downstream: dict | None = None) -> Path:
+    """Rewrite the card of a model trained by `aro train` with retrieval and zero-shot results (`evaluate_downstream`'s)
+    beside its ARO results, compared with its base model's when given; return the card's path.
+
+    >>> write_card_with_downstream("negclip-run", evaluate_downstream("negclip-run", "ORG/aro"))  # doctest: +SKIP
+    """
+    from .training import NegCLIPTrainingArguments
+
+    folder = Path(model_dir)
+    if not (folder / "training_args.json").is_file():
+        raise FileNotFoundError(f"{folder} has no training_args.json: only the card of a model trained by `aro train` can be rewritten")
+    args = NegCLIPTrainingArguments(**json.loads((folder / "training_args.json").read_text()))
+    training_results = folder / "training_results.json"
+    aro_results = json.loads(training_results.read_text()).get("aro") if training_results.is_file() else None
+    card = folder / "README.md"
+    card.write_text(model_card(args, aro_results, downstream=downstream, base_downstream=base_downstream), encoding="utf-8")
+    return card
