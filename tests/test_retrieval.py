@@ -192,7 +192,7 @@ def test_zero_shot_names_a_missing_column_and_a_template_without_a_slot(tiny_cli
 def test_card_of_a_trained_model_reports_retrieval_beside_its_base_model(built, tiny_clip_dir, tmp_path):
     from dataclasses import asdict
 
-    from aro.models.negclip.training import NegCLIPTrainingArguments
+    from aro.models.negclip.arguments import NegCLIPTrainingArguments
 
     # A folder as `aro train` leaves it: weights, processor, training arguments; here the base model's own weights.
     trained = tmp_path / "trained"

@@ -87,7 +87,7 @@ def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_dow
 
     >>> write_card_with_downstream("negclip-run", evaluate_downstream("negclip-run", "ORG/aro"))  # doctest: +SKIP
     """
-    from .training import NegCLIPTrainingArguments
+    from .arguments import NegCLIPTrainingArguments
 
     folder = Path(model_dir)
     if not (folder / "training_args.json").is_file():
