@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .data import load_split
 from .evaluation import _versions
-from .loading import load_model
+from .loading import model_and_processor
 from .retrieval import RetrievalSet, retrieval_results
 from .zero_shot import ZeroShotTask, zero_shot_accuracy
 
@@ -55,11 +55,7 @@ def evaluate_downstream(
     """
     if dataset is None and zero_shot is None:
         raise ValueError("nothing to evaluate: give a retrieval dataset, a zero-shot task, or both")
-    model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", type(model).__name__)
-    if isinstance(model, str):
-        model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
-    elif processor is None:
-        raise ValueError("a loaded model needs its processor")
+    model_name, model, processor = model_and_processor(model, processor, revision, trust_remote_code)
     runtime = dict(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
     results = {"model": model_name, "model_revision": revision, "versions": _versions()}
     if dataset is not None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-
 from .data import check_dataset, load_split
-from .loading import load_model
+from .loading import model_and_processor
 from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
 from .report import check_output_dir, write_outputs
 from .runtime import Runtime
@@ -69,11 +68,7 @@ def evaluate_model(
     if output_dir is not None:
         check_output_dir(Path(output_dir))
     check_dataset(dataset, configs)
-    model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", type(model).__name__)
-    if isinstance(model, str):
-        model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
-    elif processor is None:
-        raise ValueError("a loaded model needs its processor")
+    model_name, model, processor = model_and_processor(model, processor, revision, trust_remote_code)
     scorer = Scorer(model, processor, runtime)
     results = {
         "model": model_name,
