@@ -64,8 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     distributed = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
 
-        distributed = PartialState()
+        # As `Accelerator` does: PartialState runs on CPU processes only when told so.
+        distributed = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     results = evaluate_downstream(
         args.model, args.dataset, args.config, zero_shot=task, output_dir=args.out, perturbations=not args.no_perturbations,
         revision=args.revision, dataset_revision=args.dataset_revision, trust_remote_code=args.trust_remote_code,

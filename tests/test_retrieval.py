@@ -1,8 +1,11 @@
 """Retrieval with shuffled captions and zero-shot classification, built by `aro build` and run by `aro retrieval`."""
 
 import hashlib
-import shutil
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +209,22 @@ def test_card_of_a_trained_model_reports_retrieval_beside_its_base_model(built, 
     assert "## Retrieval and zero-shot" in card and "the change from the base model" in card and str(built) not in card
     ours = json.loads((tmp_path / "ours" / "results.json").read_text())["retrieval"]["variants"]["shuffle_trigrams"]["text_to_image"]["recall@1"]
     assert f"| shuffle_trigrams | {ours:.3f} (+0.000) |" in card  # the same weights: nothing kept or lost
+
+
+def test_two_processes_retrieve_and_classify_as_one(built, tiny_clip_dir, tmp_path):
+    shapes = tmp_path / "shapes"
+    shapes.mkdir()
+    features = Features({"img": ImageFeature(), "label": ClassLabel(names=["circle", "square", "triangle"])})
+    Dataset.from_dict({"img": [draw(index % 4) for index in range(5)], "label": [0, 1, 2, 0, 1]}, features=features).to_parquet(shapes / "test.parquet")
+    argv = ["retrieval", "--model", str(tiny_clip_dir), "--dataset", str(built), "--zero-shot", str(shapes), "--num-workers", "0", "--batch-size", "3"]
+    environment = os.environ | {"ACCELERATE_USE_CPU": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aro.cli", *argv, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env=environment, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("| shuffle_trigrams |") == 1, run.stdout  # the table printed once, by the main process
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    two, one = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("two", "one"))
+    assert two["retrieval"]["variants"] == one["retrieval"]["variants"]
+    assert two["zero_shot"]["accuracy"] == one["zero_shot"]["accuracy"] and two["zero_shot"]["images"] == 5
