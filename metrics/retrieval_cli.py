@@ -14,11 +14,12 @@ import json
 import os
 from pathlib import Path
 
+from aro.cli import HelpFormatter
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "retrieval", help="retrieval with shuffled captions, and zero-shot classification", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "retrieval", help="retrieval with shuffled captions, and zero-shot classification", description=__doc__, formatter_class=HelpFormatter
     )
     parser.add_argument("--model", required=True, help="Hub id or local path of a dual encoder (CLIP, NegCLIP, SigLIP, ...)")
     parser.add_argument("--revision", help="model revision")

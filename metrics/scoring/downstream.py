@@ -16,6 +16,7 @@ from pathlib import Path
 from .data import load_split
 from .evaluation import _versions
 from .loading import model_and_processor
+from .report import check_output_dir
 from .retrieval import RetrievalSet, retrieval_results
 from .zero_shot import ZeroShotTask, zero_shot_accuracy
 
@@ -55,6 +56,8 @@ def evaluate_downstream(
     """
     if dataset is None and zero_shot is None:
         raise ValueError("nothing to evaluate: give a retrieval dataset, a zero-shot task, or both")
+    if output_dir is not None:
+        check_output_dir(Path(output_dir))  # before any work
     model_name, model, processor = model_and_processor(model, processor, revision, trust_remote_code)
     runtime = dict(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
     results = {"model": model_name, "model_revision": revision, "versions": _versions()}
@@ -153,8 +156,12 @@ def plot_retrieval(variants_by_model: dict[str, dict], path: Path, k: int = 1, t
 
 
 def write_outputs(results: dict, output_dir: Path) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (output_dir / "results.md").write_text(downstream_table(results) + "\n")
-    if "retrieval" in results:
-        plot_retrieval({results["model"]: results["retrieval"]["variants"]}, output_dir / "retrieval.png")
+    """Write the reports into a folder beside `output_dir`, then move it into place (see `check_output_dir`)."""
+    from aro.builders.staging import staged_folder
+
+    check_output_dir(output_dir)
+    with staged_folder(output_dir, overwrite=True) as staging:
+        (staging / "results.json").write_text(json.dumps(results, indent=2))
+        (staging / "results.md").write_text(downstream_table(results) + "\n")
+        if "retrieval" in results:
+            plot_retrieval({results["model"]: results["retrieval"]["variants"]}, staging / "retrieval.png")

@@ -9,7 +9,6 @@ from pathlib import Path
 import yaml
 
 from aro.cards import render
-from aro.metrics.scoring.downstream import downstream_table
 from aro.metrics.scoring.report import model_index
 
 NO_DOWNSTREAM = (
@@ -28,6 +27,8 @@ def model_card(
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any, and its
     retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given."""
+    from aro.metrics.scoring.downstream import downstream_table  # here: it imports torch, a card's other parts do not
+
     name = args.push_to_hub or args.output_dir  # the Hub repo, else the local folder the card sits in
     metadata = {
         "library_name": "transformers", "pipeline_tag": "zero-shot-image-classification", "license": "mit",
