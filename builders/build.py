@@ -18,9 +18,11 @@ from pathlib import Path
 
 from aro.builders.images import MAX_IMAGE_PIXELS
 from aro.builders.schema import CONFIG_FEATURES
-from aro.builders.sources import BuildReport, order_rows, visual_genome_rows
+from aro.builders.sources import BuildReport, order_rows, retrieval_rows, visual_genome_rows
 
-CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
+CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order", "coco_retrieval", "flickr30k_retrieval")
+# The configs built from the COCO and from the Flickr30k Karpathy test split: ARO's Order set and the retrieval set.
+KARPATHY_CONFIGS = {"coco": ("coco_order", "coco_retrieval"), "flickr30k": ("flickr30k_order", "flickr30k_retrieval")}
 # Where the original release keeps its files (see the ARO repository's `dataset_zoo/aro_datasets.py`).
 GOOGLE_DRIVE_IDS = {
     "visual_genome_relation.json": "1kX2iCHEv0CADL8dSO1nMdW-V0NqIAiP3",
@@ -50,11 +52,10 @@ class AroSources:
         return [Path(path) for path in given if path is not None]
 
     def available(self) -> tuple[str, ...]:
-        return tuple(
-            config
-            for config, source in zip(CONFIGS, (self.vg_dir, self.vg_dir, self.coco_dir, self.flickr_dir))
-            if source is not None
-        )
+        source_of = {"relation": self.vg_dir, "attribution": self.vg_dir}
+        source_of |= {config: self.coco_dir for config in KARPATHY_CONFIGS["coco"]}
+        source_of |= {config: self.flickr_dir for config in KARPATHY_CONFIGS["flickr30k"]}
+        return tuple(config for config in CONFIGS if source_of[config] is not None)
 
 
 def _tables(sources: AroSources, configs, report: BuildReport, perturber, skip_missing: bool, workers: int, **image_checks) -> dict:
@@ -64,10 +65,12 @@ def _tables(sources: AroSources, configs, report: BuildReport, perturber, skip_m
             annotations = Path(sources.vg_dir) / f"visual_genome_{config}.json"
             tables[config, "test"] = visual_genome_rows(config, annotations, Path(sources.vg_dir) / "images", report, skip_missing, workers, **image_checks)
         else:
-            images_dir = Path(sources.coco_dir if config == "coco_order" else sources.flickr_dir)
-            default_name = "coco_karpathy_test.json" if config == "coco_order" else "flickr30k_test.json"
-            annotations = Path((sources.coco_annotations if config == "coco_order" else sources.flickr_annotations) or images_dir / default_name)
-            tables[config, "test"] = order_rows(config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks)
+            coco = config in KARPATHY_CONFIGS["coco"]
+            images_dir = Path(sources.coco_dir if coco else sources.flickr_dir)
+            default_name = "coco_karpathy_test.json" if coco else "flickr30k_test.json"
+            annotations = Path((sources.coco_annotations if coco else sources.flickr_annotations) or images_dir / default_name)
+            rows = order_rows if config.endswith("_order") else retrieval_rows
+            tables[config, "test"] = rows(config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks)
     return tables
 
 
@@ -115,7 +118,7 @@ def build_aro(
         raise ValueError("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
     check_output_folder(out_dir, sources)
     perturber = None
-    if {"coco_order", "flickr30k_order"} & set(configs):
+    if set(configs) - {"relation", "attribution"}:
         from aro.builders.perturbations import OrderPerturber
 
         perturber = OrderPerturber(spacy_pipeline, seed=seed)
@@ -229,7 +232,7 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
     Every file is fetched only when absent, with a timeout, retries and resumption, so a failed run is finished by
     running it again; archives are tested before they are extracted.
     """
-    if "flickr30k_order" in configs:
+    if set(KARPATHY_CONFIGS["flickr30k"]) & set(configs):
         raise ValueError(
             "Flickr30k images cannot be downloaded for you: request them from the authors at "
             f"{FLICKR30K_FORM}, then pass --flickr-dir (the folder holding flickr30k-images/) and "
@@ -246,7 +249,7 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
                 fetch_google_drive(GOOGLE_DRIVE_IDS[name], vg_dir / name)
         if not (vg_dir / "images").exists():
             extract(vg_dir / "vgr_vga_images.zip", "images")
-    if "coco_order" in configs:
+    if set(KARPATHY_CONFIGS["coco"]) & set(configs):
         coco_dir = root / "coco"
         coco_dir.mkdir(exist_ok=True)
         if not (coco_dir / "coco_karpathy_test.json").exists():

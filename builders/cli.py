@@ -1,4 +1,4 @@
-"""`aro build`: the four ARO configs from the original sources into a Hub-ready folder, optionally pushed."""
+"""`aro build`: the ARO configs (and the retrieval configs) from the original sources into a Hub-ready folder, optionally pushed."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
 
     configs = tuple(args.configs.split(",")) if args.configs else None
     if args.download:
-        sources = download_sources(args.download, configs or ("relation", "attribution", "coco_order"))
+        sources = download_sources(args.download, configs or ("relation", "attribution", "coco_order", "coco_retrieval"))
     else:
         sources = AroSources(args.vg_dir, args.coco_dir, args.coco_annotations, args.flickr_dir, args.flickr_annotations)
     counts, report = build_aro(

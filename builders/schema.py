@@ -1,4 +1,4 @@
-"""The columns of the four ARO configs: one `datasets.Features` per config, shared by every builder."""
+"""The columns of the ARO configs: one `datasets.Features` per config, shared by every builder."""
 
 from datasets import Features, Image, List, Value
 
@@ -31,6 +31,33 @@ _ORDER = Features(
     }
 )
 
+# The retrieval configs: one row per image, so each image is stored and encoded once, with all its captions and,
+# per perturbation, the same captions shuffled (`perturbed_captions[name][k]` is `captions[k]` perturbed).
+RETRIEVAL_FEATURES = Features(
+    {
+        "image_id": Value("string"),
+        "image": Image(),
+        "caption_ids": List(Value("string")),
+        "captions": List(Value("string")),
+        "perturbed_captions": {name: List(Value("string")) for name in PERTURBATION_NAMES[1:]},
+    }
+)
+
+
+
+def retrieval_row(image_id: str, image, caption_ids: list[str], caption_options: list[list[str]]) -> dict:
+    """The retrieval row of one image from its captions' Order options (the caption first, then its perturbations)."""
+    return {
+        "image_id": image_id,
+        "image": image,
+        "caption_ids": list(caption_ids),
+        "captions": [options[0] for options in caption_options],
+        "perturbed_captions": {
+            name: [options[position] for options in caption_options] for position, name in enumerate(PERTURBATION_NAMES) if position
+        },
+    }
+
+
 CONFIG_FEATURES: dict[str, Features] = {
     "relation": Features({**_VISUAL_GENOME, "relation_name": Value("string")}),
     "attribution": Features(
@@ -38,6 +65,8 @@ CONFIG_FEATURES: dict[str, Features] = {
     ),
     "coco_order": _ORDER,
     "flickr30k_order": _ORDER,
+    "coco_retrieval": RETRIEVAL_FEATURES,
+    "flickr30k_retrieval": RETRIEVAL_FEATURES,
 }
 
 # The column that groups a config's items for macro accuracy (none for the Order configs).

@@ -1,4 +1,4 @@
-"""Rows of the four ARO configs from the original sources, checked item by item.
+"""Rows of the ARO configs from the original sources, checked item by item.
 
 - VG-Relation / VG-Attribution: `visual_genome_relation.json` / `visual_genome_attribution.json` from the ARO
   release (a list of items with `image_path`, `bbox_x`, `bbox_y`, `bbox_w`, `bbox_h`, `true_caption`,
@@ -7,6 +7,8 @@
 - COCO-Order / Flickr30k-Order: the Karpathy test split (`coco_karpathy_test.json`, `flickr30k_test.json`: items
   `{"image": path, "caption": [captions], ...}`) and the images; one row per caption, with its four
   perturbations.
+- COCO / Flickr30k retrieval: the same Karpathy test split, one row per image with its captions and, per
+  perturbation, the captions shuffled as in the Order configs (the paper's retrieval with shuffled captions).
 
 Annotation problems stop the build with the file and the item index: a missing key, a field of the wrong type (a
 bbox value that is not a finite number, a caption that is not a string), an empty caption or bbox, a false caption
@@ -24,12 +26,13 @@ import math
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from aro.builders.images import MAX_IMAGE_PIXELS, ImageJob, PreparedImage, prepare
-from aro.builders.schema import PERTURBATION_NAMES
+from aro.builders.schema import PERTURBATION_NAMES, retrieval_row
 from aro.builders.text import MAX_CAPTION_WORDS, pre_caption
 
 VG_KEYS = ("image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption", "false_caption")
@@ -247,3 +250,17 @@ def order_rows(
                 "perturbations": list(PERTURBATION_NAMES),
             }
         position += 1
+
+
+def retrieval_rows(
+    config: str, annotations: Path, images_dir: Path, perturber, report: BuildReport, skip_missing: bool = False, workers: int = 1, **image_checks,
+) -> Iterator[dict]:
+    """Rows of `coco_retrieval` or `flickr30k_retrieval`: one per image, its captions and their perturbations.
+
+    The Order rows grouped by image: the same normalised captions, and the same perturbations (seeded by caption
+    id), so a caption shuffled in `coco_order` reads the same in `coco_retrieval`.
+    """
+    rows = order_rows(config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks)
+    for image_id, group in groupby(rows, key=lambda row: row["image_id"]):
+        group = list(group)
+        yield retrieval_row(image_id, group[0]["image"], [row["caption_id"] for row in group], [row["caption_options"] for row in group])

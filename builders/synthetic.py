@@ -9,7 +9,9 @@ to the left of a yellow square"), so the ARO questions have exact answers:
   attribute pair (as in VG-Attribution, the swapped caption puts a colour on a shape never drawn in it);
 - `coco_order` and `flickr30k_order`: a caption beside its four order perturbations (the same
   perturbation code as the real builders), with relation captions and with attribute captions;
-- `scenes`: image-caption pairs for training (`train`) and for retrieval on held-out scenes (`test`).
+- `scenes`: image-caption pairs for training (`train`) and held-out scenes (`test`);
+- `coco_retrieval`: the held-out scenes again, one row per scene with its captions and their four order
+  perturbations, for retrieval with shuffled captions (the paper's "why").
 
 Every item is drawn from its own generator seeded by (seed, split, index), so a build is reproducible
 whatever order or parallelism writes it.
@@ -270,6 +272,20 @@ def scene_rows(seed: int, split: str, count: int) -> Iterator[dict]:
             yield {"image": scene.image, "caption": caption, "image_id": scene_id}
 
 
+def retrieval_rows(seed: int, split: str, count: int, perturber) -> Iterator[dict]:
+    """Retrieval rows of the scenes of `split` (those of `scene_rows`): each scene's captions beside their perturbations."""
+    from aro.builders.schema import retrieval_row  # here: `aro demo --help` must not import datasets
+
+    drawn = list(scenes(seed, split, count))
+    captions = [(f"{scene_id}#{k}", caption) for scene_id, scene in drawn for k, caption in enumerate(scene.captions())]
+    options = perturber.caption_options([caption for _, caption in captions], [caption_id for caption_id, _ in captions])
+    start = 0
+    for scene_id, scene in drawn:
+        end = start + len(scene.captions())
+        yield retrieval_row(scene_id, scene.image, [caption_id for caption_id, _ in captions[start:end]], options[start:end])
+        start = end
+
+
 def build_synthetic_aro(
     out_dir: str | Path,
     seed: int = 0,
@@ -277,7 +293,7 @@ def build_synthetic_aro(
     spacy_pipeline: str | None = None,
     overwrite: bool = False,
 ) -> dict[tuple[str, str], int]:
-    """Write the synthetic ARO (four test configs plus `scenes`) as a Hub-ready folder; return the row counts.
+    """Write the synthetic ARO (four test configs, `scenes` and `coco_retrieval`) as a Hub-ready folder; return the row counts.
 
     >>> counts = build_synthetic_aro("synthetic-aro", seed=0)  # doctest: +SKIP
     >>> load_dataset("synthetic-aro", "relation", split="test")  # doctest: +SKIP
@@ -297,6 +313,7 @@ def build_synthetic_aro(
         ("flickr30k_order", "test"): order_rows(seed, "flickr30k_order", sizes.order_captions, Scene.attribute_caption, perturber),
         ("scenes", "train"): scene_rows(seed, "train", sizes.train_scenes),
         ("scenes", "test"): scene_rows(seed, "test", sizes.test_scenes),
+        ("coco_retrieval", "test"): retrieval_rows(seed, "test", sizes.test_scenes, perturber),
     }
     features = dict(CONFIG_FEATURES)
     features["scenes"] = Features({"image": ImageFeature(), "caption": Value("string"), "image_id": Value("string")})

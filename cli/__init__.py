@@ -3,6 +3,7 @@
     aro build   ...   build the four ARO configs into a Hub-ready folder (and push it)
     aro eval    ...   score a vision-language model on ARO with the paper's protocol
     aro push-metric   publish the `aro_accuracy` evaluate module as a Space
+    aro retrieval ... retrieval with shuffled captions (the paper's "why"), and zero-shot classification
     aro mine    ...   mine NegCLIP hard negatives (swapped captions, nearest images)
     aro train   ...   fine-tune CLIP into NegCLIP
     aro convert ...   convert an open_clip checkpoint (OpenCLIP, the released NegCLIP) into a transformers CLIPModel
@@ -29,6 +30,7 @@ COMMANDS = {
     "build": ("aro.builders.cli", "build the ARO dataset folder (and push it to the Hub)"),
     "eval": ("aro.metrics.cli", "score a vision-language model on ARO"),
     "push-metric": ("aro.metrics.cli", "publish the aro_accuracy evaluate module as a Space"),
+    "retrieval": ("aro.metrics.retrieval_cli", "retrieval with shuffled captions (the paper's \"why\"), and zero-shot classification"),
     "mine": ("aro.models.negclip.cli", "mine NegCLIP hard negatives (swapped captions, nearest images)"),
     "train": ("aro.models.negclip.cli", "fine-tune CLIP into NegCLIP"),
     "convert": ("aro.models.open_clip_conversion.cli", "convert an open_clip checkpoint into a transformers CLIPModel folder"),

@@ -5,9 +5,11 @@
 3. fine-tune it for as long as NegCLIP with the plain loss: CLIP-FT, the paper's control for what more training
    alone does;
 4. mine hard negatives with it (swapped captions, nearest images) and fine-tune it into NegCLIP;
-5. score all three on the four configs with the `aro_accuracy` protocol, on held-out retrieval, and on attribution
-   split by whether a prior on which colours shapes come in could reject the swapped caption;
-6. write `results.json`, a side-by-side plot, the model cards and the dataset card, and print a summary.
+5. score all three on the four configs with the `aro_accuracy` protocol, on retrieval of held-out scenes with their
+   captions as written and with their words shuffled (the paper's "why"), and on attribution split by whether a
+   prior on which colours shapes come in could reject the swapped caption;
+6. write `results.json`, the side-by-side plots (ARO, and retrieval with shuffled captions), the model cards and
+   the dataset card, and print a summary.
 
 Everything is seeded: the same seed gives the same numbers on the same machine.
 """
@@ -87,8 +89,9 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
     import torch
 
     from aro.builders.synthetic import build_synthetic_aro, usual_pairs, world_words
-    from aro.metrics.scoring import load_model, load_split, score_items
-    from aro.metrics.scoring.evaluation import evaluate_model, retrieval_recall
+    from aro.metrics.scoring import RetrievalSet, load_model, load_split, retrieval_results, score_items
+    from aro.metrics.scoring.downstream import plot_retrieval
+    from aro.metrics.scoring.evaluation import evaluate_model
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
     from aro.models.tiny_clip import make_tiny_clip
 
@@ -133,30 +136,41 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
     negclip_args = fine_tuned("negclip", hard_negatives=True)
     train(negclip_args)
 
-    _say("5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes")
-    held_out = load_split(str(data), "scenes", "test")
+    _say("5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes, captions as written and shuffled")
+    held_out = RetrievalSet.from_retrieval_config(load_split(str(data), "coco_retrieval", "test"))
     attribution = load_split(str(data), "attribution", "test")
     usual_in_swap = [str(usual_pairs(caption)) for caption in attribution["false_caption"]]
     results = {
         "seed": seed, "quick": quick, "recipe": asdict(recipe), "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()},
         "attribution_items_by_usual_pairs_in_swap": {usual: usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))}, "models": {},
     }
+    retrievals = {}
     for name, args in (("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)):
         path = args.output_dir
         loaded, loaded_processor = load_model(path)
         scores = evaluate_model(loaded, str(data), "all", processor=loaded_processor, output_dir=out / "eval" / name.lower())
+        # Named relative to the model's card (models/<name>/README.md), which shows these numbers.
+        retrieval = {"dataset": "../../data", "config": "coco_retrieval"} | retrieval_results(loaded, loaded_processor, held_out)
         results["models"][name] = {
             "path": path,
             "aro": {config: numbers["accuracy"] for config, numbers in scores["configs"].items()},
             "macro": {config: numbers["macro_accuracy"] for config, numbers in scores["configs"].items()},
-            "retrieval": retrieval_recall(loaded, loaded_processor, held_out),
+            # Recall@1/5/10 both ways per caption variant: "original", then each perturbation in its place.
+            "retrieval": retrieval["variants"],
             "attribution_by_usual_pairs_in_swap": _accuracy_per_group(score_items(loaded, loaded_processor, attribution), usual_in_swap),
         }
-        _write_card(args, scores, name)
+        # CLIP-FT and NegCLIP are fine-tuned from the CLIP: their cards say what that kept of its retrieval.
+        retrievals[name] = retrieval
+        base = None if name == "CLIP" else {"retrieval": retrievals["CLIP"]}
+        _write_card(args, scores, name, {"retrieval": retrieval}, base)
 
     _say("6/6 writing results, plot and cards")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_side_by_side({name: numbers["aro"] for name, numbers in results["models"].items()}, out / "clip_vs_negclip.png")
+    plot_retrieval(
+        {name: numbers["retrieval"] for name, numbers in results["models"].items()}, out / "retrieval_shuffled.png",
+        title="Held-out scenes: retrieval with the captions as written and with their words shuffled",
+    )
     (out / "dataset_card.md").write_text((data / "README.md").read_text())
 
 
@@ -177,8 +191,8 @@ def _say(message: str) -> None:
     print(f"[aro demo] {message}", flush=True)
 
 
-def _write_card(args, scores: dict, name: str) -> None:
-    """Rewrite the trained model's card with the demo's ARO results and what the model is."""
+def _write_card(args, scores: dict, name: str, downstream: dict, base_downstream: dict | None) -> None:
+    """Rewrite the trained model's card with the demo's ARO and retrieval results and what the model is."""
     from aro.models.negclip.card import model_card
 
     summary_line = f"{name} trained by `aro demo` on the synthetic ARO world: " + {
@@ -186,7 +200,8 @@ def _write_card(args, scores: dict, name: str) -> None:
         "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more training alone.",
         "NegCLIP": "the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images).",
     }[name] + " Results on this synthetic world say nothing about natural images."
-    Path(args.output_dir, "README.md").write_text(model_card(args, scores, title=f"{name} (synthetic ARO demo)", summary=summary_line), encoding="utf-8")
+    card = model_card(args, scores, title=f"{name} (synthetic ARO demo)", summary=summary_line, downstream=downstream, base_downstream=base_downstream)
+    Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
 
 
 def _accuracy_per_group(scored, groups: list[str]) -> dict[str, float]:
@@ -204,9 +219,15 @@ def summary(results: dict) -> str:
     lines = [header]
     for name, numbers in results["models"].items():
         cells = " ".join(f"{numbers['aro'][config]:>16.3f}" for config in ARO_CONFIGS)
-        retrieval = numbers["retrieval"]
-        lines.append(f"{name:<8} {cells} {retrieval['text_to_image_recall@1']:>8.3f} {retrieval['image_to_text_recall@1']:>8.3f}")
+        original = numbers["retrieval"]["original"]
+        lines.append(f"{name:<8} {cells} {original['text_to_image']['recall@1']:>8.3f} {original['image_to_text']['recall@1']:>8.3f}")
     lines.append(f"{'chance':<8} " + " ".join(f"{CHANCE[config]:>16.3f}" for config in ARO_CONFIGS))
+    variants = list(next(iter(results["models"].values()))["retrieval"])
+    lines += ["", "text→image recall@1 on held-out scenes, captions as written and shuffled (change from as written)"]
+    lines.append(f"{'model':<8} " + " ".join(f"{variant.removeprefix('shuffle_')[:22]:>24}" for variant in variants))
+    for name, numbers in results["models"].items():
+        recalls = [numbers["retrieval"][variant]["text_to_image"]["recall@1"] for variant in variants]
+        lines.append(f"{name:<8} {recalls[0]:>24.3f} " + " ".join(f"{f'{recall:.3f} ({recall - recalls[0]:+.3f})':>24}" for recall in recalls[1:]))
     items = results["attribution_items_by_usual_pairs_in_swap"]
     lines += ["", "attribution by usual colour-shape pairs in the swapped caption (0 or 1: a colour prior can reject it; 2: only binding can)"]
     lines.append(f"{'model':<8} " + " ".join(f"{f'{usual} usual ({count})':>16}" for usual, count in items.items()))

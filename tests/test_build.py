@@ -81,7 +81,10 @@ def parquet_digest(folder: Path) -> dict[str, str]:
 def test_builds_all_four_configs_loadable_with_load_dataset(sources, tmp_path, spacy_nlp):
     out = tmp_path / "aro"
     counts, report = build_aro(out, sources, seed=0, workers=2)
-    assert counts == {("relation", "test"): 12, ("attribution", "test"): 12, ("coco_order", "test"): 12, ("flickr30k_order", "test"): 12}
+    assert counts == {
+        ("relation", "test"): 12, ("attribution", "test"): 12, ("coco_order", "test"): 12, ("flickr30k_order", "test"): 12,
+        ("coco_retrieval", "test"): 4, ("flickr30k_retrieval", "test"): 4,
+    }
     assert report.clamped_bboxes == {"relation": 1, "attribution": 0}
 
     relation = load_dataset(str(out), "relation", split="test")

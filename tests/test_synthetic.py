@@ -105,9 +105,14 @@ def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(
     synthetic.build_synthetic_aro(tmp_path / "other", seed=6, sizes=TINY)
     assert digest(tmp_path / "one") == digest(tmp_path / "two") != digest(tmp_path / "other")
 
-    for config, features in CONFIG_FEATURES.items():
+    # Every ARO config, and the held-out scenes as COCO's retrieval config (no second retrieval set: one world).
+    built = [config for config, _ in counts if config in CONFIG_FEATURES]
+    assert built == ["relation", "attribution", "coco_order", "flickr30k_order", "coco_retrieval"]
+    for config in built:
         loaded = load_dataset(str(tmp_path / "one"), config, split="test")
-        assert loaded.features == features
+        assert loaded.features == CONFIG_FEATURES[config]
+    retrieval = load_dataset(str(tmp_path / "one"), "coco_retrieval", split="test")
+    assert retrieval["image_id"] == load_dataset(str(tmp_path / "one"), "scenes", split="test").unique("image_id")
     order = load_dataset(str(tmp_path / "one"), "coco_order", split="test")
     assert all(sorted(option.split()) == sorted(row["caption_options"][0].split()) for row in order for option in row["caption_options"])
     scenes = load_dataset(str(tmp_path / "one"), "scenes")

@@ -1,5 +1,8 @@
 """The ARO scoring library: load any supported model, score ARO items with its family's adapter, report.
 
+Beyond ARO: retrieval with shuffled captions (`retrieval.py`), zero-shot classification (`zero_shot.py`) and their
+reports (`downstream.py`, behind `aro retrieval`).
+
 `aro eval`, the NegCLIP trainer and miner, the demo and the `aro_accuracy` evaluate module all score through it;
 it never imports from the module's Space folder (`metrics/aro_accuracy/`).
 
@@ -20,7 +23,9 @@ _EXPORTS = {
     "CONFIGS": "protocol", "GROUP_COLUMNS": "protocol", "accuracy_results": "protocol",
     "Runtime": "runtime", "pick_device": "runtime",
     "Scorer": "scorer", "ScoreResult": "scorer", "score_items": "scorer",
-    "evaluate_model": "evaluation", "retrieval_recall": "evaluation",
+    "evaluate_model": "evaluation",
+    "RetrievalSet": "retrieval", "retrieval_recall": "retrieval", "retrieval_results": "retrieval",
+    "ZeroShotTask": "zero_shot", "zero_shot_accuracy": "zero_shot", "evaluate_downstream": "downstream",
     "results_table": "report", "write_outputs": "report",
 }
 

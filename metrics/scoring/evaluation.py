@@ -12,10 +12,8 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-import torch
-
 from .data import check_dataset, load_split
-from .loading import load_model
+from .loading import model_and_processor
 from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
 from .report import check_output_dir, write_outputs
 from .runtime import Runtime
@@ -73,11 +71,7 @@ def evaluate_model(
     if output_dir is not None:
         check_output_dir(Path(output_dir))
     check_dataset(dataset, configs)
-    model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", type(model).__name__)
-    if isinstance(model, str):
-        model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
-    elif processor is None:
-        raise ValueError("a loaded model needs its processor")
+    model_name, model, processor = model_and_processor(model, processor, revision, trust_remote_code)
     scorer = Scorer(model, processor, runtime, score=score, prompts=prompts)
     results = {
         "model": model_name,
@@ -109,29 +103,3 @@ def evaluate_model(
     if output_dir is not None:
         write_outputs(results, Path(output_dir))
     return results
-
-
-@torch.no_grad()
-def retrieval_recall(model, processor, data, image_column="image", caption_column="caption", image_id_column="image_id", batch_size=64, device=None) -> dict:
-    """Recall@1 of text-to-image and image-to-text retrieval over an image-caption split (several captions per image)."""
-    from datasets import Image as ImageFeature
-
-    was_training = model.training
-    adapter = Scorer(model, processor, device=device, batch_size=batch_size).adapter
-    image_ids = [str(image_id) for image_id in data[image_id_column]]
-    column_of = {}
-    first_row = []
-    for row, image_id in enumerate(image_ids):
-        if image_id not in column_of:
-            column_of[image_id] = len(first_row)
-            first_row.append(row)
-    raw = data.cast_column(image_column, ImageFeature(decode=False))
-    image_features = adapter.image_features(raw, first_row, image_column)
-    captions = list(data[caption_column])
-    text_features = adapter.text_features(captions)
-    similarity = text_features @ image_features.t()
-    truth = torch.tensor([column_of[image_id] for image_id in image_ids])
-    text_to_image = float((similarity.argmax(dim=1) == truth).float().mean())
-    image_to_text = float((truth[similarity.argmax(dim=0)] == torch.arange(len(first_row))).float().mean())
-    model.train(was_training)
-    return {"text_to_image_recall@1": text_to_image, "image_to_text_recall@1": image_to_text, "images": len(first_row), "captions": len(captions)}

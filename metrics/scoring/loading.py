@@ -37,3 +37,12 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
     model_class = getattr(transformers, architecture) if architecture else AutoModel
     model = model_class.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype)
     return model.eval(), load_processor(model_id, revision, trust_remote_code)
+
+
+def model_and_processor(model, processor=None, revision: str | None = None, trust_remote_code: bool = False):
+    """(name, model, processor) of a Hub id or local path (loaded here), or of a model already loaded with its processor."""
+    if isinstance(model, str):
+        return (model, *load_model(model, revision=revision, trust_remote_code=trust_remote_code))
+    if processor is None:
+        raise ValueError("a loaded model needs its processor")
+    return getattr(model.config, "_name_or_path", type(model).__name__), model, processor

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
+from pathlib import Path
 
 import yaml
 
 from aro.cards import render
 from aro.metrics.scoring.report import model_index
 
+NO_DOWNSTREAM = (
+    "Not measured with this training. Hard negatives should raise ARO without costing retrieval or zero-shot accuracy;\n"
+    "check with `aro retrieval --model <this model> --dataset <ARO built by aro build> --zero-shot uoft-cs/cifar10`."
+)
 HYPERPARAMETERS = (
     "learning_rate", "batch_size", "epochs", "warmup_steps", "weight_decay", "gradient_accumulation_steps",
     "mixed_precision", "hard_negatives", "image_negatives", "negatives_per_caption", "neighbours", "seed",
 )
 
 
-def model_card(args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None) -> str:
-    """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any."""
+def model_card(
+    args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None,
+    downstream: dict | None = None, base_downstream: dict | None = None,
+) -> str:
+    """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any, and its
+    retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given."""
+    from aro.metrics.scoring.downstream import downstream_table  # here: it imports torch, a card's other parts do not
+
     name = args.push_to_hub or args.output_dir  # the Hub repo, else the local folder the card sits in
     metadata = {
         "library_name": "transformers", "pipeline_tag": "zero-shot-image-classification", "license": "mit",
@@ -65,5 +77,25 @@ def model_card(args, aro_results: dict | None = None, title: str | None = None, 
         repo_id=name,
         hyperparameters="\n".join(f"| {key} | {settings[key]} |" for key in HYPERPARAMETERS),
         results=results,
+        downstream=downstream_table(downstream, base_downstream) if downstream else NO_DOWNSTREAM,
         limitations=limitations,
     )
+
+
+def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_downstream: dict | None = None) -> Path:
+    """Rewrite the card of a model trained by `aro train` with retrieval and zero-shot results (`evaluate_downstream`'s)
+    beside its ARO results, compared with its base model's when given; return the card's path.
+
+    >>> write_card_with_downstream("negclip-run", evaluate_downstream("negclip-run", "ORG/aro"))  # doctest: +SKIP
+    """
+    from .arguments import NegCLIPTrainingArguments
+
+    folder = Path(model_dir)
+    if not (folder / "training_args.json").is_file():
+        raise FileNotFoundError(f"{folder} has no training_args.json: only the card of a model trained by `aro train` can be rewritten")
+    args = NegCLIPTrainingArguments(**json.loads((folder / "training_args.json").read_text()))
+    training_results = folder / "training_results.json"
+    aro_results = json.loads(training_results.read_text()).get("aro") if training_results.is_file() else None
+    card = folder / "README.md"
+    card.write_text(model_card(args, aro_results, downstream=downstream, base_downstream=base_downstream), encoding="utf-8")
+    return card

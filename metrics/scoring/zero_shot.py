@@ -1,0 +1,94 @@
+"""Zero-shot image classification: the downstream check that fine-tuning (NegCLIP) kept what the model could do.
+
+Every class name goes into every template ("a photo of a {}."); a class's text embedding is the normalised mean of
+its templates' embeddings (CLIP's prompt ensembling). Each image is assigned the class whose embedding is most
+similar to its own; a tie between classes counts wrong, as in ARO accuracy. The result is top-1 accuracy.
+
+Class names come from the label column's `ClassLabel` names (underscores read as spaces), from the distinct values
+of a string label column, or from `class_names` given in label order.
+
+>>> task = ZeroShotTask("uoft-cs/cifar10", image_column="img", label_column="label")  # doctest: +SKIP
+>>> zero_shot_accuracy(model, processor, task)["accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .data import load_split, predict
+from .retrieval import dual_encoder
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+@dataclass(frozen=True)
+class ZeroShotTask:
+    """A labelled image dataset to classify zero-shot; the defaults are CIFAR-10 as the Hub has it."""
+
+    dataset: str = "uoft-cs/cifar10"
+    config: str | None = None
+    split: str = "test"
+    image_column: str = "img"
+    label_column: str = "label"
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    class_names: tuple[str, ...] | None = None  # in label order; default: the label column's names
+    max_images: int | None = None  # the first N images only (a quick check during training)
+    revision: str | None = None
+
+    def __post_init__(self):
+        bad = [template for template in self.templates if "{}" not in template]
+        if not self.templates or bad:
+            raise ValueError(f"every zero-shot template needs a {{}} where the class name goes: {bad or 'none given'}")
+
+
+def class_names_and_labels(data, task: ZeroShotTask) -> tuple[list[str], list[int]]:
+    """The class names (in label order) and each row's label index."""
+    for column in (task.image_column, task.label_column):
+        if column not in data.column_names:
+            raise ValueError(f"{task.dataset} ({task.split}) has no column {column!r}; it has {data.column_names}")
+    labels = list(data[task.label_column])
+    feature_names = getattr(data.features[task.label_column], "names", None)
+    if labels and isinstance(labels[0], str):
+        names = list(task.class_names or sorted(set(labels)))
+        index = {name: position for position, name in enumerate(names)}
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise ValueError(f"{task.dataset}: labels {unknown[:5]} are not among the class names given")
+        return names, [index[label] for label in labels]
+    names = list(task.class_names or [name.replace("_", " ") for name in feature_names or []])
+    if not names:
+        raise ValueError(f"{task.dataset}: the label column {task.label_column!r} has no class names; pass them (--class-names)")
+    out_of_range = [row for row, label in enumerate(labels) if not 0 <= label < len(names)]
+    if out_of_range:
+        raise ValueError(f"{task.dataset}: row {out_of_range[0]} has label {labels[out_of_range[0]]}, but there are {len(names)} class names")
+    return names, labels
+
+
+def class_embeddings(adapter, names: list[str], templates: tuple[str, ...]) -> torch.Tensor:
+    """One normalised text embedding per class: the mean of its templates' embeddings."""
+    texts = [template.format(name) for name in names for template in templates]
+    features = adapter.runtime.gathered(adapter.text_features, texts).view(len(names), len(templates), -1)
+    return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, processor, task: ZeroShotTask, **runtime_options) -> dict:
+    """Top-1 zero-shot accuracy of a dual encoder on `task` (options: those of `Runtime`)."""
+    from datasets import Image as ImageFeature
+
+    was_training = model.training
+    data = load_split(task.dataset, task.config, task.split, revision=task.revision)
+    if task.max_images is not None:
+        data = data.select(range(min(task.max_images, len(data))))
+    names, labels = class_names_and_labels(data, task)
+    adapter = dual_encoder(model, processor, **runtime_options)
+    classes = class_embeddings(adapter, names, task.templates)
+    raw = data.cast_column(task.image_column, ImageFeature(decode=False))
+    images = adapter.runtime.gathered(lambda rows: adapter.image_features(raw, rows, task.image_column), list(range(len(raw))))
+    predictions = predict((images @ classes.T).numpy())
+    model.train(was_training)
+    correct = int(np.sum(np.asarray(predictions) == np.asarray(labels)))
+    return asdict(task) | {"classes": names, "images": len(labels), "correct": correct, "accuracy": correct / len(labels) if labels else float("nan")}
