@@ -48,7 +48,7 @@ def check_dataset(dataset: str, configs: list[str]) -> None:
     except FileNotFoundError:  # datasets' EmptyDatasetError
         raise ValueError(f"dataset folder {dataset} holds no dataset (no Parquet files, no README.md configs)") from None
     missing = [config for config in configs if config not in available]
-    if missing:
+    if missing and len(available) > 1:  # a single config (a Hub copy's `default`) serves every config asked for
         raise ValueError(f"dataset folder {dataset} has no config {', '.join(missing)} (it has {', '.join(available)})")
 
 
@@ -84,17 +84,6 @@ def candidates_of(row: dict) -> list[str]:
     if "caption_options" in row:
         return list(row["caption_options"])
     return [row["true_caption"], row["false_caption"]]
-
-
-def predict(scores: np.ndarray) -> list[int]:
-    """The index of each row's strictly highest score; -1 where the highest score is shared (a tie is wrong).
-
-    NaN marks an option that is not a candidate (see `Items.same_as_true`): it is ignored.
-    """
-    with np.errstate(invalid="ignore"):
-        best = np.nanmax(scores, axis=1, keepdims=True)
-    winners = scores == best  # NaN equals nothing
-    return [int(row.argmax()) if row.sum() == 1 else -1 for row in winners]
 
 
 def image_key(encoded: dict) -> str:
