@@ -183,21 +183,34 @@ def _errors(values: list[float], intervals: list) -> np.ndarray:
     return np.array([[value - interval[0], interval[1] - value] if interval else [0.0, 0.0] for value, interval in zip(values, intervals)]).reshape(-1, 2).T
 
 
-def _bars(axes, labels: list[str], values: list[float], intervals: list, chance: float | None) -> None:
-    """Bars with their value on top and their interval as an error bar; the chance level dashed."""
-    many = len(values) > 20
-    bars = axes.bar(range(len(values)), values, color="tab:blue", yerr=_errors(values, intervals), capsize=2, ecolor="dimgray")
-    axes.bar_label(bars, labels=[f"{value:.2f}" for value in values], fontsize=5 if many else 8, rotation=90 if many else 0, padding=2)
-    if chance is not None:
-        axes.axhline(chance, color="black", linestyle="dashed", linewidth=1, label=f"chance ({chance:g})")
-    axes.set_xticks(range(len(values)), labels, rotation=90 if many or max(map(len, labels), default=0) > 12 else 0, fontsize=6 if many else 8)
-    axes.set_ylim(0, 1.15)  # headroom for the value labels
-    axes.set_ylabel("accuracy")
+def _bars(axes, positions, values: list[float], intervals: list, width: float = 0.8, **style):
+    """Bars with their 95% interval as an error bar and their value written above the interval."""
+    bars = axes.bar(positions, values, width, yerr=_errors(values, intervals), capsize=2, ecolor="dimgray", **style)
+    small = len(values) > 20
+    for position, value, interval in zip(positions, values, intervals):
+        top = interval[1] if interval else value
+        axes.text(position, top + 0.02, f"{value:.2f}", ha="center", va="bottom", fontsize=5 if small else 7, rotation=90 if small else 0)
+    return bars
+
+
+def _chance(axes, start: float, end: float, level: float, label: str | None) -> None:
+    axes.hlines(level, start, end, colors="black", linestyles="dashed", linewidth=1, label=label)
+
+
+def _style(axes, labels: list[str], ylabel: str) -> None:
+    """Tick labels readable at any count, headroom for the value labels, the legend outside the axes."""
+    many = len(labels) > 20
+    long = max(map(len, labels), default=0) > 12
+    axes.set_xticks(range(len(labels)), labels, rotation=90 if many else 30 if long else 0, ha="center" if many or not long else "right", fontsize=6 if many else 8)
+    axes.set_ylim(0, 1.18)
+    axes.set_ylabel(ylabel)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
 
 
 def plot_config(config: str, numbers: dict, path: Path) -> None:
-    """A config's plot: a bar per group in the macro accuracy, sorted (VG sets), or the true caption against each
-    perturbation (Order sets); intervals as error bars, values on the bars, the legend outside the axes."""
+    """A config's plot: a bar per group in the macro accuracy, sorted (VG sets), or the whole item and the true
+    caption against each perturbation alone (Order sets); intervals as error bars, values above them, chance
+    dashed, the legend outside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,20 +218,23 @@ def plot_config(config: str, numbers: dict, path: Path) -> None:
 
     if "perturbations" in numbers:
         rows = numbers["perturbations"]["pairwise"]
-        labels = ["all four (item right)"] + [row["perturbation"] for row in rows]
+        labels = ["whole item"] + [f"vs {row['perturbation']}" for row in rows]
         values = [numbers["accuracy"]] + [row["accuracy"] for row in rows]
         intervals = [numbers.get("accuracy_ci")] + [row.get("accuracy_ci") for row in rows]
-        chance = 0.5  # against one shuffle; the chance of the whole item is CHANCE[config]
     else:
         rows = sorted((row for row in numbers["per_group"] if row["in_macro"]), key=lambda row: (row["accuracy"], row["group"]))
         rows = rows or [{"group": config, "accuracy": numbers["accuracy"], "accuracy_ci": numbers.get("accuracy_ci")}]
         labels, values, intervals = [row["group"] for row in rows], [row["accuracy"] for row in rows], [row.get("accuracy_ci") for row in rows]
-        chance = CHANCE.get(config)
-    figure, axes = plt.subplots(figsize=(max(5.5, 0.2 * len(rows) + 3), 4))
-    _bars(axes, labels, values, intervals, chance)
+    figure, axes = plt.subplots(figsize=(max(6, 0.2 * len(values) + 3.5), 4.2))
+    _bars(axes, range(len(values)), values, intervals, color="tab:blue", label="accuracy (95% interval)")
+    if "perturbations" in numbers:
+        _chance(axes, -0.45, 0.45, CHANCE[config], f"chance, whole item ({CHANCE[config]:g})")
+        _chance(axes, 0.55, len(values) - 0.55, 0.5, "chance, one pair (0.5)")
+    else:
+        _chance(axes, -0.5, len(values) - 0.5, CHANCE[config], f"chance ({CHANCE[config]:g})")
+    _style(axes, labels, "accuracy")
     name, value = headline(numbers)
     axes.set_title(f"{config}: {name} {value:.3f}", fontsize=10)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -314,19 +330,14 @@ def write_comparison(runs: list[dict], output_dir: Path) -> None:
     )
 
     width = 0.8 / max(len(models), 1)
-    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(configs) + 3), 4))
+    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(configs) + 3.5), 4.2))
     for index, model in enumerate(models):
         values = [best(cell[model, config])[0] if (model, config) in cell else 0.0 for config in configs]
         intervals = [best(cell[model, config])[1] if (model, config) in cell else None for config in configs]
-        positions = np.arange(len(configs)) + (index - (len(models) - 1) / 2) * width
-        bars = axes.bar(positions, values, width, yerr=_errors(values, intervals), capsize=2, ecolor="dimgray", label=model)
-        axes.bar_label(bars, labels=[f"{value:.2f}" for value in values], fontsize=7, padding=2)
+        _bars(axes, np.arange(len(configs)) + (index - (len(models) - 1) / 2) * width, values, intervals, width, label=model)
     for index, config in enumerate(configs):
-        axes.hlines(CHANCE.get(config, 0), index - 0.45, index + 0.45, colors="black", linestyles="dashed", label="chance" if index == 0 else None)
-    axes.set_xticks(np.arange(len(configs)), configs)
-    axes.set_ylim(0, 1.15)
-    axes.set_ylabel("headline accuracy")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+        _chance(axes, index - 0.45, index + 0.45, CHANCE[config], "chance" if index == 0 else None)
+    _style(axes, configs, "headline accuracy (95% interval)")
     figure.tight_layout()
     figure.savefig(output_dir / "comparison.png", dpi=120)
     plt.close(figure)
