@@ -293,13 +293,13 @@ def test_save_scores_and_limit_round_trip(aro_folder, tiny_clip_dir, tmp_path):
     results = json.loads((out / "results.json").read_text())
     relation = pq.read_table(out / "scores" / "relation.parquet").to_pylist()
     assert len(relation) == results["configs"]["relation"]["num_items"] == 7
-    assert set(relation[0]) == {"item_id", "group", "score_true_caption", "score_false_caption", "prediction", "correct"}
+    assert set(relation[0]) == {"item_id", "group", "score_true_caption", "score_false_caption", "prediction", "correct", "counted"}
     full = load_dataset(str(aro_folder), "relation", split="test")
     by_id = {row["item_id"]: row["relation_name"] for row in full.select_columns(["item_id", "relation_name"])}
     assert all(by_id[row["item_id"]] == row["group"] for row in relation)
     scores = np.array([[row["score_true_caption"], row["score_false_caption"]] for row in relation])
     assert [row["prediction"] for row in relation] == predict(scores)
-    assert np.mean([row["correct"] for row in relation]) == results["configs"]["relation"]["accuracy"]
+    assert np.mean([row["correct"] for row in relation if row["counted"]]) == results["configs"]["relation"]["accuracy"]
     coco = pq.read_table(out / "scores" / "coco_order.parquet")
     assert coco.num_rows == 6 and [name for name in coco.column_names if name.startswith("score_")][0] == "score_original"  # a limit above the size keeps all
     assert main([*args, "--out", str(tmp_path / "again")]) == 0  # the same seed draws the same items

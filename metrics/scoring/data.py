@@ -52,6 +52,11 @@ def check_dataset(dataset: str, configs: list[str]) -> None:
         raise ValueError(f"dataset folder {dataset} has no config {', '.join(missing)} (it has {', '.join(available)})")
 
 
+def hub_unreachable(dataset: str, error: Exception) -> ValueError:
+    """The one-line error for a dataset that is no local folder and that the Hub does not give."""
+    return ValueError(f"dataset {dataset!r} is not a local folder and cannot be loaded from the Hub: {error}")
+
+
 def load_split(dataset: str, config: str | None, split: str = "test", revision: str | None = None):
     """`load_dataset(dataset, config, split=split)`, with a cache that follows a local folder's content.
 
@@ -68,7 +73,7 @@ def load_split(dataset: str, config: str | None, split: str = "test", revision: 
         try:
             return load_dataset(dataset, config, split=split, revision=revision)
         except (ConnectionError, FileNotFoundError) as error:  # not on the Hub, or the Hub out of reach
-            raise ValueError(f"dataset {dataset!r} is not a local folder and cannot be loaded from the Hub: {error}") from None
+            raise hub_unreachable(dataset, error) from None
     folder = folder.resolve()
     files = sorted(path for path in folder.rglob("*") if path.is_file() and ".cache" not in path.parts)
     stamp = hashlib.sha1(repr([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]).encode()).hexdigest()[:16]

@@ -21,7 +21,7 @@ from aro.builders.staging import staged_folder
 
 from .bootstrap import DEFAULT_DRAWS, Bootstrap
 from .breakdown import config_numbers
-from .data import check_dataset, load_split
+from .data import check_dataset, hub_unreachable, load_split
 from .hub_copies import as_aro_config
 from .loading import load_model
 from .protocol import CONFIGS, GROUP_COLUMNS, get_protocol
@@ -56,7 +56,10 @@ def load_config(dataset: str, config: str, revision: str | None = None):
     `default`) gives that one."""
     from datasets import get_dataset_config_names
 
-    names = get_dataset_config_names(dataset, revision=revision)
+    try:
+        names = get_dataset_config_names(dataset, revision=revision)
+    except (ConnectionError, FileNotFoundError) as error:  # not on the Hub, or the Hub out of reach
+        raise hub_unreachable(dataset, error) from None
     if config not in names and len(names) == 1:
         config = names[0]
     return load_split(dataset, config, "test", revision=revision)
