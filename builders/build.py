@@ -34,6 +34,21 @@ COCO_VAL2014_URL = "http://images.cocodataset.org/zips/val2014.zip"
 FLICKR30K_FORM = "https://forms.illinois.edu/sec/229675"
 DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a connection is given up
 DOWNLOAD_RETRIES = 5
+CARD_METADATA = {
+    "pretty_name": "ARO: Attribution, Relation and Order",
+    # The sources carry several licences and terms (Visual Genome, COCO, Flickr30k): LICENSE.md lists them.
+    "license": "other",
+    "license_name": "aro-sources",
+    "license_link": "LICENSE.md",
+    "task_categories": ["zero-shot-image-classification"],
+    "language": ["en"],
+    "tags": ["compositionality", "vision-language", "benchmark", "aro", "visual-genome", "coco", "flickr30k"],
+}
+BENCHMARK_DESCRIPTION = (
+    "ARO (Yuksekgonul et al., ICLR 2023): does a vision-language model pick the true caption of an image over the "
+    "same words in another order? VG-Relation and VG-Attribution (two captions per image, macro accuracy over "
+    "relations or attribute pairs) and COCO-Order and Flickr30k-Order (five captions, accuracy)."
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,7 @@ def build_aro(
     leading outside their source folder are refused unless `allow_outside_source`; images of more than
     `max_image_pixels` pixels are refused (or skipped).
     """
-    from aro.builders.writer import configs_yaml, write_hub_folder
+    from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
     from aro.cards import render
 
     configs = tuple(configs or sources.available())
@@ -127,7 +142,7 @@ def build_aro(
     def card(counts: dict) -> str:
         return render(
             "dataset_card.md",
-            yaml=configs_yaml(counts, CONFIG_FEATURES),
+            yaml=configs_yaml(counts, CONFIG_FEATURES, CARD_METADATA),
             counts="\n".join(f"| {config} | {rows} |" for (config, _), rows in counts.items()),
             seed=seed,
             spacy_pipeline=perturber.nlp.meta["name"] if perturber else "not used",
@@ -138,8 +153,14 @@ def build_aro(
             identical=_per_config(report.identical_options),
         )
 
+    def extra_files(counts: dict) -> dict[str, str]:
+        return {
+            "eval.yaml": eval_yaml(CARD_METADATA["pretty_name"], BENCHMARK_DESCRIPTION, [config for config, _ in counts]),
+            "LICENSE.md": render("aro_license.md"),
+        }
+
     tables = _tables(sources, configs, report, perturber, skip_missing, workers, allow_outside=allow_outside_source, max_pixels=max_image_pixels)
-    counts = write_hub_folder(out_dir, tables, CONFIG_FEATURES, card, overwrite)
+    counts = write_hub_folder(out_dir, tables, CONFIG_FEATURES, card, overwrite, extra_files)
     skipped_list = Path(f"{Path(out_dir).resolve()}.skipped.json")
     if report.skipped:
         skipped_list.write_text(json.dumps(report.skipped, indent=1))

@@ -60,6 +60,13 @@ USUAL_COLOURS = {
 }
 # The spatial relation of the first object (the subject) to the second.
 RELATIONS = ("to the left of", "to the right of", "above", "below")
+CARD_METADATA = {
+    "pretty_name": "Synthetic ARO",
+    "license": "cc0-1.0",
+    "task_categories": ["zero-shot-image-classification"],
+    "language": ["en"],
+    "tags": ["compositionality", "vision-language", "aro", "synthetic"],
+}
 OBJECT_RADIUS = 9
 
 
@@ -302,7 +309,8 @@ def build_synthetic_aro(
 
     from aro.builders.perturbations import OrderPerturber
     from aro.builders.schema import CONFIG_FEATURES
-    from aro.builders.writer import configs_yaml, write_hub_folder
+    from aro.builders.build import BENCHMARK_DESCRIPTION
+    from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
     from aro.cards import render
 
     perturber = OrderPerturber(spacy_pipeline, seed=seed)
@@ -321,7 +329,7 @@ def build_synthetic_aro(
     def card(counts: dict[tuple[str, str], int]) -> str:
         return render(
             "synthetic_dataset_card.md",
-            yaml=configs_yaml(counts, features),
+            yaml=configs_yaml(counts, features, CARD_METADATA),
             seed=seed,
             counts="\n".join(f"| {config} | {split} | {rows} |" for (config, split), rows in counts.items()),
             shapes=", ".join(SHAPES),
@@ -330,4 +338,9 @@ def build_synthetic_aro(
             image_size=IMAGE_SIZE,
         )
 
-    return write_hub_folder(out_dir, tables, features, card, overwrite=overwrite)
+    def extra_files(counts: dict[tuple[str, str], int]) -> dict[str, str]:
+        aro_configs = [config for config, split in counts if split == "test" and config in CONFIG_FEATURES]
+        description = "A procedural world of coloured shapes in ARO's format, to check ARO code offline. " + BENCHMARK_DESCRIPTION
+        return {"eval.yaml": eval_yaml(CARD_METADATA["pretty_name"], description, aro_configs)}
+
+    return write_hub_folder(out_dir, tables, features, card, overwrite=overwrite, extra_files=extra_files)

@@ -1,5 +1,6 @@
 """Write rows into a folder laid out exactly as a Hub dataset repo: `<config>/<split>-NNNNN-of-NNNNN.parquet`
-plus a `README.md` card whose `configs:` YAML tells `load_dataset` where each config lives.
+plus a `README.md` card whose `configs:` YAML tells `load_dataset` where each config lives, and an `eval.yaml` that
+registers the ARO configs as the tasks of a Hub benchmark.
 
 Rows stream through in bounded memory (one shard's worth of rows at a time), images are embedded as bytes,
 and the folder is built beside its target and moved into place only when complete (`aro.builders.staging`), so
@@ -74,12 +75,23 @@ def _write_split(rows: Iterable[dict], features: Features, folder: Path, split: 
     return count
 
 
-def configs_yaml(counts: Mapping[tuple[str, str], int], features: Mapping[str, Features]) -> str:
-    """The card's YAML front matter: where each config's splits live, and their features."""
+def size_category(rows: int) -> str:
+    """The Hub's `size_categories` bucket of a dataset with `rows` rows."""
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < bound:
+            return name
+    return "1M<n<10M"
+
+
+def configs_yaml(counts: Mapping[tuple[str, str], int], features: Mapping[str, Features], metadata: Mapping | None = None) -> str:
+    """The card's YAML front matter: `metadata` (licence, tasks, language, ...), the size category, where each
+    config's splits live, and their features."""
     configs: dict[str, list[str]] = {}
     for config, split in counts:
         configs.setdefault(config, []).append(split)
     metadata = {
+        **(metadata or {}),
+        "size_categories": [size_category(sum(counts.values()))],
         "configs": [
             {
                 "config_name": config,
@@ -96,14 +108,23 @@ def configs_yaml(counts: Mapping[tuple[str, str], int], features: Mapping[str, F
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---"
 
 
+def eval_yaml(name: str, description: str, configs: Iterable[str], split: str = "test") -> str:
+    """`eval.yaml`, the file that registers a dataset repo as a Hub benchmark: one task per config, whose id is
+    the config's name (the `task_id` that `.eval_results/*.yaml` entries of models point to)."""
+    tasks = [{"id": config, "config": config, "split": split} for config in configs]
+    return yaml.safe_dump({"name": name, "description": description, "evaluation_framework": "aro", "tasks": tasks}, sort_keys=False)
+
+
 def write_hub_folder(
     out_dir: str | Path,
     tables: Mapping[tuple[str, str], Iterable[dict]],
     features: Mapping[str, Features],
     render_card: Callable[[dict[tuple[str, str], int]], str],
     overwrite: bool = False,
+    extra_files: Callable[[dict[tuple[str, str], int]], dict[str, str]] | None = None,
 ) -> dict[tuple[str, str], int]:
-    """Write each (config, split) table and the card into `out_dir` (see `staged_folder`); return the row counts."""
+    """Write each (config, split) table, the card and the `extra_files` of the row counts (name: text) into
+    `out_dir` (see `staged_folder`); return the row counts."""
     with staged_folder(out_dir, overwrite) as staging:
         counts = {}
         for (config, split), rows in tables.items():
@@ -112,4 +133,6 @@ def write_hub_folder(
             if not counts[config, split]:
                 raise ValueError(f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty")
         (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
+        for name, text in (extra_files(counts) if extra_files else {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
     return counts

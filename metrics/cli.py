@@ -1,4 +1,5 @@
-"""`aro eval` (score a model on ARO with the paper's protocol) and `aro push-metric` (publish the module)."""
+"""`aro eval` (score models on ARO with the paper's protocol, or another harness's) and `aro push-metric` (publish
+the module)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,34 @@ import argparse
 from pathlib import Path
 
 from aro.cli import HelpFormatter
+from aro.metrics.scoring.bootstrap import DEFAULT_DRAWS
+from aro.metrics.scoring.protocol import PROTOCOLS
 
 METRIC_FOLDER = Path(__file__).parent / "aro_accuracy"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "eval", help="score a vision-language model on ARO", description=__doc__, formatter_class=HelpFormatter
+        "eval", help="score vision-language models on ARO", description=__doc__, formatter_class=HelpFormatter
     )
-    parser.add_argument("--model", required=True, help="Hub id or local path of the model")
+    models = parser.add_mutually_exclusive_group(required=True)
+    models.add_argument("--model", action="append", help="Hub id or local path of a model; repeat to compare several")
+    models.add_argument("--models-file", type=Path, help="a text file listing models, one per line")
     parser.add_argument("--revision", help="model revision (default: the default branch)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (NegCLIP from the Hub)")
     parser.add_argument("--dataset", default="aro", help="Hub id (ORG/NAME) or local folder of the ARO dataset")
     parser.add_argument("--dataset-revision", help="dataset revision (default: the default branch)")
     parser.add_argument("--config", default="all", help="relation, attribution, coco_order, flickr30k_order, a comma-separated list, or all")
-    parser.add_argument("--protocol", default="paper", choices=("paper", "none"), help="'none' keeps every group in the macro accuracy")
+    parser.add_argument("--dataset-id", metavar="ORG/NAME", help="the Hub repo a local --dataset is published as, for model-index and .eval_results")
+    parser.add_argument(
+        "--protocol", default="paper", choices=tuple(PROTOCOLS),
+        help="paper (default); none: every group in the macro accuracy; mteb: mteb's and CLIP_benchmark's rule (ties with the true caption right, nothing excluded, micro accuracy first)",
+    )
+    parser.add_argument("--limit", type=int, help="score a seeded random subsample of N items per config (a sanity run)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --limit and of the bootstrap")
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_DRAWS, metavar="DRAWS", help=f"bootstrap resamples for the 95%% intervals (default {DEFAULT_DRAWS}; 0: none)")
+    parser.add_argument("--save-scores", action="store_true", help="also write every item's scores and prediction to scores/<config>.parquet")
+    parser.add_argument("--push-results", metavar="ORG/MODEL", help="open a pull request adding .eval_results/aro.yaml to this model repo")
     parser.add_argument("--batch-size", type=int, default=64, help="images, captions or pairs per forward pass; items for generative models (halved on CUDA out-of-memory)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)")
@@ -31,7 +45,8 @@ def register(subparsers) -> None:
     generative.add_argument("--question", help='the VQAScore question around {caption} (default: \'Does this figure show "{caption}"? Please answer yes or no.\')')
     generative.add_argument("--caption-prompt", help="the request that the caption answers for --score likelihood (default: 'Write a short caption for this image.')")
     parser.add_argument(
-        "--out", type=Path, default=Path("aro-eval"), help="folder for results.json, results.md, plots, model-index.yaml (an earlier run's is replaced)"
+        "--out", type=Path, default=Path("aro-eval"),
+        help="folder for results.json, results.md, plots, model-index.yaml, .eval_results/ (an earlier run's is replaced)",
     )
     parser.set_defaults(func=_run_eval)
 
@@ -45,19 +60,31 @@ def register(subparsers) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from aro.metrics.scoring.adapters.prompts import GenerativePrompts
-    from aro.metrics.scoring.evaluation import evaluate_model
-    from aro.metrics.scoring.report import results_table
+    from aro.metrics.scoring.evaluation import evaluate_models, read_models_file
+    from aro.metrics.scoring.report import push_eval_results, results_table
 
+    models = read_models_file(args.models_file) if args.models_file else args.model
+    if args.push_results and len(models) > 1:
+        raise ValueError("--push-results takes one model: its results go to that model's repo")
     prompt_options = {"template": args.prompt_template, "question": args.question, "caption_prompt": args.caption_prompt}
     prompt_options = {name: value for name, value in prompt_options.items() if value is not None}
     configs = args.config if args.config == "all" else args.config.split(",")
-    results = evaluate_model(
-        args.model, args.dataset, configs, output_dir=args.out, revision=args.revision, dataset_revision=args.dataset_revision,
+    runs = evaluate_models(
+        models, args.dataset, args.out, configs=configs, revision=args.revision, dataset_revision=args.dataset_revision,
         trust_remote_code=args.trust_remote_code, protocol=args.protocol, batch_size=args.batch_size, device=args.device,
-        dtype=args.dtype, num_workers=args.num_workers, score=args.score, prompts=GenerativePrompts(**prompt_options) if prompt_options else None,
+        dtype=args.dtype, num_workers=args.num_workers, limit=args.limit, seed=args.seed, bootstrap_draws=args.bootstrap,
+        save_scores=args.save_scores, dataset_id=args.dataset_id,
+        score=args.score, prompts=GenerativePrompts(**prompt_options) if prompt_options else None,
     )
-    print(results_table(results))
-    print(f"\nresults, plots and a model-index snippet are in {args.out}/")
+    for results in runs:
+        print(f"## {results['model']}\n\n{results_table(results)}\n")
+        for line in results["not_written"]:
+            print(f"note: {line}")
+    if len(runs) > 1:
+        print((args.out / "comparison.md").read_text())
+    print(f"results, plots and the Hub files are in {args.out}/")
+    if args.push_results:
+        print(f"opened {push_eval_results(args.out, args.push_results)}")
     return 0
 
 

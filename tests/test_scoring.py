@@ -138,7 +138,7 @@ def test_evaluate_model_and_cli_write_json_table_plots_and_model_index(aro_folde
     assert results["configs"]["relation"]["num_items"] == 20 and results["image_processor"] == "CLIPImageProcessorPil"
 
     out = tmp_path / "eval"
-    assert main(["eval", "--model", str(tiny_clip_dir), "--dataset", str(aro_folder), "--config", "relation,coco_order", "--num-workers", "0", "--out", str(out)]) == 0
+    assert main(["eval", "--model", str(tiny_clip_dir), "--dataset", str(aro_folder), "--dataset-id", "org/aro", "--config", "relation,coco_order", "--num-workers", "0", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| relation |" in printed and "| coco_order |" in printed
     saved = json.loads((out / "results.json").read_text())

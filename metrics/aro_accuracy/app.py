@@ -1,8 +1,56 @@
+"""The Space's app: a small Gradio form over the `aro_accuracy` module.
+
+evaluate's own `launch_gradio_widget` builds its form with `gr.inputs`/`gr.outputs`, which Gradio 4 removed, so
+the form is built here with today's components (tested with the Gradio version the card's `sdk_version` names).
+`build_interface` makes the form without launching it; the Space runs this file, which launches it.
+"""
+
 from pathlib import Path
 
 import evaluate
-from evaluate.utils import launch_gradio_widget
 
-# Load the script beside this file: the Space's folder is not named after the module.
-module = evaluate.load(str(Path(__file__).with_name("aro_accuracy.py")))
-launch_gradio_widget(module)
+CONFIG_CHOICES = ["relation", "attribution", "coco_order", "flickr30k_order"]
+PROTOCOL_CHOICES = ["paper", "none", "mteb"]
+
+
+def _values(text: str) -> list[str]:
+    return [value.strip() for value in text.replace("\n", ",").split(",") if value.strip()]
+
+
+def compute(module, predictions: str, references: str, groups: str, config: str, protocol: str) -> dict:
+    """The module's results for comma-separated predictions, references and (optional) groups."""
+    try:
+        return module.compute(
+            predictions=[int(value) for value in _values(predictions)],
+            references=[int(value) for value in _values(references)],
+            groups=_values(groups) or None,
+            config=config,
+            protocol=protocol,
+        )
+    except ValueError as error:
+        return {"error": str(error)}
+
+
+def build_interface(module):
+    """The Gradio form: predictions, references, groups, config and protocol in; the results as JSON out."""
+    import gradio as gr
+
+    return gr.Interface(
+        fn=lambda *inputs: compute(module, *inputs),
+        inputs=[
+            gr.Textbox(label="predictions", placeholder="0, 1, 0, -1", info="index of the chosen caption per item; -1 for a tie"),
+            gr.Textbox(label="references", placeholder="0, 0, 0, 0", info="index of the true caption per item"),
+            gr.Textbox(label="groups (optional)", placeholder="on, on, holding, holding", info="relation or attribute pair per item"),
+            gr.Dropdown(CONFIG_CHOICES, value="relation", label="config"),
+            gr.Dropdown(PROTOCOL_CHOICES, value="paper", label="protocol"),
+        ],
+        outputs=gr.JSON(label="results"),
+        title="ARO accuracy",
+        description=module.info.description,
+        article=module.info.inputs_description,
+    )
+
+
+if __name__ == "__main__":
+    # Load the script beside this file: the Space's folder is not named after the module.
+    build_interface(evaluate.load(str(Path(__file__).with_name("aro_accuracy.py")))).launch()

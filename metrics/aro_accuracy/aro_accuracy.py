@@ -30,7 +30,9 @@ Args:
     config (`str`, *optional*): `relation`, `attribution`, `coco_order` or `flickr30k_order`, when the module was
         loaded without a config name; selects the protocol's rules for the macro accuracy.
     protocol (`str`, defaults to `"paper"`): `"paper"` leaves out the 157 relations the authors exclude and the
-        attribute pairs with fewer than 25 items; `"none"` averages over every group.
+        attribute pairs with fewer than 25 items; `"none"` averages over every group; `"mteb"` is the rule of mteb
+        and CLIP_benchmark (nothing excluded, micro accuracy first, ties with the true caption right: pass argmax
+        predictions, or `model_id`, which predicts by the protocol's rule).
     model_id (`str`, *optional*): instead of predictions, a Hub id or local path of a model to score, with
         `dataset` (a Hub id or local path of an ARO dataset, or a `datasets.Dataset`) and `config`.
         Further options: `revision`, `trust_remote_code`, `batch_size`, `device`, `dtype` (`bf16`/`fp16`),
@@ -38,6 +40,7 @@ Args:
 Returns:
     accuracy (`float`): share of items whose true caption was chosen.
     macro_accuracy (`float` or `None`): mean accuracy over the groups that the protocol keeps.
+    headline (`str`): the number the protocol reports first, `macro_accuracy` or `accuracy`.
     per_group (`list` of `dict`): `group`, `accuracy`, `count` and `in_macro` for every group.
     num_items (`int`), num_ties (`int`).
 Examples:
@@ -81,7 +84,7 @@ class AroAccuracy(evaluate.Metric):
         """As `evaluate.Metric.compute`; with `model_id=...` the model is scored on `dataset` first."""
         kwargs.setdefault("config", self.aro_config)
         if "model_id" in kwargs:
-            predictions, references, groups = score_model(kwargs.pop("model_id"), config=kwargs["config"], **{
+            predictions, references, groups = score_model(kwargs.pop("model_id"), config=kwargs["config"], protocol=kwargs.get("protocol", "paper"), **{
                 key: kwargs.pop(key) for key in list(kwargs) if key in SCORING_OPTIONS
             })
             if groups is not None:
@@ -92,9 +95,10 @@ class AroAccuracy(evaluate.Metric):
         return accuracy_results(predictions, references, groups=groups, config=config, protocol=protocol)
 
 
-def score_model(model_id, dataset, config, split="test", revision=None, trust_remote_code=False, **runtime_options):
-    """Predictions, references and groups of `model_id` on `config` of `dataset`, scored by the aro library, over
-    the items that have a negative (an option with the true caption's text is none)."""
+def score_model(model_id, dataset, config, split="test", revision=None, trust_remote_code=False, protocol="paper", **runtime_options):
+    """Predictions, references and groups of `model_id` on `config` of `dataset`, scored by the aro library (ties
+    predicted by `protocol`'s rule), over the items that have a negative (an option with the true caption's text is
+    none)."""
     try:
         from aro.metrics.scoring import load_model, load_split, score_items
     except ImportError:
@@ -104,5 +108,5 @@ def score_model(model_id, dataset, config, split="test", revision=None, trust_re
             raise ValueError("scoring a model on a dataset by name needs a config: evaluate.load('aro_accuracy', 'relation')")
         dataset = load_split(dataset, config, split)
     model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code)
-    scored = score_items(model, processor, dataset, group_column=GROUP_COLUMNS.get(config), **runtime_options)
+    scored = score_items(model, processor, dataset, group_column=GROUP_COLUMNS.get(config), protocol=protocol, **runtime_options)
     return scored.counted()  # items whose every option equals the true caption cannot be won: left out

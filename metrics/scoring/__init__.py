@@ -18,12 +18,12 @@ import importlib
 # Public name -> the module of this package that defines it.
 _EXPORTS = {
     "SUPPORTED_FAMILIES": "adapters", "UnsupportedModel": "adapters", "adapter_class": "adapters",
-    "Items": "data", "candidates_of": "data", "load_split": "data", "predict": "data",
+    "Items": "data", "candidates_of": "data", "load_split": "data",
     "load_model": "loading", "load_processor": "loading",
-    "CONFIGS": "protocol", "GROUP_COLUMNS": "protocol", "accuracy_results": "protocol",
+    "CONFIGS": "protocol", "GROUP_COLUMNS": "protocol", "PROTOCOLS": "protocol", "accuracy_results": "protocol", "predict": "protocol",
     "Runtime": "runtime", "pick_device": "runtime",
     "Scorer": "scorer", "ScoreResult": "scorer", "score_items": "scorer",
-    "evaluate_model": "evaluation",
+    "evaluate_model": "evaluation", "evaluate_models": "evaluation",
     "RetrievalSet": "retrieval", "retrieval_recall": "retrieval", "retrieval_results": "retrieval",
     "ZeroShotTask": "zero_shot", "zero_shot_accuracy": "zero_shot", "evaluate_downstream": "downstream",
     "results_table": "report", "write_outputs": "report",

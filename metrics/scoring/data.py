@@ -48,8 +48,13 @@ def check_dataset(dataset: str, configs: list[str]) -> None:
     except FileNotFoundError:  # datasets' EmptyDatasetError
         raise ValueError(f"dataset folder {dataset} holds no dataset (no Parquet files, no README.md configs)") from None
     missing = [config for config in configs if config not in available]
-    if missing:
+    if missing and len(available) > 1:  # a single config (a Hub copy's `default`) serves every config asked for
         raise ValueError(f"dataset folder {dataset} has no config {', '.join(missing)} (it has {', '.join(available)})")
+
+
+def hub_unreachable(dataset: str, error: Exception) -> ValueError:
+    """The one-line error for a dataset that is no local folder and that the Hub does not give."""
+    return ValueError(f"dataset {dataset!r} is not a local folder and cannot be loaded from the Hub: {error}")
 
 
 def load_split(dataset: str, config: str | None, split: str = "test", revision: str | None = None):
@@ -68,7 +73,7 @@ def load_split(dataset: str, config: str | None, split: str = "test", revision: 
         try:
             return load_dataset(dataset, config, split=split, revision=revision)
         except (ConnectionError, FileNotFoundError) as error:  # not on the Hub, or the Hub out of reach
-            raise ValueError(f"dataset {dataset!r} is not a local folder and cannot be loaded from the Hub: {error}") from None
+            raise hub_unreachable(dataset, error) from None
     folder = folder.resolve()
     files = sorted(path for path in folder.rglob("*") if path.is_file() and ".cache" not in path.parts)
     stamp = hashlib.sha1(repr([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]).encode()).hexdigest()[:16]
@@ -84,17 +89,6 @@ def candidates_of(row: dict) -> list[str]:
     if "caption_options" in row:
         return list(row["caption_options"])
     return [row["true_caption"], row["false_caption"]]
-
-
-def predict(scores: np.ndarray) -> list[int]:
-    """The index of each row's strictly highest score; -1 where the highest score is shared (a tie is wrong).
-
-    NaN marks an option that is not a candidate (see `Items.same_as_true`): it is ignored.
-    """
-    with np.errstate(invalid="ignore"):
-        best = np.nanmax(scores, axis=1, keepdims=True)
-    winners = scores == best  # NaN equals nothing
-    return [int(row.argmax()) if row.sum() == 1 else -1 for row in winners]
 
 
 def image_key(encoded: dict) -> str:

@@ -1,21 +1,31 @@
-"""Score a model on ARO configs; with an output folder, write the reports of `report.py` there.
+"""Score models on ARO configs; with an output folder, write the reports of `report.py` there.
 
-`aro eval` is a thin wrapper over `evaluate_model`; the NegCLIP trainer and the demo call it directly with a
-model already in memory.
+`aro eval` is a thin wrapper over `evaluate_models`; the NegCLIP trainer and the demo call `evaluate_model` directly
+with a model already in memory.
 
 >>> results = evaluate_model("openai/clip-vit-base-patch32", "ORG/aro", "all", output_dir="eval")  # doctest: +SKIP
->>> results["configs"]["relation"]["macro_accuracy"]  # doctest: +SKIP
+>>> results["configs"]["relation"]["macro_accuracy"], results["configs"]["relation"]["macro_accuracy_ci"]  # doctest: +SKIP
+>>> runs = evaluate_models(["openai/clip-vit-base-patch32", "ORG/negclip"], "ORG/aro", output_dir="eval")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 from pathlib import Path
 
-from .data import check_dataset, load_split
-from .loading import model_and_processor
-from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
-from .report import check_output_dir, write_outputs
+import numpy as np
+
+from aro.builders.staging import staged_folder
+
+from .bootstrap import DEFAULT_DRAWS, Bootstrap
+from .breakdown import config_numbers
+from .data import check_dataset, hub_unreachable, load_split
+from .hub_copies import as_aro_config
+from .loading import load_model
+from .protocol import CONFIGS, GROUP_COLUMNS, get_protocol
+from .provenance import dataset_commit, hub_id, model_commit, name_of
+from .report import check_output_dir, scores_table, write_comparison, write_outputs
 from .runtime import Runtime
 from .scorer import Scorer
 
@@ -40,6 +50,29 @@ def resolve_configs(configs: str | list[str]) -> list[str]:
     return names
 
 
+def load_config(dataset: str, config: str, revision: str | None = None):
+    """The test split of `config`; a dataset with a single config of another name (a Hub copy, whose config is
+    `default`) gives that one."""
+    from datasets import get_dataset_config_names
+
+    try:
+        names = get_dataset_config_names(dataset, revision=revision)
+    except (ConnectionError, FileNotFoundError) as error:  # not on the Hub, or the Hub out of reach
+        raise hub_unreachable(dataset, error) from None
+    if config not in names and len(names) == 1:
+        config = names[0]
+    return load_split(dataset, config, "test", revision=revision)
+
+
+def subsample(data, limit: int | None, seed: int):
+    """`limit` rows drawn without replacement by a generator seeded with `seed`, in their original order, and their
+    row numbers; the whole split when `limit` is None or not smaller."""
+    if limit is None or limit >= len(data):
+        return data, list(range(len(data)))
+    rows = sorted(np.random.default_rng(seed).choice(len(data), limit, replace=False).tolist())
+    return data.select(rows), rows
+
+
 def evaluate_model(
     model,
     dataset: str,
@@ -57,49 +90,110 @@ def evaluate_model(
     distributed=None,
     score: str | None = None,
     prompts=None,
+    limit: int | None = None,
+    seed: int = 0,
+    bootstrap_draws: int = DEFAULT_DRAWS,
+    save_scores: bool = False,
+    dataset_id: str | None = None,
 ) -> dict:
     """Score `model` (a Hub id, a local path or a loaded model with its `processor`) on `configs` of `dataset`.
 
-    Returns `{"model", "model_revision", "dataset", "dataset_revision", "protocol", "versions", "configs": {config:
-    aro_accuracy results}}`; with `output_dir`, also writes `results.json`, `results.md`, one PNG per config and
-    `model-index.yaml` there, replacing an earlier run's folder as a whole. The options, the dataset and the output
-    folder are checked before the model loads. A generative model is scored by `score` ("vqa", the default, or
-    "likelihood") with `prompts` (a `GenerativePrompts`), both recorded under "scoring".
+    `dataset` is a Hub id or a local folder of our build, or a Hub copy (see `hub_copies`); `dataset_id` names the
+    Hub repo of a local folder for the Hub formats. `limit` scores a seeded subsample of each config; every accuracy
+    gets a 95% bootstrap interval over `bootstrap_draws` resamples seeded with `seed` (0 draws: none). Options equal
+    to the true caption are no negatives, and items with none left are not in the accuracy (`ScoreResult.counted`).
+
+    Returns `{"model", "model_commit", "dataset", "dataset_id", "dataset_commit", "protocol", ..., "configs":
+    {config: numbers}}` (see `breakdown.config_numbers`); with `output_dir`, also writes the files of
+    `report.write_outputs` there (and with `save_scores` `scores/<config>.parquet`), replacing an earlier run's
+    folder as a whole. The options, the dataset and the output folder are checked before the model loads. A
+    generative model is scored by `score` ("vqa", the default, or "likelihood") with `prompts` (a
+    `GenerativePrompts`), both recorded under "scoring".
     """
+    get_protocol(protocol)
     configs = resolve_configs(configs)
     runtime = Runtime(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
     if output_dir is not None:
         check_output_dir(Path(output_dir))
     check_dataset(dataset, configs)
-    model_name, model, processor = model_and_processor(model, processor, revision, trust_remote_code)
+    if isinstance(model, str):
+        reference = model
+        model, processor = load_model(reference, revision=revision, trust_remote_code=trust_remote_code)
+        model_name, commit = name_of(reference), model_commit(reference, model)
+    elif processor is None:
+        raise ValueError("a loaded model needs its processor")
+    else:
+        model_name, commit = name_of(getattr(model.config, "_name_or_path", "") or type(model).__name__), None
     scorer = Scorer(model, processor, runtime, score=score, prompts=prompts)
     results = {
         "model": model_name,
         "model_revision": revision,
-        "dataset": dataset,
+        "model_commit": commit,
+        "dataset": name_of(dataset),
+        "dataset_id": dataset_id or hub_id(dataset),
         "dataset_revision": dataset_revision,
+        "dataset_commit": dataset_commit(dataset, dataset_revision),
         "protocol": protocol,
+        "limit": limit,
+        "seed": seed,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "adapter": scorer.adapter.family,
         "image_processor": type(scorer.adapter.image_processor).__name__,
         "device": runtime.device.type,
         "dtype": runtime.dtype or "fp32",
         "scoring": scorer.adapter.settings(),
         "versions": _versions(),
+        "warnings": [],
         "configs": {},
     }
+    bootstrap = Bootstrap(draws=bootstrap_draws, seed=seed)
+    score_tables = {}
     was_training = model.training
     for config in configs:
-        data = load_split(dataset, config, "test", revision=dataset_revision)
-        scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config))
-        predictions, references, groups = scored.counted()
-        numbers = accuracy_results(predictions, references, groups=groups, config=config, protocol=protocol)
+        data, warnings = as_aro_config(load_config(dataset, config, dataset_revision), config)
+        results["warnings"] += warnings
+        data, rows = subsample(data, limit, seed)
+        scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=protocol)
+        options = list(data[0]["perturbations"]) if "perturbations" in data.column_names else ["true_caption", "false_caption"]
+        kept = scored.kept()
+        groups = None if scored.groups is None else [scored.groups[item] for item in kept]
+        numbers = config_numbers(scored.scores[kept], config, groups, protocol, options, bootstrap)
         numbers |= {
             "truncated_captions": scored.truncated_captions, "unique_images": scored.unique_images, "unique_captions": scored.unique_captions,
             # Options equal to the true caption are no negatives; items with none left are not in the accuracy.
             "items_with_identical_options": scored.identical_options, "items_without_negative": len(scored.without_negative),
         } | scored.notes
+        if save_scores:
+            item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
+            score_tables[config] = scores_table(item_ids, scored.groups, scored.scores, options, scored.predictions, kept)
         results["configs"][config] = numbers
     model.train(was_training)
     if output_dir is not None:
-        write_outputs(results, Path(output_dir))
+        results["not_written"] = write_outputs(results, Path(output_dir), score_tables)
     return results
+
+
+def evaluate_models(models: list[str], dataset: str, output_dir: str | Path, **options) -> list[dict]:
+    """`evaluate_model` for each model, each into `output_dir/<model name>/`, then `comparison.md`, `.csv` and
+    `.png` in `output_dir`; one model writes straight into `output_dir`."""
+    output_dir = Path(output_dir)
+    if len(models) == 1:
+        return [evaluate_model(models[0], dataset, output_dir=output_dir, **options)]
+    folders = [name_of(model).replace("/", "__") for model in models]
+    if len(set(folders)) < len(folders):
+        raise ValueError(f"two models share a name ({folders}): their results would overwrite each other")
+    check_output_dir(output_dir)
+    with staged_folder(output_dir, overwrite=True) as staging:  # all models' results, or none, replace an earlier run's
+        runs = [evaluate_model(model, dataset, output_dir=staging / folder, **options) for model, folder in zip(models, folders)]
+        write_comparison(runs, staging)
+    return runs
+
+
+def read_models_file(path: str | Path) -> list[str]:
+    """Model references listed one per line (blank lines and `#` comments ignored), as CLIP_benchmark's
+    `--pretrained_model models.txt`."""
+    lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
+    models = [line for line in lines if line]
+    if not models:
+        raise ValueError(f"{path} lists no model")
+    return models

@@ -1,23 +1,47 @@
-"""The paper's evaluation protocol for ARO: which groups count towards macro accuracy, and how ties count.
+"""The evaluation protocols for ARO: which groups count towards macro accuracy, how ties count, which number leads.
 
-- VG-Relation: macro accuracy over relations, without the 157 relations the authors exclude.
-- VG-Attribution: macro accuracy over attribute pairs with at least 25 items.
-- COCO-Order and Flickr30k-Order: plain accuracy over items (no groups).
-- Ties are wrong: an item is right only when the true caption scores strictly above every other option.
+- `paper`, the ARO paper's protocol (the default):
+  - VG-Relation: macro accuracy over relations, without the 157 relations the authors exclude.
+  - VG-Attribution: macro accuracy over attribute pairs with at least 25 items.
+  - COCO-Order and Flickr30k-Order: plain (micro) accuracy over items (no groups).
+  - Ties are wrong: an item is right only when the true caption scores strictly above every other option.
+- `none`: the paper's protocol without its exclusions (every group enters the macro accuracy).
+- `mteb`: the rule of mteb (AROVisualRelation, AROVisualAttribution, AROCocoOrder, AROFlickrOrder) and
+  CLIP_benchmark: the prediction is an argmax, which on a tie returns the first option, the true caption, so ties
+  that involve the true caption are right; nothing is excluded; micro accuracy is the headline.
 
 This file needs only numpy: the `aro_accuracy` evaluate module (published as a Space) carries it as it is, and
 computes its results with `accuracy_results`, as the scoring library does.
 
 >>> accuracy_results([0, 1, 0, -1], [0, 0, 0, 0], groups=["on", "on", "holding", "holding"], config="relation")["macro_accuracy"]
 0.5
+>>> predict(np.array([[0.3, 0.3], [0.1, 0.2]]), protocol="mteb"), predict(np.array([[0.3, 0.3], [0.1, 0.2]]))
+([0, 1], [-1, 1])
 """
-
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 MIN_ATTRIBUTE_PAIR_ITEMS = 25
-PROTOCOLS = ("paper", "none")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one harness turns scores into accuracies."""
+
+    name: str
+    exclusions: bool  # the paper's excluded relations and small attribute pairs stay out of the macro accuracy
+    ties_right: bool  # an argmax: a tie between the true caption and another option counts as right
+    headline: str  # "macro_accuracy" (where a config has groups) or "accuracy" (micro)
+
+
+PROTOCOLS = {
+    "paper": Protocol("paper", exclusions=True, ties_right=False, headline="macro_accuracy"),
+    "none": Protocol("none", exclusions=False, ties_right=False, headline="macro_accuracy"),
+    "mteb": Protocol("mteb", exclusions=False, ties_right=True, headline="accuracy"),
+}
 CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
 # Accuracy of a model that picks a caption at random: two options in the VG sets, five in the Order sets.
 CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
@@ -57,11 +81,31 @@ EXCLUDED_RELATIONS = frozenset(
 )
 
 
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, not {name!r}")
+    return PROTOCOLS[name]
+
+
+def predict(scores: np.ndarray, protocol: str = "paper") -> list[int]:
+    """The chosen option of each row of an [N, K] score array.
+
+    Under a ties-wrong protocol, the index of the strictly highest score, or -1 where the highest score is shared;
+    under `mteb`, the argmax (the first of the tied options). NaN marks an option that is not a candidate (its text
+    is the true caption's): it is ignored.
+    """
+    scores = np.asarray(scores, dtype=float)
+    with np.errstate(invalid="ignore"):
+        best = np.nanmax(scores, axis=1, keepdims=True)
+    winners = scores == best  # NaN equals nothing
+    if get_protocol(protocol).ties_right:
+        return [int(row.argmax()) for row in winners]
+    return [int(row.argmax()) if row.sum() == 1 else -1 for row in winners]
+
+
 def counts_towards_macro(config: str | None, group: str, size: int, protocol: str = "paper") -> bool:
     """Whether a group of `size` items enters the macro average of `config` under `protocol`."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
-    if protocol == "none":
+    if not get_protocol(protocol).exclusions:
         return True
     if config == "relation":
         return group not in EXCLUDED_RELATIONS
@@ -73,8 +117,11 @@ def counts_towards_macro(config: str | None, group: str, size: int, protocol: st
 def accuracy_results(predictions, references, groups=None, config: str | None = None, protocol: str = "paper") -> dict:
     """Micro accuracy over items, macro accuracy over the groups `protocol` keeps, and a per-group table.
 
-    A prediction of -1 is a tie and never equals a reference, so ties count as wrong.
+    `headline` names the number the protocol reports first: the macro accuracy where the config has groups (paper,
+    none), else the micro `accuracy`. A prediction of -1 is a tie and never equals a reference, so ties count as
+    wrong; under `mteb` the predictions are argmaxes (see `predict`), which have no -1.
     """
+    rules = get_protocol(protocol)
     if config is not None and config not in CONFIGS:
         raise ValueError(f"config must be one of {CONFIGS}, not {config!r}")
     predictions, references = np.asarray(predictions), np.asarray(references)
@@ -86,6 +133,7 @@ def accuracy_results(predictions, references, groups=None, config: str | None = 
         "num_items": int(len(correct)),
         "num_ties": int((predictions == -1).sum()),
         "macro_accuracy": None,
+        "headline": "accuracy",
         "per_group": [],
     }
     if groups is None:
@@ -101,4 +149,6 @@ def accuracy_results(predictions, references, groups=None, config: str | None = 
         )
     kept = [row["accuracy"] for row in results["per_group"] if row["in_macro"]]
     results["macro_accuracy"] = float(np.mean(kept)) if kept else None
+    if results["macro_accuracy"] is not None:
+        results["headline"] = rules.headline
     return results

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .adapters import GenerativeAdapter, adapter_class
-from .data import Items, predict
+from .data import Items
+from .protocol import predict
 from .runtime import Runtime
 
 
@@ -25,7 +26,7 @@ class ScoreResult:
     """Scores of N items with K candidates each, and what the scorer did to get them."""
 
     scores: np.ndarray  # [N, K]; NaN where an option has the true caption's text (not a negative)
-    predictions: list[int]  # index of the strictly best candidate, -1 on a tie
+    predictions: list[int]  # index of the chosen candidate (see `protocol.predict`), -1 on a tie that counts wrong
     references: list[int]  # index of the true caption: always 0
     groups: list[str] | None
     identical_options: int = 0  # items with at least one option equal to the true caption
@@ -35,12 +36,16 @@ class ScoreResult:
     unique_captions: int = 0
     notes: dict = field(default_factory=dict)
 
+    def kept(self) -> list[int]:
+        """The items that have a negative: what accuracy is computed over."""
+        left_out = set(self.without_negative)
+        return [item for item in range(len(self.predictions)) if item not in left_out]
+
     def counted(self, groups: list[str] | None = None) -> tuple[list[int], list[int], list[str] | None]:
         """Predictions, references and groups (`groups`, default the result's own) of the items that have a
         negative: what accuracy is computed over."""
         groups = self.groups if groups is None else groups
-        left_out = set(self.without_negative)
-        kept = [item for item in range(len(self.predictions)) if item not in left_out]
+        kept = self.kept()
         return (
             [self.predictions[item] for item in kept],
             [self.references[item] for item in kept],
@@ -63,8 +68,8 @@ class Scorer:
             raise ValueError(f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the {adapter.family} adapter")
         self.adapter = adapter(model, processor, self.runtime, **generative)
 
-    def score(self, dataset, group_column: str | None = None) -> ScoreResult:
-        """Score every item of an ARO-shaped `datasets.Dataset`."""
+    def score(self, dataset, group_column: str | None = None, protocol: str = "paper") -> ScoreResult:
+        """Score every item of an ARO-shaped `datasets.Dataset`; `protocol` decides how ties predict."""
         items = Items.from_dataset(dataset)
         scores = self.adapter.score(items)
         same = items.same_as_true()
@@ -73,7 +78,7 @@ class Scorer:
         captions = items.unique_captions
         return ScoreResult(
             scores=scores,
-            predictions=predict(scores),
+            predictions=predict(scores, protocol),
             references=[0] * len(items.candidates),
             groups=groups,
             identical_options=int(same.any(axis=1).sum()),
@@ -85,6 +90,6 @@ class Scorer:
         )
 
 
-def score_items(model, processor, dataset, group_column: str | None = None, **runtime_options) -> ScoreResult:
+def score_items(model, processor, dataset, group_column: str | None = None, protocol: str = "paper", **runtime_options) -> ScoreResult:
     """Score an ARO-shaped dataset with an already loaded model and processor (see `Runtime` for the options)."""
-    return Scorer(model, processor, **runtime_options).score(dataset, group_column=group_column)
+    return Scorer(model, processor, **runtime_options).score(dataset, group_column=group_column, protocol=protocol)

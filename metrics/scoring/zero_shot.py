@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .data import load_split, predict
+from .data import load_split
+from .protocol import predict
 from .retrieval import dual_encoder
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from aro.cards import render
+from aro.metrics.scoring.provenance import hub_id, name_of
 from aro.metrics.scoring.report import model_index
 
 NO_DOWNSTREAM = (
@@ -26,16 +27,38 @@ def model_card(
     downstream: dict | None = None, base_downstream: dict | None = None,
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any, and its
-    retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given."""
+    retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given.
+
+    Hub fields name Hub ids only: a local base model or dataset is left out of the metadata, and the card says so.
+    """
     from aro.metrics.scoring.downstream import downstream_table  # here: it imports torch, a card's other parts do not
 
-    name = args.push_to_hub or args.output_dir  # the Hub repo, else the local folder the card sits in
+    name = args.push_to_hub or Path(args.output_dir).name  # the Hub repo, else the name of the folder the card sits in
+    base_model = hub_id(args.model_name_or_path)
+    datasets = [dataset for dataset in (hub_id(args.dataset), aro_results and aro_results.get("dataset_id")) if dataset]
     metadata = {
-        "library_name": "transformers", "pipeline_tag": "zero-shot-image-classification", "license": "mit",
-        "tags": ["clip", "negclip", "aro", "vision-language"], "base_model": args.model_name_or_path,
+        "library_name": "transformers",
+        "license": "mit",
+        "pipeline_tag": "zero-shot-image-classification",
+        "language": ["en"],
+        "tags": ["clip", "negclip", "aro", "vision-language"],
     }
-    if aro_results:
-        metadata["model-index"] = model_index(aro_results, name)
+    if base_model:
+        metadata["base_model"] = base_model
+    if datasets:
+        metadata["datasets"] = list(dict.fromkeys(datasets))
+    index = model_index(aro_results, name) if aro_results else None
+    if index:
+        metadata["model-index"] = index
+    local = [what for what, known in (("base model", base_model), ("training data", hub_id(args.dataset))) if not known]
+    if aro_results and not index:
+        local.append("ARO dataset")
+    provenance = (
+        f"The {', '.join(local)} {'was a local folder' if len(local) == 1 else 'were local folders'} with no Hub id, so the "
+        "card's metadata leaves out the fields that would name it (`base_model`, `datasets`, `model-index`)."
+        if local
+        else ""
+    )
     settings = asdict(args)
     if aro_results:
         rows = [
@@ -44,7 +67,7 @@ def model_card(
             + " |"
             for config, numbers in aro_results["configs"].items()
         ]
-        results = "| config | accuracy | macro accuracy |\n| --- | --- | --- |\n" + "\n".join(rows)
+        results = "| config | micro accuracy | macro accuracy |\n| --- | --- | --- |\n" + "\n".join(rows)
     else:
         results = "No ARO evaluation ran with this training (pass `--eval-dataset`)."
     objective = (
@@ -67,8 +90,9 @@ def model_card(
         yaml=yaml.safe_dump(metadata, sort_keys=False).strip(),
         title=title or ("NegCLIP" if args.hard_negatives else "CLIP"),
         summary=summary or "CLIP fine-tuned with hard negatives as in Yuksekgonul et al. (ICLR 2023), trained with `aro train`.",
-        base_model=args.model_name_or_path,
-        dataset=args.dataset,
+        base_model=base_model or f"{name_of(args.model_name_or_path)} (a local checkpoint)",
+        dataset=hub_id(args.dataset) or name_of(args.dataset),
+        provenance=provenance,
         dataset_config=args.dataset_config,
         split=args.split,
         image_column=args.image_column,

@@ -181,6 +181,8 @@ def finish(run: TrainingRun) -> dict:
     if args.eval_dataset:
         results["aro"] = evaluate_aro(run)
     if accelerator.is_main_process:
+        from aro.metrics.scoring.report import write_eval_results
+
         from .card import model_card
 
         accelerator.unwrap_model(run.model).save_pretrained(run.output_dir, safe_serialization=True)
@@ -189,6 +191,8 @@ def finish(run: TrainingRun) -> dict:
         (run.output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
         (run.output_dir / "training_results.json").write_text(json.dumps(results, indent=2))
         (run.output_dir / "README.md").write_text(model_card(args, results.get("aro")), encoding="utf-8")
+        if results.get("aro"):
+            write_eval_results(results["aro"], run.output_dir)  # .eval_results/aro.yaml, where the dataset has a Hub id
         if args.push_to_hub:
             push_checkpoint(run.output_dir, args.push_to_hub, private=args.private)
     run.log.close()
