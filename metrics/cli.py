@@ -1,4 +1,9 @@
-"""`aro eval` (score a model on ARO with the paper's protocol) and `aro push-metric` (publish the module)."""
+"""`aro eval` (score a model on ARO with the paper's protocol) and `aro push-metric` (publish the module).
+
+    aro eval --model openai/clip-vit-base-patch32 --blind gpt2    # a Hub model, beside a text-only baseline
+    aro eval --scorer my_scorer.py:score                          # your own score(images, captions) function
+    python -m torch.distributed.run --nproc_per_node 2 -m aro.cli eval --model ...   # several processes
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,17 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval", help="score a vision-language model on ARO", description=__doc__, formatter_class=HelpFormatter
     )
-    parser.add_argument("--model", required=True, help="Hub id or local path of the model")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="Hub id or local path of the model")
+    what.add_argument(
+        "--scorer", metavar="MODULE:FUNCTION",
+        help="your own scorer instead of a model: a function score(images, captions) -> one number per pair, higher = "
+        "better match, named as module:function or path/to/file.py:function",
+    )
+    parser.add_argument(
+        "--blind", metavar="MODEL",
+        help="also score a causal language model's text-only baseline (Hub id or path) and report it beside the model (default: none)",
+    )
     parser.add_argument("--revision", help="model revision (default: the default branch)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (NegCLIP from the Hub)")
     parser.add_argument("--dataset", default="aro", help="Hub id (ORG/NAME) or local folder of the ARO dataset")
@@ -39,17 +54,21 @@ def register(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from aro.metrics.scoring.evaluation import evaluate_model
-    from aro.metrics.scoring.report import results_table
+    from aro.metrics.scoring.adapters import load_hook
+    from aro.metrics.scoring.launch import evaluate_launched
+    from aro.metrics.scoring.report import blind_table, results_table
 
     configs = args.config if args.config == "all" else args.config.split(",")
-    results = evaluate_model(
-        args.model, args.dataset, configs, output_dir=args.out, revision=args.revision, dataset_revision=args.dataset_revision,
-        trust_remote_code=args.trust_remote_code, protocol=args.protocol, batch_size=args.batch_size, device=args.device,
-        dtype=args.dtype, num_workers=args.num_workers,
+    results, is_main = evaluate_launched(
+        load_hook(args.scorer) if args.scorer else args.model, args.dataset, configs, output_dir=args.out, revision=args.revision,
+        dataset_revision=args.dataset_revision, trust_remote_code=args.trust_remote_code, protocol=args.protocol,
+        batch_size=args.batch_size, device=args.device, dtype=args.dtype, num_workers=args.num_workers, blind=args.blind,
     )
-    print(results_table(results))
-    print(f"\nresults, plots and a model-index snippet are in {args.out}/")
+    if is_main:
+        print(results_table(results))
+        if args.blind:
+            print("\n" + blind_table(results))
+        print(f"\nresults, plots and a model-index snippet are in {args.out}/")
     return 0
 
 

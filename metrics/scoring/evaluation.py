@@ -10,16 +10,19 @@ model already in memory.
 from __future__ import annotations
 
 import importlib.metadata
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .data import check_dataset, load_split
-from .loading import load_model
+from .adapters import BlindAdapter
+from .data import check_dataset, load_split, predict
+from .loading import load_blind_model, load_model
 from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
 from .report import check_output_dir, write_outputs
 from .runtime import Runtime
-from .scorer import Scorer
+from .scorer import Scorer, ScoreResult
 
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "aro")
 
@@ -57,25 +60,34 @@ def evaluate_model(
     dtype: str | None = None,
     num_workers: int = 0,
     distributed=None,
+    blind: str | None = None,
 ) -> dict:
-    """Score `model` (a Hub id, a local path or a loaded model with its `processor`) on `configs` of `dataset`.
+    """Score `model` (a Hub id, a local path, a loaded model with its `processor`, or a scoring function
+    `score(images, captions)`) on `configs` of `dataset`.
 
     Returns `{"model", "model_revision", "dataset", "dataset_revision", "protocol", "versions", "configs": {config:
     aro_accuracy results}}`; with `output_dir`, also writes `results.json`, `results.md`, one PNG per config and
     `model-index.yaml` there, replacing an earlier run's folder as a whole. The options, the dataset and the output
-    folder are checked before the model loads.
+    folder are checked before the model loads. With `blind` (a causal language model's Hub id or path), each config
+    also gets the text-only baseline's results beside the model's (`configs[config]["blind"]`, see `blind_results`).
     """
     configs = resolve_configs(configs)
     runtime = Runtime(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
     if output_dir is not None:
         check_output_dir(Path(output_dir))
     check_dataset(dataset, configs)
-    model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", type(model).__name__)
     if isinstance(model, str):
+        model_name = model
         model, processor = load_model(model, revision=revision, trust_remote_code=trust_remote_code)
-    elif processor is None:
-        raise ValueError("a loaded model needs its processor")
+    elif isinstance(model, torch.nn.Module):
+        model_name = getattr(model.config, "_name_or_path", type(model).__name__)
+        if processor is None:
+            raise ValueError("a loaded model needs its processor")
+    else:
+        model_name = f"{model.__module__}:{model.__qualname__}"
     scorer = Scorer(model, processor, runtime)
+    blind_scorer = Scorer(*load_blind_model(blind, trust_remote_code=trust_remote_code), runtime, adapter=BlindAdapter) if blind else None
+    image_processor = scorer.adapter.image_processor
     results = {
         "model": model_name,
         "model_revision": revision,
@@ -83,13 +95,14 @@ def evaluate_model(
         "dataset_revision": dataset_revision,
         "protocol": protocol,
         "adapter": scorer.adapter.family,
-        "image_processor": type(scorer.adapter.image_processor).__name__,
+        "image_processor": type(image_processor).__name__ if image_processor is not None else None,
+        "blind_model": blind,
         "device": runtime.device.type,
         "dtype": runtime.dtype or "fp32",
         "versions": _versions(),
         "configs": {},
     }
-    was_training = model.training
+    was_training = getattr(model, "training", False)
     for config in configs:
         data = load_split(dataset, config, "test", revision=dataset_revision)
         scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config))
@@ -100,11 +113,34 @@ def evaluate_model(
             # Options equal to the true caption are no negatives; items with none left are not in the accuracy.
             "items_with_identical_options": scored.identical_options, "items_without_negative": len(scored.without_negative),
         }
+        for head, scores in scored.other_heads.items():
+            head_result = replace(scored, scores=scores, predictions=predict(scores))
+            numbers.setdefault("other_heads", {})[head] = accuracies(accuracy_results(*head_result.counted(), config=config, protocol=protocol))
+        if blind_scorer is not None:
+            numbers["blind"] = blind_results(scored, blind_scorer.score(data, group_column=GROUP_COLUMNS.get(config)), config, protocol)
         results["configs"][config] = numbers
-    model.train(was_training)
+    if was_training:
+        model.train()
     if output_dir is not None:
         write_outputs(results, Path(output_dir))
     return results
+
+
+def accuracies(numbers: dict) -> dict:
+    """Micro and macro accuracy of `accuracy_results`, without the per-group table."""
+    return {"accuracy": numbers["accuracy"], "macro_accuracy": numbers["macro_accuracy"]}
+
+
+def blind_results(model: ScoreResult, blind: ScoreResult, config: str, protocol: str) -> dict:
+    """The blind baseline's accuracy (micro and macro, as the model's) and `right_where_model_right`: of the items
+    the model gets right, the share the blind model also gets right (high: text priors explain the model's hits)."""
+    model_predictions, references, _ = model.counted()
+    blind_predictions, _, groups = blind.counted()
+    model_right = np.asarray(model_predictions) == np.asarray(references)
+    blind_right = np.asarray(blind_predictions) == np.asarray(references)
+    numbers = accuracies(accuracy_results(blind_predictions, references, groups, config, protocol))
+    numbers["right_where_model_right"] = float(blind_right[model_right].mean()) if model_right.any() else None
+    return numbers
 
 
 @torch.no_grad()

@@ -1,10 +1,20 @@
-"""Load a model and its processor by Hub id or local path, as the class its checkpoint was saved from."""
+"""Load a model and its processor by Hub id or local path, as the class its checkpoint was saved from.
+
+A checkpoint is built as the first of its `config.architectures` that an adapter scores (a BLIP matching
+checkpoint as `BlipForImageTextRetrieval`, not as the `BlipModel` that `AutoModel` would build), else by
+`AutoModel`. Weights the checkpoint lacks would be left random and give silently wrong scores, so a checkpoint
+with any `missing_keys` is refused, naming the parts (heads, towers) it lacks.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .adapters import ADAPTERS
+
+
+class MissingWeights(ValueError):
+    """The checkpoint has no weights for part of the model it would be scored with."""
 
 
 def load_processor(model_id: str, revision: str | None = None, trust_remote_code: bool = False):
@@ -21,6 +31,16 @@ def load_processor(model_id: str, revision: str | None = None, trust_remote_code
         return AutoProcessor.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
 
 
+def refuse_missing_weights(model_id: str, model, missing_keys: list[str]) -> None:
+    """`MissingWeights` naming the top-level modules of `missing_keys` (e.g. BLIP's `itm_head`), if any."""
+    if missing_keys:
+        parts = sorted({key.split(".")[0] for key in missing_keys})
+        raise MissingWeights(
+            f"{model_id} has no weights for {', '.join(parts)} of {type(model).__name__} ({len(missing_keys)} tensors missing): "
+            "scoring with them would use random weights; give a checkpoint trained with that head"
+        )
+
+
 def load_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
     """(model, processor) of `model_id`, the model built as the architecture its config names."""
     import transformers
@@ -35,5 +55,19 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
         raise ValueError(f"model {model_id!r} cannot be loaded: {str(error).splitlines()[0]}") from None
     architecture = next((name for name in config.architectures or [] if name in ADAPTERS), None)
     model_class = getattr(transformers, architecture) if architecture else AutoModel
-    model = model_class.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype)
+    model, info = model_class.from_pretrained(
+        model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, output_loading_info=True
+    )
+    refuse_missing_weights(model_id, model, info["missing_keys"])
     return model.eval(), load_processor(model_id, revision, trust_remote_code)
+
+
+def load_blind_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
+    """(causal language model, tokenizer) of `model_id`, for the text-only baseline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, info = AutoModelForCausalLM.from_pretrained(
+        model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, output_loading_info=True
+    )
+    refuse_missing_weights(model_id, model, info["missing_keys"])
+    return model.eval(), AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)

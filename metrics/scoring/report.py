@@ -12,6 +12,24 @@ from pathlib import Path
 from .protocol import CHANCE
 
 
+def headline_accuracy(numbers: dict) -> float:
+    """The number a config is known by: macro accuracy where it has groups, else accuracy."""
+    return numbers["macro_accuracy"] if numbers.get("macro_accuracy") is not None else numbers["accuracy"]
+
+
+def blind_table(results: dict) -> str:
+    """A Markdown table of the model's and the blind baseline's accuracy per config."""
+    lines = [
+        f"| config | model accuracy | blind accuracy ({results['blind_model']}) | blind right where model right |",
+        "| --- | --- | --- | --- |",
+    ]
+    for config, numbers in results["configs"].items():
+        blind = numbers["blind"]
+        shared = f"{blind['right_where_model_right']:.3f}" if blind["right_where_model_right"] is not None else "-"
+        lines.append(f"| {config} | {headline_accuracy(numbers):.3f} | {headline_accuracy(blind):.3f} | {shared} |")
+    return "\n".join(lines)
+
+
 def results_table(results: dict) -> str:
     """A Markdown table of every config's accuracy, macro accuracy and size."""
     lines = ["| config | accuracy | macro accuracy | items | ties | truncated captions |", "| --- | --- | --- | --- | --- | --- |"]
@@ -83,7 +101,8 @@ def write_outputs(results: dict, output_dir: Path) -> None:
     check_output_dir(output_dir)
     with staged_folder(output_dir, overwrite=True) as staging:
         (staging / "results.json").write_text(json.dumps(results, indent=2))
-        (staging / "results.md").write_text(results_table(results) + "\n")
+        tables = [results_table(results)] + ([blind_table(results)] if results.get("blind_model") else [])
+        (staging / "results.md").write_text("\n\n".join(tables) + "\n")
         (staging / "model-index.yaml").write_text(model_index_snippet(results))
         for config, numbers in results["configs"].items():
             plot_groups(config, numbers, staging / f"{config}.png")

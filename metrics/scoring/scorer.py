@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .adapters import adapter_class
+from .adapters import Adapter, adapter_class
 from .data import Items, predict
 from .runtime import Runtime
 
@@ -34,6 +34,7 @@ class ScoreResult:
     unique_images: int = 0
     unique_captions: int = 0
     notes: dict = field(default_factory=dict)
+    other_heads: dict[str, np.ndarray] = field(default_factory=dict)  # [N, K] scores of a model's further heads (BLIP-2's itc)
 
     def counted(self, groups: list[str] | None = None) -> tuple[list[int], list[int], list[str] | None]:
         """Predictions, references and groups (`groups`, default the result's own) of the items that have a
@@ -51,19 +52,20 @@ class ScoreResult:
 class Scorer:
     """Scores ARO-shaped datasets with one model, through the adapter of its family.
 
+    `model` is a loaded model, or a function `score(images, captions) -> one number per pair` (see
+    `adapters.hook`); `adapter` overrides the family's adapter (`BlindAdapter` for a causal language model).
     Options are a `runtime`, or those of `Runtime`: `device`, `dtype`, `batch_size`, `num_workers`, `distributed`.
     """
 
-    def __init__(self, model, processor, runtime: Runtime | None = None, **runtime_options):
+    def __init__(self, model, processor=None, runtime: Runtime | None = None, adapter: type[Adapter] | None = None, **runtime_options):
         self.runtime = runtime or Runtime(**runtime_options)
-        self.adapter = adapter_class(model)(model, processor, self.runtime)
+        self.adapter = (adapter or adapter_class(model))(model, processor, self.runtime)
 
     def score(self, dataset, group_column: str | None = None) -> ScoreResult:
         """Score every item of an ARO-shaped `datasets.Dataset`."""
         items = Items.from_dataset(dataset)
-        scores = self.adapter.score(items)
         same = items.same_as_true()
-        scores = np.where(same, np.nan, scores)
+        (_, scores), *others = ((head, np.where(same, np.nan, scores)) for head, scores in self.adapter.score_heads(items).items())
         groups = [str(group) for group in dataset[group_column]] if group_column and group_column in dataset.column_names else None
         captions = items.unique_captions
         return ScoreResult(
@@ -76,9 +78,11 @@ class Scorer:
             truncated_captions=self.adapter.truncated_captions(captions),
             unique_images=len(items.image_rows),
             unique_captions=len(captions),
+            other_heads=dict(others),
         )
 
 
-def score_items(model, processor, dataset, group_column: str | None = None, **runtime_options) -> ScoreResult:
-    """Score an ARO-shaped dataset with an already loaded model and processor (see `Runtime` for the options)."""
-    return Scorer(model, processor, **runtime_options).score(dataset, group_column=group_column)
+def score_items(model, processor, dataset, group_column: str | None = None, adapter: type[Adapter] | None = None, **runtime_options) -> ScoreResult:
+    """Score an ARO-shaped dataset with an already loaded model and processor, or a scoring function and None
+    (see `Scorer`, and `Runtime` for the options)."""
+    return Scorer(model, processor, adapter=adapter, **runtime_options).score(dataset, group_column=group_column)
