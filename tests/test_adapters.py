@@ -216,8 +216,10 @@ def test_every_family_scored_through_aro_eval_equals_one_pair_at_a_time(name, ar
         data = load_split(str(aro_folder), config)
         reference = one_at_a_time(lambda picture, caption: one_pair(model, processor, picture, caption), data)
         for batch_size in (1, 3, 64):
-            scored = score_items(model, processor, data, batch_size=batch_size)
+            scored = score_items(model, processor, data, group_column="relation_name" if config == "relation" else None, batch_size=batch_size)
             np.testing.assert_allclose(scored.scores, reference, atol=1e-5, err_msg=f"{name} {config} batch {batch_size}")
+        assert scored.references == [0] * len(data) and scored.predictions == predict(reference)
+        assert scored.groups == (["on", "left of"] * 5 if config == "relation" else None)
         assert results["configs"][config]["accuracy"] == pytest.approx(np.mean(np.array(predict(reference)) == 0))
         assert results["configs"][config]["unique_images"] == len(data) // (2 if config == "relation" else 1)
     if name == "blip2":
