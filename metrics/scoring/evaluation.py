@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .adapters import BlindAdapter
+from .adapters import BlindAdapter, hook_name
 from .data import check_dataset, load_split, predict
 from .loading import load_blind_model, load_model
 from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
@@ -84,7 +84,7 @@ def evaluate_model(
         if processor is None:
             raise ValueError("a loaded model needs its processor")
     else:
-        model_name = f"{model.__module__}:{model.__qualname__}"
+        model_name = hook_name(model)
     scorer = Scorer(model, processor, runtime)
     blind_scorer = Scorer(*load_blind_model(blind, trust_remote_code=trust_remote_code), runtime, adapter=BlindAdapter) if blind else None
     image_processor = scorer.adapter.image_processor

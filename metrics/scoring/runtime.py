@@ -2,8 +2,9 @@
 
 The distributed state is an argument, never looked up: the driver (`aro eval`, the trainer) owns it and passes it
 down, as open_clip's `ClipLoss(rank, world_size)` takes its rank. With a state of several processes, `gathered`
-gives each process a contiguous share of the items (neighbours stay together: an image's pairs) and gathers the results in input order on every process, so
-scores do not depend on the number of processes; every process must call it, with the same items.
+gives each process a contiguous share of the items (neighbours stay together: an image's pairs) and gathers the
+results in input order on every process, so scores do not depend on the number of processes; every process must
+call it, with the same items.
 
 >>> runtime = Runtime(device="cpu", batch_size=2)
 >>> runtime.batched(lambda batch: torch.tensor(batch) * 2, [1, 2, 3], "doubling")

@@ -11,7 +11,7 @@ import torch
 from .base import Adapter
 from .blind import BlindAdapter
 from .dual import DualEncoderAdapter, FlavaAdapter
-from .hook import CallableAdapter, HookError, load_hook
+from .hook import CallableAdapter, HookError, hook_name, load_hook
 from .matching import Blip2MatchingAdapter, BlipMatchingAdapter, BridgeTowerMatchingAdapter, ViltMatchingAdapter
 
 # Families chosen by architecture or model type, before the dual-encoder fallback (any model with
@@ -47,5 +47,5 @@ def adapter_class(model) -> type[Adapter]:
 __all__ = [
     "ADAPTERS", "FAMILIES", "MODEL_TYPES", "SUPPORTED_FAMILIES", "Adapter", "BlindAdapter", "Blip2MatchingAdapter", "BlipMatchingAdapter",
     "BridgeTowerMatchingAdapter", "CallableAdapter", "DualEncoderAdapter", "FlavaAdapter", "HookError", "UnsupportedModel",
-    "ViltMatchingAdapter", "adapter_class", "load_hook",
+    "ViltMatchingAdapter", "adapter_class", "hook_name", "load_hook",
 ]

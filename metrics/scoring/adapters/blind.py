@@ -22,7 +22,6 @@ from .base import Adapter
 
 class BlindAdapter(Adapter):
     family = "blind-lm"
-    summary = "a causal language model scoring captions without the image (aro eval --blind MODEL)"
 
     def __init__(self, model, tokenizer, runtime: Runtime):
         super().__init__(model, tokenizer, runtime)

@@ -32,6 +32,11 @@ def pil_images(images: list) -> list:
     return images
 
 
+def hook_name(function) -> str:
+    """`module:function`, as results record a scorer."""
+    return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', type(function).__name__)}"
+
+
 class HookError(ValueError):
     """The hook cannot be found, or returned something other than one number per pair."""
 
@@ -47,10 +52,6 @@ class CallableAdapter(PairAdapter):
         self.text_limit = None
 
     @property
-    def name(self) -> str:
-        return f"{getattr(self.model, '__module__', '?')}:{getattr(self.model, '__qualname__', type(self.model).__name__)}"
-
-    @property
     def preprocess(self):
         return pil_images
 
@@ -61,7 +62,7 @@ class CallableAdapter(PairAdapter):
         scores = self.model([images[position] for position, _ in pairs], [caption for _, caption in pairs])
         scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
         if scores.shape != (len(pairs),):
-            raise HookError(f"the scorer {self.name} returned shape {scores.shape} for {len(pairs)} pairs: it must return one number per pair")
+            raise HookError(f"the scorer {hook_name(self.model)} returned shape {scores.shape} for {len(pairs)} pairs: it must return one number per pair")
         return torch.from_numpy(scores)
 
     def truncated_captions(self, captions: list[str]) -> int:
