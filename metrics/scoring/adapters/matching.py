@@ -8,7 +8,7 @@
   the image's projected queries and the caption's projected [CLS], each distinct caption encoded once.
 - ViLT (`ViltForImageAndTextRetrieval`) and BridgeTower (`BridgeTowerForImageAndTextRetrieval`): image and text
   meet from the first layer (ViLT) or in every cross-modal layer (BridgeTower), so only the image preprocessing is
-  shared across a image's captions; each pair goes through the model's own forward. ViLT's score is its
+  shared across an image's captions; each pair goes through the model's own forward. ViLT's score is its
   retrieval logit, BridgeTower's the probability of "match".
 """
 
@@ -56,7 +56,6 @@ class Blip2MatchingAdapter(PairAdapter):
         super().__init__(model, processor, runtime)
         # Captions go through the Q-Former, not the language model that `text_config` describes.
         self.text_limit = text_limit(model.config.qformer_config, self.tokenizer)
-        self.padding = True
 
     def queries(self, batch_size: int) -> torch.Tensor:
         return self.model.query_tokens.expand(batch_size, -1, -1)
