@@ -14,13 +14,14 @@ import importlib
 
 # Public name -> the module of this package that defines it.
 _EXPORTS = {
-    "SUPPORTED_FAMILIES": "adapters", "UnsupportedModel": "adapters", "adapter_class": "adapters",
+    "SUPPORTED_FAMILIES": "adapters", "UnsupportedModel": "adapters", "adapter_class": "adapters", "BlindAdapter": "adapters",
+    "CallableAdapter": "adapters", "load_hook": "adapters",
     "Items": "data", "candidates_of": "data", "load_split": "data", "predict": "data",
-    "load_model": "loading", "load_processor": "loading",
+    "load_model": "loading", "load_processor": "loading", "load_blind_model": "loading",
     "CONFIGS": "protocol", "GROUP_COLUMNS": "protocol", "accuracy_results": "protocol",
     "Runtime": "runtime", "pick_device": "runtime",
     "Scorer": "scorer", "ScoreResult": "scorer", "score_items": "scorer",
-    "evaluate_model": "evaluation", "retrieval_recall": "evaluation",
+    "evaluate_model": "evaluation", "retrieval_recall": "evaluation", "evaluate_launched": "launch",
     "results_table": "report", "write_outputs": "report",
 }
 
