@@ -1,5 +1,11 @@
 """`aro eval` (score models on ARO with the paper's protocol, or another harness's) and `aro push-metric` (publish
-the module)."""
+the module).
+
+    aro eval --model openai/clip-vit-base-patch32 --blind gpt2    # a Hub model, beside a text-only baseline
+    aro eval --model MODEL_A --model MODEL_B                      # several models, with a combined table and plot
+    aro eval --scorer my_scorer.py:score                          # your own score(images, captions) function
+    python -m torch.distributed.run --nproc_per_node 2 -m aro.cli eval --model ...   # several processes
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,15 @@ def register(subparsers) -> None:
     models = parser.add_mutually_exclusive_group(required=True)
     models.add_argument("--model", action="append", help="Hub id or local path of a model; repeat to compare several")
     models.add_argument("--models-file", type=Path, help="a text file listing models, one per line")
+    models.add_argument(
+        "--scorer", metavar="MODULE:FUNCTION",
+        help="your own scorer instead of a model: a function score(images, captions) -> one number per pair, higher = "
+        "better match, named as module:function or path/to/file.py:function",
+    )
+    parser.add_argument(
+        "--blind", metavar="MODEL",
+        help="also score a causal language model's text-only baseline (Hub id or path) and report it beside the model (default: none)",
+    )
     parser.add_argument("--revision", help="model revision (default: the default branch)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (NegCLIP from the Hub)")
     parser.add_argument("--dataset", default="aro", help="Hub id (ORG/NAME) or local folder of the ARO dataset")
@@ -59,25 +74,31 @@ def register(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from aro.metrics.scoring.adapters import load_hook
     from aro.metrics.scoring.adapters.prompts import GenerativePrompts
-    from aro.metrics.scoring.evaluation import evaluate_models, read_models_file
-    from aro.metrics.scoring.report import push_eval_results, results_table
+    from aro.metrics.scoring.evaluation import read_models_file
+    from aro.metrics.scoring.launch import evaluate_launched
+    from aro.metrics.scoring.report import blind_table, push_eval_results, results_table
 
-    models = read_models_file(args.models_file) if args.models_file else args.model
+    models = read_models_file(args.models_file) if args.models_file else args.model or []
     if args.push_results and len(models) > 1:
         raise ValueError("--push-results takes one model: its results go to that model's repo")
     prompt_options = {"template": args.prompt_template, "question": args.question, "caption_prompt": args.caption_prompt}
     prompt_options = {name: value for name, value in prompt_options.items() if value is not None}
     configs = args.config if args.config == "all" else args.config.split(",")
-    runs = evaluate_models(
-        models, args.dataset, args.out, configs=configs, revision=args.revision, dataset_revision=args.dataset_revision,
-        trust_remote_code=args.trust_remote_code, protocol=args.protocol, batch_size=args.batch_size, device=args.device,
-        dtype=args.dtype, num_workers=args.num_workers, limit=args.limit, seed=args.seed, bootstrap_draws=args.bootstrap,
-        save_scores=args.save_scores, dataset_id=args.dataset_id,
+    runs, is_main = evaluate_launched(
+        [load_hook(args.scorer)] if args.scorer else models, args.dataset, args.out, configs=configs, revision=args.revision,
+        dataset_revision=args.dataset_revision, trust_remote_code=args.trust_remote_code, protocol=args.protocol,
+        batch_size=args.batch_size, device=args.device, dtype=args.dtype, num_workers=args.num_workers, limit=args.limit,
+        seed=args.seed, bootstrap_draws=args.bootstrap, save_scores=args.save_scores, dataset_id=args.dataset_id, blind=args.blind,
         score=args.score, prompts=GenerativePrompts(**prompt_options) if prompt_options else None,
     )
+    if not is_main:
+        return 0
     for results in runs:
         print(f"## {results['model']}\n\n{results_table(results)}\n")
+        if args.blind:
+            print(blind_table(results) + "\n")
         for line in results["not_written"]:
             print(f"note: {line}")
     if len(runs) > 1:

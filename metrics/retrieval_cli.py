@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from aro.cli import HelpFormatter
@@ -51,6 +50,7 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from aro.metrics.scoring.downstream import downstream_table, evaluate_downstream
+    from aro.metrics.scoring.launch import launch_state
     from aro.metrics.scoring.zero_shot import ZeroShotTask
 
     if args.dataset is None and args.zero_shot is None:
@@ -62,13 +62,7 @@ def _run(args: argparse.Namespace) -> int:
             "templates": tuple(args.templates or ()) or None, "class_names": tuple(args.class_names or ()) or None, "max_images": args.max_images,
         }
         task = ZeroShotTask(args.zero_shot, **{name: value for name, value in given.items() if value is not None})
-    distributed = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-        from accelerate.utils import parse_flag_from_env
-
-        # As `Accelerator` does: PartialState runs on CPU processes only when told so.
-        distributed = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    distributed = launch_state()
     results = evaluate_downstream(
         args.model, args.dataset, args.config, zero_shot=task, output_dir=args.out, perturbations=not args.no_perturbations,
         revision=args.revision, dataset_revision=args.dataset_revision, trust_remote_code=args.trust_remote_code,

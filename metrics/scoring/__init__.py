@@ -26,6 +26,8 @@ _EXPORTS = {
     "evaluate_model": "evaluation", "evaluate_models": "evaluation",
     "RetrievalSet": "retrieval", "retrieval_recall": "retrieval", "retrieval_results": "retrieval",
     "ZeroShotTask": "zero_shot", "zero_shot_accuracy": "zero_shot", "evaluate_downstream": "downstream",
+    "BlindAdapter": "adapters", "CallableAdapter": "adapters", "load_hook": "adapters", "load_blind_model": "loading",
+    "evaluate_launched": "launch",
     "results_table": "report", "write_outputs": "report",
 }
 

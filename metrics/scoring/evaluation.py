@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from aro.builders.staging import staged_folder
 
+from .adapters import BlindAdapter, hook_name
 from .bootstrap import DEFAULT_DRAWS, Bootstrap
 from .breakdown import config_numbers
 from .data import check_dataset, hub_unreachable, load_split
 from .hub_copies import as_aro_config
-from .loading import load_model
-from .protocol import CONFIGS, GROUP_COLUMNS, get_protocol
+from .loading import load_blind_model, load_model
+from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results, get_protocol, predict
 from .provenance import dataset_commit, hub_id, model_commit, name_of
 from .report import check_output_dir, scores_table, write_comparison, write_outputs
 from .runtime import Runtime
-from .scorer import Scorer
+from .scorer import Scorer, ScoreResult
 
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "aro")
 
@@ -95,8 +98,10 @@ def evaluate_model(
     bootstrap_draws: int = DEFAULT_DRAWS,
     save_scores: bool = False,
     dataset_id: str | None = None,
+    blind: str | None = None,
 ) -> dict:
-    """Score `model` (a Hub id, a local path or a loaded model with its `processor`) on `configs` of `dataset`.
+    """Score `model` (a Hub id, a local path, a loaded model with its `processor`, or a scoring function
+    `score(images, captions)`) on `configs` of `dataset`.
 
     `dataset` is a Hub id or a local folder of our build, or a Hub copy (see `hub_copies`); `dataset_id` names the
     Hub repo of a local folder for the Hub formats. `limit` scores a seeded subsample of each config; every accuracy
@@ -109,6 +114,8 @@ def evaluate_model(
     folder as a whole. The options, the dataset and the output folder are checked before the model loads. A
     generative model is scored by `score` ("vqa", the default, or "likelihood") with `prompts` (a
     `GenerativePrompts`), both recorded under "scoring".
+    With `blind` (a causal language model's Hub id or path), each config also gets the text-only baseline's results
+    beside the model's (`configs[config]["blind"]`, see `blind_results`).
     """
     get_protocol(protocol)
     configs = resolve_configs(configs)
@@ -120,11 +127,15 @@ def evaluate_model(
         reference = model
         model, processor = load_model(reference, revision=revision, trust_remote_code=trust_remote_code)
         model_name, commit = name_of(reference), model_commit(reference, model)
-    elif processor is None:
-        raise ValueError("a loaded model needs its processor")
-    else:
+    elif isinstance(model, torch.nn.Module):
+        if processor is None:
+            raise ValueError("a loaded model needs its processor")
         model_name, commit = name_of(getattr(model.config, "_name_or_path", "") or type(model).__name__), None
+    else:
+        model_name, commit = hook_name(model), None
     scorer = Scorer(model, processor, runtime, score=score, prompts=prompts)
+    blind_scorer = Scorer(*load_blind_model(blind, trust_remote_code=trust_remote_code), runtime, adapter=BlindAdapter) if blind else None
+    image_processor = scorer.adapter.image_processor
     results = {
         "model": model_name,
         "model_revision": revision,
@@ -138,7 +149,8 @@ def evaluate_model(
         "seed": seed,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "adapter": scorer.adapter.family,
-        "image_processor": type(scorer.adapter.image_processor).__name__,
+        "image_processor": type(image_processor).__name__ if image_processor is not None else None,
+        "blind_model": blind,
         "device": runtime.device.type,
         "dtype": runtime.dtype or "fp32",
         "scoring": scorer.adapter.settings(),
@@ -148,7 +160,7 @@ def evaluate_model(
     }
     bootstrap = Bootstrap(draws=bootstrap_draws, seed=seed)
     score_tables = {}
-    was_training = model.training
+    was_training = getattr(model, "training", False)
     for config in configs:
         data, warnings = as_aro_config(load_config(dataset, config, dataset_revision), config)
         results["warnings"] += warnings
@@ -166,19 +178,26 @@ def evaluate_model(
         if save_scores:
             item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
             score_tables[config] = scores_table(item_ids, scored.groups, scored.scores, options, scored.predictions, kept)
+        for head, scores in scored.other_heads.items():
+            head_result = replace(scored, scores=scores, predictions=predict(scores, protocol))
+            numbers.setdefault("other_heads", {})[head] = accuracies(accuracy_results(*head_result.counted(), config=config, protocol=protocol))
+        if blind_scorer is not None:
+            blind_scored = blind_scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=protocol)
+            numbers["blind"] = blind_results(scored, blind_scored, config, protocol)
         results["configs"][config] = numbers
-    model.train(was_training)
+    if was_training:
+        model.train()
     if output_dir is not None:
         results["not_written"] = write_outputs(results, Path(output_dir), score_tables)
     return results
 
 
-def evaluate_models(models: list[str], dataset: str, output_dir: str | Path, **options) -> list[dict]:
+def evaluate_models(models: list, dataset: str, output_dir: str | Path | None, **options) -> list[dict]:
     """`evaluate_model` for each model, each into `output_dir/<model name>/`, then `comparison.md`, `.csv` and
-    `.png` in `output_dir`; one model writes straight into `output_dir`."""
+    `.png` in `output_dir`; one model writes straight into `output_dir`, and none is written without one."""
+    if output_dir is None or len(models) == 1:
+        return [evaluate_model(model, dataset, output_dir=output_dir, **options) for model in models]
     output_dir = Path(output_dir)
-    if len(models) == 1:
-        return [evaluate_model(models[0], dataset, output_dir=output_dir, **options)]
     folders = [name_of(model).replace("/", "__") for model in models]
     if len(set(folders)) < len(folders):
         raise ValueError(f"two models share a name ({folders}): their results would overwrite each other")
@@ -187,6 +206,23 @@ def evaluate_models(models: list[str], dataset: str, output_dir: str | Path, **o
         runs = [evaluate_model(model, dataset, output_dir=staging / folder, **options) for model, folder in zip(models, folders)]
         write_comparison(runs, staging)
     return runs
+
+
+def accuracies(numbers: dict) -> dict:
+    """Micro and macro accuracy of `accuracy_results`, without the per-group table."""
+    return {"accuracy": numbers["accuracy"], "macro_accuracy": numbers["macro_accuracy"]}
+
+
+def blind_results(model: ScoreResult, blind: ScoreResult, config: str, protocol: str) -> dict:
+    """The blind baseline's accuracy (micro and macro, as the model's) and `right_where_model_right`: of the items
+    the model gets right, the share the blind model also gets right (high: text priors explain the model's hits)."""
+    model_predictions, references, _ = model.counted()
+    blind_predictions, _, groups = blind.counted()
+    model_right = np.asarray(model_predictions) == np.asarray(references)
+    blind_right = np.asarray(blind_predictions) == np.asarray(references)
+    numbers = accuracies(accuracy_results(blind_predictions, references, groups, config, protocol))
+    numbers["right_where_model_right"] = float(blind_right[model_right].mean()) if model_right.any() else None
+    return numbers
 
 
 def read_models_file(path: str | Path) -> list[str]:

@@ -40,6 +40,19 @@ def headline(numbers: dict) -> tuple[str, float]:
     return "micro accuracy", numbers["accuracy"]
 
 
+def blind_table(results: dict) -> str:
+    """A Markdown table of the model's and the blind baseline's accuracy per config."""
+    lines = [
+        f"| config | model accuracy | blind accuracy ({results['blind_model']}) | blind right where model right |",
+        "| --- | --- | --- | --- |",
+    ]
+    for config, numbers in results["configs"].items():
+        blind = numbers["blind"]
+        shared = f"{blind['right_where_model_right']:.3f}" if blind["right_where_model_right"] is not None else "-"
+        lines.append(f"| {config} | {headline(numbers)[1]:.3f} | {headline(blind)[1]:.3f} | {shared} |")
+    return "\n".join(lines)
+
+
 def results_table(results: dict) -> str:
     """Markdown tables: every config's micro and macro accuracy with intervals, and the Order sets by perturbation."""
     lines = [
@@ -262,7 +275,8 @@ def write_outputs(results: dict, output_dir: Path, score_tables: dict | None = N
     not_written = []
     with staged_folder(output_dir, overwrite=True) as staging:
         (staging / "results.json").write_text(json.dumps(results, indent=2))
-        (staging / "results.md").write_text(results_table(results) + "\n")
+        tables = [results_table(results)] + ([blind_table(results)] if results.get("blind_model") else [])
+        (staging / "results.md").write_text("\n\n".join(tables) + "\n")
         for config, numbers in results["configs"].items():
             plot_config(config, numbers, staging / f"{config}.png")
         for config, table in (score_tables or {}).items():

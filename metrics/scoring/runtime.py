@@ -2,8 +2,9 @@
 
 The distributed state is an argument, never looked up: the driver (`aro eval`, the trainer) owns it and passes it
 down, as open_clip's `ClipLoss(rank, world_size)` takes its rank. With a state of several processes, `gathered`
-gives each process every `num_processes`-th item and gathers the results in input order on every process, so
-scores do not depend on the number of processes; every process must call it, with the same items.
+gives each process a contiguous share of the items (neighbours stay together: an image's pairs) and gathers the
+results in input order on every process, so scores do not depend on the number of processes; every process must
+call it, with the same items.
 
 >>> runtime = Runtime(device="cpu", batch_size=2)
 >>> runtime.batched(lambda batch: torch.tensor(batch) * 2, [1, 2, 3], "doubling")
@@ -102,7 +103,8 @@ class Runtime:
             return encode(items)
         from accelerate.utils import gather_object
 
-        share = list(range(self.process_index, len(items), self.num_processes))
+        size = -(-len(items) // self.num_processes)
+        share = list(range(self.process_index * size, min(len(items), (self.process_index + 1) * size)))
         local = encode([items[index] for index in share]) if share else None
         ordered = [None] * len(items)
         for indices, features in gather_object([(share, local)]):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .adapters import GenerativeAdapter, adapter_class
+from .adapters import Adapter, GenerativeAdapter, adapter_class
 from .data import Items
 from .protocol import predict
 from .runtime import Runtime
@@ -35,6 +35,7 @@ class ScoreResult:
     unique_images: int = 0
     unique_captions: int = 0
     notes: dict = field(default_factory=dict)
+    other_heads: dict[str, np.ndarray] = field(default_factory=dict)  # [N, K] scores of a model's further heads (BLIP-2's itc)
 
     def kept(self) -> list[int]:
         """The items that have a negative: what accuracy is computed over."""
@@ -56,13 +57,18 @@ class ScoreResult:
 class Scorer:
     """Scores ARO-shaped datasets with one model, through the adapter of its family.
 
+    `model` is a loaded model, or a function `score(images, captions) -> one number per pair` (see
+    `adapters.hook`); `adapter` overrides the family's adapter (`BlindAdapter` for a causal language model).
     Options are a `runtime`, or those of `Runtime`: `device`, `dtype`, `batch_size`, `num_workers`, `distributed`; a
     generative model also takes `score` ("vqa" or "likelihood") and `prompts` (`GenerativePrompts`).
     """
 
-    def __init__(self, model, processor, runtime: Runtime | None = None, score: str | None = None, prompts=None, **runtime_options):
+    def __init__(
+        self, model, processor=None, runtime: Runtime | None = None, adapter: type[Adapter] | None = None,
+        score: str | None = None, prompts=None, **runtime_options,
+    ):
         self.runtime = runtime or Runtime(**runtime_options)
-        adapter = adapter_class(model)
+        adapter = adapter or adapter_class(model)
         generative = {name: value for name, value in (("score", score), ("prompts", prompts)) if value is not None}
         if generative and adapter is not GenerativeAdapter:
             raise ValueError(f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the {adapter.family} adapter")
@@ -71,9 +77,8 @@ class Scorer:
     def score(self, dataset, group_column: str | None = None, protocol: str = "paper") -> ScoreResult:
         """Score every item of an ARO-shaped `datasets.Dataset`; `protocol` decides how ties predict."""
         items = Items.from_dataset(dataset)
-        scores = self.adapter.score(items)
         same = items.same_as_true()
-        scores = np.where(same, np.nan, scores)
+        (_, scores), *others = ((head, np.where(same, np.nan, scores)) for head, scores in self.adapter.score_heads(items).items())
         groups = [str(group) for group in dataset[group_column]] if group_column and group_column in dataset.column_names else None
         captions = items.unique_captions
         return ScoreResult(
@@ -87,9 +92,13 @@ class Scorer:
             unique_images=len(items.image_rows),
             unique_captions=len(captions),
             notes=dict(getattr(self.adapter, "notes", {})),
+            other_heads=dict(others),
         )
 
 
-def score_items(model, processor, dataset, group_column: str | None = None, protocol: str = "paper", **runtime_options) -> ScoreResult:
-    """Score an ARO-shaped dataset with an already loaded model and processor (see `Runtime` for the options)."""
-    return Scorer(model, processor, **runtime_options).score(dataset, group_column=group_column, protocol=protocol)
+def score_items(
+    model, processor, dataset, group_column: str | None = None, protocol: str = "paper", adapter: type[Adapter] | None = None, **runtime_options
+) -> ScoreResult:
+    """Score an ARO-shaped dataset with an already loaded model and processor, or a scoring function and None
+    (see `Scorer`, and `Runtime` for the options)."""
+    return Scorer(model, processor, adapter=adapter, **runtime_options).score(dataset, group_column=group_column, protocol=protocol)

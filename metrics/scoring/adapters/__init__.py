@@ -1,25 +1,29 @@
 """One adapter per model family, chosen from the model's class (which `load_model` chose from the checkpoint's
-`config.architectures`), never from what `AutoModel` happens to build."""
+`config.architectures`) or its model type, never from what `AutoModel` happens to build.
+
+A new family is an `Adapter` subclass naming the `architectures` (or `model_types`) it scores, added to `FAMILIES`.
+"""
 
 from __future__ import annotations
 
+import torch
+
 from .base import Adapter
-from .dual import DualEncoderAdapter
+from .blind import BlindAdapter
+from .dual import DualEncoderAdapter, FlavaAdapter
 from .generative import GenerativeAdapter
-from .matching import BlipMatchingAdapter
+from .hook import CallableAdapter, HookError, hook_name, load_hook
+from .matching import Blip2MatchingAdapter, BlipMatchingAdapter, BridgeTowerMatchingAdapter, ViltMatchingAdapter
 
-# Architecture name (as in `config.architectures`) -> the adapter that scores it.
-ADAPTERS: dict[str, type[Adapter]] = {
-    "BlipForImageTextRetrieval": BlipMatchingAdapter,
-}
+# Families chosen by architecture or model type, before the dual-encoder fallback (any model with
+# get_image_features and get_text_features).
+FAMILIES: tuple[type[Adapter], ...] = (FlavaAdapter, BlipMatchingAdapter, Blip2MatchingAdapter, ViltMatchingAdapter, BridgeTowerMatchingAdapter)
 
-SUPPORTED_FAMILIES = (
-    "dual encoders with get_image_features/get_text_features (CLIP, NegCLIP, SigLIP, SigLIP 2, ALIGN, AltCLIP, "
-    "Chinese-CLIP)",
-    "BLIP image-text matching (BlipForImageTextRetrieval)",
-    "generative models that AutoModelForImageTextToText builds and that take a key/value cache (LLaVA, LLaVA-NeXT, "
-    "Qwen2-VL, Idefics3/SmolVLM, Gemma 3...), scored by --score vqa or likelihood",
-)
+# Architecture name (as in `config.architectures`) -> the adapter that scores it; `load_model` builds these classes.
+ADAPTERS: dict[str, type[Adapter]] = {architecture: family for family in FAMILIES for architecture in family.architectures}
+MODEL_TYPES: dict[str, type[Adapter]] = {model_type: family for family in FAMILIES for model_type in family.model_types}
+
+SUPPORTED_FAMILIES = tuple(family.summary for family in (DualEncoderAdapter, *FAMILIES, GenerativeAdapter, CallableAdapter))
 
 
 def is_generative(architecture: str) -> bool:
@@ -34,10 +38,15 @@ class UnsupportedModel(ValueError):
 
 
 def adapter_class(model) -> type[Adapter]:
-    """The adapter for a loaded model; `UnsupportedModel` naming the supported families otherwise."""
+    """The adapter for a loaded model (or a scoring function); `UnsupportedModel` naming the supported families."""
+    if callable(model) and not isinstance(model, torch.nn.Module):
+        return CallableAdapter
     name = type(model).__name__
     if name in ADAPTERS:
         return ADAPTERS[name]
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in MODEL_TYPES:
+        return MODEL_TYPES[model_type]
     if is_generative(name):
         return GenerativeAdapter
     if hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
@@ -45,4 +54,8 @@ def adapter_class(model) -> type[Adapter]:
     raise UnsupportedModel(f"{name} cannot be scored on ARO. Supported: {'; '.join(SUPPORTED_FAMILIES)}.")
 
 
-__all__ = ["ADAPTERS", "SUPPORTED_FAMILIES", "Adapter", "BlipMatchingAdapter", "DualEncoderAdapter", "GenerativeAdapter", "UnsupportedModel", "adapter_class", "is_generative"]
+__all__ = [
+    "ADAPTERS", "FAMILIES", "MODEL_TYPES", "SUPPORTED_FAMILIES", "Adapter", "BlindAdapter", "Blip2MatchingAdapter", "BlipMatchingAdapter",
+    "BridgeTowerMatchingAdapter", "CallableAdapter", "DualEncoderAdapter", "FlavaAdapter", "GenerativeAdapter", "HookError", "UnsupportedModel",
+    "ViltMatchingAdapter", "adapter_class", "hook_name", "is_generative", "load_hook",
+]

@@ -1,4 +1,10 @@
-"""What every adapter shares: the model on its device, its processor's parts, and caption tokenisation."""
+"""What every adapter shares: the model on its device, its processor's parts, and caption tokenisation.
+
+An adapter scores ARO items for one model family: `score(items)` gives an [N, K] array, one number per candidate,
+higher is better. A family registers itself by the architecture names (`config.architectures`) or model types it
+scores; `loading.load_model` builds a checkpoint as its registered architecture and `adapters.adapter_class` picks
+the adapter of a loaded model.
+"""
 
 from __future__ import annotations
 
@@ -17,23 +23,38 @@ def features_of(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
+def text_limit(config, tokenizer) -> int | None:
+    """The longest caption, in tokens, that both the text tower and the tokenizer take (None: no limit)."""
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    return min((limit for limit in limits if limit and limit < 1_000_000), default=None)
+
+
 class ImagePreprocess:
-    """Collate a batch of PIL images through an image processor at once (picklable, so it runs in workers)."""
+    """Collate a batch of PIL images through an image processor at once (picklable, so it runs in workers).
 
-    def __init__(self, image_processor):
+    Gives the pixel values, or with `all_inputs` every tensor the processor makes (ViLT's `pixel_mask`).
+    """
+
+    def __init__(self, image_processor, all_inputs: bool = False):
         self.image_processor = image_processor
+        self.all_inputs = all_inputs
 
-    def __call__(self, images) -> torch.Tensor:
-        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    def __call__(self, images):
+        inputs = self.image_processor(images=images, return_tensors="pt")
+        return dict(inputs) if self.all_inputs else inputs["pixel_values"]
 
 
 class Adapter:
     """Scores ARO items for one model family: `score(items)` gives one number per candidate, higher is better.
 
-    Subclasses set `family` (a short name recorded in results) and implement `score`.
+    Subclasses set `family` (a short name recorded in results), `summary` (how the supported-families message
+    names them), the `architectures` and `model_types` they score, and implement `score`.
     """
 
     family = "adapter"
+    summary = ""
+    architectures: tuple[str, ...] = ()
+    model_types: tuple[str, ...] = ()
 
     def __init__(self, model, processor, runtime: Runtime):
         self.runtime = runtime
@@ -41,9 +62,7 @@ class Adapter:
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.image_processor = getattr(processor, "image_processor", processor)
-        config = getattr(model.config, "text_config", model.config)
-        limits = [getattr(config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
-        self.text_limit = min((limit for limit in limits if limit and limit < 1_000_000), default=None)
+        self.text_limit = text_limit(getattr(model.config, "text_config", model.config), self.tokenizer)
         self.padding = "max_length" if model.config.model_type in PAD_TO_LIMIT else True
 
     def score(self, items: Items) -> np.ndarray:
@@ -52,6 +71,10 @@ class Adapter:
     def settings(self) -> dict:
         """How this adapter scores, beyond its family, as results.json records it (prompts, for instance)."""
         return {}
+
+    def score_heads(self, items: Items) -> dict[str, np.ndarray]:
+        """The scores of every head the model scores with, its main head first (most families have one)."""
+        return {self.family: self.score(items)}
 
     def tokenize(self, captions: list[str]) -> dict:
         return self.tokenizer(
@@ -67,3 +90,11 @@ class Adapter:
         if self.text_limit is None:
             return 0
         return sum(length > self.text_limit for length in self.token_lengths(captions))
+
+    def by_length(self, encode, captions: list[str]) -> torch.Tensor:
+        """`encode` over `captions` in batches of similar token length (less padding), returned in input order."""
+        order = sorted(range(len(captions)), key=self.token_lengths(captions).__getitem__)
+        sorted_outputs = self.runtime.batched(lambda batch: encode([captions[index] for index in batch]), order, "captions")
+        outputs = torch.empty_like(sorted_outputs)
+        outputs[torch.tensor(order)] = sorted_outputs
+        return outputs

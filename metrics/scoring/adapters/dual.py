@@ -1,9 +1,9 @@
 """Dual encoders: an image tower and a text tower compared by cosine similarity.
 
 CLIP, NegCLIP, SigLIP, SigLIP 2, ALIGN, AltCLIP, Chinese-CLIP and every model with `get_image_features` and
-`get_text_features`. SigLIP's logits are `scale * cosine + bias`, a rising function of the cosine, so they rank
-candidates exactly as the cosine does. Every unique image and every distinct caption is encoded once; captions are
-batched by length to cut padding.
+`get_text_features`; FLAVA through its contrastive embeddings. SigLIP's logits are `scale * cosine + bias`, a
+rising function of the cosine, so they rank candidates exactly as the cosine does. Every unique image and every
+distinct caption is encoded once; captions are batched by length to cut padding.
 """
 
 from __future__ import annotations
@@ -17,6 +17,13 @@ from .base import Adapter, ImagePreprocess, features_of
 
 class DualEncoderAdapter(Adapter):
     family = "dual-encoder"
+    summary = "dual encoders with get_image_features/get_text_features (CLIP, NegCLIP, SigLIP, SigLIP 2, ALIGN, AltCLIP, Chinese-CLIP)"
+
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return features_of(self.model.get_image_features(pixel_values=pixel_values))
+
+    def embed_texts(self, tokens: dict) -> torch.Tensor:
+        return features_of(self.model.get_text_features(**tokens))
 
     @torch.no_grad()
     def image_features(self, dataset, rows: list[int], image_column: str = "image") -> torch.Tensor:
@@ -24,23 +31,18 @@ class DualEncoderAdapter(Adapter):
         features = []
         for pixel_values in image_batches(dataset, rows, image_column, ImagePreprocess(self.image_processor), self.runtime):
             with self.runtime.autocast():
-                output = self.model.get_image_features(pixel_values=pixel_values.to(self.runtime.device, non_blocking=True))
-            features.append(features_of(output).float().cpu())
+                features.append(self.embed_images(pixel_values.to(self.runtime.device, non_blocking=True)).float().cpu())
         return torch.nn.functional.normalize(torch.cat(features), dim=-1)
 
     @torch.no_grad()
     def text_features(self, captions: list[str]) -> torch.Tensor:
         """Normalised features of `captions`, batched by length to cut padding, returned in input order."""
-        order = sorted(range(len(captions)), key=self.token_lengths(captions).__getitem__)
 
-        def encode(batch: list[int]) -> torch.Tensor:
+        def encode(batch: list[str]) -> torch.Tensor:
             with self.runtime.autocast():
-                return features_of(self.model.get_text_features(**self.tokenize([captions[index] for index in batch]))).float().cpu()
+                return self.embed_texts(self.tokenize(batch)).float().cpu()
 
-        sorted_features = self.runtime.batched(encode, order, "captions")
-        features = torch.empty_like(sorted_features)
-        features[torch.tensor(order)] = sorted_features
-        return torch.nn.functional.normalize(features, dim=-1)
+        return torch.nn.functional.normalize(self.by_length(encode, captions), dim=-1)
 
     def score(self, items: Items) -> np.ndarray:
         images = self.runtime.gathered(lambda rows: self.image_features(items.dataset, rows, items.image_column), items.image_rows)
@@ -51,3 +53,18 @@ class DualEncoderAdapter(Adapter):
         item_images = images[torch.tensor(items.image_of_item)]
         item_captions = texts[torch.tensor([[index[caption] for caption in options] for options in items.candidates])]
         return torch.einsum("nd,nkd->nk", item_images, item_captions).numpy()
+
+
+class FlavaAdapter(DualEncoderAdapter):
+    """FLAVA's `get_*_features` project every token ([batch, tokens, dim], hence the size mismatch of scoring them
+    as pooled features); its contrastive head compares the projected first token ([CLS]) of each tower."""
+
+    family = "flava"
+    summary = "FLAVA (its contrastive embeddings)"
+    model_types = ("flava",)
+
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return super().embed_images(pixel_values)[:, 0]
+
+    def embed_texts(self, tokens: dict) -> torch.Tensor:
+        return super().embed_texts(tokens)[:, 0]

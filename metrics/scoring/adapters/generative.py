@@ -50,6 +50,10 @@ class GenerativeAdapter(Adapter):
     """Scores (image, caption) pairs by `score` ("vqa" or "likelihood") with `prompts` (see `GenerativePrompts`)."""
 
     family = "generative"
+    summary = (
+        "generative models that AutoModelForImageTextToText builds and that take a key/value cache (LLaVA, LLaVA-NeXT, "
+        "Qwen2-VL, Idefics3/SmolVLM, Gemma 3...), scored by --score vqa or likelihood"
+    )
 
     def __init__(self, model, processor, runtime, score: str = "vqa", prompts: GenerativePrompts | None = None):
         super().__init__(model, processor, runtime)

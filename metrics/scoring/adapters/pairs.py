@@ -1,0 +1,66 @@
+"""Scoring every (image, caption) pair with a forward that reads both: the shared machinery of matching heads and
+the user's hook.
+
+The pairs are put in image order, split over the processes in contiguous shares, and walked a chunk of
+`batch_size` unique images at a time: each chunk's images are decoded and encoded once (`encode_images`), then
+every caption shown with them is scored in batches of pairs (`match`). Memory stays bounded by one chunk, however
+large the config.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from operator import itemgetter
+
+import numpy as np
+import torch
+
+from ..data import Items, image_batches
+from .base import Adapter, ImagePreprocess
+
+
+class PairAdapter(Adapter):
+    """Subclasses implement `encode_images(inputs)` (what every pair of a chunk reads from its image: vision
+    states, or the pixel inputs themselves) and `match(states, pairs)`: scores of `(position in chunk, caption)`
+    pairs, higher meaning a better match. `preprocess` turns a list of PIL images into the `inputs`."""
+
+    @property
+    def preprocess(self):
+        return ImagePreprocess(self.image_processor, all_inputs=True)
+
+    def encode_images(self, inputs):
+        raise NotImplementedError
+
+    def match(self, states, pairs: list[tuple[int, str]]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, items: Items) -> np.ndarray:
+        return self.score_pairs(items, self.match)
+
+    def score_pairs(self, items: Items, match) -> np.ndarray:
+        """`match` over every pair of `items`, sharded over the processes, as an [N, K, ...] array."""
+        pairs = items.pairs()
+        order = sorted(range(len(pairs)), key=lambda index: pairs[index][0])  # each image's pairs side by side
+        flat = self.runtime.gathered(lambda share: self.score_share(items, share, match), [pairs[index] for index in order])
+        in_item_order = torch.empty_like(flat)
+        in_item_order[torch.tensor(order)] = flat
+        return items.unflatten(in_item_order.numpy())
+
+    @torch.no_grad()
+    def score_share(self, items: Items, pairs: list[tuple[int, str]], match) -> torch.Tensor:
+        """Scores of `pairs` (sorted by image), each image encoded once per chunk of `batch_size` images."""
+        by_image = [(image, [caption for _, caption in group]) for image, group in groupby(pairs, key=itemgetter(0))]
+        rows = [items.image_rows[image] for image, _ in by_image]
+        size = self.runtime.batch_size
+        scores = []
+        for start, inputs in zip(range(0, len(by_image), size), image_batches(items.dataset, rows, items.image_column, self.preprocess, self.runtime)):
+            with self.runtime.autocast():
+                states = self.encode_images(inputs)
+            chunk = [(position, caption) for position, (_, captions) in enumerate(by_image[start : start + size]) for caption in captions]
+
+            def run(batch: list[tuple[int, str]]) -> torch.Tensor:
+                with self.runtime.autocast():
+                    return match(states, batch).float().cpu()
+
+            scores.append(self.runtime.batched(run, chunk, "pairs"))
+        return torch.cat(scores)
