@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aro.builders.images import MAX_IMAGE_PIXELS
-from aro.builders.schema import CONFIG_FEATURES
+from aro.builders.schema import ARO_CONFIGS, CONFIG_FEATURES
 from aro.builders.sources import BuildReport, order_rows, retrieval_rows, visual_genome_rows
 
 CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order", "coco_retrieval", "flickr30k_retrieval")
@@ -155,7 +155,7 @@ def build_aro(
 
     def extra_files(counts: dict) -> dict[str, str]:
         return {
-            "eval.yaml": eval_yaml(CARD_METADATA["pretty_name"], BENCHMARK_DESCRIPTION, [config for config, _ in counts]),
+            "eval.yaml": eval_yaml(CARD_METADATA["pretty_name"], BENCHMARK_DESCRIPTION, [config for config, _ in counts if config in ARO_CONFIGS]),
             "LICENSE.md": render("aro_license.md"),
         }
 

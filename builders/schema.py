@@ -44,7 +44,6 @@ RETRIEVAL_FEATURES = Features(
 )
 
 
-
 def retrieval_row(image_id: str, image, caption_ids: list[str], caption_options: list[list[str]]) -> dict:
     """The retrieval row of one image from its captions' Order options (the caption first, then its perturbations)."""
     return {
@@ -68,6 +67,10 @@ CONFIG_FEATURES: dict[str, Features] = {
     "coco_retrieval": RETRIEVAL_FEATURES,
     "flickr30k_retrieval": RETRIEVAL_FEATURES,
 }
+
+# The caption-choice tasks that ARO accuracy scores (the benchmark's tasks in eval.yaml); the retrieval configs are
+# scored by `aro retrieval` instead.
+ARO_CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
 
 # The column that groups a config's items for macro accuracy (none for the Order configs).
 GROUP_COLUMNS = {"relation": "relation_name", "attribution": "attribute_pair"}

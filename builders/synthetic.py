@@ -308,7 +308,7 @@ def build_synthetic_aro(
     from datasets import Features, Image as ImageFeature, Value
 
     from aro.builders.perturbations import OrderPerturber
-    from aro.builders.schema import CONFIG_FEATURES
+    from aro.builders.schema import ARO_CONFIGS, CONFIG_FEATURES
     from aro.builders.build import BENCHMARK_DESCRIPTION
     from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
     from aro.cards import render
@@ -339,7 +339,7 @@ def build_synthetic_aro(
         )
 
     def extra_files(counts: dict[tuple[str, str], int]) -> dict[str, str]:
-        aro_configs = [config for config, split in counts if split == "test" and config in CONFIG_FEATURES]
+        aro_configs = [config for config, split in counts if split == "test" and config in ARO_CONFIGS]
         description = "A procedural world of coloured shapes in ARO's format, to check ARO code offline. " + BENCHMARK_DESCRIPTION
         return {"eval.yaml": eval_yaml(CARD_METADATA["pretty_name"], description, aro_configs)}
 
