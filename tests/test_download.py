@@ -14,7 +14,6 @@ from aro.builders.build import extract, fetch, fetch_google_drive
 from aro.cli import main
 
 from conftest import refused
-
 from test_build import draw, save
 
 
