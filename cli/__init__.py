@@ -21,9 +21,10 @@ import importlib
 import sys
 
 # The user's mistakes get one clear line: aro's own code raises ValueError for bad input and these OSErrors for
-# paths, naming what and where. The same errors raised inside torch, transformers or datasets, and every other
-# error, are failures we did not foresee: they keep their traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+# paths, naming what and where, and ConnectionError for a download that failed after its retries (saying how to
+# resume). The same errors raised inside torch, transformers or datasets, and every other error, are failures we
+# did not foresee: they keep their traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, ConnectionError)
 
 # Each command: the module whose `register(subparsers)` adds it, and its summary in `aro --help`.
 COMMANDS = {

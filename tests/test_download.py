@@ -13,6 +13,7 @@ from aro.builders import build
 from aro.builders.build import extract, fetch, fetch_google_drive
 from aro.cli import main
 
+from conftest import refused
 from test_build import draw, save
 
 
@@ -150,6 +151,18 @@ def test_google_drive_goes_through_gdown_with_resume_timeout_and_retries(tmp_pat
     monkeypatch.setattr(gdown, "download", refusing)
     with pytest.raises(ConnectionError, match="Google Drive did not serve other.json .*Too many users.* download it by hand"):
         fetch_google_drive("FILE_ID", tmp_path / "other.json")
+
+
+def test_a_download_that_keeps_failing_is_one_line_saying_how_to_resume(tmp_path, monkeypatch, capfd):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: every attempt is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(build, "KARPATHY_URL", f"http://127.0.0.1:{port}/{{name}}")
+    monkeypatch.setattr(build.time, "sleep", lambda seconds: None)  # the waits between retries
+    refused(capfd, ["build", "--download", str(tmp_path / "sources"), "--configs", "coco_order", "--out", str(tmp_path / "aro")], "could not download")
+    assert not (tmp_path / "aro").exists()
 
 
 def test_flickr_cannot_be_downloaded_and_says_how_to_get_it(tmp_path, capsys):
