@@ -1,8 +1,10 @@
 """Fine-tune CLIP into NegCLIP (or train CLIP with its plain loss) on any image-caption dataset.
 
-The recipe as released: each step takes B rows (an image and one of its captions), adds for each a nearest-
-neighbour image with its own caption (so 2B images), and for each of the 2B captions one swapped-word negative
-(so 4B texts); see `loss_negclip.py`. The negatives come from the mining cache (`mining.py`), mined on first use.
+The authors' recipe: each step takes B rows (an image and one of its captions), adds for each a nearest-
+neighbour image with one of its captions (so 2B images), and for each of the 2B captions one swapped-word negative
+(so 4B texts); see `loss_negclip.py` and `batches.py`. The negatives come from the mining cache (`mining.py`),
+mined on first use, or from the authors' released file (`released.py`). The optimizer, schedule, `logit_scale`
+clamp and crops are the fork's (`recipe.py`); with validation data the best epoch is kept (`selection.py`).
 
 Runs on one device or many (`accelerate launch -m aro.cli train ...` or `torchrun`), with mixed precision and
 gradient accumulation (negatives are per micro-batch: accumulation grows the effective batch for the gradient,
