@@ -16,7 +16,8 @@ import torch
 from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro, world_words
 from aro.models.negclip import NegCLIPModel
 from aro.models.negclip.mining import MiningParameters, mine, nearest_images, swap_negatives
-from aro.models.negclip.training import NegCLIPTrainingArguments, _Batches, train
+from aro.models.negclip.batches import NegCLIPBatches
+from aro.models.negclip.training import NegCLIPTrainingArguments, train
 from aro.models.tiny_clip import make_tiny_clip
 from common import best_time, report
 
@@ -48,7 +49,7 @@ def main() -> None:
             arguments = NegCLIPTrainingArguments(
                 output_dir=str(folder / name), model_name_or_path=str(folder / "start"), dataset=str(folder / "data"),
                 dataset_config="scenes", mining_cache=str(cache), batch_size=args.batch_size, epochs=1, max_steps=steps,
-                learning_rate=1e-4, warmup_steps=1, num_workers=args.num_workers,
+                learning_rate=1e-4, warmup_steps=1, num_workers=args.num_workers, epoch_rows="captions",  # 2N steps in one epoch
             )
             start = time.perf_counter()
             train(arguments)
@@ -65,12 +66,12 @@ def main() -> None:
 
         data = load_split(str(folder / "data"), "scenes", "train")
         negatives, neighbours, _ = load_cache(cache)
-        batch = _Batches(data, arguments, negatives, neighbours, processor, epoch=0)[0]
+        batch = NegCLIPBatches(data, arguments, negatives, neighbours, processor, epoch=0)[0]
         bare_model = NegCLIPModel.from_clip(model).train()
         optimizer = torch.optim.AdamW(bare_model.parameters(), lr=1e-4)
 
         def bare_step() -> None:
-            loss = bare_model(**batch).loss
+            loss = bare_model(**batch, return_loss=True).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()

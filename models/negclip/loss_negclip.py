@@ -6,6 +6,10 @@ texts, so each image must prefer its caption to every other caption *and* to its
 text-to-image cross-entropy runs over the 2B true captions only (a swapped caption has no image to retrieve).
 Without negatives (and without neighbours) this is exactly CLIP's loss.
 
+A caption with no possible word swap has no negative: `negative_mask` is False in its slot, and that column is
+left out of every image's softmax, exactly as if the slot were not in the batch. (Giving such a caption itself as
+its negative would make the true caption compete with an identical copy.)
+
 With several processes (`NegCLIPLoss(rank, world_size)`, as open_clip's `ClipLoss`) the features of every process
 are gathered with autograd, so each process's image also competes with every other process's texts; each process
 computes the loss of its own rows (labels offset by its rank), and the gradients add up to those of the loss over
@@ -46,17 +50,24 @@ class NegCLIPLoss(nn.Module):
         text_embeds: torch.Tensor,
         logit_scale: torch.Tensor,
         negative_text_embeds: torch.Tensor | None = None,
+        negative_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`image_embeds` [N, D] and `text_embeds` [N, D] pair up row by row; `negative_text_embeds` [N, D] or None.
 
-        All embeddings are L2-normalised; `logit_scale` is the multiplier (already exponentiated).
+        All embeddings are L2-normalised; `logit_scale` is the multiplier (already exponentiated). `negative_mask`
+        [N] (bool) marks the real negatives; None means all are real.
         """
         all_images = gather_with_grad(image_embeds, self.world_size)
         all_texts = gather_with_grad(text_embeds, self.world_size)
         candidates = all_texts
         if negative_text_embeds is not None:
             candidates = torch.cat([all_texts, gather_with_grad(negative_text_embeds, self.world_size)])
+        logits_per_image = logit_scale * image_embeds @ candidates.t()
+        if negative_text_embeds is not None and negative_mask is not None:
+            real_negatives = gather_with_grad(negative_mask.to(image_embeds.dtype), self.world_size)
+            kept = torch.cat([torch.ones_like(real_negatives), real_negatives]) > 0
+            logits_per_image = logits_per_image.masked_fill(~kept, float("-inf"))
         labels = torch.arange(len(image_embeds), device=image_embeds.device) + self.rank * len(image_embeds)
-        image_to_text = F.cross_entropy(logit_scale * image_embeds @ candidates.t(), labels)
+        image_to_text = F.cross_entropy(logits_per_image, labels)
         text_to_image = F.cross_entropy(logit_scale * text_embeds @ all_images.t(), labels)
         return (image_to_text + text_to_image) / 2

@@ -81,13 +81,16 @@ class NegCLIPModel(CLIPModel):
         position_ids: torch.LongTensor | None = None,
         negative_input_ids: torch.LongTensor | None = None,
         negative_attention_mask: torch.Tensor | None = None,
+        negative_mask: torch.BoolTensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
         **kwargs,
     ) -> NegCLIPOutput:
         """CLIP's forward; images and captions pair up row by row, `negative_input_ids` holds a hard negative per image.
 
-        Keyword arguments (`output_attentions`, `output_hidden_states`, `return_dict`, ...) go to CLIP unchanged.
+        `negative_mask` (bool, one per image) is False where an image's caption has no negative: the loss leaves
+        that placeholder out. Keyword arguments (`output_attentions`, `output_hidden_states`, `return_dict`, ...) go
+        to CLIP unchanged.
         """
         kwargs["return_dict"] = True  # `can_return_tuple` above turns our own output into a tuple when asked
         clip = super().forward(
@@ -102,7 +105,7 @@ class NegCLIPModel(CLIPModel):
             negative_text_embeds = F.normalize(features, dim=-1)
             negative_logits = logit_scale * clip.image_embeds @ negative_text_embeds.t().to(clip.image_embeds.device)
             logits_per_image = torch.cat([logits_per_image, negative_logits], dim=1)
-        loss = self.negclip_loss(clip.image_embeds, clip.text_embeds, logit_scale, negative_text_embeds) if return_loss else None
+        loss = self.negclip_loss(clip.image_embeds, clip.text_embeds, logit_scale, negative_text_embeds, negative_mask) if return_loss else None
         return NegCLIPOutput(
             loss=loss,
             logits_per_image=logits_per_image,

@@ -1,8 +1,10 @@
 """Fine-tune CLIP into NegCLIP (or train CLIP with its plain loss) on any image-caption dataset.
 
-The recipe as released: each step takes B rows (an image and one of its captions), adds for each a nearest-
-neighbour image with its own caption (so 2B images), and for each of the 2B captions one swapped-word negative
-(so 4B texts); see `loss_negclip.py`. The negatives come from the mining cache (`mining.py`), mined on first use.
+The authors' recipe: each step takes B rows (an image and one of its captions), adds for each a nearest-
+neighbour image with one of its captions (so 2B images), and for each of the 2B captions one swapped-word negative
+(so 4B texts); see `loss_negclip.py` and `batches.py`. The negatives come from the mining cache (`mining.py`),
+mined on first use, or from the authors' released file (`released.py`). The optimizer, schedule, `logit_scale`
+clamp and crops are the fork's (`recipe.py`); with validation data the best epoch is kept (`selection.py`).
 
 Runs on one device or many (`accelerate launch -m aro.cli train ...` or `torchrun`), with mixed precision and
 gradient accumulation (negatives are per micro-batch: accumulation grows the effective batch for the gradient,
@@ -22,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,9 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .arguments import NegCLIPTrainingArguments
-from .batches import NegCLIPBatches
+from .batches import NegCLIPBatches, rows_per_epoch
 from .checkpointing import check_same_run, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from .loss_negclip import NegCLIPLoss
+from .recipe import clamp_logit_scale, optimizer_groups, warmup_cosine
+from .selection import BestEpoch
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["NegCLIPTrainingArguments", "train", "setup", "train_one_epoch", "finish", "validation_loss"]
 
@@ -52,6 +59,8 @@ class TrainingRun:
     state: dict
     log: "StepLog"
     total_steps: int
+    validation: object | None
+    selection: BestEpoch | None
 
     @property
     def output_dir(self) -> Path:
@@ -85,9 +94,7 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     """Load the data, the negatives (mined on first use), the model and the optimizer; restore a checkpoint."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
-    from transformers import AutoProcessor, get_cosine_schedule_with_warmup
-
-    from aro.metrics.scoring import load_split
+    from transformers import AutoProcessor
 
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
@@ -96,37 +103,43 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     )
     set_seed(args.seed)
     checkpoint = _checkpoint_to_resume(args)
-    data = load_split(args.dataset, args.dataset_config, args.split)
-    for column in (args.image_column, args.caption_column, args.image_id_column):
-        if column not in data.column_names:
-            raise ValueError(f"{args.dataset} ({args.split}) has no column {column!r}; it has {data.column_names}")
-    if len(data) < args.batch_size * accelerator.num_processes:
-        raise ValueError(f"{args.dataset} ({args.split}) has {len(data)} rows, fewer than one batch of {args.batch_size} x {accelerator.num_processes} processes")
+    data, released = _training_data(args)
+    epoch_size = rows_per_epoch(data[args.image_id_column], args.epoch_rows)
+    if epoch_size < args.batch_size * accelerator.num_processes:
+        raise ValueError(
+            f"{args.train_file or args.dataset} has {epoch_size} rows per epoch ({args.epoch_rows}), fewer than one batch of {args.batch_size} x {accelerator.num_processes} processes"
+        )
     cache, mining = _mining(args)
     identity = {"settings": args.resume_settings(), "world_size": accelerator.num_processes, "dataset": _dataset_identity(args, data), "mining": mining}
     if checkpoint and not args.resume_allow_changes:  # before any mining or model loading, so that a wrong resume fails at once
         check_same_run(checkpoint, identity)
-    negatives, neighbours = _negatives(args, data, cache, accelerator)
+    negatives, neighbours = released or _negatives(args, data, cache, accelerator)
+    validation = _validation_data(args)
+    selection = BestEpoch(validation, args, output_dir / "checkpoints" / "best-epoch") if args.select_best and validation is not None else None
+    if args.select_best and validation is None:
+        logger.warning("no validation data (--validation-split or --validation-file): the last epoch is kept, not the best")
 
     processor = AutoProcessor.from_pretrained(args.model_name_or_path)
     model = _load_model(str(checkpoint) if checkpoint else args.model_name_or_path)
     model.negclip_loss = NegCLIPLoss(accelerator.process_index, accelerator.num_processes)  # the training loss spans all processes
-    steps_per_epoch = len(data) // (args.batch_size * accelerator.num_processes) // args.gradient_accumulation_steps
+    steps_per_epoch = epoch_size // (args.batch_size * accelerator.num_processes) // args.gradient_accumulation_steps
     total_steps = steps_per_epoch * args.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        optimizer_groups(model, args.weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+    )
     # The scheduler stays outside `prepare`, which would step it once per process: it steps once per optimizer step.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, min(args.warmup_steps, total_steps), total_steps)
+    scheduler = warmup_cosine(optimizer, args.warmup_steps, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     state = {"epoch": 0, "step": 0, "rows_in_epoch": 0, "identity": identity}
     if checkpoint:
         saved = load_checkpoint(checkpoint, accelerator, optimizer, scheduler)
-        state |= {name: saved[name] for name in ("epoch", "step", "rows_in_epoch")}
+        state |= {name: saved[name] for name in ("epoch", "step", "rows_in_epoch", "validation", "best_epoch") if name in saved}
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers("negclip", config=_flat_config(args))
     log = StepLog(output_dir / "log.csv", after_step=state["step"], enabled=accelerator.is_main_process)
-    return TrainingRun(args, accelerator, data, negatives, neighbours, processor, model, optimizer, scheduler, state, log, total_steps)
+    return TrainingRun(args, accelerator, data, negatives, neighbours, processor, model, optimizer, scheduler, state, log, total_steps, validation, selection)
 
 
 def train_one_epoch(run: TrainingRun) -> None:
@@ -143,8 +156,10 @@ def train_one_epoch(run: TrainingRun) -> None:
         with accelerator.accumulate(run.model):
             loss = run.model(**{name: tensor.to(accelerator.device) for name, tensor in inputs.items()}, return_loss=True).loss
             accelerator.backward(loss)
+            learning_rate = run.optimizer.param_groups[0]["lr"]  # the rate this step applies, logged below
             run.optimizer.step()
             if accelerator.sync_gradients:
+                clamp_logit_scale(accelerator.unwrap_model(run.model), args.max_logit_scale)
                 run.scheduler.step()
             run.optimizer.zero_grad()
         state["rows_in_epoch"] += global_batch
@@ -154,8 +169,8 @@ def train_one_epoch(run: TrainingRun) -> None:
         mean_loss = accelerator.reduce(loss.detach(), "mean").item()  # the loss of the global batch
         progress.update(1)
         progress.set_postfix(loss=f"{mean_loss:.3f}")
-        run.log.write(state["step"], state["epoch"], mean_loss, run.scheduler.get_last_lr()[0])
-        accelerator.log({"train/loss": mean_loss, "train/learning_rate": run.scheduler.get_last_lr()[0]}, step=state["step"])
+        run.log.write(state["step"], state["epoch"], mean_loss, learning_rate)
+        accelerator.log({"train/loss": mean_loss, "train/learning_rate": learning_rate}, step=state["step"])
         if args.save_every and state["step"] % args.save_every == 0:
             run.save(f"step-{state['step']}")
         if args.eval_dataset and args.eval_every and state["step"] % args.eval_every == 0:
@@ -165,6 +180,9 @@ def train_one_epoch(run: TrainingRun) -> None:
     else:
         state["epoch"] += 1
         state["rows_in_epoch"] = 0
+        if run.selection:
+            recall = run.selection.after_epoch(accelerator, run.model, run.processor, state)
+            accelerator.log({"validation/text_to_image_recall@1": recall}, step=state["step"])
     progress.close()
 
 
@@ -172,11 +190,11 @@ def finish(run: TrainingRun) -> dict:
     """Validation and ARO evaluation (on every process), then the model, card and push (main process); the results."""
     args, accelerator = run.args, run.accelerator
     results = {}
-    if args.validation_split:
-        from aro.metrics.scoring import load_split
-
-        validation = load_split(args.dataset, args.dataset_config, args.validation_split)
-        results["validation_loss"] = validation_loss(accelerator.unwrap_model(run.model), validation, args, run.processor, accelerator)
+    if run.selection:
+        run.selection.restore(accelerator, run.model, run.state)
+        results["selection"] = {key: run.state[key] for key in ("validation", "best_epoch") if key in run.state}
+    if run.validation is not None:
+        results["validation_loss"] = validation_loss(accelerator.unwrap_model(run.model), run.validation, args, run.processor, accelerator)
         accelerator.log({"validation/loss": results["validation_loss"]}, step=run.state["step"])
     if args.eval_dataset:
         results["aro"] = evaluate_aro(run)
@@ -190,7 +208,7 @@ def finish(run: TrainingRun) -> dict:
         (run.output_dir / "training_state.json").write_text(json.dumps(run.state, indent=2))
         (run.output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
         (run.output_dir / "training_results.json").write_text(json.dumps(results, indent=2))
-        (run.output_dir / "README.md").write_text(model_card(args, results.get("aro")), encoding="utf-8")
+        (run.output_dir / "README.md").write_text(model_card(args, results.get("aro"), selection=results.get("selection")), encoding="utf-8")
         if results.get("aro"):
             write_eval_results(results["aro"], run.output_dir)  # .eval_results/aro.yaml, where the dataset has a Hub id
         if args.push_to_hub:
@@ -269,7 +287,7 @@ class StepLog:
 
     def write(self, step: int, epoch: int, loss: float, learning_rate: float) -> None:
         if self.file:
-            self.writer.writerow([step, epoch, f"{loss:.6f}", f"{learning_rate:.3e}"])
+            self.writer.writerow([step, epoch, f"{loss:.6f}", f"{learning_rate:.6e}"])
             self.file.flush()
 
     def close(self) -> None:
@@ -287,9 +305,38 @@ def _checkpoint_to_resume(args: NegCLIPTrainingArguments) -> Path | None:
     return Path(args.resume_from)
 
 
+def _training_data(args: NegCLIPTrainingArguments) -> tuple:
+    """The training rows, with the negatives and neighbours of the authors' file when training from one (else None)."""
+    if args.train_file:
+        from .released import load_released
+
+        data, negatives, neighbours = load_released(args.train_file, args.image_root)
+        return data, (negatives, neighbours)
+    from aro.metrics.scoring import load_split
+
+    data = load_split(args.dataset, args.dataset_config, args.split)
+    for column in (args.image_column, args.caption_column, args.image_id_column):
+        if column not in data.column_names:
+            raise ValueError(f"{args.dataset} ({args.split}) has no column {column!r}; it has {data.column_names}")
+    return data, None
+
+
+def _validation_data(args: NegCLIPTrainingArguments):
+    """The validation rows: the authors' validation file, a split of the dataset, or None."""
+    if args.validation_file:
+        from .released import load_released
+
+        return load_released(args.validation_file, args.image_root)[0]
+    if args.validation_split:
+        from aro.metrics.scoring import load_split
+
+        return load_split(args.dataset, args.dataset_config, args.validation_split)
+    return None
+
+
 def _mining(args: NegCLIPTrainingArguments) -> tuple[Path | None, dict | None]:
     """The mining cache and its parameters: those it was mined with, or those it will be mined with on first use."""
-    if not (args.hard_negatives or args.image_negatives):
+    if args.train_file or not (args.hard_negatives or args.image_negatives):
         return None, None
     from .mining import MiningParameters, default_cache_path, read_parameters
 
@@ -328,7 +375,8 @@ def _dataset_identity(args: NegCLIPTrainingArguments, data) -> dict:
     digest = hashlib.sha256()
     for column in (args.caption_column, args.image_id_column):
         digest.update(json.dumps([str(value) for value in data[column]]).encode())
-    return {"name": args.dataset, "config": args.dataset_config, "split": args.split, "rows": len(data), "sha256": digest.hexdigest()}
+    name = Path(args.train_file).name if args.train_file else args.dataset
+    return {"name": name, "config": args.dataset_config, "split": args.split, "rows": len(data), "sha256": digest.hexdigest()}
 
 
 def _trackers(report_to: str):

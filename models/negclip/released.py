@@ -1,0 +1,68 @@
+"""The authors' released NegCLIP training files, read as training data with their own negatives and neighbours.
+
+The ARO authors trained NegCLIP from tab-separated files (`mscoco_with_negatives_training.csv`, `..._valid.csv`;
+their validation file is also in the ARO repository as `temp_data/valid_neg_clip.tsv`), one row per COCO image:
+
+| column | holds |
+| --- | --- |
+| (unnamed) | the row number |
+| `title` | the image's caption |
+| `filepath` | the image's path, e.g. `coco/val2014/COCO_val2014_000000184613.jpg` |
+| `neg_caption` | a Python list literal of the caption's swapped-word negatives |
+| `neg_image` | a Python list literal of the rows of its nearest images, in the same file |
+
+`load_released` turns such a file into a `datasets.Dataset` (columns `image`, `caption`, `image_id`, the file
+path standing for the image id) plus the negatives and neighbours the trainer takes from a mining cache
+otherwise, so `aro train --train-file mscoco_with_negatives_training.csv --image-root COCO_ROOT` trains on
+exactly the paper's data. Lists are parsed with `ast.literal_eval` (never `eval`).
+
+>>> data, negatives, neighbours = load_released("valid_neg_clip.tsv", image_root="/data")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+from pathlib import Path
+
+COLUMNS = ("title", "filepath", "neg_caption", "neg_image")
+
+
+def _literal_list(text: str, kind: type, where: str) -> list:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"{where}: not a Python list literal: {text[:80]!r}") from None
+    if not isinstance(value, list) or not all(isinstance(item, kind) for item in value):
+        raise ValueError(f"{where}: expected a list of {kind.__name__}, got {text[:80]!r}")
+    return value
+
+
+def load_released(path: str | Path, image_root: str | Path | None = None) -> tuple:
+    """The file's rows as a `Dataset` (images resolved under `image_root`, default: the file's folder), their
+    negatives (lists of captions) and neighbours (lists of rows)."""
+    from datasets import Dataset, Image
+
+    path = Path(path)
+    root = Path(image_root) if image_root else path.parent
+    with open(path, newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file, delimiter="\t")
+        missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: no column {missing[0]!r}; a released NegCLIP file has {list(COLUMNS)} (tab-separated)")
+        captions, images, negatives, neighbours = [], [], [], []
+        for line, record in enumerate(reader, start=2):
+            where = f"{path}, line {line}"
+            captions.append(record["title"])
+            images.append(str(root / record["filepath"]))
+            negatives.append(_literal_list(record["neg_caption"], str, f"{where}, neg_caption"))
+            neighbours.append(_literal_list(record["neg_image"], int, f"{where}, neg_image"))
+    for row, rows in enumerate(neighbours):
+        outside = [other for other in rows if not 0 <= other < len(captions)]
+        if outside:
+            raise ValueError(f"{path}, line {row + 2}, neg_image: row {outside[0]} is not a row of the file ({len(captions)} rows)")
+    absent = next((image for image in images if not Path(image).is_file()), None)
+    if absent:
+        raise FileNotFoundError(f"{path}: image {absent} not found (pass --image-root, the folder the file paths start from)")
+    data = Dataset.from_dict({"image": images, "caption": captions, "image_id": [str(Path(image)) for image in images]})
+    return data.cast_column("image", Image()), negatives, neighbours
