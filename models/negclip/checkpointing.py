@@ -71,6 +71,8 @@ def verify_checkpoint(directory: Path) -> dict:
     """The training state of a complete, unaltered, pickle-free checkpoint; a `CheckpointError` naming the fault otherwise."""
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint {directory} does not exist")
+    if directory.name.endswith((".partial", ".old")):
+        raise CheckpointError(f"{directory} is a save that never finished (or a replaced one), not a checkpoint; resume from 'latest'")
     pickled = sorted(path.name for path in directory.iterdir() if path.suffix in PICKLE_SUFFIXES)
     if pickled:
         raise CheckpointError(f"checkpoint {directory} holds pickle files ({', '.join(pickled)}), which aro never loads: they can run code")
