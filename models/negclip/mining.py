@@ -208,6 +208,8 @@ def write_cache(path: Path, negatives: list[list[str]], neighbours: list[list[in
 def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None) -> Path:
     """Mine text and image negatives for every row of the dataset (one process); write and return the Parquet cache."""
     parameters.check()
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
     output = Path(output) if output else default_cache_path(parameters.dataset, parameters.dataset_config, parameters.split)
     if output.is_dir():
         raise IsADirectoryError(f"--out {output} is a folder; the mining cache is one Parquet file")
