@@ -1,6 +1,7 @@
 """Checkpoints: a save killed at any point leaves nothing that resumes, resume from the last complete one is
 bitwise exact, and checkpoints of another run or holding pickle files are refused with one line."""
 
+import json
 import os
 import pickle
 import shutil
@@ -135,3 +136,11 @@ def test_resuming_another_run_is_refused_saying_what_differs(change, difference,
     error = capsys.readouterr().err
     assert difference in error and "--resume-allow-changes" in error
     assert not (tmp_path / "unused.parquet").exists()  # refused before mining
+
+
+def test_an_allowed_change_of_batch_size_resumes_from_the_same_row_of_the_epoch(train_argv, mining_cache, whole, tmp_path):
+    settings = RUN | dict(batch_size=4, max_steps=4, mining_cache=mining_cache, resume_from=whole / "checkpoints" / "step-2", resume_allow_changes=True)
+    assert main(train_argv(tmp_path / "run", **settings)) == 0
+    state = json.loads((tmp_path / "run" / "training_state.json").read_text())
+    # Step 2 at 8 rows a step had used 16 rows of the epoch; two more steps of 4 rows make 24, in the same epoch.
+    assert (state["step"], state["epoch"], state["rows_in_epoch"]) == (4, 0, 24)
