@@ -176,7 +176,10 @@ def finish(run: TrainingRun) -> dict:
         from aro.metrics.scoring import load_split
 
         validation = load_split(args.dataset, args.dataset_config, args.validation_split)
-        results["validation_loss"] = validation_loss(accelerator.unwrap_model(run.model), validation, args, run.processor, accelerator)
+        results["validation_loss"] = validation_loss(
+            accelerator.unwrap_model(run.model), run.processor, validation, args.batch_size * accelerator.num_processes,
+            args.image_column, args.caption_column, distributed=accelerator,
+        )
         accelerator.log({"validation/loss": results["validation_loss"]}, step=run.state["step"])
     if args.eval_dataset:
         results["aro"] = evaluate_aro(run)
@@ -202,11 +205,11 @@ def finish(run: TrainingRun) -> dict:
 
 
 @torch.no_grad()
-def validation_loss(model, data, args: NegCLIPTrainingArguments, processor, distributed=None) -> float:
-    """Mean plain contrastive loss over the batches of `batch_size` rows of `data`.
+def validation_loss(model, processor, data, batch_size: int, image_column="image", caption_column="caption", distributed=None) -> float:
+    """Mean plain contrastive loss over the batches of `batch_size` rows of `data` (the trainer's global batch).
 
     The batches are shared out over the processes of `distributed` (every process must call this) and each is
-    scored on its own, so the result is the same on any number of processes. `model` is the unwrapped model.
+    scored whole on one process, so the result is the same on any number of processes. `model` is unwrapped.
     """
     from aro.metrics.scoring.runtime import Runtime
 
@@ -216,16 +219,16 @@ def validation_loss(model, data, args: NegCLIPTrainingArguments, processor, dist
     def batch_losses(starts: list[int]) -> torch.Tensor:
         losses = []
         for start in starts:
-            examples = data.select(range(start, start + args.batch_size))
+            examples = data.select(range(start, start + batch_size))
             batch = processor(
-                images=[image.convert("RGB") for image in examples[args.image_column]], text=list(examples[args.caption_column]),
+                images=[image.convert("RGB") for image in examples[image_column]], text=list(examples[caption_column]),
                 padding=True, truncation=True, return_tensors="pt",
             ).to(device)
             output = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_loss=False)
             losses.append(loss(output.image_embeds, output.text_embeds, model.logit_scale.exp()).float().cpu())
         return torch.stack(losses)
 
-    starts = list(range(0, len(data) - args.batch_size + 1, args.batch_size))
+    starts = list(range(0, len(data) - batch_size + 1, batch_size))
     if not starts:
         return float("nan")
     was_training = model.training
