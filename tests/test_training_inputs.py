@@ -23,6 +23,7 @@ def _error(capsys, argv) -> str:
         (dict(batch_size=0), "--batch-size must be at least 1, not 0"),
         (dict(neighbours=0), "--neighbours must be at least 1"),
         (dict(save_every=0), "--save-every must be at least 1"),
+        (dict(learning_rate=0), "--learning-rate must be positive"),
         (dict(dataset="./no-such-dataset"), "--dataset ./no-such-dataset: no such file or folder"),
         (dict(model_name_or_path="./no-such-model"), "--model-name-or-path ./no-such-model: no such file or folder"),
         (dict(resume_from="./no-such-checkpoint"), "checkpoint no-such-checkpoint does not exist"),
@@ -45,6 +46,9 @@ def test_an_args_file_sets_options_and_later_flags_override_it(train_argv, tmp_p
     assert "--batch-size must be at least 1" in _error(capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "run.yaml"])
     error = _error(capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "run.yaml", "--batch-size", "4"])
     assert "--neighbours must be at least 1" in error
+    # YAML reads 1e-5 as a string; converted as the flag converts it, it passes the check of the learning rate.
+    (tmp_path / "rate.yaml").write_text("learning_rate: 1e-5\nwarmup_steps: -1\n")
+    assert "--warmup-steps and --num-workers cannot be negative" in _error(capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "rate.yaml"])
     (tmp_path / "bad.json").write_text('{"batch_sise": 4}')
     with pytest.raises(SystemExit):
         main([*train_argv(tmp_path / "run"), "--args-file", str(tmp_path / "bad.json")])

@@ -74,6 +74,8 @@ class NegCLIPTrainingArguments:
             raise ValueError(f"--negatives-per-caption must be at least 1 with hard negatives, not {self.negatives_per_caption}")
         if self.image_negatives and self.neighbours < 1:
             raise ValueError(f"--neighbours must be at least 1 with image negatives, not {self.neighbours}")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            raise ValueError(f"--learning-rate must be positive and --weight-decay not negative, not {self.learning_rate} and {self.weight_decay}")
         if self.warmup_steps < 0 or self.num_workers < 0:
             raise ValueError("--warmup-steps and --num-workers cannot be negative")
         if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():

@@ -64,8 +64,10 @@ class _ArgsFile(argparse.Action):
         unknown = sorted(set(values or {}) - names) if isinstance(values, dict) else ["(not a mapping)"]
         if unknown:
             parser.error(f"{option_string} {path}: unknown options {', '.join(unknown)}")
+        converters = {action.dest: action.type for action in parser._actions}
         for name, value in values.items():
-            setattr(namespace, name, value)
+            # YAML reads "1e-5" as a string, as the command line would: convert it as the flag's own type does.
+            setattr(namespace, name, converters[name](value) if isinstance(value, str) and converters.get(name) else value)
 
 
 def _instances(args: argparse.Namespace) -> list:
