@@ -76,10 +76,16 @@ def _instances(args: argparse.Namespace) -> list:
 
 
 def _run_mine(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from .mining import mine
 
     parameters, output = _instances(args)
-    print(f"mining cache written to {mine(parameters, output.out, batch_size=output.batch_size, device=output.device)}")
+    processes = PartialState()  # one process, or each of `accelerate launch`'s: they share the work
+    device = output.device or (str(processes.device) if processes.num_processes > 1 else None)
+    path = mine(parameters, output.out, batch_size=output.batch_size, device=device, distributed=processes)
+    if processes.is_main_process:
+        print(f"mining cache written to {path}")
     return 0
 
 

@@ -9,7 +9,8 @@
 
 `mine_negatives` runs both over an image-caption dataset (sharded over processes when given a distributed state),
 `write_cache` writes them once to a Parquet cache (one row per dataset row: `negatives`, `neighbours`) with the
-mining parameters in the file's metadata, and `mine` does both on one process; `aro mine` is its CLI.
+mining parameters in the file's metadata, and `mine` does both, on one process or shared over several; `aro mine`
+is its CLI.
 """
 
 from __future__ import annotations
@@ -205,16 +206,23 @@ def write_cache(path: Path, negatives: list[list[str]], neighbours: list[list[in
     return path
 
 
-def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None) -> Path:
-    """Mine text and image negatives for every row of the dataset (one process); write and return the Parquet cache."""
+def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None, distributed=None) -> Path:
+    """Mine text and image negatives for every row of the dataset; write and return the Parquet cache.
+
+    With `distributed`, every process mines its share (every process must call this) and the main one writes.
+    """
     parameters.check()
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
     output = Path(output) if output else default_cache_path(parameters.dataset, parameters.dataset_config, parameters.split)
     if output.is_dir():
         raise IsADirectoryError(f"--out {output} is a folder; the mining cache is one Parquet file")
-    negatives, neighbours = mine_negatives(parameters, batch_size=batch_size, device=device)
-    return write_cache(output, negatives, neighbours, parameters)
+    negatives, neighbours = mine_negatives(parameters, batch_size=batch_size, device=device, distributed=distributed)
+    if getattr(distributed, "is_main_process", True):
+        write_cache(output, negatives, neighbours, parameters)
+    if distributed is not None:
+        distributed.wait_for_everyone()
+    return output
 
 
 def read_parameters(path: str | Path) -> dict:

@@ -106,7 +106,7 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     identity = {"settings": args.resume_settings(), "world_size": accelerator.num_processes, "dataset": _dataset_identity(args, data), "mining": mining}
     if checkpoint and not args.resume_allow_changes:  # before any mining or model loading, so that a wrong resume fails at once
         check_same_run(checkpoint, identity)
-    negatives, neighbours = _negatives(args, data, cache, accelerator)
+    negatives, neighbours = _negatives(data, cache, mining, args.batch_size, accelerator)
 
     processor = AutoProcessor.from_pretrained(args.model_name_or_path)
     model = _load_model(str(checkpoint) if checkpoint else args.model_name_or_path)
@@ -307,20 +307,15 @@ def _mining(args: NegCLIPTrainingArguments) -> tuple[Path | None, dict | None]:
     ))
 
 
-def _negatives(args: NegCLIPTrainingArguments, data, cache: Path | None, accelerator) -> tuple[list | None, list | None]:
-    """The cache's negatives and neighbours; on first use mined on every process (sharded) and written by the main one."""
+def _negatives(data, cache: Path | None, mining: dict | None, batch_size: int, accelerator) -> tuple[list | None, list | None]:
+    """The cache's negatives and neighbours; on first use mined by every process (sharded), written by the main one."""
     if cache is None:
         return None, None
-    from .mining import MiningParameters, load_cache, mine_negatives, write_cache
+    from .mining import MiningParameters, load_cache, mine
 
-    if cache.exists():
-        negatives, neighbours, _ = load_cache(cache)
-    else:
-        mining = MiningParameters(**_mining(args)[1])
-        negatives, neighbours = mine_negatives(mining, batch_size=args.batch_size, device=accelerator.device, distributed=accelerator)
-        if accelerator.is_main_process:
-            write_cache(cache, negatives, neighbours, mining)
-        accelerator.wait_for_everyone()
+    if not cache.exists():
+        mine(MiningParameters(**mining), cache, batch_size=batch_size, device=accelerator.device, distributed=accelerator)
+    negatives, neighbours, _ = load_cache(cache)
     if len(negatives) != len(data):
         raise ValueError(f"the mining cache {cache} has {len(negatives)} rows but the data has {len(data)}: mine again")
     return negatives, neighbours
