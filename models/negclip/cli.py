@@ -25,8 +25,7 @@ class MiningOutput:
 
 
 def register(subparsers) -> None:
-    from .arguments import NegCLIPTrainingArguments
-    from .mining import MiningParameters
+    from .arguments import MiningParameters, NegCLIPTrainingArguments
 
     mine = _add_dataclass_parser(subparsers, "mine", (MiningParameters, MiningOutput), "mine NegCLIP hard negatives (swapped captions, nearest images)")
     mine.set_defaults(func=_run_mine)

