@@ -184,7 +184,7 @@ def _point_paths_at(staging: Path, final: Path) -> None:
     keep the staging path, as provenance of where the run happened.
     """
     for path in staging.rglob("*"):
-        if path.suffix in {".json", ".md", ".yaml"}:
+        if path.suffix in {".json", ".md", ".yaml", ".yml"}:
             text = path.read_text(encoding="utf-8")
             if str(staging) in text:
                 path.write_text(text.replace(str(staging), str(final)), encoding="utf-8")

@@ -51,3 +51,4 @@ def test_two_processes_with_every_option_train_as_one_process_with_the_same_glob
     # The two-process checkpoint does not resume on one process unasked: the world size differs.
     code = main(train_argv(tmp_path / "two", batch_size=4, mining_cache=tmp_path / "two.parquet", resume_from="latest", **options))
     assert code == 2 and "world_size: 2 -> 1" in capsys.readouterr().err
+

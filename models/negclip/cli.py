@@ -25,8 +25,7 @@ class MiningOutput:
 
 
 def register(subparsers) -> None:
-    from .arguments import NegCLIPTrainingArguments
-    from .mining import MiningParameters
+    from .arguments import MiningParameters, NegCLIPTrainingArguments
 
     mine = _add_dataclass_parser(subparsers, "mine", (MiningParameters, MiningOutput), "mine NegCLIP hard negatives (swapped captions, nearest images)")
     mine.set_defaults(func=_run_mine)
@@ -64,8 +63,10 @@ class _ArgsFile(argparse.Action):
         unknown = sorted(set(values or {}) - names) if isinstance(values, dict) else ["(not a mapping)"]
         if unknown:
             parser.error(f"{option_string} {path}: unknown options {', '.join(unknown)}")
+        converters = {action.dest: action.type for action in parser._actions}
         for name, value in values.items():
-            setattr(namespace, name, value)
+            # YAML reads "1e-5" as a string, as the command line would: convert it as the flag's own type does.
+            setattr(namespace, name, converters[name](value) if isinstance(value, str) and converters.get(name) else value)
 
 
 def _instances(args: argparse.Namespace) -> list:
@@ -74,10 +75,16 @@ def _instances(args: argparse.Namespace) -> list:
 
 
 def _run_mine(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from .mining import mine
 
     parameters, output = _instances(args)
-    print(f"mining cache written to {mine(parameters, output.out, batch_size=output.batch_size, device=output.device)}")
+    processes = PartialState()  # one process, or each of `accelerate launch`'s: they share the work
+    device = output.device or (str(processes.device) if processes.num_processes > 1 else None)
+    path = mine(parameters, output.out, batch_size=output.batch_size, device=device, distributed=processes)
+    if processes.is_main_process:
+        print(f"mining cache written to {path}")
     return 0
 
 

