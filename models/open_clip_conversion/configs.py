@@ -18,6 +18,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # transformers only where a config is built, so that `aro convert --help` loads no torch
+    from transformers import CLIPConfig
 
 
 # open_clip's model_configs/<name>.json for the plain ViT CLIPs. Each also exists as "<name>-quickgelu", identical but

@@ -59,14 +59,15 @@ class GenerativeAdapter(Adapter):
         super().__init__(model, processor, runtime)
         if score not in SCORES:
             raise ValueError(f"a generative model scores with one of {list(SCORES)}, not {score!r}")
+        # What the model's class cannot do is said before what its processor lacks (a chat template, say).
+        parameters = inspect.signature(model.forward).parameters
+        if not {"cache", "past_key_values"} & set(parameters):
+            raise ValueError(f"{type(model).__name__}.forward takes no key/value cache, so its prompt prefix cannot be shared")
         self.score_name, self.prompts = score, prompts or GenerativePrompts()
         self.family = f"generative-{score}"
         if score == "vqa":  # P(answer) and P(negative answer) at the answer position
             bare_turn = self.prompts.text("vqa", "", processor)
             self.answer_ids = [answer_token_id(self.tokenizer, bare_turn, answer) for answer in (self.prompts.answer, self.prompts.negative_answer)]
-        parameters = inspect.signature(model.forward).parameters
-        if not {"cache", "past_key_values"} & set(parameters):
-            raise ValueError(f"{type(model).__name__}.forward takes no key/value cache, so its prompt prefix cannot be shared")
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.keeps_logits = "logits_to_keep" in parameters
         self.notes = {}
