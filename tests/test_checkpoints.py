@@ -36,7 +36,8 @@ from aro.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
-RUN = dict(batch_size=8, epochs=1, save_every=2)
+# Every caption row per epoch (not the recipe's one caption per image), so that one epoch holds the four steps.
+RUN = dict(batch_size=8, epochs=1, save_every=2, epoch_rows="captions")
 
 
 @pytest.fixture(scope="module")
