@@ -42,7 +42,8 @@ def test_every_output_exists_and_loads(demo):
         assert isinstance(AutoModel.from_pretrained(folder), NegCLIPModel)
         assert isinstance(CLIPModel.from_pretrained(folder), CLIPModel)
         card = (folder / "README.md").read_text()
-        assert "model-index" in card and "relation accuracy" in card
+        # The demo's data is a local folder with no Hub id: the results are in the card's text, not its metadata.
+        assert "| relation | " in card and "model-index:" not in card and "leaves out the fields that would name it" in card
         assert ("Hard negatives teach" in card) == (name == "negclip")  # each card's limitations fit its training
         assert (demo / "eval" / name / "results.json").exists()
 

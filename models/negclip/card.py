@@ -28,7 +28,8 @@ def recipe_table(args) -> str:
             ours = FIXED_HERE[setting.setting]
         else:
             value = getattr(args, setting.argument)
-            ours = f"`{setting.argument}={value}`"
+            shown = name_of(value) if isinstance(value, str) else value  # a local folder by its name, never its path
+            ours = f"`{setting.argument}={shown}`"
             if setting.value is not None and value != setting.value:
                 ours += f" (differs: {setting.note})" if setting.note else " (differs)"
         rows.append(f"| {setting.setting} | {ours} | {setting.fork} |")
