@@ -1,5 +1,6 @@
-"""Small generative vision-language models (LLaVA, Idefics3, Gemma 3) with a word-level tokenizer and a chat
-template, built offline for the tests and benchmarks of the generative scorer.
+"""Small generative vision-language models (LLaVA, Idefics3, Gemma 3, PaliGemma, BLIP-2, InstructBLIP) with a
+word-level tokenizer (and a chat template where the family has one), built offline for the tests and benchmarks of
+the generative scorer.
 
 Each builder returns a randomly initialised (seeded) model of the real transformers class and the real processor
 of its family, so both save with `save_pretrained` and load back with `AutoModelForImageTextToText` and
@@ -40,7 +41,7 @@ def chat_word_tokenizer(words: Iterable[str], special_tokens: Iterable[str] | di
         vocab.setdefault(word, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1")  # a pair's second text has type 1
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, model_max_length=max_length,
         extra_special_tokens=named or None,
@@ -114,7 +115,67 @@ def _gemma3(words, hidden_size, num_layers, image_size):
     return Gemma3ForConditionalGeneration(config), processor
 
 
-FAMILIES = {"llava": _llava, "idefics3": _idefics3, "gemma3": _gemma3}
+def _paligemma(words, hidden_size, num_layers, image_size):
+    """PaliGemma has no chat template: its prompt is "<image>...<bos>{prompt}\\n", the answer a suffix."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessorPil
+
+    tokenizer = chat_word_tokenizer(words, {"image_token": "<image>"})
+    image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    image_processor.image_seq_length = (image_size // 8) ** 2  # one token per patch
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds its location tokens
+    vision = dict(
+        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size,
+        patch_size=8, projection_dim=hidden_size,
+    )
+    # Larger weights than the default: at 0.02 a random Gemma over a vocabulary of ~1,200 predicts almost uniformly.
+    text = dict(_text_config(tokenizer, hidden_size, num_layers), head_dim=hidden_size // 4, initializer_range=0.2)
+    config = PaliGemmaConfig(
+        vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id, projection_dim=hidden_size, hidden_size=hidden_size,
+        vocab_size=len(tokenizer),
+    )
+    return PaliGemmaForConditionalGeneration(config), processor
+
+
+def _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type: str):
+    """The vision, Q-Former and text configs and the processor parts shared by BLIP-2 and InstructBLIP."""
+    from transformers import BlipImageProcessorPil
+
+    tokenizer = chat_word_tokenizer(words, ["<image>"])  # the processors name their image token themselves
+    vision = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size, patch_size=8)
+    qformer = dict(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=4, encoder_hidden_size=hidden_size, pad_token_id=tokenizer.pad_token_id,
+    )
+    text = dict(_text_config(tokenizer, hidden_size, num_layers), model_type=text_model_type)
+    if text_model_type == "opt":
+        text |= dict(ffn_dim=2 * hidden_size, word_embed_proj_dim=hidden_size)
+    configs = dict(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4, image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    return configs, tokenizer, BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+
+
+def _blip2(words, hidden_size, num_layers, image_size):
+    """BLIP-2 with an OPT language model; no chat template (its prompts are "Question: ... Answer:")."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
+
+    configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, "opt")
+    processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=configs["num_query_tokens"])
+    return Blip2ForConditionalGeneration(Blip2Config(**configs)), processor
+
+
+def _instructblip(words, hidden_size, num_layers, image_size):
+    """InstructBLIP with a Llama (Vicuna) language model: its Q-Former reads the prompt with its own tokenizer."""
+    from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+    configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, "llama")
+    processor = InstructBlipProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=chat_word_tokenizer(words), num_query_tokens=configs["num_query_tokens"]
+    )
+    return InstructBlipForConditionalGeneration(InstructBlipConfig(**configs)), processor
+
+
+FAMILIES = {
+    "llava": _llava, "idefics3": _idefics3, "gemma3": _gemma3, "paligemma": _paligemma, "blip2": _blip2, "instructblip": _instructblip,
+}
 
 
 def make_tiny_vlm(family: str, words: Iterable[str], hidden_size: int = 32, num_layers: int = 1, image_size: int = 32, seed: int = 0):

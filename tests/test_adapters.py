@@ -306,7 +306,7 @@ def test_blip_checkpoints_without_the_matching_head_are_refused(aro_folder, tmp_
     (base / "config.json").write_text(json.dumps(config | {"architectures": ["BlipForImageTextRetrieval"]}))
     blip_processor(tokenizer).save_pretrained(base)
     # The captioning checkpoint (text decoder, no text encoder): AutoModel would build a BlipModel with random text
-    # weights; it is loaded as the captioner it is, which the generative adapter cannot score (no key/value cache).
+    # weights; it is loaded as the captioner it is, which the generative adapter refuses, naming the matching head.
     captioning = tmp_path / "blip-captioning"
     tf.BlipForConditionalGeneration(blip_config(tokenizer)).save_pretrained(captioning)
     blip_processor(tokenizer).save_pretrained(captioning)
@@ -320,7 +320,7 @@ def test_blip_checkpoints_without_the_matching_head_are_refused(aro_folder, tmp_
     assert main(["eval", "--model", str(captioning), "--dataset", str(aro_folder), "--config", "relation", "--out", str(tmp_path / "b")]) == 2
     error = capsys.readouterr().err
     line = error[error.index("aro eval: error: ") :].strip()
-    assert "\n" not in line and "BlipForConditionalGeneration.forward takes no key/value cache" in line
+    assert "\n" not in line and "BlipForConditionalGeneration is not scored: BLIP's captioner" in line and "BlipForImageTextRetrieval" in line
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -1,6 +1,8 @@
-"""The generative scorer (image prefix computed once, its cache expanded over the candidates) equals one full
-forward of the model per (image, caption) pair, for several families, both scores and several batch sizes."""
+"""The generative scorer (image prefix computed once, its cache expanded over the candidates; or each pair run
+whole, batched, where no prefix can be shared) equals one full forward of the model per (image, caption) pair, for
+several families, both scores and several batch sizes."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -20,6 +22,9 @@ from aro.models.tiny_vlm import make_tiny_vlm
 from conftest import TINY_WORDS
 
 FAMILIES = ["llava", "idefics3", "gemma3"]
+# Families whose pairs run whole, and why results.json says so; they have no chat template.
+PER_PAIR_FAMILIES = {"paligemma": "reads its prompt bidirectionally", "blip2": "takes no key/value cache", "instructblip": "Q-Former reads the prompt"}
+TEMPLATE = GenerativePrompts(template="user : {prompt} assistant :")  # PaliGemma's processor places the image itself
 CAPTIONS = ["a red circle", "a blue square", "the red circle to the left of a blue square", "a blue square to the left of the red circle", "a circle"]
 
 
@@ -39,22 +44,29 @@ def order_dataset():
 
 @torch.no_grad()
 def full_forward_scores(model, processor, dataset, score: str, prompts=GenerativePrompts()) -> np.ndarray:
-    """The naive computation: the processor and one full forward per (image, caption) pair."""
+    """The naive computation: the processor and one full forward per (image, caption) pair. A processor that takes
+    the answer as a suffix (PaliGemma) gets the caption there, and its training labels mark the caption's tokens."""
     answer = answer_token_id(processor.tokenizer, prompts.text("vqa", "", processor), prompts.answer)
+    as_suffix = score == "likelihood" and "suffix" in inspect.signature(processor.__call__).parameters
     scores = []
     for row in dataset:
         picture = row["image"].convert("RGB")
         bare = processor(text=[prompts.text(score, "", processor)], images=[picture], return_tensors="pt")["input_ids"][0].tolist()
         item = []
         for caption in row["caption_options"]:
-            inputs = processor(text=[prompts.text(score, caption, processor)], images=[picture], return_tensors="pt")
+            if as_suffix:
+                inputs = processor(text=[prompts.turn(prompts.caption_prompt, processor)], images=[picture], suffix=[caption], return_tensors="pt")
+                positions = torch.nonzero(inputs.pop("labels")[0] != -100).flatten()[:-1]  # the caption, without the end token
+            else:
+                inputs = processor(text=[prompts.text(score, caption, processor)], images=[picture], return_tensors="pt")
+                inputs.pop("labels", None)
+                positions = torch.arange(common_prefix_length(bare, inputs["input_ids"][0].tolist()), inputs["input_ids"].shape[1])
             log_probs = model(**inputs).logits[0].log_softmax(dim=-1)
             ids = inputs["input_ids"][0]
             if score == "vqa":
                 item.append(float(log_probs[-1, answer].exp()))
-                continue
-            start = common_prefix_length(bare, ids.tolist())  # the caption's first token
-            item.append(float(log_probs[torch.arange(start - 1, len(ids) - 1), ids[start:]].mean()))
+            else:
+                item.append(float(log_probs[positions - 1, ids[positions]].mean()))
         scores.append(item)
     return np.array(scores)
 
@@ -78,6 +90,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("score", ["vqa", "likelihood"])
+@pytest.mark.parametrize("family", PER_PAIR_FAMILIES)
+def test_pairs_that_cannot_share_a_prefix_run_whole_and_equal_a_full_forward(family, score, order_dataset):
+    from aro.metrics.scoring import Scorer
+
+    model, processor = make_tiny_vlm(family, TINY_WORDS, seed=4)
+    reference = full_forward_scores(model, processor, order_dataset, score, TEMPLATE)
+    assert np.ptp(reference) > 1e-4
+    for batch_size in (1, 3, 16):
+        scorer = Scorer(model, processor, score=score, prompts=TEMPLATE, batch_size=batch_size)
+        np.testing.assert_allclose(scorer.score(order_dataset).scores, reference, rtol=1e-4, atol=1e-5)
+    settings = scorer.adapter.settings()
+    assert settings["prefix"] == "per pair" and PER_PAIR_FAMILIES[family] in settings["per_pair_because"]
+
+
+def test_an_encoder_decoder_language_model_is_refused_in_one_line(order_dataset):
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+    model, processor = make_tiny_vlm("blip2", TINY_WORDS)
+    text = dict(vocab_size=len(processor.tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=1, num_heads=4, model_type="t5")
+    t5 = Blip2ForConditionalGeneration(Blip2Config(vision_config=model.config.vision_config, qformer_config=model.config.qformer_config, text_config=text, num_query_tokens=4))
+    with pytest.raises(ValueError, match=r"^Blip2ForConditionalGeneration here has an encoder-decoder language model \(t5\)"):
+        score_items(t5, processor, order_dataset, prompts=TEMPLATE)
 
 
 def test_a_prompt_template_replaces_the_chat_template(order_dataset):
@@ -155,6 +192,25 @@ def test_aro_eval_scores_a_saved_generative_model(score, aro_folder, idefics3_fo
     assert numbers["accuracy"] == pytest.approx(float(np.mean(reference.argmax(axis=1) == 0)))
     if score == "vqa":
         assert 0 <= numbers["yes_rate_true_caption"] <= 1 and 0 <= numbers["yes_rate_false_captions"] <= 1
+
+
+def test_aro_eval_scores_a_saved_paligemma_pair_by_pair(aro_folder, tmp_path, capsys):
+    from aro.metrics.scoring import load_model, load_split
+
+    model, processor = make_tiny_vlm("paligemma", TINY_WORDS, seed=5)
+    folder = tmp_path / "tiny-paligemma"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    template = "<image>caption en {prompt}"
+    out = tmp_path / "eval"
+    arguments = ["eval", "--model", str(folder), "--dataset", str(aro_folder), "--config", "coco_order", "--num-workers", "0", "--score", "likelihood"]
+    assert main([*arguments, "--prompt-template", template, "--out", str(out)]) == 0
+    scoring = json.loads((out / "results.json").read_text())["scoring"]
+    assert scoring["prefix"] == "per pair" and scoring["per_pair_because"].startswith("PaliGemma reads its prompt bidirectionally")
+    loaded, loaded_processor = load_model(str(folder))
+    reference = full_forward_scores(loaded, loaded_processor, load_split(str(aro_folder), "coco_order"), "likelihood", GenerativePrompts(template=template))
+    saved = json.loads((out / "results.json").read_text())["configs"]["coco_order"]
+    assert saved["accuracy"] == pytest.approx(float(np.mean(reference.argmax(axis=1) == 0)))
 
 
 SHARDED_SCRIPT = """

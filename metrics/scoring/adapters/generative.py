@@ -1,12 +1,13 @@
-"""Generative vision-language models (what `AutoModelForImageTextToText` builds, where the image is tokens of the
-language model's prompt and the forward takes a key/value cache: LLaVA, LLaVA-NeXT, Qwen2-VL/2.5-VL,
-Idefics3/SmolVLM, Gemma 3...), scored by VQAScore or by caption likelihood (see `prompts.py`).
+"""Generative vision-language models (what `AutoModelForImageTextToText` builds: LLaVA, LLaVA-NeXT, Qwen2-VL/2.5-VL,
+Idefics3/SmolVLM, Gemma 3, PaliGemma, BLIP-2, InstructBLIP...), scored by VQAScore or by caption likelihood (see
+`prompts.py`).
 
-The candidates of an item differ only in their caption, so everything before the caption is computed once:
+The candidates of an item differ only in their caption, so where the model allows, everything before the caption
+is computed once (the shared prefix):
 
 - each unique image is preprocessed once, and its text with an empty caption is put through the processor once;
   each pair's token ids are that text's ids with the tokens from the caption on replaced by the pair's own, as the
-  tokenizer writes them (a processor that writes tokens after the caption, PaliGemma's "\n", is refused);
+  tokenizer writes them;
 - the language model runs once over the shared prefix of an image, the image and the prompt's text before the
   caption, in one batch for the images of a batch of items, so the vision tower runs once per unique image of
   the batch (items are sorted by image, so items showing one image share a batch);
@@ -14,8 +15,13 @@ The candidates of an item differ only in their caption, so everything before the
   caption on) is run, the candidates of all the batch's items together, left-padded with explicit positions, so
   the answer position is the last one of every row and only its logits are computed for VQAScore.
 
-The scores equal one full forward per pair through the model's own `forward` (tests/test_generative.py). The
-vision tower and the prefix are not cached across batches: a prefix's cache is as large as a batch of captions.
+Where the image's states depend on the caption, no prefix can be shared, and each pair runs whole (per pair): the
+candidates of a batch's items in one right-padded forward through the model's own processor and `forward`. That
+is so for PaliGemma (its prompt is read bidirectionally, so the image tokens see the caption in the question) and
+InstructBLIP (its Q-Former reads the prompt), and for BLIP-2, whose `forward` takes no key/value cache.
+
+Both ways, the scores equal one full forward per pair through the model's own `forward` (tests/test_generative.py).
+The vision tower and the prefix are not cached across batches: a prefix's cache is as large as a batch of captions.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ from .prompts import SCORES, GenerativePrompts, answer_token_id, common_prefix_l
 # Processor outputs that hold one value per token: the prefix forward takes their first P columns, and the rest of
 # a pair is text, which these mark as such by leaving them out (Gemma 3's token types, Qwen2-VL's modality types).
 PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
+# Processor outputs that are text, padded on the right when pairs run whole (InstructBLIP's Q-Former reads the prompt).
+TEXT_INPUTS = ("input_ids", "attention_mask", *PER_TOKEN_INPUTS, "qformer_input_ids", "qformer_attention_mask")
+# Model types whose generative head is not scored here, and what to score instead.
+NOT_SCORED = {
+    "blip": "BLIP's captioner takes its start token from `generate` only; BLIP is scored by its matching head "
+    "(a BlipForImageTextRetrieval checkpoint such as Salesforce/blip-itm-base-coco)",
+}
+# Model types whose language model reads the whole prompt, image included, bidirectionally.
+BIDIRECTIONAL_PROMPT = {"paligemma": "PaliGemma reads its prompt bidirectionally, so the image tokens see the caption"}
 
 
 @dataclass
@@ -51,8 +66,8 @@ class GenerativeAdapter(Adapter):
 
     family = "generative"
     summary = (
-        "generative models that AutoModelForImageTextToText builds and that take a key/value cache (LLaVA, LLaVA-NeXT, "
-        "Qwen2-VL, Idefics3/SmolVLM, Gemma 3...), scored by --score vqa or likelihood"
+        "decoder-only generative models that AutoModelForImageTextToText builds (LLaVA, LLaVA-NeXT, Qwen2-VL, "
+        "Idefics3/SmolVLM, Gemma 3, PaliGemma, BLIP-2 OPT, InstructBLIP Vicuna...), scored by --score vqa or likelihood"
     )
 
     def __init__(self, model, processor, runtime, score: str = "vqa", prompts: GenerativePrompts | None = None):
@@ -60,10 +75,18 @@ class GenerativeAdapter(Adapter):
         if score not in SCORES:
             raise ValueError(f"a generative model scores with one of {list(SCORES)}, not {score!r}")
         # What the model's class cannot do is said before what its processor lacks (a chat template, say).
+        if model.config.model_type in NOT_SCORED:
+            raise ValueError(f"{type(model).__name__} is not scored: {NOT_SCORED[model.config.model_type]}")
+        if _is_encoder_decoder(model.config):
+            raise ValueError(
+                f"{type(model).__name__} here has an encoder-decoder language model ({_language_model_type(model.config)}): "
+                "the generative scores read a decoder-only language model (BLIP-2 OPT, not BLIP-2 Flan-T5)"
+            )
         parameters = inspect.signature(model.forward).parameters
-        if not {"cache", "past_key_values"} & set(parameters):
-            raise ValueError(f"{type(model).__name__}.forward takes no key/value cache, so its prompt prefix cannot be shared")
+        self.per_pair_reason = _why_no_shared_prefix(model, parameters)
         self.score_name, self.prompts = score, prompts or GenerativePrompts()
+        # PaliGemma's processor takes the answer as a suffix, read causally after the prompt: the caption goes there.
+        self.caption_as_suffix = score == "likelihood" and "suffix" in inspect.signature(processor.__call__).parameters
         self.family = f"generative-{score}"
         if score == "vqa":  # P(answer) and P(negative answer) at the answer position
             bare_turn = self.prompts.text("vqa", "", processor)
@@ -74,14 +97,16 @@ class GenerativeAdapter(Adapter):
 
     def settings(self) -> dict:
         """What results.json records about how this model was scored."""
-        settings = {"score": self.score_name, "prompts": self.prompts.record()}
+        settings = {"score": self.score_name, "prompts": self.prompts.record(), "prefix": "shared" if self.per_pair_reason is None else "per pair"}
+        if self.per_pair_reason is not None:
+            settings["per_pair_because"] = self.per_pair_reason
         return settings | ({"answer_token_ids": self.answer_ids} if self.score_name == "vqa" else {})
 
     # Token bookkeeping -------------------------------------------------------------------------------------------
 
-    def processor_inputs(self, text: str, image) -> dict:
+    def processor_inputs(self, text: str, image, **suffix) -> dict:
         try:
-            return dict(self.processor(text=[text], images=[image], return_tensors="pt"))
+            return dict(self.processor(text=[text], images=[image], return_tensors="pt", **suffix))
         except Exception as error:  # noqa: BLE001 - processors raise anything on an image they cannot place
             raise ValueError(
                 f"the processor of {type(self.model).__name__} cannot take the image with the prompt {text!r} "
@@ -132,7 +157,7 @@ class GenerativeAdapter(Adapter):
         prefix_ids = torch.tensor([prefix.pair_ids[0][:length] for prefix in prefixes], device=device)
         image_inputs = {name: torch.cat([prefix.image_inputs[name] for prefix in prefixes]).to(device) for name in prefixes[0].image_inputs}
         token_inputs = {name: torch.cat([prefix.token_inputs[name] for prefix in prefixes]).to(device) for name in prefixes[0].token_inputs}
-        output = self.forward(1, input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), **image_inputs, **token_inputs)
+        output = self.forward(1, input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True, **image_inputs, **token_inputs)
         cache = output.cache if hasattr(output, "cache") else output.past_key_values
         rope_deltas = getattr(getattr(self.model, "model", None), "rope_deltas", None)
 
@@ -150,41 +175,88 @@ class GenerativeAdapter(Adapter):
         cache.batch_select_indices(torch.tensor(owners, device=device))
         attention_mask = torch.cat([torch.ones(len(rests), length, dtype=rest_mask.dtype, device=device), rest_mask], dim=1)
         keep = 1 if self.score_name == "vqa" else width
-        output = self.forward(keep, input_ids=rest_ids, attention_mask=attention_mask, position_ids=positions, **{self.cache_argument: cache})
-        log_probs = output.logits[:, -keep:].float().log_softmax(dim=-1)
+        output = self.forward(keep, input_ids=rest_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **{self.cache_argument: cache})
+        # Row r's pair tokens begin at width - len(rest); its scored tokens are read from scored_from[r] on.
+        reads = [range(width - len(rest) + start, width) for rest, start in zip(rests, scored_from)]
+        return self.read_scores(output.logits, rest_ids, reads)
+
+    def read_scores(self, logits: torch.Tensor, input_ids: torch.Tensor, reads: list[range]) -> list[torch.Tensor]:
+        """Each row's score from the logits of its last positions: P(answer) and P(negative answer) at position
+        `read.start`, just after the row's tokens (vqa), or the mean log-probability of the row's tokens at positions
+        `read` (likelihood)."""
+        offset = input_ids.shape[1] - logits.shape[1]  # the logits of the first `offset` positions were not computed
+        log_probs = logits.float().log_softmax(dim=-1)
         if self.score_name == "vqa":
-            return list(log_probs[:, -1, self.answer_ids].exp().cpu())
+            return [log_probs[row, read.start - 1 - offset, self.answer_ids].exp().cpu() for row, read in enumerate(reads)]
         scores = []
-        for row, rest in enumerate(rests):
-            start = width - len(rest)  # where the pair's tokens begin in its padded row
-            targets = torch.tensor(rest[scored_from[row] :], device=device)
-            predicted_at = torch.arange(start + scored_from[row] - 1, start + len(rest) - 1, device=device)
-            scores.append(log_probs[row, predicted_at, targets].mean().reshape(1).cpu())
+        for row, read in enumerate(reads):
+            predicted_at = torch.arange(read.start - 1, read.stop - 1, device=logits.device) - offset
+            scores.append(log_probs[row, predicted_at, input_ids[row, read.start : read.stop]].mean().reshape(1).cpu())
         return scores
 
     def forward(self, keep: int, **inputs):
-        """The model's forward under autocast, with its cache, computing the logits of the last `keep` positions
-        only where the model can (the language-model head over a large vocabulary costs as much as a layer)."""
+        """The model's forward under autocast, computing the logits of the last `keep` positions only where the
+        model can (the language-model head over a large vocabulary costs as much as a layer)."""
         with self.runtime.autocast():
-            return self.model(**inputs, use_cache=True, **({"logits_to_keep": keep} if self.keeps_logits else {}))
+            return self.model(**inputs, **({"logits_to_keep": keep} if self.keeps_logits else {}))
+
+    # Per pair ----------------------------------------------------------------------------------------------------
+
+    def pair_inputs(self, image, caption: str) -> dict:
+        """The processor's inputs for one (image, caption) pair, the caption where the model reads answers."""
+        if self.caption_as_suffix:
+            turn = self.prompts.turn(self.prompts.prompt(self.score_name, caption), self.processor)
+            inputs = self.processor_inputs(turn, image, suffix=[caption])
+        else:
+            inputs = self.processor_inputs(self.prompts.text(self.score_name, caption, self.processor), image)
+        inputs.pop("labels", None)  # PaliGemma's processor writes training labels
+        return inputs
+
+    def image_pairs(self, image, captions: list[str]) -> list[tuple[dict, range]]:
+        """Each pair's inputs and the positions of its scored tokens: the answer that would follow the pair (vqa),
+        or the caption's tokens, found against the pair with an empty caption (likelihood)."""
+        pairs = [self.pair_inputs(image, caption) for caption in captions]
+        if self.score_name == "vqa":
+            return [(inputs, range(inputs["input_ids"].shape[1], inputs["input_ids"].shape[1])) for inputs in pairs]
+        bare = self.pair_inputs(image, "")["input_ids"][0].tolist()
+        scored = []
+        for caption, inputs in zip(captions, pairs):
+            ids = inputs["input_ids"][0].tolist()
+            start = common_prefix_length(bare, ids)
+            end = len(ids) - (len(bare) - start)  # what follows the caption (PaliGemma's end token) is not scored
+            if ids[end:] != bare[start:] or end <= start:
+                raise ValueError(f"the processor of {type(self.model).__name__} does not write the caption {caption!r} as one span of the prompt's tokens")
+            scored.append((inputs, range(start, end)))
+        return scored
+
+    @torch.no_grad()
+    def score_pairs(self, pairs: list[tuple[dict, range]]) -> list[torch.Tensor]:
+        """Scores of pairs with stackable image inputs, in one forward, their text right-padded (positions and
+        causal attention of every real token are as in a forward of its pair alone)."""
+        device = self.runtime.device
+        pad = {"input_ids": self.tokenizer.pad_token_id or 0}
+        batch = {}
+        for name in pairs[0][0]:
+            values = [inputs[name] for inputs, _ in pairs]
+            if name in TEXT_INPUTS:
+                width = max(value.shape[1] for value in values)
+                values = [torch.nn.functional.pad(value, (0, width - value.shape[1]), value=pad.get(name, 0)) for value in values]
+            batch[name] = torch.cat(values).to(device)
+        reads = [read for _, read in pairs]
+        keep = batch["input_ids"].shape[1] - min(read.start for read in reads) + 1
+        output = self.forward(keep, **batch)
+        return self.read_scores(output.logits[:, -keep:], batch["input_ids"], reads)
 
     def score_batch(self, items: Items, item_indices: list[int]) -> torch.Tensor:
-        """Scores [n, K, ...] of a batch of items: each unique image prefixed once, its pairs run together."""
+        """Scores [n, K, ...] of a batch of items: each unique image's pairs run together."""
         images = sorted({items.image_of_item[item] for item in item_indices})
         decoder = ImageRows(items.dataset, [items.image_rows[image] for image in images], items.image_column)
         captions = {image: [] for image in images}
         for item in item_indices:
             captions[items.image_of_item[item]].extend(items.candidates[item])
-        prefixes = {image: self.image_prefix(decoder[position], captions[image]) for position, image in enumerate(images)}
-        groups: dict[tuple, list[int]] = {}
-        for image, prefix in prefixes.items():
-            shapes = tuple((name, tuple(value.shape[1:])) for name, value in prefix.image_inputs.items())
-            groups.setdefault((prefix.length, shapes), []).append(image)
-        pair_scores: dict[int, list[torch.Tensor]] = {}
-        for members in groups.values():
-            flat = iter(self.score_group([prefixes[image] for image in members]))
-            for image in members:
-                pair_scores[image] = [next(flat) for _ in prefixes[image].pair_ids]
+        pictures = {image: decoder[position] for position, image in enumerate(images)}
+        score_images = self.score_images_shared if self.per_pair_reason is None else self.score_images_per_pair
+        pair_scores = score_images(pictures, captions)
         # Back from image order to item order: each image's pairs are its items' candidates, item after item.
         taken = {image: 0 for image in images}
         rows = []
@@ -193,6 +265,26 @@ class GenerativeAdapter(Adapter):
             rows.append(torch.stack(pair_scores[image][taken[image] : taken[image] + count]))
             taken[image] += count
         return torch.stack(rows)
+
+    def score_images_shared(self, pictures: dict, captions: dict) -> dict[int, list[torch.Tensor]]:
+        """Per image, the scores of its pairs: each image prefixed once, images of one prefix shape together."""
+        prefixes = {image: self.image_prefix(picture, captions[image]) for image, picture in pictures.items()}
+        pair_scores = {}
+        for members in _by_shape({image: prefix.image_inputs for image, prefix in prefixes.items()}, [prefix.length for prefix in prefixes.values()]):
+            flat = iter(self.score_group([prefixes[image] for image in members]))
+            for image in members:
+                pair_scores[image] = [next(flat) for _ in prefixes[image].pair_ids]
+        return pair_scores
+
+    def score_images_per_pair(self, pictures: dict, captions: dict) -> dict[int, list[torch.Tensor]]:
+        """Per image, the scores of its pairs, each pair run whole, the pairs of one image shape together."""
+        pairs = {image: self.image_pairs(picture, captions[image]) for image, picture in pictures.items()}
+        pair_scores = {}
+        for members in _by_shape({image: image_pairs[0][0] for image, image_pairs in pairs.items()}):
+            flat = iter(self.score_pairs([pair for image in members for pair in pairs[image]]))
+            for image in members:
+                pair_scores[image] = [next(flat) for _ in pairs[image]]
+        return pair_scores
 
     def score(self, items: Items) -> np.ndarray:
         order = sorted(range(len(items.candidates)), key=items.image_of_item.__getitem__)
@@ -208,3 +300,31 @@ class GenerativeAdapter(Adapter):
 
 def _common_suffix_length(first: list[int], second: list[int]) -> int:
     return common_prefix_length(first[::-1], second[::-1])
+
+
+def _by_shape(inputs: dict[int, dict], lengths: list[int] | None = None) -> list[list[int]]:
+    """Images whose image inputs (and prefix lengths, if given) have one shape, so that they stack in one batch."""
+    groups: dict[tuple, list[int]] = {}
+    for position, (image, values) in enumerate(inputs.items()):
+        shapes = tuple((name, tuple(value.shape[1:])) for name, value in values.items() if name not in TEXT_INPUTS)
+        groups.setdefault((lengths[position] if lengths else None, shapes), []).append(image)
+    return list(groups.values())
+
+
+def _language_model_type(config) -> str:
+    return getattr(getattr(config, "text_config", None), "model_type", config.model_type)
+
+
+def _is_encoder_decoder(config) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False) or getattr(getattr(config, "text_config", None), "is_encoder_decoder", False))
+
+
+def _why_no_shared_prefix(model, forward_parameters) -> str | None:
+    """Why the pairs of an image cannot share its prefix (None: they can)."""
+    if model.config.model_type in BIDIRECTIONAL_PROMPT:
+        return BIDIRECTIONAL_PROMPT[model.config.model_type]
+    if "qformer_input_ids" in forward_parameters:
+        return f"{type(model).__name__}'s Q-Former reads the prompt, so the image's tokens depend on the caption"
+    if not {"cache", "past_key_values"} & set(forward_parameters):
+        return f"{type(model).__name__}.forward takes no key/value cache"
+    return None
