@@ -160,7 +160,7 @@ def test_help_imports_no_torch():
     """`aro --help` and `aro <command> --help` load only the command's parser module: no torch, transformers or datasets."""
     import subprocess
 
-    for command in ([], ["build"], ["eval"], ["demo"], ["push-metric"], ["convert"]):
+    for command in ([], ["build"], ["eval"], ["demo"], ["push-metric"], ["convert"], ["retrieval"], ["train"], ["mine"]):
         code = (
             "import sys\nfrom aro.cli import main\ntry:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(name for name in ('torch', 'transformers', 'datasets') if name in sys.modules), file=sys.stderr)"

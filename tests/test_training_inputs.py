@@ -86,3 +86,27 @@ def test_every_option_has_help_and_states_its_default(command, classes, capsys):
             flag = "--" + field.name.replace("_", "-")
             assert flag in text, flag
     assert text.count("(default:") >= sum(len(dataclasses.fields(cls)) for cls in classes)
+
+
+def test_flags_fill_the_dataclasses_as_hf_argument_parser_does():
+    """The command line writes the options without transformers; what it parses equals HfArgumentParser's parse."""
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    from aro.models.negclip.cli import _add_dataclass_parser, _instances
+
+    flags = [
+        "--dataset", "./coco", "--no-hard-negatives", "--augment", "false", "--select_best", "--eval-configs", "relation", "coco_order",
+        "--mixed-precision", "bf16", "--learning-rate", "1e-5", "--max-steps", "7", "--mining-cache", "cache.parquet",
+    ]
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    (ours,) = _instances(_add_dataclass_parser(subparsers, "train", (NegCLIPTrainingArguments,), "train").parse_args(flags))
+    (reference,) = HfArgumentParser(NegCLIPTrainingArguments).parse_args_into_dataclasses(flags)
+    assert ours == reference
+    assert (ours.hard_negatives, ours.augment, ours.eval_configs, ours.learning_rate, ours.max_steps) == (False, False, ["relation", "coco_order"], 1e-5, 7)
+    with pytest.raises(SystemExit):
+        _add_dataclass_parser(subparsers, "again", (NegCLIPTrainingArguments,), "train").parse_args(["--mixed-precision", "fp8"])
+    mining = _add_dataclass_parser(subparsers, "mine", (MiningParameters, MiningOutput), "mine")
+    with pytest.raises(SystemExit):
+        mining.parse_args([])  # --dataset has no default

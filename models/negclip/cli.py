@@ -1,8 +1,9 @@
 """`aro mine` (hard negatives into a Parquet cache) and `aro train` (CLIP into NegCLIP).
 
-The flags are the fields of the arguments dataclasses, through `transformers.HfArgumentParser`: `aro train` takes
-those of `NegCLIPTrainingArguments` (`--learning-rate`, `--no-hard-negatives`, ...), `aro mine` those of
-`MiningParameters` and `MiningOutput`. `--args-file run.yaml` (or `.json`) reads the same names from a file;
+The flags are the fields of the arguments dataclasses, written as `transformers.HfArgumentParser` writes them
+(without importing transformers, so that `--help` answers at once): `aro train` takes those of
+`NegCLIPTrainingArguments` (`--learning-rate`, `--no-hard-negatives`, ...), `aro mine` those of `MiningParameters`
+and `MiningOutput`. `--args-file run.yaml` (or `.json`) reads the same names from a file;
 flags given after it override it. For several GPUs: `accelerate launch -m aro.cli train ...` (or `torchrun`).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,18 +37,52 @@ def register(subparsers) -> None:
 
 def _add_dataclass_parser(subparsers, name: str, dataclass_types: tuple, summary: str) -> argparse.ArgumentParser:
     """A subcommand whose flags are the dataclasses' fields (help and defaults shown), plus `--args-file`."""
-    from transformers import HfArgumentParser
-
-    fields = HfArgumentParser(dataclass_types, add_help=False)
-    parser = subparsers.add_parser(
-        name, help=summary, description=f"{summary}.", parents=[fields], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = subparsers.add_parser(name, help=summary, description=f"{summary}.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for cls in dataclass_types:
+        hints = typing.get_type_hints(cls)
+        for field_ in dataclasses.fields(cls):
+            _add_field(parser, field_, hints[field_.name])
     parser.add_argument(
         "--args-file", action=_ArgsFile, metavar="FILE", default=None,
         help="a YAML or JSON file of these options (their names with underscores); flags after it override it",
     )
     parser.set_defaults(dataclass_types=dataclass_types)
     return parser
+
+
+def _add_field(parser: argparse.ArgumentParser, field_: dataclasses.Field, hint) -> None:
+    """One field as a flag, as HfArgumentParser writes it: `--name` and `--name-with-dashes`; a bool takes an
+    optional value (`--augment false`) and, when on by default, `--no-name`; a Literal its choices; a list one or
+    more values; a field without default is required."""
+    names = dict.fromkeys([f"--{field_.name}", f"--{field_.name.replace('_', '-')}"])
+    options: dict = {"dest": field_.name, "help": field_.metadata.get("help")}
+    if field_.default is not dataclasses.MISSING:
+        options["default"] = field_.default
+    elif field_.default_factory is not dataclasses.MISSING:
+        options["default"] = field_.default_factory()
+    else:
+        options["required"] = True
+    hint = next((part for part in typing.get_args(hint) if part is not type(None)), hint) if type(None) in typing.get_args(hint) else hint
+    if hint is bool:
+        parser.add_argument(*names, type=_to_bool, nargs="?", const=True, **options)
+        if options.get("default") is True:
+            no = dict.fromkeys([f"--no_{field_.name}", f"--no-{field_.name.replace('_', '-')}"])
+            parser.add_argument(*no, action="store_false", dest=field_.name, default=argparse.SUPPRESS, help=f"turn {list(names)[-1]} off")
+    elif typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        parser.add_argument(*names, type=type(choices[0]), choices=choices, **options)
+    elif typing.get_origin(hint) is list:
+        parser.add_argument(*names, type=typing.get_args(hint)[0], nargs="+", **options)
+    else:
+        parser.add_argument(*names, type=hint, **options)
+
+
+def _to_bool(value: str) -> bool:
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
 
 
 class _ArgsFile(argparse.Action):

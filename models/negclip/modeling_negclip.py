@@ -42,7 +42,7 @@ class NegCLIPModel(CLIPModel):
     Used as CLIP (the standard call, no loss unless asked):
 
     ```python
-    >>> import aro.models.negclip  # doctest: +SKIP
+    >>> from aro.models.negclip import NegCLIPModel  # registers it with AutoModel  # doctest: +SKIP
     >>> from transformers import AutoModel, AutoProcessor
     >>> model = AutoModel.from_pretrained("negclip-run")  # doctest: +SKIP
     >>> processor = AutoProcessor.from_pretrained("negclip-run")  # doctest: +SKIP
