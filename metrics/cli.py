@@ -54,11 +54,13 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)")
     parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
-    generative = parser.add_argument_group("generative models (LLaVA, Qwen2-VL, Idefics3, Gemma 3...)")
+    generative = parser.add_argument_group("generative models (LLaVA, Qwen2-VL, Idefics3, Gemma 3, PaliGemma, BLIP-2...)")
     generative.add_argument("--score", choices=("vqa", "likelihood"), help="vqa: VQAScore, P(Yes) to a yes/no question about the caption; likelihood: the caption's mean log-probability (default: vqa)")
     generative.add_argument("--prompt-template", help="a format string around {prompt} that places the image token (default: the processor's chat template)")
     generative.add_argument("--question", help='the VQAScore question around {caption} (default: \'Does this figure show "{caption}"? Please answer yes or no.\')')
     generative.add_argument("--caption-prompt", help="the request that the caption answers for --score likelihood (default: 'Write a short caption for this image.')")
+    generative.add_argument("--answer", help="the answer whose probability is VQAScore, one token at the answer position (default: 'Yes')")
+    generative.add_argument("--negative-answer", help="the answer it is weighed against in the recorded yes-rates (default: 'No')")
     parser.add_argument(
         "--out", type=Path, default=Path("aro-eval"),
         help="folder for results.json, results.md, plots, model-index.yaml, .eval_results/ (an earlier run's is replaced)",
@@ -83,7 +85,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     models = read_models_file(args.models_file) if args.models_file else args.model or []
     if args.push_results and len(models) > 1:
         raise ValueError("--push-results takes one model: its results go to that model's repo")
-    prompt_options = {"template": args.prompt_template, "question": args.question, "caption_prompt": args.caption_prompt}
+    prompt_options = {
+        "template": args.prompt_template, "question": args.question, "caption_prompt": args.caption_prompt, "answer": args.answer,
+        "negative_answer": args.negative_answer,
+    }
     prompt_options = {name: value for name, value in prompt_options.items() if value is not None}
     configs = args.config if args.config == "all" else args.config.split(",")
     runs, is_main = evaluate_launched(

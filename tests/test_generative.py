@@ -211,6 +211,11 @@ def test_aro_eval_scores_a_saved_paligemma_pair_by_pair(aro_folder, tmp_path, ca
     reference = full_forward_scores(loaded, loaded_processor, load_split(str(aro_folder), "coco_order"), "likelihood", GenerativePrompts(template=template))
     saved = json.loads((out / "results.json").read_text())["configs"]["coco_order"]
     assert saved["accuracy"] == pytest.approx(float(np.mean(reference.argmax(axis=1) == 0)))
+    # VQAScore with the lower-case answers of PaliGemma's mix checkpoints.
+    vqa_arguments = [*arguments[:-1], "vqa", "--prompt-template", "<image>answer en {prompt}", "--answer", "yes", "--negative-answer", "no"]
+    assert main([*vqa_arguments, "--out", str(tmp_path / "vqa")]) == 0
+    scoring = json.loads((tmp_path / "vqa" / "results.json").read_text())["scoring"]
+    assert scoring["prompts"]["answer"] == "yes" and scoring["answer_token_ids"] == loaded_processor.tokenizer.convert_tokens_to_ids(["yes", "no"])
 
 
 SHARDED_SCRIPT = """
