@@ -105,6 +105,8 @@ def test_pairs_that_cannot_share_a_prefix_run_whole_and_equal_a_full_forward(fam
         np.testing.assert_allclose(scorer.score(order_dataset).scores, reference, rtol=1e-4, atol=1e-5)
     settings = scorer.adapter.settings()
     assert settings["prefix"] == "per pair" and PER_PAIR_FAMILIES[family] in settings["per_pair_because"]
+    # The vision encoder's output is shared over an image's pairs unless it reads the prompt (InstructBLIP's Q-Former).
+    assert settings["vision_encoder"] == ("once per pair" if family == "instructblip" else "once per image")
 
 
 def test_an_encoder_decoder_language_model_is_refused_in_one_line(order_dataset):

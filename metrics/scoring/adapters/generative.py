@@ -91,6 +91,11 @@ class GenerativeAdapter(Adapter):
         if score == "vqa":  # P(answer) and P(negative answer) at the answer position
             bare_turn = self.prompts.text("vqa", "", processor)
             self.answer_ids = [answer_token_id(self.tokenizer, bare_turn, answer) for answer in (self.prompts.answer, self.prompts.negative_answer)]
+        # Per pair, the vision encoder runs once per image where the forward takes its output and it reads the image
+        # alone (not InstructBLIP's, whose Q-Former reads the prompt): the names of the inputs it reads.
+        encoder_parameters = inspect.signature(model.get_image_features).parameters if hasattr(model, "get_image_features") else {}
+        shares_encoder = "mm_encoder_outputs" in parameters and not {"qformer_input_ids", "input_ids"} & set(encoder_parameters)
+        self.image_encoder_inputs = [name for name in encoder_parameters if name not in ("self", "kwargs")] if shares_encoder else []
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.keeps_logits = "logits_to_keep" in parameters
         self.notes = {}
@@ -100,6 +105,7 @@ class GenerativeAdapter(Adapter):
         settings = {"score": self.score_name, "prompts": self.prompts.record(), "prefix": "shared" if self.per_pair_reason is None else "per pair"}
         if self.per_pair_reason is not None:
             settings["per_pair_because"] = self.per_pair_reason
+            settings["vision_encoder"] = "once per image" if self.image_encoder_inputs else "once per pair"
         return settings | ({"answer_token_ids": self.answer_ids} if self.score_name == "vqa" else {})
 
     # Token bookkeeping -------------------------------------------------------------------------------------------
@@ -230,9 +236,10 @@ class GenerativeAdapter(Adapter):
         return scored
 
     @torch.no_grad()
-    def score_pairs(self, pairs: list[tuple[dict, range]]) -> list[torch.Tensor]:
+    def score_pairs(self, pairs: list[tuple[dict, range]], owners: list[int]) -> list[torch.Tensor]:
         """Scores of pairs with stackable image inputs, in one forward, their text right-padded (positions and
-        causal attention of every real token are as in a forward of its pair alone)."""
+        causal attention of every real token are as in a forward of its pair alone). `owners` numbers each pair's
+        image; where the vision encoder reads the image alone, it runs once per image and its output is shared."""
         device = self.runtime.device
         pad = {"input_ids": self.tokenizer.pad_token_id or 0}
         batch = {}
@@ -242,6 +249,13 @@ class GenerativeAdapter(Adapter):
                 width = max(value.shape[1] for value in values)
                 values = [torch.nn.functional.pad(value, (0, width - value.shape[1]), value=pad.get(name, 0)) for value in values]
             batch[name] = torch.cat(values).to(device)
+        if self.image_encoder_inputs:
+            firsts = [owners.index(owner) for owner in range(max(owners) + 1)]  # each image's first pair
+            image_inputs = {name: batch.pop(name)[firsts] for name in self.image_encoder_inputs if name in batch}
+            with self.runtime.autocast():
+                encoded = self.model.get_image_features(**image_inputs)
+            batch |= dict.fromkeys(image_inputs)  # None: BLIP-2's forward requires its pixel values be named
+            batch["mm_encoder_outputs"] = {"image": _select_rows(encoded, torch.tensor(owners, device=device))}
         reads = [read for _, read in pairs]
         keep = batch["input_ids"].shape[1] - min(read.start for read in reads) + 1
         output = self.forward(keep, **batch)
@@ -281,7 +295,8 @@ class GenerativeAdapter(Adapter):
         pairs = {image: self.image_pairs(picture, captions[image]) for image, picture in pictures.items()}
         pair_scores = {}
         for members in _by_shape({image: image_pairs[0][0] for image, image_pairs in pairs.items()}):
-            flat = iter(self.score_pairs([pair for image in members for pair in pairs[image]]))
+            owners = [owner for owner, image in enumerate(members) for _ in pairs[image]]
+            flat = iter(self.score_pairs([pair for image in members for pair in pairs[image]], owners))
             for image in members:
                 pair_scores[image] = [next(flat) for _ in pairs[image]]
         return pair_scores
@@ -309,6 +324,17 @@ def _by_shape(inputs: dict[int, dict], lengths: list[int] | None = None) -> list
         shapes = tuple((name, tuple(value.shape[1:])) for name, value in values.items() if name not in TEXT_INPUTS)
         groups.setdefault((lengths[position] if lengths else None, shapes), []).append(image)
     return list(groups.values())
+
+
+def _select_rows(output, rows: torch.Tensor):
+    """A model output (or tensor) with the batch rows `rows` of each of its tensors, nested outputs included."""
+    if isinstance(output, torch.Tensor):
+        return output.index_select(0, rows)
+    if isinstance(output, tuple):
+        return type(output)(_select_rows(value, rows) for value in output)
+    if output is None or not hasattr(output, "items"):
+        return output
+    return type(output)(**{name: _select_rows(value, rows) for name, value in output.items()})
 
 
 def _language_model_type(config) -> str:
