@@ -18,7 +18,9 @@ is computed once (the shared prefix):
 Where the image's states depend on the caption, no prefix can be shared, and each pair runs whole (per pair): the
 candidates of a batch's items in one right-padded forward through the model's own processor and `forward`. That
 is so for PaliGemma (its prompt is read bidirectionally, so the image tokens see the caption in the question) and
-InstructBLIP (its Q-Former reads the prompt), and for BLIP-2, whose `forward` takes no key/value cache.
+InstructBLIP (its Q-Former reads the prompt), and for BLIP-2, whose `forward` takes no key/value cache. A vision
+encoder that reads the image alone (PaliGemma's, BLIP-2's) still runs once per image: its output goes to the
+forward as `mm_encoder_outputs`, row by row to the image's pairs.
 
 Both ways, the scores equal one full forward per pair through the model's own `forward` (tests/test_generative.py).
 The vision tower and the prefix are not cached across batches: a prefix's cache is as large as a batch of captions.
