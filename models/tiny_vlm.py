@@ -1,4 +1,4 @@
-"""Small generative vision-language models (LLaVA, Idefics3, Gemma 3, PaliGemma, BLIP-2, InstructBLIP) with a
+"""Small generative vision-language models (LLaVA, Idefics3, Gemma 3, PaliGemma, BLIP-2 with OPT or T5, InstructBLIP) with a
 word-level tokenizer (and a chat template where the family has one), built offline for the tests and benchmarks of
 the generative scorer.
 
@@ -14,6 +14,7 @@ of its family, so both save with `save_pretrained` and load back with `AutoModel
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -149,15 +150,17 @@ def _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type: st
     text = dict(_text_config(tokenizer, hidden_size, num_layers), model_type=text_model_type)
     if text_model_type == "opt":
         text |= dict(ffn_dim=2 * hidden_size, word_embed_proj_dim=hidden_size)
+    if text_model_type == "t5":  # Flan-T5: the prompt to the encoder, the answer from the decoder's start (pad) token
+        text |= dict(d_ff=2 * hidden_size, d_kv=hidden_size // 4, decoder_start_token_id=tokenizer.pad_token_id)
     configs = dict(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4, image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
     return configs, tokenizer, BlipImageProcessorPil(size={"height": image_size, "width": image_size})
 
 
-def _blip2(words, hidden_size, num_layers, image_size):
-    """BLIP-2 with an OPT language model; no chat template (its prompts are "Question: ... Answer:")."""
+def _blip2(words, hidden_size, num_layers, image_size, text_model_type: str = "opt"):
+    """BLIP-2 with an OPT (or Flan-T5) language model; no chat template (its prompts are "Question: ... Answer:")."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
 
-    configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, "opt")
+    configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type)
     processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=configs["num_query_tokens"])
     return Blip2ForConditionalGeneration(Blip2Config(**configs)), processor
 
@@ -175,6 +178,7 @@ def _instructblip(words, hidden_size, num_layers, image_size):
 
 FAMILIES = {
     "llava": _llava, "idefics3": _idefics3, "gemma3": _gemma3, "paligemma": _paligemma, "blip2": _blip2, "instructblip": _instructblip,
+    "blip2-t5": partial(_blip2, text_model_type="t5"),
 }
 
 

@@ -42,7 +42,9 @@ from .prompts import SCORES, GenerativePrompts, answer_token_id, common_prefix_l
 # a pair is text, which these mark as such by leaving them out (Gemma 3's token types, Qwen2-VL's modality types).
 PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
 # Processor outputs that are text, padded on the right when pairs run whole (InstructBLIP's Q-Former reads the prompt).
-TEXT_INPUTS = ("input_ids", "attention_mask", *PER_TOKEN_INPUTS, "qformer_input_ids", "qformer_attention_mask")
+TEXT_INPUTS = (
+    "input_ids", "attention_mask", *PER_TOKEN_INPUTS, "qformer_input_ids", "qformer_attention_mask", "decoder_input_ids", "decoder_attention_mask",
+)
 # Model types whose generative head is not scored here, and what to score instead.
 NOT_SCORED = {
     "blip": "BLIP's captioner takes its start token from `generate` only; BLIP is scored by its matching head "
@@ -79,19 +81,19 @@ class GenerativeAdapter(Adapter):
         # What the model's class cannot do is said before what its processor lacks (a chat template, say).
         if model.config.model_type in NOT_SCORED:
             raise ValueError(f"{type(model).__name__} is not scored: {NOT_SCORED[model.config.model_type]}")
-        if _is_encoder_decoder(model.config):
-            raise ValueError(
-                f"{type(model).__name__} here has an encoder-decoder language model ({_language_model_type(model.config)}): "
-                "the generative scores read a decoder-only language model (BLIP-2 OPT, not BLIP-2 Flan-T5)"
-            )
         parameters = inspect.signature(model.forward).parameters
         self.per_pair_reason = _why_no_shared_prefix(model, parameters)
         self.score_name, self.prompts = score, prompts or GenerativePrompts()
+        # An encoder-decoder language model (BLIP-2 Flan-T5) reads the prompt in its encoder; its decoder writes the
+        # answer, or the caption, after its start token.
+        text_config = getattr(model.config, "text_config", model.config)
+        self.decoder_start = text_config.decoder_start_token_id if _is_encoder_decoder(model.config) else None
         # PaliGemma's processor takes the answer as a suffix, read causally after the prompt: the caption goes there.
         self.caption_as_suffix = score == "likelihood" and "suffix" in inspect.signature(processor.__call__).parameters
+        self.scored_ids = "input_ids" if self.decoder_start is None else "decoder_input_ids"  # the tokens whose logits are read
         self.family = f"generative-{score}"
         if score == "vqa":  # P(answer) and P(negative answer) at the answer position
-            bare_turn = self.prompts.text("vqa", "", processor)
+            bare_turn = None if self.decoder_start is not None else self.prompts.text("vqa", "", processor)
             self.answer_ids = [answer_token_id(self.tokenizer, bare_turn, answer) for answer in (self.prompts.answer, self.prompts.negative_answer)]
         # Per pair, the vision encoder runs once per image where the forward takes its output and it reads the image
         # alone (not InstructBLIP's, whose Q-Former reads the prompt): the names of the inputs it reads.
@@ -212,8 +214,13 @@ class GenerativeAdapter(Adapter):
 
     def pair_inputs(self, image, caption: str) -> dict:
         """The processor's inputs for one (image, caption) pair, the caption where the model reads answers."""
-        if self.caption_as_suffix:
-            turn = self.prompts.turn(self.prompts.prompt(self.score_name, caption), self.processor)
+        turn = self.prompts.turn(self.prompts.prompt(self.score_name, caption), self.processor)
+        if self.decoder_start is not None:  # the prompt to the encoder; the caption (likelihood) to the decoder
+            inputs = self.processor_inputs(turn, image)
+            written = self.tokenizer(caption, add_special_tokens=False)["input_ids"] if self.score_name == "likelihood" else []
+            inputs["decoder_input_ids"] = torch.tensor([[self.decoder_start, *written]])
+            inputs["decoder_attention_mask"] = torch.ones_like(inputs["decoder_input_ids"])
+        elif self.caption_as_suffix:
             inputs = self.processor_inputs(turn, image, suffix=[caption])
         else:
             inputs = self.processor_inputs(self.prompts.text(self.score_name, caption, self.processor), image)
@@ -221,11 +228,14 @@ class GenerativeAdapter(Adapter):
         return inputs
 
     def image_pairs(self, image, captions: list[str]) -> list[tuple[dict, range]]:
-        """Each pair's inputs and the positions of its scored tokens: the answer that would follow the pair (vqa),
-        or the caption's tokens, found against the pair with an empty caption (likelihood)."""
+        """Each pair's inputs and the positions of its scored tokens (among the decoder's, for an encoder-decoder):
+        the answer that would follow the pair (vqa), or the caption's tokens, found against the pair with an empty
+        caption (likelihood)."""
         pairs = [self.pair_inputs(image, caption) for caption in captions]
         if self.score_name == "vqa":
-            return [(inputs, range(inputs["input_ids"].shape[1], inputs["input_ids"].shape[1])) for inputs in pairs]
+            return [(inputs, range(inputs[self.scored_ids].shape[1], inputs[self.scored_ids].shape[1])) for inputs in pairs]
+        if self.decoder_start is not None:  # the decoder holds its start token, then the caption
+            return [(inputs, range(1, inputs["decoder_input_ids"].shape[1])) for inputs in pairs]
         bare = self.pair_inputs(image, "")["input_ids"][0].tolist()
         scored = []
         for caption, inputs in zip(captions, pairs):
@@ -243,7 +253,7 @@ class GenerativeAdapter(Adapter):
         causal attention of every real token are as in a forward of its pair alone). `owners` numbers each pair's
         image; where the vision encoder reads the image alone, it runs once per image and its output is shared."""
         device = self.runtime.device
-        pad = {"input_ids": self.tokenizer.pad_token_id or 0}
+        pad = dict.fromkeys(("input_ids", "decoder_input_ids"), self.tokenizer.pad_token_id or 0)
         batch = {}
         for name in pairs[0][0]:
             values = [inputs[name] for inputs, _ in pairs]
@@ -259,9 +269,9 @@ class GenerativeAdapter(Adapter):
             batch |= dict.fromkeys(image_inputs)  # None: BLIP-2's forward requires its pixel values be named
             batch["mm_encoder_outputs"] = {"image": _select_rows(encoded, torch.tensor(owners, device=device))}
         reads = [read for _, read in pairs]
-        keep = batch["input_ids"].shape[1] - min(read.start for read in reads) + 1
+        keep = batch[self.scored_ids].shape[1] - min(read.start for read in reads) + 1
         output = self.forward(keep, **batch)
-        return self.read_scores(output.logits[:, -keep:], batch["input_ids"], reads)
+        return self.read_scores(output.logits[:, -keep:], batch[self.scored_ids], reads)
 
     def score_batch(self, items: Items, item_indices: list[int]) -> torch.Tensor:
         """Scores [n, K, ...] of a batch of items: each unique image's pairs run together."""
@@ -349,6 +359,8 @@ def _is_encoder_decoder(config) -> bool:
 
 def _why_no_shared_prefix(model, forward_parameters) -> str | None:
     """Why the pairs of an image cannot share its prefix (None: they can)."""
+    if _is_encoder_decoder(model.config):
+        return f"{type(model).__name__}'s language model is an encoder-decoder ({_language_model_type(model.config)}): the prompt goes to its encoder"
     if model.config.model_type in BIDIRECTIONAL_PROMPT:
         return BIDIRECTIONAL_PROMPT[model.config.model_type]
     if "qformer_input_ids" in forward_parameters:

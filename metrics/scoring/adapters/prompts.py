@@ -69,21 +69,24 @@ def common_prefix_length(first: list[int], second: list[int]) -> int:
     return length
 
 
-def answer_token_id(tokenizer, prompt_text: str, answer: str) -> int:
-    """The id of `answer` written at the answer position of `prompt_text`, as the tokenizer writes it there.
+def answer_token_id(tokenizer, prompt_text: str | None, answer: str) -> int:
+    """The id of `answer` written at the answer position of `prompt_text`, as the tokenizer writes it there (None:
+    the answer is the first token of a decoder, an encoder-decoder model's).
 
     The token is found by tokenizing the prompt with and without the answer appended, so that a tokenizer that
     marks word starts (SentencePiece's "▁Yes") gives the token a model would generate; an answer that is not
     exactly one new token there is refused.
     """
-    without = tokenizer(prompt_text)["input_ids"]
-    with_answer = tokenizer(prompt_text + answer)["input_ids"]
+    if prompt_text is None:
+        without, with_answer = [], tokenizer(answer, add_special_tokens=False)["input_ids"]
+    else:
+        without, with_answer = tokenizer(prompt_text)["input_ids"], tokenizer(prompt_text + answer)["input_ids"]
     shared = common_prefix_length(without, with_answer)
     added = with_answer[shared:]
     if shared != len(without) or len(added) != 1:
         pieces = tokenizer.convert_ids_to_tokens(added)
         raise ValueError(
-            f"the tokenizer writes the answer {answer!r} after the prompt as {pieces} (not one new token): VQAScore "
-            "needs a single-token answer; choose another answer word or --prompt-template"
+            f"the tokenizer writes the answer {answer!r} {'after the prompt' if prompt_text is not None else 'alone'} as {pieces} (not one new "
+            "token): VQAScore needs a single-token answer; choose another answer word (--answer) or --prompt-template"
         )
     return added[0]
