@@ -70,8 +70,8 @@ class GenerativeAdapter(Adapter):
 
     family = "generative"
     summary = (
-        "decoder-only generative models that AutoModelForImageTextToText builds (LLaVA, LLaVA-NeXT, Qwen2-VL, "
-        "Idefics3/SmolVLM, Gemma 3, PaliGemma, BLIP-2 OPT, InstructBLIP Vicuna...), scored by --score vqa or likelihood"
+        "generative models that AutoModelForImageTextToText builds (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics3/SmolVLM, "
+        "Gemma 3, PaliGemma, BLIP-2, InstructBLIP...), scored by --score vqa or likelihood"
     )
 
     def __init__(self, model, processor, runtime, score: str = "vqa", prompts: GenerativePrompts | None = None):
