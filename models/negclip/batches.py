@@ -97,7 +97,7 @@ class NegCLIPBatches(torch.utils.data.Dataset):
         anchors = list(rows)
         if self.args.image_negatives:
             rows = rows + [self.neighbour_of(row) for row in anchors]
-        examples = self.data.select(rows)
+        examples = self.data[rows]  # one read of the rows, columns as lists (a column of `select(rows)` reads row by row)
         images = [image.convert("RGB") for image in examples[self.args.image_column]]
         if self.args.augment:
             draws = [(row, "crop") for row in anchors] + [(row, "neighbour crop") for row in anchors]

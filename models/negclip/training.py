@@ -237,7 +237,7 @@ def validation_loss(model, processor, data, batch_size: int, image_column="image
     def batch_losses(starts: list[int]) -> torch.Tensor:
         losses = []
         for start in starts:
-            examples = data.select(range(start, start + batch_size))
+            examples = data[start : start + batch_size]  # one read, columns as lists
             batch = processor(
                 images=[image.convert("RGB") for image in examples[image_column]], text=list(examples[caption_column]),
                 padding=True, truncation=True, return_tensors="pt",
