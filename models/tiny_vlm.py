@@ -1,4 +1,5 @@
-"""Small generative vision-language models (LLaVA, Idefics3, Gemma 3, PaliGemma, BLIP-2 with OPT or T5, InstructBLIP) with a
+"""Small generative vision-language models (LLaVA, Idefics3, Gemma 3, Llama 3.2 Vision, PaliGemma, BLIP-2 with OPT
+or T5, InstructBLIP) with a
 word-level tokenizer (and a chat template where the family has one), built offline for the tests and benchmarks of
 the generative scorer.
 
@@ -176,9 +177,32 @@ def _instructblip(words, hidden_size, num_layers, image_size):
     return InstructBlipForConditionalGeneration(InstructBlipConfig(**configs)), processor
 
 
+def _mllama(words, hidden_size, num_layers, image_size):
+    """Llama 3.2 Vision: text layers cross-attend to the image's states (one tile here), after an `<|image|>` token."""
+    import torch
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
+
+    tokenizer = chat_word_tokenizer(words, ["<|image|>"])
+    vision = dict(
+        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2, num_global_layers=1, attention_heads=4,
+        image_size=image_size, patch_size=8, max_num_tiles=1, vision_output_dim=2 * hidden_size, intermediate_layers_indices=[0],
+        supported_aspect_ratios=[[1, 1]],
+    )
+    text = dict(_text_config(tokenizer, hidden_size, num_layers + 1), cross_attention_layers=[num_layers], rope_scaling=None)
+    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"))
+    model = MllamaForConditionalGeneration(config)
+    with torch.no_grad():  # the cross-attention gates start at 0, which would hide the image from the text
+        for name, parameter in model.named_parameters():
+            if "gate" in name:
+                parameter.fill_(1.0)
+    image_processor = MllamaImageProcessorPil(size={"height": image_size, "width": image_size}, max_image_tiles=1)
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<|image|>"))
+    return model, processor
+
+
 FAMILIES = {
     "llava": _llava, "idefics3": _idefics3, "gemma3": _gemma3, "paligemma": _paligemma, "blip2": _blip2, "instructblip": _instructblip,
-    "blip2-t5": partial(_blip2, text_model_type="t5"),
+    "blip2-t5": partial(_blip2, text_model_type="t5"), "mllama": _mllama,
 }
 
 

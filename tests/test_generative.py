@@ -25,7 +25,7 @@ FAMILIES = ["llava", "idefics3", "gemma3"]
 # Families whose pairs run whole, and why results.json says so; they have no chat template.
 PER_PAIR_FAMILIES = {
     "paligemma": "reads its prompt bidirectionally", "blip2": "takes no key/value cache", "instructblip": "Q-Former reads the prompt",
-    "blip2-t5": "language model is an encoder-decoder (t5)",
+    "blip2-t5": "language model is an encoder-decoder (t5)", "mllama": "differ from its full forward",
 }
 TEMPLATE = GenerativePrompts(template="user : {prompt} assistant :")  # PaliGemma's processor places the image itself
 CAPTIONS = ["a red circle", "a blue square", "the red circle to the left of a blue square", "a blue square to the left of the red circle", "a circle"]
@@ -113,15 +113,16 @@ def test_pairs_that_cannot_share_a_prefix_run_whole_and_equal_a_full_forward(fam
     from aro.metrics.scoring import Scorer
 
     model, processor = make_tiny_vlm(family, TINY_WORDS, seed=4)
-    reference = full_forward_scores(model, processor, order_dataset, score, TEMPLATE)
+    prompts = GenerativePrompts() if getattr(processor, "chat_template", None) else TEMPLATE  # Mllama has a chat template
+    reference = full_forward_scores(model, processor, order_dataset, score, prompts)
     assert np.ptp(reference) > 1e-4
     for batch_size in (1, 3, 16):
-        scorer = Scorer(model, processor, score=score, prompts=TEMPLATE, batch_size=batch_size)
+        scorer = Scorer(model, processor, score=score, prompts=prompts, batch_size=batch_size)
         np.testing.assert_allclose(scorer.score(order_dataset).scores, reference, rtol=1e-4, atol=1e-5)
     settings = scorer.adapter.settings()
     assert settings["prefix"] == "per pair" and PER_PAIR_FAMILIES[family] in settings["per_pair_because"]
     # The vision encoder's output is shared over an image's pairs unless it reads the prompt (InstructBLIP's Q-Former).
-    assert settings["vision_encoder"] == ("once per pair" if family == "instructblip" else "once per image")
+    assert settings["vision_encoder"] == ("once per pair" if family in ("instructblip", "mllama") else "once per image")
 
 
 def test_a_prompt_template_replaces_the_chat_template(order_dataset):
