@@ -26,6 +26,14 @@ def refused(capfd, argv: list[str], message: str) -> str:
 TINY_WORDS = "a an the red green blue yellow small large circle square triangle star left right of above below to and is".split()
 
 
+def random_image(seed: int):
+    """A seeded 36 x 40 RGB image of random pixels: distinct images for the scorers' tests."""
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 36, 3), dtype=np.uint8))
+
+
 @pytest.fixture(autouse=True)
 def fresh_datasets_cache(tmp_path_factory, monkeypatch):
     """Each test its own datasets cache: `datasets` keys a local folder's cache by its name, and tests reuse names."""

@@ -13,7 +13,6 @@ import pytest
 import torch
 import transformers as tf
 from datasets import Dataset, Features, Image as ImageFeature, List, Value
-from PIL import Image
 
 from aro.cli import main
 from aro.metrics.scoring import load_model, load_split, predict, score_items
@@ -21,16 +20,12 @@ from aro.metrics.scoring.adapters import BlindAdapter
 from aro.metrics.scoring.loading import load_blind_model
 from aro.models.tiny_clip import make_tiny_clip, tiny_clip_processor, word_tokenizer
 
-from conftest import TINY_WORDS
+from conftest import TINY_WORDS, random_image
 
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 VISION = dict(TOWER, image_size=32, patch_size=8)
 CAPTIONS = ["a red circle", "a blue square", "a red circle to the left of a blue square", "a blue square to the left of a red circle"]
 ORDER = ["a red circle above a blue square", "circle a red above square blue a", "a blue circle above a red square", "above a red circle a blue square", "square a blue above circle red a"]
-
-
-def image(seed: int) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 36, 3), dtype=np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,7 @@ def aro_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("aro")
     relation = Dataset.from_dict(
         {
-            "image": [image(index // 2) for index in range(10)],
+            "image": [random_image(index // 2) for index in range(10)],
             "true_caption": [CAPTIONS[index % 4] for index in range(10)],
             "false_caption": [CAPTIONS[(index + 1) % 4] for index in range(10)],
             "relation_name": ["left of" if index % 2 else "on" for index in range(10)],
@@ -48,7 +43,7 @@ def aro_folder(tmp_path_factory):
         features=Features({"image": ImageFeature(), "true_caption": Value("string"), "false_caption": Value("string"), "relation_name": Value("string")}),
     )
     order = Dataset.from_dict(
-        {"image": [image(10 + index) for index in range(3)], "caption_options": [ORDER[index:] + ORDER[:index] for index in range(3)]},
+        {"image": [random_image(10 + index) for index in range(3)], "caption_options": [ORDER[index:] + ORDER[:index] for index in range(3)]},
         features=Features({"image": ImageFeature(), "caption_options": List(Value("string"))}),
     )
     (folder / "relation").mkdir()

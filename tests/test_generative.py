@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, Features, Image as ImageFeature, Sequence, Value
-from PIL import Image
 
 from aro.cli import main
 from aro.metrics.scoring import score_items
 from aro.metrics.scoring.adapters.prompts import GenerativePrompts, answer_token_id, common_prefix_length
 from aro.models.tiny_vlm import make_tiny_vlm
 
-from conftest import TINY_WORDS
+from conftest import TINY_WORDS, random_image
 
 FAMILIES = ["llava", "idefics3", "gemma3"]
 # Families whose pairs run whole, and why results.json says so; they have no chat template.
@@ -31,15 +30,11 @@ TEMPLATE = GenerativePrompts(template="user : {prompt} assistant :")  # PaliGemm
 CAPTIONS = ["a red circle", "a blue square", "the red circle to the left of a blue square", "a blue square to the left of the red circle", "a circle"]
 
 
-def image(seed: int) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 36, 3), dtype=np.uint8))
-
-
 @pytest.fixture(scope="module")
 def order_dataset():
     """An Order-shaped set: 6 items of K=5 captions, images shared by pairs of items, captions of several lengths."""
     rows = {
-        "image": [image(index // 2) for index in range(6)],
+        "image": [random_image(index // 2) for index in range(6)],
         "caption_options": [[CAPTIONS[(index + shift) % 5] for shift in range(5)] for index in range(6)],
     }
     return Dataset.from_dict(rows, features=Features({"image": ImageFeature(), "caption_options": Sequence(Value("string"))}))

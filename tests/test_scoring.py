@@ -7,28 +7,23 @@ import json
 import numpy as np
 import pytest
 from datasets import Dataset, Features, Image as ImageFeature, Value
-from PIL import Image
 
 from aro.cli import main
 from aro.metrics.scoring import Scorer, predict, score_items
 from aro.metrics.scoring.evaluation import evaluate_model
 from aro.models.tiny_clip import make_tiny_clip
 
-from conftest import TINY_WORDS
+from conftest import TINY_WORDS, random_image
 
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 CAPTIONS = ["a red circle", "a blue square", "a red circle to the left of a blue square", "a blue square to the left of a red circle"]
-
-
-def image(seed: int) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 36, 3), dtype=np.uint8))
 
 
 @pytest.fixture(scope="module")
 def vg_dataset():
     """A VG-shaped set: 10 items, images shared by pairs of items (as Order sets share them), captions repeated."""
     rows = {
-        "image": [image(index // 2) for index in range(10)],
+        "image": [random_image(index // 2) for index in range(10)],
         "true_caption": [CAPTIONS[index % 4] for index in range(10)],
         "false_caption": [CAPTIONS[(index + 1) % 4] for index in range(10)],
         "relation_name": ["left of" if index % 2 else "on" for index in range(10)],
