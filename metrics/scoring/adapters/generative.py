@@ -260,16 +260,18 @@ class GenerativeAdapter(Adapter):
         image; where the vision encoder reads the image alone, it runs once per image and its output is shared."""
         device = self.runtime.device
         pad = dict.fromkeys(("input_ids", "decoder_input_ids"), self.tokenizer.pad_token_id or 0)
-        batch = {}
+        firsts = [owners.index(owner) for owner in range(max(owners) + 1)]  # each image's first pair
+        batch, image_inputs = {}, {}
         for name in pairs[0][0]:
+            if name in self.image_encoder_inputs:  # the encoder's inputs: one copy per image, not per pair
+                image_inputs[name] = torch.cat([pairs[first][0][name] for first in firsts]).to(device)
+                continue
             values = [inputs[name] for inputs, _ in pairs]
             if name in TEXT_INPUTS:  # padded on the right along the tokens, their second dimension
                 width = max(value.shape[1] for value in values)
                 values = [torch.nn.functional.pad(value, (0, 0) * (value.dim() - 2) + (0, width - value.shape[1]), value=pad.get(name, 0)) for value in values]
             batch[name] = torch.cat(values).to(device)
-        if self.image_encoder_inputs:
-            firsts = [owners.index(owner) for owner in range(max(owners) + 1)]  # each image's first pair
-            image_inputs = {name: batch.pop(name)[firsts] for name in self.image_encoder_inputs if name in batch}
+        if image_inputs:
             with self.runtime.autocast():
                 encoded = self.model.get_image_features(**image_inputs)
             batch |= dict.fromkeys(image_inputs)  # None: BLIP-2's forward requires its pixel values be named
