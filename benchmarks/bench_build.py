@@ -1,6 +1,6 @@
 """Build speed: items/s for decode + crop + encode (1 and 2 worker processes) and captions/s for the perturbations.
 
-    python benchmarks/bench_build.py [--items 300] [--captions 2000] [--out bench_build.json]
+python benchmarks/bench_build.py [--items 300] [--captions 2000] [--out bench_build.json]
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import best_time, report
 from PIL import Image
 
 from aro.builders.images import ImageJob
 from aro.builders.perturbations import OrderPerturber
 from aro.builders.sources import _prepared
-from common import best_time, report
 
 WORDS = "a man woman dog cat red blue small large holding riding sitting on next to the street bike table white wooden".split()
 
@@ -39,14 +39,30 @@ def main() -> None:
             jobs.append(ImageJob(index, path, (50, 40, 300, 250)))
         for workers in (1, 2):
             seconds = best_time(lambda: list(_prepared(jobs, workers, "crops")), repeats=2)
-            rows.append({"stage": f"crop+encode, {workers} worker(s)", "items": args.items, "seconds": seconds, "per_second": args.items / seconds})
+            rows.append(
+                {
+                    "stage": f"crop+encode, {workers} worker(s)",
+                    "items": args.items,
+                    "seconds": seconds,
+                    "per_second": args.items / seconds,
+                }
+            )
 
     generator = random.Random(0)
-    captions = [" ".join(generator.choice(WORDS) for _ in range(generator.randint(6, 14))) for _ in range(args.captions)]
+    captions = [
+        " ".join(generator.choice(WORDS) for _ in range(generator.randint(6, 14))) for _ in range(args.captions)
+    ]
     perturber = OrderPerturber(seed=0)
     keys = [str(index) for index in range(len(captions))]
     seconds = best_time(lambda: perturber.caption_options(captions, keys), repeats=2)
-    rows.append({"stage": "four perturbations (spaCy tagger)", "items": args.captions, "seconds": seconds, "per_second": args.captions / seconds})
+    rows.append(
+        {
+            "stage": "four perturbations (spaCy tagger)",
+            "items": args.captions,
+            "seconds": seconds,
+            "per_second": args.captions / seconds,
+        }
+    )
     report("aro build: throughput on generated data", rows, args.out)
 
 

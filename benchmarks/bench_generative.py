@@ -16,13 +16,14 @@ import inspect
 
 import numpy as np
 import torch
-from datasets import Dataset, Features, Image as ImageFeature, Sequence, Value
+from common import best_time, report
+from datasets import Dataset, Features, Sequence, Value
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from aro.metrics.scoring import score_items
 from aro.metrics.scoring.adapters.prompts import GenerativePrompts
 from aro.models.tiny_vlm import make_tiny_vlm
-from common import best_time, report
 
 WORDS = "a the red blue green small large circle square dog cat on left of right above below and is".split()
 K = 5
@@ -36,7 +37,9 @@ def order_like(items: int, size: int) -> Dataset:
         words = list(rng.choice(WORDS, rng.integers(8, 13)))
         rows["image"].append(Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)))
         rows["caption_options"].append([" ".join(words)] + [" ".join(rng.permutation(words)) for _ in range(K - 1)])
-    return Dataset.from_dict(rows, features=Features({"image": ImageFeature(), "caption_options": Sequence(Value("string"))}))
+    return Dataset.from_dict(
+        rows, features=Features({"image": ImageFeature(), "caption_options": Sequence(Value("string"))})
+    )
 
 
 @torch.no_grad()
@@ -48,21 +51,37 @@ def naive(model, processor, dataset, score: str, prompts: GenerativePrompts) -> 
         image = row["image"].convert("RGB")
         for caption in row["caption_options"]:
             if as_suffix:
-                inputs = processor(text=[prompts.turn(prompts.caption_prompt, processor)], images=[image], suffix=[caption], return_tensors="pt")
+                inputs = processor(
+                    text=[prompts.turn(prompts.caption_prompt, processor)],
+                    images=[image],
+                    suffix=[caption],
+                    return_tensors="pt",
+                )
             else:
                 inputs = processor(text=[prompts.text(score, caption, processor)], images=[image], return_tensors="pt")
             inputs.pop("labels", None)
             model(**inputs)
 
 
-def measure(name: str, model, processor, dataset, batch_size: int, prompts: GenerativePrompts = GenerativePrompts()) -> list[dict]:
+def measure(
+    name: str, model, processor, dataset, batch_size: int, prompts: GenerativePrompts = GenerativePrompts()
+) -> list[dict]:
     rows = []
     for score in ("vqa", "likelihood"):
-        scorer = best_time(lambda: score_items(model, processor, dataset, score=score, prompts=prompts, batch_size=batch_size), repeats=2)
+        scorer = best_time(
+            lambda: score_items(model, processor, dataset, score=score, prompts=prompts, batch_size=batch_size),
+            repeats=2,
+        )
         full = best_time(lambda: naive(model, processor, dataset, score, prompts), repeats=2)
         print(f"{name}, {score}: scorer {scorer:.2f} s, naive {full:.2f} s", flush=True)
         rows.append(
-            {"model": name, "score": score, "scorer_items_per_s": len(dataset) / scorer, "naive_items_per_s": len(dataset) / full, "speedup": full / scorer}
+            {
+                "model": name,
+                "score": score,
+                "scorer_items_per_s": len(dataset) / scorer,
+                "naive_items_per_s": len(dataset) / full,
+                "speedup": full / scorer,
+            }
         )
     return rows
 
@@ -78,15 +97,45 @@ def main() -> None:
 
     rows = []
     tiny, tiny_processor = make_tiny_vlm("llava", WORDS)
-    rows += measure("tiny LLaVA (hidden 32, 1 layer, 16 image tokens)", tiny, tiny_processor, order_like(args.items, 64), batch_size=16)
+    rows += measure(
+        "tiny LLaVA (hidden 32, 1 layer, 16 image tokens)",
+        tiny,
+        tiny_processor,
+        order_like(args.items, 64),
+        batch_size=16,
+    )
     mid, mid_processor = make_tiny_vlm("llava", WORDS, hidden_size=512, num_layers=6, image_size=128)
-    rows += measure("mid LLaVA (hidden 512, 6+6 layers, 256 image tokens)", mid, mid_processor, order_like(args.mid_items, 160), batch_size=4)
+    rows += measure(
+        "mid LLaVA (hidden 512, 6+6 layers, 256 image tokens)",
+        mid,
+        mid_processor,
+        order_like(args.mid_items, 160),
+        batch_size=4,
+    )
     paligemma = GenerativePrompts(template="<image>answer en {prompt}")  # PaliGemma has no chat template
     tiny, tiny_processor = make_tiny_vlm("paligemma", WORDS)
-    rows += measure("tiny PaliGemma, per pair (hidden 32, 1 layer, 16 image tokens)", tiny, tiny_processor, order_like(args.items, 64), 16, paligemma)
+    rows += measure(
+        "tiny PaliGemma, per pair (hidden 32, 1 layer, 16 image tokens)",
+        tiny,
+        tiny_processor,
+        order_like(args.items, 64),
+        16,
+        paligemma,
+    )
     mid, mid_processor = make_tiny_vlm("paligemma", WORDS, hidden_size=512, num_layers=6, image_size=128)
-    rows += measure("mid PaliGemma, per pair (hidden 512, 6+6 layers, 256 image tokens)", mid, mid_processor, order_like(args.mid_items, 160), 4, paligemma)
-    report(f"generative scorer vs processor + full forward per pair, Order shape (K={K}): items/s (target speedup >= {K / 2})", rows, args.out)
+    rows += measure(
+        "mid PaliGemma, per pair (hidden 512, 6+6 layers, 256 image tokens)",
+        mid,
+        mid_processor,
+        order_like(args.mid_items, 160),
+        4,
+        paligemma,
+    )
+    report(
+        f"generative scorer vs processor + full forward per pair, Order shape (K={K}): items/s (target speedup >= {K / 2})",
+        rows,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

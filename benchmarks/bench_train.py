@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 import torch
+from common import best_time, report
 
 from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro, world_words
 from aro.models.negclip import NegCLIPModel
-from aro.models.negclip.mining import MiningParameters, mine, nearest_images, swap_negatives
 from aro.models.negclip.batches import NegCLIPBatches
+from aro.models.negclip.mining import MiningParameters, mine, nearest_images, swap_negatives
 from aro.models.negclip.training import NegCLIPTrainingArguments, train
 from aro.models.tiny_clip import make_tiny_clip
-from common import best_time, report
 
 
 def main() -> None:
@@ -34,22 +34,43 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         scenes = args.batch_size * 2 * args.steps // 3 + 1
-        build_synthetic_aro(folder / "data", sizes=SyntheticSizes(train_scenes=scenes, test_scenes=4, relation_per_relation=1, attribution_per_pair=1, order_captions=4))
+        build_synthetic_aro(
+            folder / "data",
+            sizes=SyntheticSizes(
+                train_scenes=scenes, test_scenes=4, relation_per_relation=1, attribution_per_pair=1, order_captions=4
+            ),
+        )
         model, processor = make_tiny_clip(world_words(), image_size=64, patch_size=16)
         model.save_pretrained(folder / "start")
         processor.save_pretrained(folder / "start")
 
         start = time.perf_counter()
-        cache = mine(MiningParameters(str(folder / "data"), "scenes", "train", "image", "caption", "image_id", str(folder / "start")), folder / "mining.parquet")
+        cache = mine(
+            MiningParameters(
+                str(folder / "data"), "scenes", "train", "image", "caption", "image_id", str(folder / "start")
+            ),
+            folder / "mining.parquet",
+        )
         mining_seconds = time.perf_counter() - start
         rows_mined = scenes * 3
-        rows.append({"measure": "mine (swaps + neighbours, end to end)", "value": rows_mined / mining_seconds, "unit": "rows/s"})
+        rows.append(
+            {"measure": "mine (swaps + neighbours, end to end)", "value": rows_mined / mining_seconds, "unit": "rows/s"}
+        )
 
         def timed_run(steps: int, name: str):
             arguments = NegCLIPTrainingArguments(
-                output_dir=str(folder / name), model_name_or_path=str(folder / "start"), dataset=str(folder / "data"),
-                dataset_config="scenes", mining_cache=str(cache), batch_size=args.batch_size, epochs=1, max_steps=steps,
-                learning_rate=1e-4, warmup_steps=1, num_workers=args.num_workers, epoch_rows="captions",  # 2N steps in one epoch
+                output_dir=str(folder / name),
+                model_name_or_path=str(folder / "start"),
+                dataset=str(folder / "data"),
+                dataset_config="scenes",
+                mining_cache=str(cache),
+                batch_size=args.batch_size,
+                epochs=1,
+                max_steps=steps,
+                learning_rate=1e-4,
+                warmup_steps=1,
+                num_workers=args.num_workers,
+                epoch_rows="captions",  # 2N steps in one epoch
             )
             start = time.perf_counter()
             train(arguments)

@@ -29,7 +29,12 @@ def report(title: str, rows: list[dict], out: str | None) -> None:
     for row in rows:
         print("  ".join(_cell(row[column]).ljust(width) for column, width in zip(columns, widths)))
     if out:
-        machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+        machine = {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+        }
         Path(out).write_text(json.dumps({"benchmark": title, "machine": machine, "rows": rows}, indent=2))
 
 

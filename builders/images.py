@@ -42,7 +42,9 @@ class PreparedImage:
     problem: str | None = None  # "missing" or "unreadable: ..." when the image could not be used
 
 
-def clamp_bbox(bbox: tuple[float, float, float, float], width: int, height: int) -> tuple[tuple[int, int, int, int], bool]:
+def clamp_bbox(
+    bbox: tuple[float, float, float, float], width: int, height: int
+) -> tuple[tuple[int, int, int, int], bool]:
     """The integer bbox inside a `width` x `height` image, and whether it had to be moved in."""
     x, y, w, h = bbox
     left, top = max(0, int(round(x))), max(0, int(round(y)))
@@ -89,7 +91,9 @@ def prepare(job: ImageJob) -> PreparedImage:
                 return PreparedImage(job.index, data=_encode(source.convert("RGB")))
             bbox, clamped = clamp_bbox(job.bbox, *source.size)
             if bbox[2] <= 0 or bbox[3] <= 0:
-                return PreparedImage(job.index, problem=f"bbox {job.bbox} lies outside the {source.size[0]}x{source.size[1]} image")
+                return PreparedImage(
+                    job.index, problem=f"bbox {job.bbox} lies outside the {source.size[0]}x{source.size[1]} image"
+                )
             x, y, w, h = bbox
             crop = source.convert("RGB").crop((x, y, x + w, y + h))
             return PreparedImage(job.index, data=_encode(crop), bbox=bbox, clamped=clamped)

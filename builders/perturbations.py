@@ -108,9 +108,13 @@ class OrderPerturber:
             raise ValueError(f"{len(captions)} captions but {len(keys)} keys")
         normalised = [pre_caption(caption) for caption in captions]
         options = []
-        for index, (caption, key, doc) in enumerate(zip(normalised, keys, self.nlp.pipe(normalised, batch_size=self.batch_size))):
+        for index, (caption, key, doc) in enumerate(
+            zip(normalised, keys, self.nlp.pipe(normalised, batch_size=self.batch_size))
+        ):
             if not caption:
                 raise ValueError(f"caption {index} (key {key!r}) is empty after normalisation")
             tokens, tags = [token.text for token in doc], [token.tag_ for token in doc]
-            options.append([caption] + [" ".join(perturb(tokens, tags, name, self.seed, key)) for name in PERTURBATIONS])
+            options.append(
+                [caption] + [" ".join(perturb(tokens, tags, name, self.seed, key)) for name in PERTURBATIONS]
+            )
         return options

@@ -52,7 +52,9 @@ def retrieval_row(image_id: str, image, caption_ids: list[str], caption_options:
         "caption_ids": list(caption_ids),
         "captions": [options[0] for options in caption_options],
         "perturbed_captions": {
-            name: [options[position] for options in caption_options] for position, name in enumerate(PERTURBATION_NAMES) if position
+            name: [options[position] for options in caption_options]
+            for position, name in enumerate(PERTURBATION_NAMES)
+            if position
         },
     }
 

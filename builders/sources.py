@@ -101,7 +101,9 @@ def _check_number(value, path: Path, index: int, key: str) -> None:
 
 def _check_image_id(item: dict, path: Path, index: int) -> None:
     if "image_id" in item and (isinstance(item["image_id"], bool) or not isinstance(item["image_id"], (str, int))):
-        raise ValueError(f"{path}: item {index}: image_id should be a string or an integer, not {_shown(item['image_id'])}")
+        raise ValueError(
+            f"{path}: item {index}: image_id should be a string or an integer, not {_shown(item['image_id'])}"
+        )
 
 
 def source_file(root: Path, name, path: Path, index: int, key: str, allow_outside: bool = False) -> Path:
@@ -141,12 +143,16 @@ def _check_files(jobs: list[ImageJob], source: Path, skip_missing: bool) -> None
         )
 
 
-def _use(prepared: PreparedImage, job: ImageJob, config: str, source: Path, skip_missing: bool, report: BuildReport) -> bool:
+def _use(
+    prepared: PreparedImage, job: ImageJob, config: str, source: Path, skip_missing: bool, report: BuildReport
+) -> bool:
     """Whether the prepared image can be used; records or raises its problem otherwise."""
     if prepared.problem is None:
         return True
     if not skip_missing:
-        raise ValueError(f"{source}: item {job.index} ({job.path}): image {prepared.problem}. Pass --skip-missing to leave such items out.")
+        raise ValueError(
+            f"{source}: item {job.index} ({job.path}): image {prepared.problem}. Pass --skip-missing to leave such items out."
+        )
     report.skip(config, job.index, job.path, prepared.problem)
     return False
 
@@ -156,8 +162,14 @@ def _count_duplicates(keys: list) -> int:
 
 
 def visual_genome_rows(
-    config: str, annotations: Path, images_dir: Path, report: BuildReport, skip_missing: bool = False, workers: int = 1,
-    allow_outside: bool = False, max_pixels: int = MAX_IMAGE_PIXELS,
+    config: str,
+    annotations: Path,
+    images_dir: Path,
+    report: BuildReport,
+    skip_missing: bool = False,
+    workers: int = 1,
+    allow_outside: bool = False,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Iterator[dict]:
     """Rows of `relation` or `attribution` (see the module docstring)."""
     group_key = VG_GROUP_KEYS[config]
@@ -168,7 +180,9 @@ def visual_genome_rows(
         _check_caption(item["true_caption"], annotations, index, "true_caption")
         _check_caption(item["false_caption"], annotations, index, "false_caption")
         if item["true_caption"] == item["false_caption"]:
-            raise ValueError(f"{annotations}: item {index}: the false caption equals the true caption ({item['true_caption']!r})")
+            raise ValueError(
+                f"{annotations}: item {index}: the false caption equals the true caption ({item['true_caption']!r})"
+            )
         bbox = tuple(item[key] for key in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
         for key, value in zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), bbox):
             _check_number(value, annotations, index, key)
@@ -177,12 +191,21 @@ def visual_genome_rows(
         if config == "relation":
             _check_caption(item["relation_name"], annotations, index, "relation_name")
         elif not isinstance(item["attributes"], list) or len(item["attributes"]) != 2:
-            raise ValueError(f"{annotations}: item {index} should have a pair of attributes, not {_shown(item['attributes'])}")
+            raise ValueError(
+                f"{annotations}: item {index} should have a pair of attributes, not {_shown(item['attributes'])}"
+            )
         else:
             for attribute in item["attributes"]:
                 _check_caption(attribute, annotations, index, "attributes")
         _check_image_id(item, annotations, index)
-        jobs.append(ImageJob(index, source_file(images_dir, item["image_path"], annotations, index, "image_path", allow_outside), bbox, max_pixels))
+        jobs.append(
+            ImageJob(
+                index,
+                source_file(images_dir, item["image_path"], annotations, index, "image_path", allow_outside),
+                bbox,
+                max_pixels,
+            )
+        )
     report.duplicates[config] = _count_duplicates(
         [(item["image_path"], *(item[key] for key in VG_KEYS[1:]), json.dumps(item[group_key])) for item in items]
     )
@@ -210,8 +233,15 @@ def visual_genome_rows(
 
 
 def order_rows(
-    config: str, annotations: Path, images_dir: Path, perturber, report: BuildReport, skip_missing: bool = False, workers: int = 1,
-    allow_outside: bool = False, max_pixels: int = MAX_IMAGE_PIXELS,
+    config: str,
+    annotations: Path,
+    images_dir: Path,
+    perturber,
+    report: BuildReport,
+    skip_missing: bool = False,
+    workers: int = 1,
+    allow_outside: bool = False,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Iterator[dict]:
     """Rows of `coco_order` or `flickr30k_order`: every caption of every image beside its four perturbations."""
     items = read_annotations(annotations, config)
@@ -219,15 +249,25 @@ def order_rows(
     for index, item in enumerate(items):
         _require(item, KARPATHY_KEYS, annotations, index)
         if not isinstance(item["caption"], list) or not item["caption"]:
-            raise ValueError(f"{annotations}: item {index} should have a list of captions, not {_shown(item['caption'])}")
-        jobs.append(ImageJob(index, source_file(images_dir, item["image"], annotations, index, "image", allow_outside), max_pixels=max_pixels))
+            raise ValueError(
+                f"{annotations}: item {index} should have a list of captions, not {_shown(item['caption'])}"
+            )
+        jobs.append(
+            ImageJob(
+                index,
+                source_file(images_dir, item["image"], annotations, index, "image", allow_outside),
+                max_pixels=max_pixels,
+            )
+        )
         _check_image_id(item, annotations, index)
         image_id = str(item.get("image_id", Path(item["image"]).stem))
         for k, caption in enumerate(item["caption"]):
             _check_caption(caption, annotations, index, f"caption {k}")
             captions.append(caption)
             caption_ids.append(f"{image_id}#{k}")
-    report.duplicates[config] = _count_duplicates([(item["image"], caption) for item in items for caption in item["caption"]])
+    report.duplicates[config] = _count_duplicates(
+        [(item["image"], caption) for item in items for caption in item["caption"]]
+    )
     _check_files(jobs, annotations, skip_missing)
     options = perturber.caption_options(captions, caption_ids)
     report.truncated_captions[config] = report.identical_options[config] = 0
@@ -238,7 +278,9 @@ def order_rows(
             if not usable:
                 continue
             caption_id, caption_options = caption_ids[position], options[position]
-            report.truncated_captions[config] += len(pre_caption(captions[position], max_words=None).split()) > MAX_CAPTION_WORDS
+            report.truncated_captions[config] += (
+                len(pre_caption(captions[position], max_words=None).split()) > MAX_CAPTION_WORDS
+            )
             # No shuffle changes some captions ("a a a"): the scorer leaves such options out of the comparison.
             report.identical_options[config] += caption_options[0] in caption_options[1:]
             yield {
@@ -253,7 +295,14 @@ def order_rows(
 
 
 def retrieval_rows(
-    config: str, annotations: Path, images_dir: Path, perturber, report: BuildReport, skip_missing: bool = False, workers: int = 1, **image_checks,
+    config: str,
+    annotations: Path,
+    images_dir: Path,
+    perturber,
+    report: BuildReport,
+    skip_missing: bool = False,
+    workers: int = 1,
+    **image_checks,
 ) -> Iterator[dict]:
     """Rows of `coco_retrieval` or `flickr30k_retrieval`: one per image, its captions and their perturbations.
 
@@ -263,4 +312,6 @@ def retrieval_rows(
     rows = order_rows(config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks)
     for image_id, group in groupby(rows, key=lambda row: row["image_id"]):
         group = list(group)
-        yield retrieval_row(image_id, group[0]["image"], [row["caption_id"] for row in group], [row["caption_options"] for row in group])
+        yield retrieval_row(
+            image_id, group[0]["image"], [row["caption_id"] for row in group], [row["caption_options"] for row in group]
+        )

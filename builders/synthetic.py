@@ -33,8 +33,6 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-
-
 IMAGE_SIZE = 64
 BACKGROUND = (245, 245, 245)
 COLOURS = {
@@ -102,7 +100,12 @@ class Scene:
 
     def captions(self) -> list[str]:
         """Every true caption of the scene: the relation both ways round, and the attribute caption."""
-        inverse = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
+        inverse = {
+            "to the left of": "to the right of",
+            "to the right of": "to the left of",
+            "above": "below",
+            "below": "above",
+        }
         return [
             self.relation_caption(),
             f"a {self.object.name} {inverse[self.relation]} a {self.subject.name}",
@@ -135,7 +138,10 @@ def _centres(rng: random.Random, relation: str) -> tuple[tuple[int, int], tuple[
     vision transformer can learn in minutes (objects far apart need a global comparison it does not learn
     within the demo's budget; see the README's notes on the demo).
     """
-    x, y = rng.randint(OBJECT_RADIUS * 2, IMAGE_SIZE - OBJECT_RADIUS * 2), rng.randint(OBJECT_RADIUS * 2, IMAGE_SIZE - OBJECT_RADIUS * 2)
+    x, y = (
+        rng.randint(OBJECT_RADIUS * 2, IMAGE_SIZE - OBJECT_RADIUS * 2),
+        rng.randint(OBJECT_RADIUS * 2, IMAGE_SIZE - OBJECT_RADIUS * 2),
+    )
     half_gap = OBJECT_RADIUS
     if relation == "to the left of":
         return (x - half_gap, y), (x + half_gap, y)
@@ -182,10 +188,14 @@ def draw_scene(rng: random.Random, relation: str | None = None, colours: tuple[s
         colour_object = rng.choice([colour for colour in USUAL_COLOURS[shape_object] if colour != colour_subject])
     else:
         colour_subject, colour_object = colours
-        shape_subject, shape_object = rng.choice([
-            (first, second) for first in SHAPES for second in SHAPES
-            if first != second and colour_subject in USUAL_COLOURS[first] and colour_object in USUAL_COLOURS[second]
-        ])
+        shape_subject, shape_object = rng.choice(
+            [
+                (first, second)
+                for first in SHAPES
+                for second in SHAPES
+                if first != second and colour_subject in USUAL_COLOURS[first] and colour_object in USUAL_COLOURS[second]
+            ]
+        )
     relation = relation or rng.choice(RELATIONS)
     centre_subject, centre_object = _centres(rng, relation)
     subject = SceneObject(colour_subject, shape_subject, centre_subject)
@@ -215,7 +225,7 @@ class SyntheticSizes:
     order_captions: int = 300
 
     @classmethod
-    def quick(cls) -> "SyntheticSizes":
+    def quick(cls) -> SyntheticSizes:
         return cls(relation_per_relation=50, order_captions=100)
 
 
@@ -240,7 +250,9 @@ def relation_rows(seed: int, per_relation: int) -> Iterator[dict]:
     for index in range(per_relation * len(RELATIONS)):
         relation = RELATIONS[index % len(RELATIONS)]
         scene = draw_scene(_seeded(seed, "relation", index), relation=relation)
-        row = _vg_row(index, f"relation-{index:06d}", scene, scene.relation_caption(), scene.relation_caption(swapped=True))
+        row = _vg_row(
+            index, f"relation-{index:06d}", scene, scene.relation_caption(), scene.relation_caption(swapped=True)
+        )
         yield row | {"relation_name": relation}
 
 
@@ -250,7 +262,9 @@ def attribution_rows(seed: int, per_pair: int) -> Iterator[dict]:
     for index in range(per_pair * len(pairs)):
         colours = pairs[index % len(pairs)]
         scene = draw_scene(_seeded(seed, "attribution", index), colours=colours)
-        row = _vg_row(index, f"attribution-{index:06d}", scene, scene.attribute_caption(), scene.attribute_caption(swapped=True))
+        row = _vg_row(
+            index, f"attribution-{index:06d}", scene, scene.attribute_caption(), scene.attribute_caption(swapped=True)
+        )
         yield row | {"attributes": list(colours), "attribute_pair": "_".join(colours)}
 
 
@@ -285,11 +299,15 @@ def retrieval_rows(seed: int, split: str, count: int, perturber) -> Iterator[dic
 
     drawn = list(scenes(seed, split, count))
     captions = [(f"{scene_id}#{k}", caption) for scene_id, scene in drawn for k, caption in enumerate(scene.captions())]
-    options = perturber.caption_options([caption for _, caption in captions], [caption_id for caption_id, _ in captions])
+    options = perturber.caption_options(
+        [caption for _, caption in captions], [caption_id for caption_id, _ in captions]
+    )
     start = 0
     for scene_id, scene in drawn:
         end = start + len(scene.captions())
-        yield retrieval_row(scene_id, scene.image, [caption_id for caption_id, _ in captions[start:end]], options[start:end])
+        yield retrieval_row(
+            scene_id, scene.image, [caption_id for caption_id, _ in captions[start:end]], options[start:end]
+        )
         start = end
 
 
@@ -305,11 +323,12 @@ def build_synthetic_aro(
     >>> counts = build_synthetic_aro("synthetic-aro", seed=0)  # doctest: +SKIP
     >>> load_dataset("synthetic-aro", "relation", split="test")  # doctest: +SKIP
     """
-    from datasets import Features, Image as ImageFeature, Value
+    from datasets import Features, Value
+    from datasets import Image as ImageFeature
 
+    from aro.builders.build import BENCHMARK_DESCRIPTION
     from aro.builders.perturbations import OrderPerturber
     from aro.builders.schema import ARO_CONFIGS, CONFIG_FEATURES
-    from aro.builders.build import BENCHMARK_DESCRIPTION
     from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
     from aro.cards import render
 
@@ -318,7 +337,9 @@ def build_synthetic_aro(
         ("relation", "test"): relation_rows(seed, sizes.relation_per_relation),
         ("attribution", "test"): attribution_rows(seed, sizes.attribution_per_pair),
         ("coco_order", "test"): order_rows(seed, "coco_order", sizes.order_captions, Scene.relation_caption, perturber),
-        ("flickr30k_order", "test"): order_rows(seed, "flickr30k_order", sizes.order_captions, Scene.attribute_caption, perturber),
+        ("flickr30k_order", "test"): order_rows(
+            seed, "flickr30k_order", sizes.order_captions, Scene.attribute_caption, perturber
+        ),
         ("scenes", "train"): scene_rows(seed, "train", sizes.train_scenes),
         ("scenes", "test"): scene_rows(seed, "test", sizes.test_scenes),
         ("coco_retrieval", "test"): retrieval_rows(seed, "test", sizes.test_scenes, perturber),
@@ -340,7 +361,9 @@ def build_synthetic_aro(
 
     def extra_files(counts: dict[tuple[str, str], int]) -> dict[str, str]:
         aro_configs = [config for config, split in counts if split == "test" and config in ARO_CONFIGS]
-        description = "A procedural world of coloured shapes in ARO's format, to check ARO code offline. " + BENCHMARK_DESCRIPTION
+        description = (
+            "A procedural world of coloured shapes in ARO's format, to check ARO code offline. " + BENCHMARK_DESCRIPTION
+        )
         return {"eval.yaml": eval_yaml(CARD_METADATA["pretty_name"], description, aro_configs)}
 
     return write_hub_folder(out_dir, tables, features, card, overwrite=overwrite, extra_files=extra_files)

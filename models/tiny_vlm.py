@@ -32,7 +32,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def chat_word_tokenizer(words: Iterable[str], special_tokens: Iterable[str] | dict[str, str] = (), max_length: int = 512) -> PreTrainedTokenizerFast:
+def chat_word_tokenizer(
+    words: Iterable[str], special_tokens: Iterable[str] | dict[str, str] = (), max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over `words` and the prompt words that splits punctuation off words, adds no tokens
     of its own (the chat template writes the start token) and knows `special_tokens` (image placeholders; a dict
     names them, as `tokenizer.image_token` for the processors that look them up by name)."""
@@ -43,9 +45,16 @@ def chat_word_tokenizer(words: Iterable[str], special_tokens: Iterable[str] | di
         vocab.setdefault(word, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1")  # a pair's second text has type 1
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A", pair="$A $B:1"
+    )  # a pair's second text has type 1
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, model_max_length=max_length,
+        tokenizer_object=backend,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=max_length,
         extra_special_tokens=named or None,
     )
     tokenizer.add_special_tokens({"additional_special_tokens": specials[4:]})
@@ -54,9 +63,16 @@ def chat_word_tokenizer(words: Iterable[str], special_tokens: Iterable[str] | di
 
 def _text_config(tokenizer, hidden_size: int, num_layers: int) -> dict:
     return dict(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
 
 
@@ -64,28 +80,58 @@ def _llava(words, hidden_size, num_layers, image_size):
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     tokenizer = chat_word_tokenizer(words, ["<image>"])
-    vision = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size, patch_size=8)
-    config = LlavaConfig(
-        vision_config=dict(vision, model_type="clip_vision_model"), text_config=dict(_text_config(tokenizer, hidden_size, num_layers), model_type="llama"),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default", vision_feature_layer=-1,
+    vision = dict(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
     )
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    config = LlavaConfig(
+        vision_config=dict(vision, model_type="clip_vision_model"),
+        text_config=dict(_text_config(tokenizer, hidden_size, num_layers), model_type="llama"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>"),
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>"),
     )
     return LlavaForConditionalGeneration(config), processor
 
 
 def _idefics3(words, hidden_size, num_layers, image_size):
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
 
     tokens = ["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
     tokenizer = chat_word_tokenizer(words, tokens)
-    vision = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size, patch_size=8)
+    vision = dict(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+    )
     config = Idefics3Config(
-        vision_config=vision, text_config=dict(_text_config(tokenizer, hidden_size, num_layers), model_type="llama"),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=2,
+        vision_config=vision,
+        text_config=dict(_text_config(tokenizer, hidden_size, num_layers), model_type="llama"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
     )
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=False, size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size}
@@ -93,7 +139,10 @@ def _idefics3(words, hidden_size, num_layers, image_size):
     # (image_size / patch_size)^2 patches, merged by scale_factor^2 in the connector.
     image_seq_len = (image_size // 8) ** 2 // 4
     processor = Idefics3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>")
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=image_seq_len,
+        chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>"),
     )
     return Idefics3ForConditionalGeneration(config), processor
 
@@ -103,36 +152,69 @@ def _gemma3(words, hidden_size, num_layers, image_size):
 
     tokens = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
     tokenizer = chat_word_tokenizer(words, tokens)  # Gemma 3's processor reads its image tokens from the tokenizer
-    text = dict(_text_config(tokenizer, hidden_size, num_layers), head_dim=hidden_size // 4, sliding_window=256, query_pre_attn_scalar=hidden_size // 4)
-    vision = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size, patch_size=8)
+    text = dict(
+        _text_config(tokenizer, hidden_size, num_layers),
+        head_dim=hidden_size // 4,
+        sliding_window=256,
+        query_pre_attn_scalar=hidden_size // 4,
+    )
+    vision = dict(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+    )
     tokens_per_image = (image_size // 16) ** 2  # the patch grid average-pooled 2 x 2
     config = Gemma3Config(
-        text_config=text, vision_config=vision, mm_tokens_per_image=tokens_per_image, boi_token_index=tokenizer.boi_token_id,
-        eoi_token_index=tokenizer.eoi_token_id, image_token_index=tokenizer.image_token_id,
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=tokens_per_image,
+        boi_token_index=tokenizer.boi_token_id,
+        eoi_token_index=tokenizer.eoi_token_id,
+        image_token_index=tokenizer.image_token_id,
     )
     image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
     processor = Gemma3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_length=tokens_per_image, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<start_of_image>")
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_length=tokens_per_image,
+        chat_template=CHAT_TEMPLATE.replace("IMAGE", "<start_of_image>"),
     )
     return Gemma3ForConditionalGeneration(config), processor
 
 
 def _paligemma(words, hidden_size, num_layers, image_size):
     """PaliGemma has no chat template: its prompt is "<image>...<bos>{prompt}\\n", the answer a suffix."""
-    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessorPil
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessorPil,
+    )
 
     tokenizer = chat_word_tokenizer(words, {"image_token": "<image>"})
     image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
     image_processor.image_seq_length = (image_size // 8) ** 2  # one token per patch
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds its location tokens
     vision = dict(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size,
-        patch_size=8, projection_dim=hidden_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+        projection_dim=hidden_size,
     )
     # Larger weights than the default: at 0.02 a random Gemma over a vocabulary of ~1,200 predicts almost uniformly.
     text = dict(_text_config(tokenizer, hidden_size, num_layers), head_dim=hidden_size // 4, initializer_range=0.2)
     config = PaliGemmaConfig(
-        vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id, projection_dim=hidden_size, hidden_size=hidden_size,
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.image_token_id,
+        projection_dim=hidden_size,
+        hidden_size=hidden_size,
         vocab_size=len(tokenizer),
     )
     return PaliGemmaForConditionalGeneration(config), processor
@@ -143,17 +225,35 @@ def _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type: st
     from transformers import BlipImageProcessorPil
 
     tokenizer = chat_word_tokenizer(words, ["<image>"])  # the processors name their image token themselves
-    vision = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=4, image_size=image_size, patch_size=8)
+    vision = dict(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+    )
     qformer = dict(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=4, encoder_hidden_size=hidden_size, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        encoder_hidden_size=hidden_size,
+        pad_token_id=tokenizer.pad_token_id,
     )
     text = dict(_text_config(tokenizer, hidden_size, num_layers), model_type=text_model_type)
     if text_model_type == "opt":
         text |= dict(ffn_dim=2 * hidden_size, word_embed_proj_dim=hidden_size)
     if text_model_type == "t5":  # Flan-T5: the prompt to the encoder, the answer from the decoder's start (pad) token
         text |= dict(d_ff=2 * hidden_size, d_kv=hidden_size // 4, decoder_start_token_id=tokenizer.pad_token_id)
-    configs = dict(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4, image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    configs = dict(
+        vision_config=vision,
+        qformer_config=qformer,
+        text_config=text,
+        num_query_tokens=4,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
     return configs, tokenizer, BlipImageProcessorPil(size={"height": image_size, "width": image_size})
 
 
@@ -162,7 +262,9 @@ def _blip2(words, hidden_size, num_layers, image_size, text_model_type: str = "o
     from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
 
     configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type)
-    processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=configs["num_query_tokens"])
+    processor = Blip2Processor(
+        image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=configs["num_query_tokens"]
+    )
     return Blip2ForConditionalGeneration(Blip2Config(**configs)), processor
 
 
@@ -172,7 +274,10 @@ def _instructblip(words, hidden_size, num_layers, image_size):
 
     configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, "llama")
     processor = InstructBlipProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=chat_word_tokenizer(words), num_query_tokens=configs["num_query_tokens"]
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        qformer_tokenizer=chat_word_tokenizer(words),
+        num_query_tokens=configs["num_query_tokens"],
     )
     return InstructBlipForConditionalGeneration(InstructBlipConfig(**configs)), processor
 
@@ -184,29 +289,51 @@ def _mllama(words, hidden_size, num_layers, image_size):
 
     tokenizer = chat_word_tokenizer(words, ["<|image|>"])
     vision = dict(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2, num_global_layers=1, attention_heads=4,
-        image_size=image_size, patch_size=8, max_num_tiles=1, vision_output_dim=2 * hidden_size, intermediate_layers_indices=[0],
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_global_layers=1,
+        attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+        max_num_tiles=1,
+        vision_output_dim=2 * hidden_size,
+        intermediate_layers_indices=[0],
         supported_aspect_ratios=[[1, 1]],
     )
-    text = dict(_text_config(tokenizer, hidden_size, num_layers + 1), cross_attention_layers=[num_layers], rope_scaling=None)
-    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"))
+    text = dict(
+        _text_config(tokenizer, hidden_size, num_layers + 1), cross_attention_layers=[num_layers], rope_scaling=None
+    )
+    config = MllamaConfig(
+        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<|image|>")
+    )
     model = MllamaForConditionalGeneration(config)
     with torch.no_grad():  # the cross-attention gates start at 0, which would hide the image from the text
         for name, parameter in model.named_parameters():
             if "gate" in name:
                 parameter.fill_(1.0)
     image_processor = MllamaImageProcessorPil(size={"height": image_size, "width": image_size}, max_image_tiles=1)
-    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<|image|>"))
+    processor = MllamaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<|image|>")
+    )
     return model, processor
 
 
 FAMILIES = {
-    "llava": _llava, "idefics3": _idefics3, "gemma3": _gemma3, "paligemma": _paligemma, "blip2": _blip2, "instructblip": _instructblip,
-    "blip2-t5": partial(_blip2, text_model_type="t5"), "mllama": _mllama,
+    "llava": _llava,
+    "idefics3": _idefics3,
+    "gemma3": _gemma3,
+    "paligemma": _paligemma,
+    "blip2": _blip2,
+    "instructblip": _instructblip,
+    "blip2-t5": partial(_blip2, text_model_type="t5"),
+    "mllama": _mllama,
 }
 
 
-def make_tiny_vlm(family: str, words: Iterable[str], hidden_size: int = 32, num_layers: int = 1, image_size: int = 32, seed: int = 0):
+def make_tiny_vlm(
+    family: str, words: Iterable[str], hidden_size: int = 32, num_layers: int = 1, image_size: int = 32, seed: int = 0
+):
     """A seeded random (model, processor) of `family` (one of `FAMILIES`), in eval mode, for captions of `words`."""
     import torch
 

@@ -9,6 +9,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+
 def refused(capfd, argv: list[str], message: str) -> str:
     """`aro argv` exits 2 with one error line holding `message`, and no traceback (of worker processes either);
     the line is returned. `capfd` is pytest's fixture: it sees what worker processes write too."""
@@ -23,7 +24,9 @@ def refused(capfd, argv: list[str], message: str) -> str:
     return errors[0]
 
 
-TINY_WORDS = "a an the red green blue yellow small large circle square triangle star left right of above below to and is".split()
+TINY_WORDS = (
+    "a an the red green blue yellow small large circle square triangle star left right of above below to and is".split()
+)
 
 
 def random_image(seed: int):
@@ -76,7 +79,12 @@ def scenes(tmp_path_factory):
     from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
 
     folder = tmp_path_factory.mktemp("scenes") / "data"
-    build_synthetic_aro(folder, sizes=SyntheticSizes(train_scenes=24, test_scenes=8, relation_per_relation=2, attribution_per_pair=1, order_captions=4))
+    build_synthetic_aro(
+        folder,
+        sizes=SyntheticSizes(
+            train_scenes=24, test_scenes=8, relation_per_relation=2, attribution_per_pair=1, order_captions=4
+        ),
+    )
     return folder
 
 
@@ -99,8 +107,13 @@ def train_argv(scenes, start_model):
 
     def argv(output_dir, **flags) -> list[str]:
         options = dict(
-            output_dir=output_dir, model_name_or_path=start_model, dataset=scenes, dataset_config="scenes",
-            learning_rate=1e-3, warmup_steps=1, report_to="none",
+            output_dir=output_dir,
+            model_name_or_path=start_model,
+            dataset=scenes,
+            dataset_config="scenes",
+            learning_rate=1e-3,
+            warmup_steps=1,
+            report_to="none",
         )
         words = ["train"]
         for name, value in (options | flags).items():

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 import transformers as tf
-from datasets import Dataset, Features, Image as ImageFeature, List, Value
+from conftest import TINY_WORDS, random_image
+from datasets import Dataset, Features, List, Value
+from datasets import Image as ImageFeature
 
 from aro.cli import main
 from aro.metrics.scoring import load_model, load_split, predict, score_items
@@ -20,12 +22,21 @@ from aro.metrics.scoring.adapters import BlindAdapter
 from aro.metrics.scoring.loading import load_blind_model
 from aro.models.tiny_clip import make_tiny_clip, tiny_clip_processor, word_tokenizer
 
-from conftest import TINY_WORDS, random_image
-
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 VISION = dict(TOWER, image_size=32, patch_size=8)
-CAPTIONS = ["a red circle", "a blue square", "a red circle to the left of a blue square", "a blue square to the left of a red circle"]
-ORDER = ["a red circle above a blue square", "circle a red above square blue a", "a blue circle above a red square", "above a red circle a blue square", "square a blue above circle red a"]
+CAPTIONS = [
+    "a red circle",
+    "a blue square",
+    "a red circle to the left of a blue square",
+    "a blue square to the left of a red circle",
+]
+ORDER = [
+    "a red circle above a blue square",
+    "circle a red above square blue a",
+    "a blue circle above a red square",
+    "above a red circle a blue square",
+    "square a blue above circle red a",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +51,20 @@ def aro_folder(tmp_path_factory):
             "false_caption": [CAPTIONS[(index + 1) % 4] for index in range(10)],
             "relation_name": ["left of" if index % 2 else "on" for index in range(10)],
         },
-        features=Features({"image": ImageFeature(), "true_caption": Value("string"), "false_caption": Value("string"), "relation_name": Value("string")}),
+        features=Features(
+            {
+                "image": ImageFeature(),
+                "true_caption": Value("string"),
+                "false_caption": Value("string"),
+                "relation_name": Value("string"),
+            }
+        ),
     )
     order = Dataset.from_dict(
-        {"image": [random_image(10 + index) for index in range(3)], "caption_options": [ORDER[index:] + ORDER[:index] for index in range(3)]},
+        {
+            "image": [random_image(10 + index) for index in range(3)],
+            "caption_options": [ORDER[index:] + ORDER[:index] for index in range(3)],
+        },
         features=Features({"image": ImageFeature(), "caption_options": List(Value("string"))}),
     )
     (folder / "relation").mkdir()
@@ -52,7 +73,10 @@ def aro_folder(tmp_path_factory):
     order.to_parquet(folder / "coco_order" / "test.parquet")
     (folder / "README.md").write_text(
         "---\nconfigs:\n"
-        + "".join(f"- config_name: {name}\n  data_files:\n  - split: test\n    path: {name}/test.parquet\n" for name in ("relation", "coco_order"))
+        + "".join(
+            f"- config_name: {name}\n  data_files:\n  - split: test\n    path: {name}/test.parquet\n"
+            for name in ("relation", "coco_order")
+        )
         + "---\n"
     )
     return folder
@@ -67,7 +91,9 @@ def clip():
 
 def siglip():
     tokenizer = word_tokenizer(TINY_WORDS, max_length=16)
-    config = tf.SiglipConfig(text_config=dict(TOWER, vocab_size=len(tokenizer), max_position_embeddings=16), vision_config=VISION)
+    config = tf.SiglipConfig(
+        text_config=dict(TOWER, vocab_size=len(tokenizer), max_position_embeddings=16), vision_config=VISION
+    )
     return tf.SiglipModel(config), tiny_clip_processor(tokenizer, 32)
 
 
@@ -82,16 +108,26 @@ def flava():
         projection_dim=16,
     )
     size = {"height": 32, "width": 32}
-    return tf.FlavaModel(config), tf.FlavaProcessor(image_processor=tf.FlavaImageProcessorPil(size=size, crop_size=size), tokenizer=tokenizer)
+    return tf.FlavaModel(config), tf.FlavaProcessor(
+        image_processor=tf.FlavaImageProcessorPil(size=size, crop_size=size), tokenizer=tokenizer
+    )
 
 
 def blip_config(tokenizer):
-    text = dict(TOWER, vocab_size=len(tokenizer), max_position_embeddings=16, encoder_hidden_size=32, pad_token_id=tokenizer.pad_token_id)
+    text = dict(
+        TOWER,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=16,
+        encoder_hidden_size=32,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return tf.BlipConfig(text_config=text, vision_config=VISION, projection_dim=16, image_text_hidden_size=16)
 
 
 def blip_processor(tokenizer):
-    return tf.BlipProcessor(image_processor=tf.BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    return tf.BlipProcessor(
+        image_processor=tf.BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    )
 
 
 def blip_itm():
@@ -101,8 +137,17 @@ def blip_itm():
 
 def blip2():
     tokenizer = word_tokenizer(TINY_WORDS, max_length=16)
-    processor = tf.Blip2Processor(image_processor=tf.BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer)
-    qformer = dict(TOWER, vocab_size=len(tokenizer), encoder_hidden_size=32, max_position_embeddings=32, pad_token_id=tokenizer.pad_token_id, use_qformer_text_input=True)
+    processor = tf.Blip2Processor(
+        image_processor=tf.BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    )
+    qformer = dict(
+        TOWER,
+        vocab_size=len(tokenizer),
+        encoder_hidden_size=32,
+        max_position_embeddings=32,
+        pad_token_id=tokenizer.pad_token_id,
+        use_qformer_text_input=True,
+    )
     config = tf.Blip2Config(vision_config=VISION, qformer_config=qformer, num_query_tokens=4, image_text_hidden_size=16)
     return tf.Blip2ForImageTextRetrieval(config), processor
 
@@ -110,26 +155,42 @@ def blip2():
 def vilt():
     tokenizer = word_tokenizer(TINY_WORDS, max_length=16)
     config = tf.ViltConfig(**TOWER, vocab_size=len(tokenizer), max_position_embeddings=16, image_size=32, patch_size=8)
-    return tf.ViltForImageAndTextRetrieval(config), tf.ViltProcessor(image_processor=tf.ViltImageProcessorPil(size={"shortest_edge": 32}), tokenizer=tokenizer)
+    return tf.ViltForImageAndTextRetrieval(config), tf.ViltProcessor(
+        image_processor=tf.ViltImageProcessorPil(size={"shortest_edge": 32}), tokenizer=tokenizer
+    )
 
 
 def bridgetower():
     tokenizer = word_tokenizer(TINY_WORDS, max_length=16)
     config = tf.BridgeTowerConfig(
-        text_config=dict(TOWER, vocab_size=len(tokenizer), max_position_embeddings=18, pad_token_id=tokenizer.pad_token_id),
+        text_config=dict(
+            TOWER, vocab_size=len(tokenizer), max_position_embeddings=18, pad_token_id=tokenizer.pad_token_id
+        ),
         # The vision tower's attention has hidden_size // 64 heads.
         vision_config=dict(hidden_size=64, num_hidden_layers=1, image_size=32, patch_size=8),
         **TOWER,
         share_cross_modal_transformer_layers=True,
     )
     # BridgeTower's PIL processor cannot centre-crop to a {"shortest_edge"} size; the images here are all one size.
-    image_processor = tf.BridgeTowerImageProcessorPil(size={"shortest_edge": 32}, crop_size={"shortest_edge": 32}, do_center_crop=False)
-    return tf.BridgeTowerForImageAndTextRetrieval(config), tf.BridgeTowerProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    image_processor = tf.BridgeTowerImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"shortest_edge": 32}, do_center_crop=False
+    )
+    return tf.BridgeTowerForImageAndTextRetrieval(config), tf.BridgeTowerProcessor(
+        image_processor=image_processor, tokenizer=tokenizer
+    )
 
 
 def causal_lm():
     tokenizer = word_tokenizer(TINY_WORDS, max_length=16)
-    config = tf.GPT2Config(vocab_size=len(tokenizer), n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = tf.GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=16,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return tf.GPT2LMHeadModel(config), tokenizer
 
 
@@ -165,15 +226,22 @@ def blip2_contrastive(model, processor, picture, caption) -> float:
 
 
 def blind_one_caption(model, tokenizer, caption) -> float:
-    ids = torch.tensor([tokenizer(caption)["input_ids"]])  # the word tokenizer starts every caption with its start token
+    ids = torch.tensor(
+        [tokenizer(caption)["input_ids"]]
+    )  # the word tokenizer starts every caption with its start token
     log_probs = model(input_ids=ids).logits[0, :-1].log_softmax(dim=-1)
     return log_probs.gather(-1, ids[0, 1:, None]).mean().item()
 
 
 def one_at_a_time(score_pair, dataset) -> np.ndarray:
     rows = list(dataset)
-    options = [row["caption_options"] if "caption_options" in row else [row["true_caption"], row["false_caption"]] for row in rows]
-    return np.array([[score_pair(row["image"], caption) for caption in captions] for row, captions in zip(rows, options)])
+    options = [
+        row["caption_options"] if "caption_options" in row else [row["true_caption"], row["false_caption"]]
+        for row in rows
+    ]
+    return np.array(
+        [[score_pair(row["image"], caption) for caption in captions] for row, captions in zip(rows, options)]
+    )
 
 
 FAMILIES = {
@@ -201,7 +269,24 @@ def test_every_family_scored_through_aro_eval_equals_one_pair_at_a_time(name, ar
     build, family = FAMILIES[name]
     folder = saved(build, tmp_path / name)
     out = tmp_path / "eval"
-    assert main(["eval", "--model", str(folder), "--dataset", str(aro_folder), "--config", "relation,coco_order", "--num-workers", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(folder),
+                "--dataset",
+                str(aro_folder),
+                "--config",
+                "relation,coco_order",
+                "--num-workers",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["adapter"] == family
 
@@ -211,23 +296,47 @@ def test_every_family_scored_through_aro_eval_equals_one_pair_at_a_time(name, ar
         data = load_split(str(aro_folder), config)
         reference = one_at_a_time(lambda picture, caption: one_pair(model, processor, picture, caption), data)
         for batch_size in (1, 3, 64):
-            scored = score_items(model, processor, data, group_column="relation_name" if config == "relation" else None, batch_size=batch_size)
-            np.testing.assert_allclose(scored.scores, reference, atol=1e-5, err_msg=f"{name} {config} batch {batch_size}")
+            scored = score_items(
+                model,
+                processor,
+                data,
+                group_column="relation_name" if config == "relation" else None,
+                batch_size=batch_size,
+            )
+            np.testing.assert_allclose(
+                scored.scores, reference, atol=1e-5, err_msg=f"{name} {config} batch {batch_size}"
+            )
         assert scored.references == [0] * len(data) and scored.predictions == predict(reference)
         assert scored.groups == (["on", "left of"] * 5 if config == "relation" else None)
         assert results["configs"][config]["accuracy"] == pytest.approx(np.mean(np.array(predict(reference)) == 0))
         assert results["configs"][config]["unique_images"] == len(data) // (2 if config == "relation" else 1)
     if name == "blip2":
-        contrastive = one_at_a_time(lambda picture, caption: blip2_contrastive(model, processor, picture, caption), data)
+        contrastive = one_at_a_time(
+            lambda picture, caption: blip2_contrastive(model, processor, picture, caption), data
+        )
         np.testing.assert_allclose(scored.other_heads["itc"], contrastive, atol=1e-5)
-        assert results["configs"]["coco_order"]["other_heads"]["itc"]["accuracy"] == pytest.approx(np.mean(np.array(predict(contrastive)) == 0))
+        assert results["configs"]["coco_order"]["other_heads"]["itc"]["accuracy"] == pytest.approx(
+            np.mean(np.array(predict(contrastive)) == 0)
+        )
 
 
 @torch.no_grad()
 def test_blind_baseline_reported_beside_the_model(aro_folder, tiny_clip_dir, tmp_path, capsys):
     folder = saved(causal_lm, tmp_path / "gpt2")
     out = tmp_path / "eval"
-    arguments = ["eval", "--model", str(tiny_clip_dir), "--blind", str(folder), "--dataset", str(aro_folder), "--num-workers", "0", "--out", str(out)]
+    arguments = [
+        "eval",
+        "--model",
+        str(tiny_clip_dir),
+        "--blind",
+        str(folder),
+        "--dataset",
+        str(aro_folder),
+        "--num-workers",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert main(arguments + ["--config", "relation,coco_order"]) == 0
     assert "blind right where model right" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
@@ -272,11 +381,30 @@ def test_a_users_scoring_function_is_scored_through_aro_eval(aro_folder, tmp_pat
     reference = one_at_a_time(lambda picture, caption: my_scorer.score([picture.convert("RGB")], [caption])[0], data)
     for batch_size in (1, 3, 64):
         my_scorer.calls.clear()
-        np.testing.assert_allclose(score_items(my_scorer.score, None, data, batch_size=batch_size).scores, reference, atol=1e-4)
+        np.testing.assert_allclose(
+            score_items(my_scorer.score, None, data, batch_size=batch_size).scores, reference, atol=1e-4
+        )
         assert max(my_scorer.calls) <= batch_size
 
     for spec in ("my_scorer:score", "my_scorer.py:score"):
-        assert main(["eval", "--scorer", spec, "--dataset", str(aro_folder), "--config", "coco_order", "--num-workers", "0", "--out", "eval"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--scorer",
+                    spec,
+                    "--dataset",
+                    str(aro_folder),
+                    "--config",
+                    "coco_order",
+                    "--num-workers",
+                    "0",
+                    "--out",
+                    "eval",
+                ]
+            )
+            == 0
+        )
         results = json.loads((tmp_path / "eval" / "results.json").read_text())
         assert results["adapter"] == "hook" and results["model"] == "my_scorer:score"
         assert results["configs"]["coco_order"]["accuracy"] == pytest.approx(np.mean(np.array(predict(reference)) == 0))
@@ -285,9 +413,26 @@ def test_a_users_scoring_function_is_scored_through_aro_eval(aro_folder, tmp_pat
 def test_a_scoring_function_that_returns_the_wrong_count_is_named(aro_folder, tmp_path, monkeypatch, capsys):
     (tmp_path / "bad_scorer.py").write_text("def score(images, captions):\n    return [0.0]\n")
     monkeypatch.chdir(tmp_path)
-    assert main(["eval", "--scorer", "bad_scorer.py:score", "--dataset", str(aro_folder), "--config", "coco_order", "--num-workers", "0"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--scorer",
+                "bad_scorer.py:score",
+                "--dataset",
+                str(aro_folder),
+                "--config",
+                "coco_order",
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
-    assert "bad_scorer:score returned shape (1,)" in error and "one number per pair" in error and "Traceback" not in error
+    assert (
+        "bad_scorer:score returned shape (1,)" in error and "one number per pair" in error and "Traceback" not in error
+    )
     assert main(["eval", "--scorer", "bad_scorer.py:nothing", "--dataset", str(aro_folder)]) == 2
     assert "has no function nothing" in capsys.readouterr().err
 
@@ -307,15 +452,49 @@ def test_blip_checkpoints_without_the_matching_head_are_refused(aro_folder, tmp_
     blip_processor(tokenizer).save_pretrained(captioning)
     capsys.readouterr()
 
-    assert main(["eval", "--model", str(base), "--dataset", str(aro_folder), "--config", "relation", "--out", str(tmp_path / "a")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(base),
+                "--dataset",
+                str(aro_folder),
+                "--config",
+                "relation",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     assert "MISSING" not in error  # transformers' multi-line load report is silenced: the refusal says it in one line
     line = error[error.index("aro eval: error: ") :].strip()
     assert "\n" not in line and "has no weights for itm_head" in line and "of BlipForImageTextRetrieval" in line
-    assert main(["eval", "--model", str(captioning), "--dataset", str(aro_folder), "--config", "relation", "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(captioning),
+                "--dataset",
+                str(aro_folder),
+                "--config",
+                "relation",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     line = error[error.index("aro eval: error: ") :].strip()
-    assert "\n" not in line and "BlipForConditionalGeneration is not scored: BLIP's captioner" in line and "BlipForImageTextRetrieval" in line
+    assert (
+        "\n" not in line
+        and "BlipForConditionalGeneration is not scored: BLIP's captioner" in line
+        and "BlipForImageTextRetrieval" in line
+    )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -328,7 +507,14 @@ def test_an_unsupported_family_gets_one_line_naming_the_supported_ones_and_the_h
     error = capsys.readouterr().err
     error = error[error.index("aro eval: error: ") :].strip()
     assert error.startswith("aro eval: error: CLIPVisionModel cannot be scored on ARO. Supported: dual encoders")
-    for family in ("FLAVA", "BlipForImageTextRetrieval", "Blip2ForImageTextRetrieval", "ViltForImageAndTextRetrieval", "BridgeTowerForImageAndTextRetrieval", "--scorer module:function"):
+    for family in (
+        "FLAVA",
+        "BlipForImageTextRetrieval",
+        "Blip2ForImageTextRetrieval",
+        "ViltForImageAndTextRetrieval",
+        "BridgeTowerForImageAndTextRetrieval",
+        "--scorer module:function",
+    ):
         assert family in error
     assert "\n" not in error
 
@@ -336,14 +522,30 @@ def test_an_unsupported_family_gets_one_line_naming_the_supported_ones_and_the_h
 def test_scores_do_not_depend_on_the_number_of_processes(aro_folder, tmp_path):
     model_folder = saved(blip2, tmp_path / "blip2")
     blind_folder = saved(causal_lm, tmp_path / "gpt2")
-    common = ["eval", "--model", str(model_folder), "--blind", str(blind_folder), "--dataset", str(aro_folder), "--config", "relation,coco_order", "--num-workers", "0", "--batch-size", "3"]
+    common = [
+        "eval",
+        "--model",
+        str(model_folder),
+        "--blind",
+        str(blind_folder),
+        "--dataset",
+        str(aro_folder),
+        "--config",
+        "relation,coco_order",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "3",
+    ]
     environment = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "aro.cli"]
     subprocess.run(launch + common + ["--out", str(tmp_path / "two")], check=True, env=environment, capture_output=True)
     assert main(common + ["--out", str(tmp_path / "one")]) == 0
     one, two = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two"))
     assert one["configs"] == two["configs"]
-    assert sorted(path.name for path in (tmp_path / "two").iterdir()) == sorted(path.name for path in (tmp_path / "one").iterdir())
+    assert sorted(path.name for path in (tmp_path / "two").iterdir()) == sorted(
+        path.name for path in (tmp_path / "one").iterdir()
+    )
 
 
 NO_TORCH = """

@@ -14,7 +14,11 @@ from aro.builders.text import pre_caption
 from aro.cli import main
 
 SIZE = (48, 40)
-COCO_CAPTIONS = ["A brown dog chases a white cat.", "Two small birds sit on a wooden fence", "a man rides a red bike down the street"]
+COCO_CAPTIONS = [
+    "A brown dog chases a white cat.",
+    "Two small birds sit on a wooden fence",
+    "a man rides a red bike down the street",
+]
 
 
 def draw(seed: int) -> Image.Image:
@@ -55,9 +59,30 @@ def sources(tmp_path) -> AroSources:
     for index in range(12):
         name = f"{100 + index}.{'png' if MODES[index % 6] in ('RGBA', 'P', 'PNG') else 'jpg'}"
         save(draw(index), vg / "images" / name, MODES[index % 6])
-        common = {"image_path": name, "bbox_x": 2 + index % 3, "bbox_y": 3, "bbox_w": 30, "bbox_h": 20, "image_id": str(100 + index)}
-        relation.append(common | {"true_caption": "the horse is eating the grass", "false_caption": "the grass is eating the horse", "relation_name": ["eating", "on", "next to"][index % 3]})
-        attribution.append(common | {"true_caption": "the paved road and the white house", "false_caption": "the white road and the paved house", "attributes": ["paved", "white"]})
+        common = {
+            "image_path": name,
+            "bbox_x": 2 + index % 3,
+            "bbox_y": 3,
+            "bbox_w": 30,
+            "bbox_h": 20,
+            "image_id": str(100 + index),
+        }
+        relation.append(
+            common
+            | {
+                "true_caption": "the horse is eating the grass",
+                "false_caption": "the grass is eating the horse",
+                "relation_name": ["eating", "on", "next to"][index % 3],
+            }
+        )
+        attribution.append(
+            common
+            | {
+                "true_caption": "the paved road and the white house",
+                "false_caption": "the white road and the paved house",
+                "attributes": ["paved", "white"],
+            }
+        )
     relation[5] |= {"bbox_x": 40, "bbox_w": 30}  # reaches past the right edge: clamped
     (vg / "visual_genome_relation.json").write_text(json.dumps(relation))
     (vg / "visual_genome_attribution.json").write_text(json.dumps(attribution))
@@ -67,7 +92,13 @@ def sources(tmp_path) -> AroSources:
         for index in range(4):
             image = f"{folder}/{name}_{index}.jpg"
             save(draw(50 + index), tmp_path / name / image, "RGB" if index % 2 else "L")
-            items.append({"image": image, "caption": COCO_CAPTIONS[index % 3 :] + COCO_CAPTIONS[: index % 3], "image_id": f"{name}{index}"})
+            items.append(
+                {
+                    "image": image,
+                    "caption": COCO_CAPTIONS[index % 3 :] + COCO_CAPTIONS[: index % 3],
+                    "image_id": f"{name}{index}",
+                }
+            )
         annotations = tmp_path / name / ("coco_karpathy_test.json" if name == "coco" else "flickr30k_test.json")
         annotations.write_text(json.dumps(items))
         folders[name] = tmp_path / name
@@ -75,20 +106,35 @@ def sources(tmp_path) -> AroSources:
 
 
 def parquet_digest(folder: Path) -> dict[str, str]:
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.rglob("*.parquet"))}
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*.parquet"))
+    }
 
 
 def test_builds_all_four_configs_loadable_with_load_dataset(sources, tmp_path, spacy_nlp):
     out = tmp_path / "aro"
     counts, report = build_aro(out, sources, seed=0, workers=2)
     assert counts == {
-        ("relation", "test"): 12, ("attribution", "test"): 12, ("coco_order", "test"): 12, ("flickr30k_order", "test"): 12,
-        ("coco_retrieval", "test"): 4, ("flickr30k_retrieval", "test"): 4,
+        ("relation", "test"): 12,
+        ("attribution", "test"): 12,
+        ("coco_order", "test"): 12,
+        ("flickr30k_order", "test"): 12,
+        ("coco_retrieval", "test"): 4,
+        ("flickr30k_retrieval", "test"): 4,
     }
     assert report.clamped_bboxes == {"relation": 1, "attribution": 0}
 
     relation = load_dataset(str(out), "relation", split="test")
-    assert relation.column_names == ["item_id", "image", "true_caption", "false_caption", "image_id", "bbox", "relation_name"]
+    assert relation.column_names == [
+        "item_id",
+        "image",
+        "true_caption",
+        "false_caption",
+        "image_id",
+        "bbox",
+        "relation_name",
+    ]
     annotations = json.loads((Path(sources.vg_dir) / "visual_genome_relation.json").read_text())
     for row in relation:
         item = annotations[row["item_id"]]
@@ -97,7 +143,10 @@ def test_builds_all_four_configs_loadable_with_load_dataset(sources, tmp_path, s
         assert row["image"].mode == "RGB" and row["image"].size == (w, h)
         # The crop is the bbox region (JPEG at quality 95: equal up to compression noise).
         expected = np.asarray(source.crop((x, y, x + w, y + h)), dtype=float)
-        assert np.abs(np.asarray(row["image"], dtype=float) - expected).mean() < 4, (row["item_id"], source.mode)  # palette sources carry dithering noise
+        assert np.abs(np.asarray(row["image"], dtype=float) - expected).mean() < 4, (
+            row["item_id"],
+            source.mode,
+        )  # palette sources carry dithering noise
     assert relation[5]["bbox"] == [40, 3, SIZE[0] - 40, 20]
 
     attribution = load_dataset(str(out), "attribution", split="test")
@@ -171,7 +220,11 @@ def test_missing_and_corrupt_images_stop_the_build_unless_skipped(sources, tmp_p
     counts, report = build_aro(tmp_path / "aro", vg_only, configs=("relation",), skip_missing=True)
     assert counts == {("relation", "test"): 9}
     skipped = json.loads(Path(f"{tmp_path / 'aro'}.skipped.json").read_text())
-    assert [(entry["item"], entry["problem"].split(":")[0]) for entry in skipped] == [(1, "missing"), (3, "unreadable"), (6, "unreadable")]
+    assert [(entry["item"], entry["problem"].split(":")[0]) for entry in skipped] == [
+        (1, "missing"),
+        (3, "unreadable"),
+        (6, "unreadable"),
+    ]
     assert load_dataset(str(tmp_path / "aro"), "relation", split="test")["item_id"] == [0, 2, 4, 5, 7, 8, 9, 10, 11]
 
 
@@ -199,7 +252,11 @@ def test_push_uploads_exactly_the_built_folder(sources, tmp_path, monkeypatch):
     from huggingface_hub import HfApi
 
     calls = []
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: calls.append(("create", repo_id, kwargs)) or f"https://hub/{repo_id}")
+    monkeypatch.setattr(
+        HfApi,
+        "create_repo",
+        lambda self, repo_id, **kwargs: calls.append(("create", repo_id, kwargs)) or f"https://hub/{repo_id}",
+    )
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: calls.append(("upload", kwargs)))
     out = tmp_path / "aro"
     build_aro(out, AroSources(vg_dir=sources.vg_dir), configs=("relation",))

@@ -44,7 +44,12 @@ RUN = dict(batch_size=8, epochs=1, save_every=2, epoch_rows="captions")
 def mining_cache(train_argv, tmp_path_factory):
     """The negatives, mined once for the module (a two-step run mines them on first use)."""
     folder = tmp_path_factory.mktemp("mined")
-    assert main(train_argv(folder / "run", max_steps=1, mining_cache=folder / "mining.parquet", **{**RUN, "save_every": 1})) == 0
+    assert (
+        main(
+            train_argv(folder / "run", max_steps=1, mining_cache=folder / "mining.parquet", **{**RUN, "save_every": 1})
+        )
+        == 0
+    )
     return folder / "mining.parquet"
 
 
@@ -61,7 +66,9 @@ def _killed_run(point, train_argv, mining_cache, tmp_path):
     output = tmp_path / "run"
     command = train_argv(output, max_steps=4, mining_cache=mining_cache, **RUN)
     environment = os.environ | {"HF_DATASETS_CACHE": str(tmp_path / "cache")}
-    killed = subprocess.run([sys.executable, "-c", KILLER, point, *command], capture_output=True, text=True, env=environment, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, point, *command], capture_output=True, text=True, env=environment, timeout=600
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     checkpoints = output / "checkpoints"
     assert sorted(path.name for path in checkpoints.iterdir()) == [".step-4.partial", "step-2"]
@@ -76,7 +83,9 @@ def test_a_save_killed_before_its_rename_leaves_no_checkpoint_that_resumes(point
     _killed_run(point, train_argv, mining_cache, tmp_path)
 
 
-def test_resuming_the_latest_complete_checkpoint_after_a_kill_is_bitwise_exact(train_argv, mining_cache, whole, tmp_path):
+def test_resuming_the_latest_complete_checkpoint_after_a_kill_is_bitwise_exact(
+    train_argv, mining_cache, whole, tmp_path
+):
     output = _killed_run("rename", train_argv, mining_cache, tmp_path)
     assert main(train_argv(output, max_steps=4, mining_cache=mining_cache, resume_from="latest", **RUN)) == 0
     expected, actual = load_file(whole / "model.safetensors"), load_file(output / "model.safetensors")
@@ -98,12 +107,21 @@ def _damaged_copy(whole, tmp_path, damage) -> str:
     [
         (lambda folder: (folder / MARKER).unlink(), f"incomplete: it has no {MARKER}"),
         (lambda folder: (folder / "rng-0.safetensors").unlink(), "missing rng-0.safetensors"),
-        (lambda folder: (folder / "optimizer.safetensors").write_bytes((folder / "optimizer.safetensors").read_bytes()[:-100]), "changed since saved: optimizer.safetensors"),
+        (
+            lambda folder: (folder / "optimizer.safetensors").write_bytes(
+                (folder / "optimizer.safetensors").read_bytes()[:-100]
+            ),
+            "changed since saved: optimizer.safetensors",
+        ),
     ],
 )
-def test_an_incomplete_checkpoint_is_refused_naming_what_is_missing(damage, message, train_argv, mining_cache, whole, tmp_path, capsys):
+def test_an_incomplete_checkpoint_is_refused_naming_what_is_missing(
+    damage, message, train_argv, mining_cache, whole, tmp_path, capsys
+):
     resume_from = _damaged_copy(whole, tmp_path, damage)
-    assert main(train_argv(tmp_path / "run", max_steps=4, mining_cache=mining_cache, resume_from=resume_from, **RUN)) == 2
+    assert (
+        main(train_argv(tmp_path / "run", max_steps=4, mining_cache=mining_cache, resume_from=resume_from, **RUN)) == 2
+    )
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1
 
@@ -113,11 +131,17 @@ class _Payload:
         return (open, (os.environ["ARO_TEST_PWNED"], "w"))
 
 
-def test_a_checkpoint_with_pickle_files_is_refused_without_unpickling(train_argv, mining_cache, whole, tmp_path, capsys, monkeypatch):
+def test_a_checkpoint_with_pickle_files_is_refused_without_unpickling(
+    train_argv, mining_cache, whole, tmp_path, capsys, monkeypatch
+):
     pwned = tmp_path / "pwned"
     monkeypatch.setenv("ARO_TEST_PWNED", str(pwned))
-    resume_from = _damaged_copy(whole, tmp_path, lambda folder: (folder / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Payload())))
-    assert main(train_argv(tmp_path / "run", max_steps=4, mining_cache=mining_cache, resume_from=resume_from, **RUN)) == 2
+    resume_from = _damaged_copy(
+        whole, tmp_path, lambda folder: (folder / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Payload()))
+    )
+    assert (
+        main(train_argv(tmp_path / "run", max_steps=4, mining_cache=mining_cache, resume_from=resume_from, **RUN)) == 2
+    )
     assert "holds pickle files (custom_checkpoint_0.pkl)" in capsys.readouterr().err
     assert not pwned.exists()
 
@@ -130,17 +154,31 @@ def test_a_checkpoint_with_pickle_files_is_refused_without_unpickling(train_argv
         (dict(negatives_per_caption=2, mining_cache="unused.parquet"), "mining.negatives_per_caption: 3 -> 2"),
     ],
 )
-def test_resuming_another_run_is_refused_saying_what_differs(change, difference, train_argv, mining_cache, whole, tmp_path, capsys):
+def test_resuming_another_run_is_refused_saying_what_differs(
+    change, difference, train_argv, mining_cache, whole, tmp_path, capsys
+):
     settings = RUN | dict(max_steps=4, mining_cache=mining_cache, resume_from=whole / "checkpoints" / "step-2") | change
-    settings["mining_cache"] = tmp_path / settings["mining_cache"] if settings["mining_cache"] == "unused.parquet" else settings["mining_cache"]
+    settings["mining_cache"] = (
+        tmp_path / settings["mining_cache"]
+        if settings["mining_cache"] == "unused.parquet"
+        else settings["mining_cache"]
+    )
     assert main(train_argv(tmp_path / "run", **settings)) == 2
     error = capsys.readouterr().err
     assert difference in error and "--resume-allow-changes" in error
     assert not (tmp_path / "unused.parquet").exists()  # refused before mining
 
 
-def test_an_allowed_change_of_batch_size_resumes_from_the_same_row_of_the_epoch(train_argv, mining_cache, whole, tmp_path):
-    settings = RUN | dict(batch_size=4, max_steps=4, mining_cache=mining_cache, resume_from=whole / "checkpoints" / "step-2", resume_allow_changes=True)
+def test_an_allowed_change_of_batch_size_resumes_from_the_same_row_of_the_epoch(
+    train_argv, mining_cache, whole, tmp_path
+):
+    settings = RUN | dict(
+        batch_size=4,
+        max_steps=4,
+        mining_cache=mining_cache,
+        resume_from=whole / "checkpoints" / "step-2",
+        resume_allow_changes=True,
+    )
     assert main(train_argv(tmp_path / "run", **settings)) == 0
     state = json.loads((tmp_path / "run" / "training_state.json").read_text())
     # Step 2 at 8 rows a step had used 16 rows of the epoch; two more steps of 4 rows make 24, in the same epoch.

@@ -15,7 +15,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoModel, AutoProcessor, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast, pipeline
+from transformers import (
+    AutoModel,
+    AutoProcessor,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPProcessor,
+    PreTrainedTokenizerFast,
+    pipeline,
+)
 
 from aro.cli import main
 from aro.models.open_clip_conversion import OPEN_CLIP_MODELS, OpenCLIPConfig, read_checkpoint
@@ -43,7 +51,9 @@ def differences(model, reference) -> tuple[float, float]:
     """Largest absolute difference of the image and text features from open_clip's."""
     image = model.get_image_features(pixel_values=reference["pixel_values"]).pooler_output
     text = model.get_text_features(input_ids=reference["input_ids"]).pooler_output
-    return float((image - reference["image_features"]).abs().max()), float((text - reference["text_features"]).abs().max())
+    return float((image - reference["image_features"]).abs().max()), float(
+        (text - reference["text_features"]).abs().max()
+    )
 
 
 def config_file(tmp_path, **changes) -> Path:
@@ -66,15 +76,25 @@ def test_the_converted_model_computes_open_clips_features(tmp_path, reference):
     assert torch.equal(model.logit_scale.detach(), reference["logit_scale"])
     # The card and the check file record what was converted and the features the folder gives.
     card = (out / "README.md").read_text()
-    assert "`epoch_3.pt`" in card and "QuickGELU" in card and "3 (image), 3 (text)" in card and str(tmp_path) not in card
+    assert (
+        "`epoch_3.pt`" in card and "QuickGELU" in card and "3 (image), 3 (text)" in card and str(tmp_path) not in card
+    )
     check = json.loads((out / "open_clip_conversion.json").read_text())
     assert f"{check['image_features'][0]:.6f}" in card and f"{check['text_features'][0]:.6f}" in card
     pixel_values = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(check["seed"]))
     input_ids = torch.zeros(1, 12, dtype=torch.long)
     input_ids[0, : len(check["token_ids"])] = torch.tensor(check["token_ids"])
     with torch.no_grad():
-        assert torch.allclose(model.get_image_features(pixel_values=pixel_values).pooler_output[0], torch.tensor(check["image_features"]), atol=1e-6)
-        assert torch.allclose(model.get_text_features(input_ids=input_ids).pooler_output[0], torch.tensor(check["text_features"]), atol=1e-6)
+        assert torch.allclose(
+            model.get_image_features(pixel_values=pixel_values).pooler_output[0],
+            torch.tensor(check["image_features"]),
+            atol=1e-6,
+        )
+        assert torch.allclose(
+            model.get_text_features(input_ids=input_ids).pooler_output[0],
+            torch.tensor(check["text_features"]),
+            atol=1e-6,
+        )
 
 
 def test_a_gelu_conversion_does_not_match_open_clip(tmp_path, reference):
@@ -92,7 +112,10 @@ def _variants(tmp_path):
     prefixed = {"module." + key: value for key, value in weights.items()}
     torch.save(weights, tmp_path / "plain.pth")
     torch.save(prefixed, tmp_path / "prefixed.bin")
-    torch.save({"epoch": 1, "state_dict": weights, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-6}]}}, tmp_path / "training.pt")
+    torch.save(
+        {"epoch": 1, "state_dict": weights, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-6}]}},
+        tmp_path / "training.pt",
+    )
     save_file({key: value.contiguous() for key, value in weights.items()}, tmp_path / "open_clip_model.safetensors")
     return ["plain.pth", "prefixed.bin", "training.pt", "open_clip_model.safetensors"]
 
@@ -106,9 +129,14 @@ def test_state_dicts_wrappers_and_ddp_prefixes_all_convert(tmp_path, reference):
 
 def test_the_custom_text_layout_converts(tmp_path, reference):
     """open_clip's CustomTextCLIP keeps the text tower under `text.`."""
-    weights = {(key if key.startswith("visual.") or key == "logit_scale" else "text." + key): value for key, value in read_checkpoint(CHECKPOINT).items()}
+    weights = {
+        (key if key.startswith("visual.") or key == "logit_scale" else "text." + key): value
+        for key, value in read_checkpoint(CHECKPOINT).items()
+    }
     torch.save(weights, tmp_path / "custom_text.pt")
-    code, out = convert(tmp_path, checkpoint=tmp_path / "custom_text.pt", config=config_file(tmp_path, custom_text=True))
+    code, out = convert(
+        tmp_path, checkpoint=tmp_path / "custom_text.pt", config=config_file(tmp_path, custom_text=True)
+    )
     assert code == 0
     assert max(differences(CLIPModel.from_pretrained(out).eval(), reference)) <= TOLERANCE
 
@@ -136,7 +164,10 @@ def test_missing_and_unexpected_keys_are_errors_naming_them(tmp_path, capsys):
     weights = read_checkpoint(CHECKPOINT)
     torch.save({key: value for key, value in weights.items() if key != "visual.ln_post.bias"}, tmp_path / "missing.pt")
     torch.save(weights | {"logit_bias": torch.tensor(-10.0)}, tmp_path / "unexpected.pt")
-    for name, expected in (("missing.pt", "missing key 'visual.ln_post.bias'"), ("unexpected.pt", "unexpected key 'logit_bias'")):
+    for name, expected in (
+        ("missing.pt", "missing key 'visual.ln_post.bias'"),
+        ("unexpected.pt", "unexpected key 'logit_bias'"),
+    ):
         code, out = convert(tmp_path, checkpoint=tmp_path / name, name=f"from-{name}")
         error = capsys.readouterr().err
         assert code == 2 and expected in error and len(error.strip().splitlines()) == 1, error
@@ -174,14 +205,25 @@ def test_options_clip_cannot_reproduce_are_refused(tmp_path, changes, expected):
 
 def reference_processor(folder: Path) -> Path:
     """A processor for the reference's vocabulary: words w1..w60, start token 62, end token 63, padding 0."""
-    vocab = {"<pad>": 0, **{f"w{index}": index for index in range(1, 61)}, "<unk>": 61, "<|startoftext|>": 62, "<|endoftext|>": 63}
+    vocab = {
+        "<pad>": 0,
+        **{f"w{index}": index for index in range(1, 61)},
+        "<unk>": 61,
+        "<|startoftext|>": 62,
+        "<|endoftext|>": 63,
+    }
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.TemplateProcessing(
         single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 62), ("<|endoftext|>", 63)]
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<|startoftext|>", eos_token="<|endoftext|>", model_max_length=12
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        model_max_length=12,
     )
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
@@ -199,7 +241,9 @@ def test_the_processor_is_copied_and_feeds_the_model_open_clips_tokens(tmp_path,
     with torch.no_grad():
         text = model.get_text_features(**batch).pooler_output
     assert float((text - reference["text_features"]).abs().max()) <= TOLERANCE
-    scores = pipeline("zero-shot-image-classification", model=str(out))(Image.new("RGB", (64, 64), "red"), candidate_labels=["w1", "w2"])
+    scores = pipeline("zero-shot-image-classification", model=str(out))(
+        Image.new("RGB", (64, 64), "red"), candidate_labels=["w1", "w2"]
+    )
     assert sorted(score["label"] for score in scores) == ["w1", "w2"]
 
 
@@ -208,8 +252,28 @@ def test_a_converted_negclip_is_scored_by_aro_eval(tmp_path, capsys):
 
     code, out = convert(tmp_path, "--negclip", "--processor", str(reference_processor(tmp_path / "processor")))
     assert code == 0
-    build_synthetic_aro(tmp_path / "aro", seed=0, sizes=SyntheticSizes(train_scenes=4, test_scenes=2, relation_per_relation=2, attribution_per_pair=1, order_captions=2))
-    code = main(["eval", "--model", str(out), "--dataset", str(tmp_path / "aro"), "--config", "relation", "--num-workers", "0", "--out", str(tmp_path / "eval")])
+    build_synthetic_aro(
+        tmp_path / "aro",
+        seed=0,
+        sizes=SyntheticSizes(
+            train_scenes=4, test_scenes=2, relation_per_relation=2, attribution_per_pair=1, order_captions=2
+        ),
+    )
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(out),
+            "--dataset",
+            str(tmp_path / "aro"),
+            "--config",
+            "relation",
+            "--num-workers",
+            "0",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["configs"]["relation"]["num_items"] > 0
 
@@ -220,7 +284,12 @@ def test_a_processor_that_would_feed_other_inputs_is_refused(tmp_path, tiny_clip
     # A Hub open_clip_config.json names the normalisation the model was trained with.
     config = json.loads(CONFIG.read_text()) | {"preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
     (tmp_path / "open_clip_config.json").write_text(json.dumps(config))
-    code, out = convert(tmp_path, "--processor", str(reference_processor(tmp_path / "processor")), config=tmp_path / "open_clip_config.json")
+    code, out = convert(
+        tmp_path,
+        "--processor",
+        str(reference_processor(tmp_path / "processor")),
+        config=tmp_path / "open_clip_config.json",
+    )
     assert code == 2 and "normalises with (0.5, 0.5, 0.5)" in capsys.readouterr().err and not out.exists()
 
 

@@ -43,7 +43,11 @@ def test_every_output_exists_and_loads(demo):
         assert isinstance(CLIPModel.from_pretrained(folder), CLIPModel)
         card = (folder / "README.md").read_text()
         # The demo's data is a local folder with no Hub id: the results are in the card's text, not its metadata.
-        assert "| relation | " in card and "model-index:" not in card and "leaves out the fields that would name it" in card
+        assert (
+            "| relation | " in card
+            and "model-index:" not in card
+            and "leaves out the fields that would name it" in card
+        )
         assert ("Hard negatives teach" in card) == (name == "negclip")  # each card's limitations fit its training
         assert (demo / "eval" / name / "results.json").exists()
 
@@ -55,6 +59,7 @@ def test_negclip_beats_clip_and_its_control_on_relations_and_attribution_and_kee
         assert negclip["aro"][config] - clip["aro"][config] >= margin, config
         # The gain comes from the hard negatives, not from NegCLIP's extra epochs.
         assert negclip["aro"][config] - control["aro"][config] >= margin, config
+
     def recall(model: dict) -> float:
         return model["retrieval"]["original"]["text_to_image"]["recall@1"]
 
@@ -66,12 +71,20 @@ def test_negclip_beats_clip_and_its_control_on_relations_and_attribution_and_kee
 
 def test_retrieval_with_shuffled_captions_is_in_the_results_the_plot_and_the_cards(demo):
     models = json.loads((demo / "results.json").read_text())["models"]
-    variants = ["original", "shuffle_nouns_and_adjectives", "shuffle_all_but_nouns_and_adjectives", "shuffle_within_trigrams", "shuffle_trigrams"]
+    variants = [
+        "original",
+        "shuffle_nouns_and_adjectives",
+        "shuffle_all_but_nouns_and_adjectives",
+        "shuffle_within_trigrams",
+        "shuffle_trigrams",
+    ]
     for numbers in models.values():
         assert list(numbers["retrieval"]) == variants
         for recalls in numbers["retrieval"].values():
             assert set(recalls) == {"text_to_image", "image_to_text"}
-            assert all(0 <= recalls[direction]["recall@1"] <= recalls[direction]["recall@10"] <= 1 for direction in recalls)
+            assert all(
+                0 <= recalls[direction]["recall@1"] <= recalls[direction]["recall@10"] <= 1 for direction in recalls
+            )
     assert Image.open(demo / "retrieval_shuffled.png").size[0] > 500
     negclip_card = (demo / "models" / "negclip" / "README.md").read_text()
     shuffled = models["NegCLIP"]["retrieval"]["shuffle_trigrams"]["text_to_image"]["recall@1"]

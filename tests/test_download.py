@@ -8,13 +8,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import refused
+from test_build import draw, save
 
 from aro.builders import build
 from aro.builders.build import extract, fetch, fetch_google_drive
 from aro.cli import main
-
-from conftest import refused
-from test_build import draw, save
 
 
 class FlakyServer(http.server.ThreadingHTTPServer):
@@ -120,7 +119,9 @@ def test_coco_sources_download_resume_and_build(serve, tmp_path, monkeypatch, ca
     image = tmp_path / "staging" / "val2014" / "0.jpg"
     save(draw(0), image, "RGB")
     archive = zip_of(tmp_path / "val2014.zip", {"val2014/0.jpg": image.read_bytes()})
-    karpathy = json.dumps([{"image": "val2014/0.jpg", "caption": ["a brown dog chases a white cat"], "image_id": "0"}]).encode()
+    karpathy = json.dumps(
+        [{"image": "val2014/0.jpg", "caption": ["a brown dog chases a white cat"], "image_id": "0"}]
+    ).encode()
     server = serve({"/coco_karpathy_test.json": karpathy, "/val2014.zip": archive.read_bytes()}, drop={"/val2014.zip"})
     monkeypatch.setattr(build, "KARPATHY_URL", server.url("/{name}"))
     monkeypatch.setattr(build, "COCO_VAL2014_URL", server.url("/val2014.zip"))
@@ -143,13 +144,23 @@ def test_google_drive_goes_through_gdown_with_resume_timeout_and_retries(tmp_pat
 
     monkeypatch.setattr(gdown, "download", fake_download)
     fetch_google_drive("FILE_ID", tmp_path / "visual_genome_relation.json")
-    assert calls == [{"id": "FILE_ID", "output": str(tmp_path / "visual_genome_relation.json"), "resume": True, "timeout": 60, "retries": 5}]
+    assert calls == [
+        {
+            "id": "FILE_ID",
+            "output": str(tmp_path / "visual_genome_relation.json"),
+            "resume": True,
+            "timeout": 60,
+            "retries": 5,
+        }
+    ]
 
     def refusing(**kwargs):
         raise gdown.exceptions.FileURLRetrievalError("Too many users have viewed or downloaded this file recently")
 
     monkeypatch.setattr(gdown, "download", refusing)
-    with pytest.raises(ConnectionError, match="Google Drive did not serve other.json .*Too many users.* download it by hand"):
+    with pytest.raises(
+        ConnectionError, match="Google Drive did not serve other.json .*Too many users.* download it by hand"
+    ):
         fetch_google_drive("FILE_ID", tmp_path / "other.json")
 
 
@@ -161,11 +172,28 @@ def test_a_download_that_keeps_failing_is_one_line_saying_how_to_resume(tmp_path
         port = closed.getsockname()[1]
     monkeypatch.setattr(build, "KARPATHY_URL", f"http://127.0.0.1:{port}/{{name}}")
     monkeypatch.setattr(build.time, "sleep", lambda seconds: None)  # the waits between retries
-    refused(capfd, ["build", "--download", str(tmp_path / "sources"), "--configs", "coco_order", "--out", str(tmp_path / "aro")], "could not download")
+    refused(
+        capfd,
+        ["build", "--download", str(tmp_path / "sources"), "--configs", "coco_order", "--out", str(tmp_path / "aro")],
+        "could not download",
+    )
     assert not (tmp_path / "aro").exists()
 
 
 def test_flickr_cannot_be_downloaded_and_says_how_to_get_it(tmp_path, capsys):
-    assert main(["build", "--download", str(tmp_path / "sources"), "--configs", "flickr30k_order", "--out", str(tmp_path / "aro")]) == 2
+    assert (
+        main(
+            [
+                "build",
+                "--download",
+                str(tmp_path / "sources"),
+                "--configs",
+                "flickr30k_order",
+                "--out",
+                str(tmp_path / "aro"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "request them from the authors" in err

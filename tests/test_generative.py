@@ -11,23 +11,32 @@ import sys
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, Features, Image as ImageFeature, Sequence, Value
+from conftest import TINY_WORDS, random_image
+from datasets import Dataset, Features, Sequence, Value
+from datasets import Image as ImageFeature
 
 from aro.cli import main
 from aro.metrics.scoring import score_items
 from aro.metrics.scoring.adapters.prompts import GenerativePrompts, answer_token_id, common_prefix_length
 from aro.models.tiny_vlm import make_tiny_vlm
 
-from conftest import TINY_WORDS, random_image
-
 FAMILIES = ["llava", "idefics3", "gemma3"]
 # Families whose pairs run whole, and why results.json says so; they have no chat template.
 PER_PAIR_FAMILIES = {
-    "paligemma": "reads its prompt bidirectionally", "blip2": "takes no key/value cache", "instructblip": "Q-Former reads the prompt",
-    "blip2-t5": "language model is an encoder-decoder (t5)", "mllama": "differ from its full forward",
+    "paligemma": "reads its prompt bidirectionally",
+    "blip2": "takes no key/value cache",
+    "instructblip": "Q-Former reads the prompt",
+    "blip2-t5": "language model is an encoder-decoder (t5)",
+    "mllama": "differ from its full forward",
 }
 TEMPLATE = GenerativePrompts(template="user : {prompt} assistant :")  # PaliGemma's processor places the image itself
-CAPTIONS = ["a red circle", "a blue square", "the red circle to the left of a blue square", "a blue square to the left of the red circle", "a circle"]
+CAPTIONS = [
+    "a red circle",
+    "a blue square",
+    "the red circle to the left of a blue square",
+    "a blue square to the left of the red circle",
+    "a circle",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +46,9 @@ def order_dataset():
         "image": [random_image(index // 2) for index in range(6)],
         "caption_options": [[CAPTIONS[(index + shift) % 5] for shift in range(5)] for index in range(6)],
     }
-    return Dataset.from_dict(rows, features=Features({"image": ImageFeature(), "caption_options": Sequence(Value("string"))}))
+    return Dataset.from_dict(
+        rows, features=Features({"image": ImageFeature(), "caption_options": Sequence(Value("string"))})
+    )
 
 
 @torch.no_grad()
@@ -48,15 +59,25 @@ def full_forward_scores(model, processor, dataset, score: str, prompts=Generativ
     first decoder position (vqa)."""
     answer = answer_token_id(processor.tokenizer, prompts.text("vqa", "", processor), prompts.answer)
     as_suffix = score == "likelihood" and "suffix" in inspect.signature(processor.__call__).parameters
-    decoder_start = getattr(model.config.text_config, "decoder_start_token_id", None) if model.config.text_config.is_encoder_decoder else None
+    decoder_start = (
+        getattr(model.config.text_config, "decoder_start_token_id", None)
+        if model.config.text_config.is_encoder_decoder
+        else None
+    )
     scores = []
     for row in dataset:
         picture = row["image"].convert("RGB")
-        bare = processor(text=[prompts.text(score, "", processor)], images=[picture], return_tensors="pt")["input_ids"][0].tolist()
+        bare = processor(text=[prompts.text(score, "", processor)], images=[picture], return_tensors="pt")["input_ids"][
+            0
+        ].tolist()
         item = []
         for caption in row["caption_options"]:
             if decoder_start is not None:
-                inputs = processor(text=[prompts.turn(prompts.prompt(score, caption), processor)], images=[picture], return_tensors="pt")
+                inputs = processor(
+                    text=[prompts.turn(prompts.prompt(score, caption), processor)],
+                    images=[picture],
+                    return_tensors="pt",
+                )
                 if score == "likelihood":
                     labels = processor.tokenizer([caption], add_special_tokens=False, return_tensors="pt")["input_ids"]
                     item.append(-float(model(**inputs, labels=labels).loss))
@@ -65,12 +86,23 @@ def full_forward_scores(model, processor, dataset, score: str, prompts=Generativ
                     item.append(float(logits.softmax(dim=-1)[answer]))
                 continue
             if as_suffix:
-                inputs = processor(text=[prompts.turn(prompts.caption_prompt, processor)], images=[picture], suffix=[caption], return_tensors="pt")
-                positions = torch.nonzero(inputs.pop("labels")[0] != -100).flatten()[:-1]  # the caption, without the end token
+                inputs = processor(
+                    text=[prompts.turn(prompts.caption_prompt, processor)],
+                    images=[picture],
+                    suffix=[caption],
+                    return_tensors="pt",
+                )
+                positions = torch.nonzero(inputs.pop("labels")[0] != -100).flatten()[
+                    :-1
+                ]  # the caption, without the end token
             else:
-                inputs = processor(text=[prompts.text(score, caption, processor)], images=[picture], return_tensors="pt")
+                inputs = processor(
+                    text=[prompts.text(score, caption, processor)], images=[picture], return_tensors="pt"
+                )
                 inputs.pop("labels", None)
-                positions = torch.arange(common_prefix_length(bare, inputs["input_ids"][0].tolist()), inputs["input_ids"].shape[1])
+                positions = torch.arange(
+                    common_prefix_length(bare, inputs["input_ids"][0].tolist()), inputs["input_ids"].shape[1]
+                )
             log_probs = model(**inputs).logits[0].log_softmax(dim=-1)
             ids = inputs["input_ids"][0]
             if score == "vqa":
@@ -108,7 +140,9 @@ def test_pairs_that_cannot_share_a_prefix_run_whole_and_equal_a_full_forward(fam
     from aro.metrics.scoring import Scorer
 
     model, processor = make_tiny_vlm(family, TINY_WORDS, seed=4)
-    prompts = GenerativePrompts() if getattr(processor, "chat_template", None) else TEMPLATE  # Mllama has a chat template
+    prompts = (
+        GenerativePrompts() if getattr(processor, "chat_template", None) else TEMPLATE
+    )  # Mllama has a chat template
     reference = full_forward_scores(model, processor, order_dataset, score, prompts)
     assert np.ptp(reference) > 1e-4
     for batch_size in (1, 3, 16):
@@ -122,10 +156,20 @@ def test_pairs_that_cannot_share_a_prefix_run_whole_and_equal_a_full_forward(fam
 
 def test_a_prompt_template_replaces_the_chat_template(order_dataset):
     model, processor = make_tiny_vlm("llava", TINY_WORDS, seed=2)
-    prompts = GenerativePrompts(template="user <image> {prompt} assistant: ", question="Does this figure show {caption} ?")
-    assert prompts.text("vqa", "a red circle", processor) == "user <image> Does this figure show a red circle ? assistant: "
+    prompts = GenerativePrompts(
+        template="user <image> {prompt} assistant: ", question="Does this figure show {caption} ?"
+    )
+    assert (
+        prompts.text("vqa", "a red circle", processor)
+        == "user <image> Does this figure show a red circle ? assistant: "
+    )
     reference = full_forward_scores(model, processor, order_dataset, "vqa", prompts)
-    np.testing.assert_allclose(score_items(model, processor, order_dataset, score="vqa", prompts=prompts, batch_size=4).scores, reference, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        score_items(model, processor, order_dataset, score="vqa", prompts=prompts, batch_size=4).scores,
+        reference,
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_the_answer_tokens_are_looked_up_where_the_answer_is_written():
@@ -133,8 +177,15 @@ def test_the_answer_tokens_are_looked_up_where_the_answer_is_written():
     tokenizer = processor.tokenizer
     turn = GenerativePrompts().text("vqa", "a red circle", processor)
     assert turn.endswith("<|im_start|>assistant\n")
-    assert answer_token_id(tokenizer, turn, "Yes") == tokenizer.convert_tokens_to_ids("Yes") != answer_token_id(tokenizer, turn, "No")
-    with pytest.raises(ValueError, match=r"writes the answer 'Yes please' after the prompt as \['Yes', 'please'\] \(not one new token\)"):
+    assert (
+        answer_token_id(tokenizer, turn, "Yes")
+        == tokenizer.convert_tokens_to_ids("Yes")
+        != answer_token_id(tokenizer, turn, "No")
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"writes the answer 'Yes please' after the prompt as \['Yes', 'please'\] \(not one new token\)",
+    ):
         answer_token_id(tokenizer, turn, "Yes please")
 
 
@@ -143,7 +194,9 @@ def test_a_model_without_chat_template_or_image_token_gets_one_clear_line(order_
     processor.chat_template = None
     with pytest.raises(ValueError, match="LlavaProcessor has no chat template: pass --prompt-template"):
         score_items(model, processor, order_dataset, score="vqa")
-    with pytest.raises(ValueError, match=r"the processor of LlavaForConditionalGeneration cannot take the image .* 0 <image> tokens") as error:
+    with pytest.raises(
+        ValueError, match=r"the processor of LlavaForConditionalGeneration cannot take the image .* 0 <image> tokens"
+    ) as error:
         score_items(model, processor, order_dataset, prompts=GenerativePrompts(template="{prompt}"))
     assert "\n" not in str(error.value)
 
@@ -151,7 +204,10 @@ def test_a_model_without_chat_template_or_image_token_gets_one_clear_line(order_
 def test_score_options_are_refused_for_models_that_are_not_generative(order_dataset, tiny_clip_dir):
     from aro.metrics.scoring import load_model
 
-    with pytest.raises(ValueError, match="--score and the prompts apply to generative models; CLIPModel is scored by the dual-encoder adapter"):
+    with pytest.raises(
+        ValueError,
+        match="--score and the prompts apply to generative models; CLIPModel is scored by the dual-encoder adapter",
+    ):
         score_items(*load_model(str(tiny_clip_dir)), order_dataset, score="likelihood")
 
 
@@ -160,7 +216,13 @@ def aro_folder(tmp_path_factory):
     from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
 
     folder = tmp_path_factory.mktemp("synthetic") / "aro"
-    build_synthetic_aro(folder, seed=0, sizes=SyntheticSizes(train_scenes=8, test_scenes=4, relation_per_relation=2, attribution_per_pair=1, order_captions=4))
+    build_synthetic_aro(
+        folder,
+        seed=0,
+        sizes=SyntheticSizes(
+            train_scenes=8, test_scenes=4, relation_per_relation=2, attribution_per_pair=1, order_captions=4
+        ),
+    )
     return folder
 
 
@@ -180,7 +242,21 @@ def test_aro_eval_scores_a_saved_generative_model(score, aro_folder, idefics3_fo
 
     folder = idefics3_folder
     out = tmp_path / "eval"
-    arguments = ["eval", "--model", str(folder), "--dataset", str(aro_folder), "--config", "coco_order", "--num-workers", "0", "--score", score, "--out", str(out)]
+    arguments = [
+        "eval",
+        "--model",
+        str(folder),
+        "--dataset",
+        str(aro_folder),
+        "--config",
+        "coco_order",
+        "--num-workers",
+        "0",
+        "--score",
+        score,
+        "--out",
+        str(out),
+    ]
     assert main(arguments) == 0
     assert "| coco_order |" in capsys.readouterr().out
     saved = json.loads((out / "results.json").read_text())
@@ -206,19 +282,50 @@ def test_aro_eval_scores_a_saved_paligemma_pair_by_pair(aro_folder, tmp_path, ca
     processor.save_pretrained(folder)
     template = "<image>caption en {prompt}"
     out = tmp_path / "eval"
-    arguments = ["eval", "--model", str(folder), "--dataset", str(aro_folder), "--config", "coco_order", "--num-workers", "0", "--score", "likelihood"]
+    arguments = [
+        "eval",
+        "--model",
+        str(folder),
+        "--dataset",
+        str(aro_folder),
+        "--config",
+        "coco_order",
+        "--num-workers",
+        "0",
+        "--score",
+        "likelihood",
+    ]
     assert main([*arguments, "--prompt-template", template, "--out", str(out)]) == 0
     scoring = json.loads((out / "results.json").read_text())["scoring"]
-    assert scoring["prefix"] == "per pair" and scoring["per_pair_because"].startswith("PaliGemma reads its prompt bidirectionally")
+    assert scoring["prefix"] == "per pair" and scoring["per_pair_because"].startswith(
+        "PaliGemma reads its prompt bidirectionally"
+    )
     loaded, loaded_processor = load_model(str(folder))
-    reference = full_forward_scores(loaded, loaded_processor, load_split(str(aro_folder), "coco_order"), "likelihood", GenerativePrompts(template=template))
+    reference = full_forward_scores(
+        loaded,
+        loaded_processor,
+        load_split(str(aro_folder), "coco_order"),
+        "likelihood",
+        GenerativePrompts(template=template),
+    )
     saved = json.loads((out / "results.json").read_text())["configs"]["coco_order"]
     assert saved["accuracy"] == pytest.approx(float(np.mean(reference.argmax(axis=1) == 0)))
     # VQAScore with the lower-case answers of PaliGemma's mix checkpoints.
-    vqa_arguments = [*arguments[:-1], "vqa", "--prompt-template", "<image>answer en {prompt}", "--answer", "yes", "--negative-answer", "no"]
+    vqa_arguments = [
+        *arguments[:-1],
+        "vqa",
+        "--prompt-template",
+        "<image>answer en {prompt}",
+        "--answer",
+        "yes",
+        "--negative-answer",
+        "no",
+    ]
     assert main([*vqa_arguments, "--out", str(tmp_path / "vqa")]) == 0
     scoring = json.loads((tmp_path / "vqa" / "results.json").read_text())["scoring"]
-    assert scoring["prompts"]["answer"] == "yes" and scoring["answer_token_ids"] == loaded_processor.tokenizer.convert_tokens_to_ids(["yes", "no"])
+    assert scoring["prompts"]["answer"] == "yes" and scoring[
+        "answer_token_ids"
+    ] == loaded_processor.tokenizer.convert_tokens_to_ids(["yes", "no"])
 
 
 SHARDED_SCRIPT = """
@@ -240,14 +347,34 @@ def test_two_processes_score_as_one(aro_folder, idefics3_folder, tmp_path):
 
     script = tmp_path / "score_sharded.py"
     script.write_text(SHARDED_SCRIPT)
-    environment = os.environ | {"ACCELERATE_USE_CPU": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    environment = os.environ | {
+        "ACCELERATE_USE_CPU": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(idefics3_folder), str(aro_folder), str(tmp_path / "two.npy")],
-        capture_output=True, text=True, env=environment, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(idefics3_folder),
+            str(aro_folder),
+            str(tmp_path / "two.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     model, processor = load_model(str(idefics3_folder))
-    one = score_items(model, processor, load_split(str(aro_folder), "coco_order"), score="likelihood", batch_size=2).scores
+    one = score_items(
+        model, processor, load_split(str(aro_folder), "coco_order"), score="likelihood", batch_size=2
+    ).scores
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one, rtol=1e-5, atol=1e-6)
 
 
@@ -263,27 +390,63 @@ def test_multimodal_rope_positions_continue_after_the_image():
 
     names = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     tokenizer = chat_word_tokenizer(TINY_WORDS, names)
-    ids = dict(zip(("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"), tokenizer.convert_tokens_to_ids(names)))
+    ids = dict(
+        zip(
+            ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"),
+            tokenizer.convert_tokens_to_ids(names),
+        )
+    )
     # Large weights and fast rotations, so that a wrong position changes the scores by far more than the tolerance.
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-        initializer_range=0.5, rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 2.0},
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.5,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 2.0},
     )
-    vision = dict(depth=1, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=8, spatial_merge_size=2, temporal_patch_size=2)
+    vision = dict(
+        depth=1,
+        embed_dim=32,
+        hidden_size=32,
+        num_heads=4,
+        mlp_ratio=2,
+        patch_size=8,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **ids)).eval()
-    prompts = GenerativePrompts(template="<|im_start|> user <|vision_start|>" + "<|image_pad|>" * 4 + "<|vision_end|> {prompt} <|im_end|> <|im_start|> assistant ")
+    prompts = GenerativePrompts(
+        template="<|im_start|> user <|vision_start|>"
+        + "<|image_pad|>" * 4
+        + "<|vision_end|> {prompt} <|im_end|> <|im_start|> assistant "
+    )
     adapter = GenerativeAdapter(model, tokenizer, Runtime(device="cpu"), score="likelihood", prompts=prompts)
 
     image_inputs = {"pixel_values": torch.randn(16, 3 * 2 * 8 * 8), "image_grid_thw": torch.tensor([[1, 4, 4]])}
     bare = tokenizer(prompts.text("likelihood", "", None))["input_ids"]
     pair_ids = [tokenizer(prompts.text("likelihood", caption, None))["input_ids"] for caption in CAPTIONS]
     types = lambda sequence: torch.tensor([[int(token == ids["image_token_id"]) for token in sequence]])  # noqa: E731
-    prefix = ImagePrefix(image_inputs, {"mm_token_type_ids": types(bare)[:, : len(bare) - 1]}, pair_ids, [len(bare)] * len(CAPTIONS), len(bare) - 1)
+    prefix = ImagePrefix(
+        image_inputs,
+        {"mm_token_type_ids": types(bare)[:, : len(bare) - 1]},
+        pair_ids,
+        [len(bare)] * len(CAPTIONS),
+        len(bare) - 1,
+    )
     shared = torch.cat(adapter.score_group([prefix])).numpy()
 
     reference = []
     for sequence in pair_ids:
-        log_probs = model(input_ids=torch.tensor([sequence]), mm_token_type_ids=types(sequence), **image_inputs).logits[0].log_softmax(dim=-1)
-        reference.append(float(log_probs[torch.arange(len(bare) - 1, len(sequence) - 1), torch.tensor(sequence[len(bare) :])].mean()))
+        log_probs = (
+            model(input_ids=torch.tensor([sequence]), mm_token_type_ids=types(sequence), **image_inputs)
+            .logits[0]
+            .log_softmax(dim=-1)
+        )
+        reference.append(
+            float(log_probs[torch.arange(len(bare) - 1, len(sequence) - 1), torch.tensor(sequence[len(bare) :])].mean())
+        )
     np.testing.assert_allclose(shared, reference, rtol=1e-4, atol=1e-5)

@@ -10,13 +10,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import refused
 from datasets import load_dataset
 from PIL import Image
+from test_build import draw, save
 
 from aro.cli import main
-
-from conftest import refused
-from test_build import draw, save
 
 TRUE, FALSE = "the horse is eating the grass", "the grass is eating the horse"
 LONG_CAPTION = " ".join(["a dog runs on the beach"] * 7)  # 42 words: cut to 30
@@ -25,8 +24,15 @@ COCO_CAPTIONS = [["A brown dog chases a white cat.", LONG_CAPTION], ["a a a", "t
 
 def vg_item(index: int, **changes) -> dict:
     return {
-        "image_path": f"{index}.jpg", "bbox_x": 2, "bbox_y": 3, "bbox_w": 30, "bbox_h": 20, "image_id": str(index),
-        "true_caption": TRUE, "false_caption": FALSE, "relation_name": "eating",
+        "image_path": f"{index}.jpg",
+        "bbox_x": 2,
+        "bbox_y": 3,
+        "bbox_w": 30,
+        "bbox_h": 20,
+        "image_id": str(index),
+        "true_caption": TRUE,
+        "false_caption": FALSE,
+        "relation_name": "eating",
     } | changes
 
 
@@ -46,7 +52,10 @@ def coco(tmp_path) -> Path:
     folder = tmp_path / "coco"
     for index, mode in enumerate(("L", "RGB")):
         save(draw(10 + index), folder / "val2014" / f"{index}.jpg", mode)
-    items = [{"image": f"val2014/{index}.jpg", "caption": captions, "image_id": str(index)} for index, captions in enumerate(COCO_CAPTIONS)]
+    items = [
+        {"image": f"val2014/{index}.jpg", "caption": captions, "image_id": str(index)}
+        for index, captions in enumerate(COCO_CAPTIONS)
+    ]
     write_items(folder / "coco_karpathy_test.json", items)
     return folder
 
@@ -121,7 +130,11 @@ def test_an_image_path_leading_outside_its_source_is_refused_unless_allowed(vg, 
 def test_a_karpathy_image_leading_outside_its_source_is_refused(coco, tmp_path, capfd):
     save(draw(98), tmp_path / "private" / "secret.jpg", "RGB")
     edit_items(coco / "coco_karpathy_test.json", lambda items: items[1].update(image="../private/secret.jpg"))
-    refused(capfd, ["build", "--coco-dir", str(coco), "--out", str(tmp_path / "aro")], "item 1: image '../private/secret.jpg' leads outside")
+    refused(
+        capfd,
+        ["build", "--coco-dir", str(coco), "--out", str(tmp_path / "aro")],
+        "item 1: image '../private/secret.jpg' leads outside",
+    )
 
 
 # empty configs ---------------------------------------------------------------------------------------------------
@@ -151,7 +164,9 @@ def png_header_only(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_a_decompression_bomb_is_refused_naming_the_item_and_skipped_with_skip_missing(vg, tmp_path, capfd):
@@ -199,22 +214,45 @@ def test_every_field_is_type_checked_with_the_item_index(vg, tmp_path, capfd, ch
 
 def test_order_captions_that_are_not_strings_name_the_item(coco, tmp_path, capfd):
     edit_items(coco / "coco_karpathy_test.json", lambda items: items[1]["caption"].append(None))
-    refused(capfd, ["build", "--coco-dir", str(coco), "--out", str(tmp_path / "aro")], "item 1: caption 2 should be a string, not null")
+    refused(
+        capfd,
+        ["build", "--coco-dir", str(coco), "--out", str(tmp_path / "aro")],
+        "item 1: caption 2 should be a string, not null",
+    )
 
 
 def test_a_file_that_is_not_utf8_is_named(vg, tmp_path, capfd):
     annotations = vg / "visual_genome_relation.json"
-    annotations.write_bytes(json.dumps([vg_item(0, true_caption="the caf\u00e9 is near the horse")], ensure_ascii=False).encode("latin-1"))
+    annotations.write_bytes(
+        json.dumps([vg_item(0, true_caption="the caf\u00e9 is near the horse")], ensure_ascii=False).encode("latin-1")
+    )
     refused(capfd, build_vg(vg, tmp_path / "aro"), f"{annotations} is not UTF-8 text")
 
 
 # what is kept is counted ------------------------------------------------------------------------------------------
 
 
-def test_duplicates_long_captions_and_identical_options_are_counted_and_grayscale_images_come_out_rgb(vg, coco, tmp_path, capfd):
+def test_duplicates_long_captions_and_identical_options_are_counted_and_grayscale_images_come_out_rgb(
+    vg, coco, tmp_path, capfd
+):
     edit_items(vg / "visual_genome_relation.json", lambda items: items.append(dict(items[0])))
     out = tmp_path / "aro"
-    assert main(["build", "--vg-dir", str(vg), "--coco-dir", str(coco), "--configs", "relation,coco_order", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--vg-dir",
+                str(vg),
+                "--coco-dir",
+                str(coco),
+                "--configs",
+                "relation,coco_order",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capfd.readouterr().out
     assert "relation: 1 item(s) repeating an earlier item (kept)" in printed
     assert "coco_order: 1 caption(s) cut to 30 words" in printed
@@ -248,7 +286,9 @@ def test_staging_left_by_a_killed_build_is_removed_and_a_stale_previous_does_not
     (tmp_path / ".aro-previous" / "README.md").write_text("old")
     assert main(build_vg(vg, out)) == 0
     assert leftovers(tmp_path) == [".aro-previous"]
-    (tmp_path / f".aro.previous-{pid}-a1b2").mkdir()  # a previous output whose build was killed after the new one arrived
+    (
+        tmp_path / f".aro.previous-{pid}-a1b2"
+    ).mkdir()  # a previous output whose build was killed after the new one arrived
     assert main(build_vg(vg, out, "--overwrite")) == 0
     assert leftovers(tmp_path) == [".aro-previous"]
 
@@ -277,4 +317,6 @@ def test_the_command_line_gives_one_line_and_no_traceback(vg, tmp_path):
     command = [sys.executable, "-m", "aro.cli", *build_vg(vg, tmp_path / "aro")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 2
-    assert finished.stderr.strip().splitlines() == [f"aro build: error: {vg / 'visual_genome_relation.json'}: item 1: bbox_w should be a finite number, not bool true"]
+    assert finished.stderr.strip().splitlines() == [
+        f"aro build: error: {vg / 'visual_genome_relation.json'}: item 1: bbox_w should be a finite number, not bool true"
+    ]

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, Image as ImageFeature
+from conftest import refused
+from datasets import Dataset
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from aro.builders.schema import CONFIG_FEATURES
@@ -16,8 +18,6 @@ from aro.builders.writer import configs_yaml
 from aro.cli import main
 from aro.metrics.scoring import load_split
 from aro.metrics.scoring.evaluation import evaluate_model
-
-from conftest import refused
 
 MISSING_MODEL = "/no/such/model"
 
@@ -28,7 +28,13 @@ def aro_folder(tmp_path_factory) -> Path:
     from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
 
     folder = tmp_path_factory.mktemp("synthetic") / "aro"
-    build_synthetic_aro(folder, seed=0, sizes=SyntheticSizes(train_scenes=4, test_scenes=2, relation_per_relation=2, attribution_per_pair=1, order_captions=4))
+    build_synthetic_aro(
+        folder,
+        seed=0,
+        sizes=SyntheticSizes(
+            train_scenes=4, test_scenes=2, relation_per_relation=2, attribution_per_pair=1, order_captions=4
+        ),
+    )
     return folder
 
 
@@ -54,7 +60,11 @@ def test_bad_options_are_refused_before_the_model_loads(aro_folder, capfd, extra
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_refused(aro_folder, capfd):
-    refused(capfd, eval_args(MISSING_MODEL, aro_folder, "--device", "cuda"), "device 'cuda' asked for, but CUDA is not available")
+    refused(
+        capfd,
+        eval_args(MISSING_MODEL, aro_folder, "--device", "cuda"),
+        "device 'cuda' asked for, but CUDA is not available",
+    )
 
 
 @pytest.mark.parametrize("dataset", ["x", "missing/folder/aro", "./aro-missing"])
@@ -64,10 +74,20 @@ def test_a_dataset_that_does_not_exist_is_named_before_the_model_loads(tmp_path,
 
 
 def test_a_hub_dataset_out_of_reach_is_one_line(tiny_clip_dir, tmp_path, capfd):
-    refused(capfd, eval_args(tiny_clip_dir, "org/no-such-aro", "--config", "relation", "--out", str(tmp_path / "eval")), "dataset 'org/no-such-aro' is not a local folder")
+    refused(
+        capfd,
+        eval_args(tiny_clip_dir, "org/no-such-aro", "--config", "relation", "--out", str(tmp_path / "eval")),
+        "dataset 'org/no-such-aro' is not a local folder",
+    )
 
 
-@pytest.mark.parametrize(("model", "message"), [(MISSING_MODEL, "model /no/such/model is not a folder"), ("org/no-such-model", "model 'org/no-such-model' cannot be loaded")])
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (MISSING_MODEL, "model /no/such/model is not a folder"),
+        ("org/no-such-model", "model 'org/no-such-model' cannot be loaded"),
+    ],
+)
 def test_a_model_that_does_not_exist_is_one_line(aro_folder, capfd, model, message):
     refused(capfd, eval_args(model, aro_folder, "--config", "relation"), message)
 
@@ -91,17 +111,27 @@ def test_a_new_run_replaces_the_whole_output_folder(aro_folder, tiny_clip_dir, t
     assert main(eval_args(tiny_clip_dir, aro_folder, "--config", "relation,coco_order", "--out", str(out))) == 0
     assert (out / "coco_order.png").exists()
     assert main(eval_args(tiny_clip_dir, aro_folder, "--config", "relation", "--out", str(out))) == 0
-    assert sorted(path.name for path in out.iterdir()) == ["relation.png", "results.json", "results.md"]  # no model-index.yaml: the dataset has no Hub id
+    assert sorted(path.name for path in out.iterdir()) == [
+        "relation.png",
+        "results.json",
+        "results.md",
+    ]  # no model-index.yaml: the dataset has no Hub id
     assert list(json.loads((out / "results.json").read_text())["configs"]) == ["relation"]
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".eval")] == []
 
 
-def test_a_corrupt_image_in_a_worker_names_the_item_without_the_workers_traceback(aro_folder, tiny_clip_dir, tmp_path, capfd):
+def test_a_corrupt_image_in_a_worker_names_the_item_without_the_workers_traceback(
+    aro_folder, tiny_clip_dir, tmp_path, capfd
+):
     broken = tmp_path / "broken"
     rows = load_split(str(aro_folder), "relation").cast_column("image", ImageFeature(decode=False)).to_list()
     rows[3]["image"] = {"bytes": b"not an image", "path": None}
     write_config(broken, "relation", rows)
-    refused(capfd, ["eval", "--model", str(tiny_clip_dir), "--dataset", str(broken), "--config", "relation", "--num-workers", "1"], "item 3: the image cannot be decoded")
+    refused(
+        capfd,
+        ["eval", "--model", str(tiny_clip_dir), "--dataset", str(broken), "--config", "relation", "--num-workers", "1"],
+        "item 3: the image cannot be decoded",
+    )
 
 
 def test_the_local_dataset_cache_keeps_only_the_newest_copy_of_a_folder(aro_folder, tmp_path):
@@ -126,19 +156,34 @@ def write_config(folder: Path, config: str, rows: list[dict]) -> None:
     (folder / config).mkdir(parents=True, exist_ok=True)
     for old in (folder / config).glob("*.parquet"):
         old.unlink()
-    Dataset.from_list(rows, features=CONFIG_FEATURES[config]).to_parquet(folder / config / "test-00000-of-00001.parquet")
+    Dataset.from_list(rows, features=CONFIG_FEATURES[config]).to_parquet(
+        folder / config / "test-00000-of-00001.parquet"
+    )
     (folder / "README.md").write_text(configs_yaml({(config, "test"): len(rows)}, CONFIG_FEATURES) + "\n")
 
 
 def test_results_count_items_with_identical_options_and_leave_out_those_without_negative(tiny_clip_dir, tmp_path):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     options = [
-        ["a red circle above a blue square", "a blue circle above a red square", "a red square above a blue circle", "above a red circle a blue square", "a blue square a red circle above"],
+        [
+            "a red circle above a blue square",
+            "a blue circle above a red square",
+            "a red square above a blue circle",
+            "above a red circle a blue square",
+            "a blue square a red circle above",
+        ],
         ["a red circle", "a red circle", "a circle red", "red a circle", "circle a red"],
         ["a a a"] * 5,
     ]
     rows = [
-        {"item_id": index, "image": image, "image_id": str(index), "caption_id": f"{index}#0", "caption_options": captions, "perturbations": ["original", "a", "b", "c", "d"]}
+        {
+            "item_id": index,
+            "image": image,
+            "image_id": str(index),
+            "caption_id": f"{index}#0",
+            "caption_options": captions,
+            "perturbations": ["original", "a", "b", "c", "d"],
+        }
         for index, captions in enumerate(options)
     ]
     folder = tmp_path / "aro"
@@ -160,7 +205,17 @@ def test_help_imports_no_torch():
     """`aro --help` and `aro <command> --help` load only the command's parser module: no torch, transformers or datasets."""
     import subprocess
 
-    for command in ([], ["build"], ["eval"], ["demo"], ["push-metric"], ["convert"], ["retrieval"], ["train"], ["mine"]):
+    for command in (
+        [],
+        ["build"],
+        ["eval"],
+        ["demo"],
+        ["push-metric"],
+        ["convert"],
+        ["retrieval"],
+        ["train"],
+        ["mine"],
+    ):
         code = (
             "import sys\nfrom aro.cli import main\ntry:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(name for name in ('torch', 'transformers', 'datasets') if name in sys.modules), file=sys.stderr)"

@@ -2,13 +2,13 @@
 left is not counted, while ties between distinct captions stay wrong."""
 
 import numpy as np
-from datasets import Dataset, Features, Image as ImageFeature, List, Value
+from conftest import TINY_WORDS
+from datasets import Dataset, Features, List, Value
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from aro.metrics.scoring import accuracy_results, predict, score_items
 from aro.models.tiny_clip import make_tiny_clip
-
-from conftest import TINY_WORDS
 
 OPTIONS = [
     ["a red circle above a blue square", "a blue circle above a red square", "a red square above a blue circle"],
@@ -19,7 +19,10 @@ OPTIONS = [
 
 
 def order_dataset() -> Dataset:
-    images = [Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8)) for seed in range(len(OPTIONS))]
+    images = [
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        for seed in range(len(OPTIONS))
+    ]
     features = Features({"image": ImageFeature(), "caption_options": List(Value("string"))})
     return Dataset.from_dict({"image": images, "caption_options": OPTIONS}, features=features)
 

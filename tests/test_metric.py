@@ -36,7 +36,10 @@ def test_micro_and_macro_over_relations(aro_accuracy):
     )
     assert results["accuracy"] == pytest.approx(0.75)
     assert results["macro_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
-    assert {row["group"]: (row["count"], row["in_macro"]) for row in results["per_group"]} == {"on": (3, True), "holding": (1, True)}
+    assert {row["group"]: (row["count"], row["in_macro"]) for row in results["per_group"]} == {
+        "on": (3, True),
+        "holding": (1, True),
+    }
 
 
 def test_relation_protocol_excludes_the_authors_list(aro_accuracy):
@@ -52,7 +55,9 @@ def test_attribution_protocol_drops_pairs_under_25_items(aro_accuracy):
     big, small = MIN_ATTRIBUTE_PAIR_ITEMS, MIN_ATTRIBUTE_PAIR_ITEMS - 1
     predictions = [0] * big + [1] * small
     groups = ["white_paved"] * big + ["red_blue"] * small
-    results = aro_accuracy.compute(predictions=predictions, references=[0] * (big + small), groups=groups, config="attribution")
+    results = aro_accuracy.compute(
+        predictions=predictions, references=[0] * (big + small), groups=groups, config="attribution"
+    )
     assert results["macro_accuracy"] == 1.0
     assert [row["in_macro"] for row in results["per_group"]] == [False, True]  # sorted: red_blue, white_paved
 

@@ -6,8 +6,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from datasets import load_dataset
-from safetensors.torch import load_file
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 
@@ -34,9 +34,14 @@ def test_loss_equals_the_explicit_reference():
     torch.manual_seed(0)
     images, texts, negatives = (F.normalize(torch.randn(6, 8), dim=-1) for _ in range(3))
     scale = torch.tensor(10.0)
-    assert torch.allclose(NegCLIPLoss()(images, texts, scale, negatives), reference_loss(images, texts, negatives, scale), atol=1e-6)
+    assert torch.allclose(
+        NegCLIPLoss()(images, texts, scale, negatives), reference_loss(images, texts, negatives, scale), atol=1e-6
+    )
     # Without negatives it is CLIP's loss.
-    clip = (F.cross_entropy(scale * images @ texts.t(), torch.arange(6)) + F.cross_entropy(scale * texts @ images.t(), torch.arange(6))) / 2
+    clip = (
+        F.cross_entropy(scale * images @ texts.t(), torch.arange(6))
+        + F.cross_entropy(scale * texts @ images.t(), torch.arange(6))
+    ) / 2
     assert torch.allclose(NegCLIPLoss()(images, texts, scale), clip, atol=1e-6)
 
 
@@ -61,7 +66,11 @@ def test_save_then_auto_model_and_plain_clip_give_the_same_features(tiny_clip_di
     plain = CLIPModel.from_pretrained(tmp_path / "negclip").eval()
     assert torch.allclose(loaded.get_image_features(pixel_values=pixels).pooler_output, expected, atol=1e-6)
     assert torch.allclose(plain.get_image_features(pixel_values=pixels).pooler_output, expected, atol=1e-6)
-    assert torch.allclose(plain.get_text_features(input_ids=ids).pooler_output, model.get_text_features(input_ids=ids).pooler_output, atol=1e-6)
+    assert torch.allclose(
+        plain.get_text_features(input_ids=ids).pooler_output,
+        model.get_text_features(input_ids=ids).pooler_output,
+        atol=1e-6,
+    )
 
 
 def test_a_saved_negclip_works_without_this_package(tiny_clip_dir, tmp_path):
@@ -84,7 +93,13 @@ model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)
 assert "aro" not in sys.modules
 print(type(processor).__name__, type(model).__name__, type(model).__module__)
 """
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "PATH": ""},
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     processor_class, model_class, module = run.stdout.split()
     assert (processor_class, model_class) == ("CLIPProcessor", "NegCLIPModel")
@@ -100,8 +115,12 @@ def test_the_standard_clip_call_on_negclip_gives_clips_outputs(tiny_clip_dir):
     assert isinstance(output, CLIPOutput) and output.loss is None
     for name in ("logits_per_image", "logits_per_text", "text_embeds", "image_embeds"):
         assert torch.allclose(output[name], expected[name], atol=1e-6), name
-    assert torch.allclose(output.vision_model_output.pooler_output, expected.vision_model_output.pooler_output, atol=1e-6)
-    assert torch.allclose(output.text_model_output.last_hidden_state, expected.text_model_output.last_hidden_state, atol=1e-6)
+    assert torch.allclose(
+        output.vision_model_output.pooler_output, expected.vision_model_output.pooler_output, atol=1e-6
+    )
+    assert torch.allclose(
+        output.text_model_output.last_hidden_state, expected.text_model_output.last_hidden_state, atol=1e-6
+    )
     # Keyword arguments reach CLIP; the loss comes only when asked, and without negatives it is CLIP's.
     hidden = negclip(**batch, output_hidden_states=True).vision_model_output.hidden_states
     assert len(hidden) == negclip.config.vision_config.num_hidden_layers + 1
@@ -113,28 +132,46 @@ def test_hard_negatives_add_columns_and_the_negclip_loss(tiny_clip_dir):
     processor = AutoProcessor.from_pretrained(tiny_clip_dir)
     model = NegCLIPModel.from_clip(str(tiny_clip_dir)).eval()
     images = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")]
-    batch = processor(images=images, text=["a red circle", "a blue square", "a circle red", "a square blue"], padding=True, return_tensors="pt")
+    batch = processor(
+        images=images,
+        text=["a red circle", "a blue square", "a circle red", "a square blue"],
+        padding=True,
+        return_tensors="pt",
+    )
     output = model(
-        pixel_values=batch.pixel_values, input_ids=batch.input_ids[:2], attention_mask=batch.attention_mask[:2],
-        negative_input_ids=batch.input_ids[2:], negative_attention_mask=batch.attention_mask[2:], return_loss=True,
+        pixel_values=batch.pixel_values,
+        input_ids=batch.input_ids[:2],
+        attention_mask=batch.attention_mask[:2],
+        negative_input_ids=batch.input_ids[2:],
+        negative_attention_mask=batch.attention_mask[2:],
+        return_loss=True,
     )
     assert output.logits_per_image.shape == (2, 4) and torch.equal(output.logits_per_text, output.logits_per_image.t())
     scale = model.logit_scale.exp()
-    assert torch.allclose(output.logits_per_image[:, 2:], scale * output.image_embeds @ output.negative_text_embeds.t(), atol=1e-6)
+    assert torch.allclose(
+        output.logits_per_image[:, 2:], scale * output.image_embeds @ output.negative_text_embeds.t(), atol=1e-6
+    )
     expected = reference_loss(output.image_embeds, output.text_embeds, output.negative_text_embeds, scale)
     assert torch.allclose(output.loss, expected, atol=1e-6)
 
 
 def test_swap_negatives_keep_the_words_and_differ(spacy_parser):
     nlp = spacy_parser
-    captions = ["a child holding a flowered umbrella and petting a yak", "a red circle to the left of a blue square", "dog"]
+    captions = [
+        "a child holding a flowered umbrella and petting a yak",
+        "a red circle to the left of a blue square",
+        "dog",
+    ]
     negatives = swap_negatives(captions, nlp=nlp, per_caption=4, seed=0)
     assert negatives[2] == []  # nothing to swap
     for caption, swapped in zip(captions[:2], negatives[:2]):
         assert len(swapped) == 4 and len(set(swapped)) == 4
         for negative in swapped:
             assert negative != caption and sorted(negative.split()) == sorted(caption.split())
-    assert "a blue square to the left of a red circle" in negatives[1] or "a umbrella holding a flowered child and petting a yak" in negatives[0]
+    assert (
+        "a blue square to the left of a red circle" in negatives[1]
+        or "a umbrella holding a flowered child and petting a yak" in negatives[0]
+    )
     assert swap_negatives(captions, nlp=nlp, per_caption=4, seed=0) == negatives
     assert swap_negatives(captions, nlp=nlp, per_caption=2, seed=1) != [row[:2] for row in negatives]
 
@@ -162,8 +199,15 @@ def test_nearest_images_exclude_the_image_itself_and_its_other_rows():
 
 def _arguments(scenes, start_model, output_dir, **changes):
     settings = dict(
-        output_dir=str(output_dir), model_name_or_path=str(start_model), dataset=str(scenes), dataset_config="scenes",
-        mining_cache=str(output_dir.parent / "mining.parquet"), learning_rate=1e-3, batch_size=8, epochs=2, warmup_steps=1,
+        output_dir=str(output_dir),
+        model_name_or_path=str(start_model),
+        dataset=str(scenes),
+        dataset_config="scenes",
+        mining_cache=str(output_dir.parent / "mining.parquet"),
+        learning_rate=1e-3,
+        batch_size=8,
+        epochs=2,
+        warmup_steps=1,
     )
     return NegCLIPTrainingArguments(**settings | changes)
 
@@ -173,7 +217,9 @@ def _weights(folder):
 
 
 def test_training_lowers_the_loss_and_writes_logs_and_card(scenes, start_model, tmp_path):
-    output = train(_arguments(scenes, start_model, tmp_path / "run", epochs=4, validation_split="test", epoch_rows="captions"))
+    output = train(
+        _arguments(scenes, start_model, tmp_path / "run", epochs=4, validation_split="test", epoch_rows="captions")
+    )
     losses = [float(line.split(",")[2]) for line in (output / "log.csv").read_text().splitlines()[1:]]
     assert len(losses) == 4 * (72 // 8)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
@@ -193,7 +239,11 @@ def test_an_interrupted_run_resumed_ends_with_the_same_weights(scenes, start_mod
     whole = train(_arguments(scenes, start_model, tmp_path / "whole"))
     # Stop after 5 of 18 steps (mid-epoch), checkpointing there, then resume to the end.
     train(_arguments(scenes, start_model, tmp_path / "part", max_steps=5, save_every=5))
-    resumed = train(_arguments(scenes, start_model, tmp_path / "part", resume_from=str(tmp_path / "part" / "checkpoints" / "step-5")))
+    resumed = train(
+        _arguments(
+            scenes, start_model, tmp_path / "part", resume_from=str(tmp_path / "part" / "checkpoints" / "step-5")
+        )
+    )
     expected, actual = _weights(whole), _weights(resumed)
     assert expected.keys() == actual.keys()
     for name in expected:

@@ -24,7 +24,10 @@ CAPTIONS = [
 
 @pytest.fixture(scope="module")
 def tagged(spacy_nlp):
-    return [([token.text for token in doc], [token.tag_ for token in doc]) for doc in spacy_nlp.pipe([caption.lower() for caption in CAPTIONS])]
+    return [
+        ([token.text for token in doc], [token.tag_ for token in doc])
+        for doc in spacy_nlp.pipe([caption.lower() for caption in CAPTIONS])
+    ]
 
 
 def kept_positions(tokens, shuffled, tags, moving):
@@ -38,7 +41,9 @@ def test_nouns_and_adjectives_move_only_among_themselves(tagged):
             shuffled = shuffle_nouns_and_adjectives(tokens, tags, random.Random(seed))
             assert kept_positions(tokens, shuffled, tags, NOUN_TAGS | ADJECTIVE_TAGS)
             for kind in (NOUN_TAGS, ADJECTIVE_TAGS):
-                assert sorted(t for t, tag in zip(shuffled, tags) if tag in kind) == sorted(t for t, tag in zip(tokens, tags) if tag in kind)
+                assert sorted(t for t, tag in zip(shuffled, tags) if tag in kind) == sorted(
+                    t for t, tag in zip(tokens, tags) if tag in kind
+                )
 
 
 def test_all_but_nouns_and_adjectives_leaves_them_in_place(tagged):
@@ -59,9 +64,7 @@ def test_trigram_perturbations(tagged):
         trigrams = sorted(tuple(tokens[start : start + 3]) for start in range(0, len(tokens), 3))
         # The blocks keep their insides: cutting the result where the blocks (of their known sizes) fall gives them back.
         sizes = [3] * (len(tokens) // 3) + ([len(tokens) % 3] if len(tokens) % 3 else [])
-        assert any(
-            sorted(_cut(blocks, order)) == trigrams for order in _orders(sizes)
-        )
+        assert any(sorted(_cut(blocks, order)) == trigrams for order in _orders(sizes))
 
 
 def test_caption_options_are_seeded_per_caption_not_per_batch(spacy_nlp):

@@ -4,7 +4,8 @@ the kind of images ARO has (JPEG crops of one photograph)."""
 import io
 
 import numpy as np
-from datasets import Dataset, Features, Image as ImageFeature, Value
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from aro.metrics.scoring import Items

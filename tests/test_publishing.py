@@ -9,10 +9,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from datasets import Dataset, Features, Image as ImageFeature, Value, load_dataset
+from conftest import TINY_WORDS
+from datasets import Dataset, Features, Value, load_dataset
+from datasets import Image as ImageFeature
 from huggingface_hub import DatasetCard, ModelCard, parse_eval_result_entries
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
+from test_build import sources  # noqa: F401 - the fixture of original-format sources
 
 from aro.builders.build import AroSources, build_aro
 from aro.cli import main
@@ -26,9 +29,6 @@ from aro.models.negclip.card import model_card
 from aro.models.negclip.training import NegCLIPTrainingArguments
 from aro.models.tiny_clip import make_tiny_clip
 
-from conftest import TINY_WORDS
-from test_build import sources  # noqa: F401 - the fixture of original-format sources
-
 METRIC_DIR = Path(__file__).resolve().parents[1] / "metrics" / "aro_accuracy"
 ARO_CONFIGS = ["relation", "attribution", "coco_order", "flickr30k_order"]
 
@@ -38,13 +38,23 @@ def aro_folder(tmp_path_factory):
     from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
 
     folder = tmp_path_factory.mktemp("synthetic") / "aro"
-    build_synthetic_aro(folder, seed=0, sizes=SyntheticSizes(train_scenes=8, test_scenes=4, relation_per_relation=5, attribution_per_pair=1, order_captions=6))
+    build_synthetic_aro(
+        folder,
+        seed=0,
+        sizes=SyntheticSizes(
+            train_scenes=8, test_scenes=4, relation_per_relation=5, attribution_per_pair=1, order_captions=6
+        ),
+    )
     return folder
 
 
 def hub_texts(folder: Path) -> dict[str, str]:
     """Every text file of a folder meant for the Hub or for readers."""
-    return {str(path.relative_to(folder)): path.read_text() for path in folder.rglob("*") if path.suffix in {".json", ".md", ".yaml", ".csv"}}
+    return {
+        str(path.relative_to(folder)): path.read_text()
+        for path in folder.rglob("*")
+        if path.suffix in {".json", ".md", ".yaml", ".csv"}
+    }
 
 
 def assert_no_local_path(texts: dict[str, str], *paths: Path) -> None:
@@ -80,14 +90,34 @@ def test_aro_build_card_declares_its_licences(sources, tmp_path):  # noqa: F811
     assert_no_local_path(hub_texts(out), tmp_path)
 
 
-def test_eval_writes_model_index_and_eval_results_the_hub_parses(aro_folder, tiny_clip_dir, tmp_path, monkeypatch, capsys):
+def test_eval_writes_model_index_and_eval_results_the_hub_parses(
+    aro_folder, tiny_clip_dir, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(tiny_clip_dir), "--dataset", str(aro_folder), "--config", "relation,coco_order", "--num-workers", "0", "--bootstrap", "200"]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_clip_dir),
+        "--dataset",
+        str(aro_folder),
+        "--config",
+        "relation,coco_order",
+        "--num-workers",
+        "0",
+        "--bootstrap",
+        "200",
+    ]
     assert main([*args, "--out", str(out), "--dataset-id", "org/aro-synthetic"]) == 0
     saved = json.loads((out / "results.json").read_text())
-    assert saved["model"] == tiny_clip_dir.name and saved["dataset"] == "aro" and saved["dataset_id"] == "org/aro-synthetic"
+    assert (
+        saved["model"] == tiny_clip_dir.name
+        and saved["dataset"] == "aro"
+        and saved["dataset_id"] == "org/aro-synthetic"
+    )
     # Resolved commits: content hashes of the local folders, as the files were when scored.
-    assert saved["model_commit"] == content_hash([path for path in tiny_clip_dir.iterdir() if path.is_file()], tiny_clip_dir)
+    assert saved["model_commit"] == content_hash(
+        [path for path in tiny_clip_dir.iterdir() if path.is_file()], tiny_clip_dir
+    )
     assert saved["dataset_commit"].startswith("sha256:")
 
     name, results = model_index_to_eval_results(yaml.safe_load((out / "model-index.yaml").read_text())["model-index"])
@@ -95,12 +125,21 @@ def test_eval_writes_model_index_and_eval_results_the_hub_parses(aro_folder, tin
     relation = {result.metric_args["average"]: result for result in results if result.dataset_config == "relation"}
     assert relation["micro"].metric_value == round(saved["configs"]["relation"]["accuracy"], 4)
     assert relation["macro"].metric_value == round(saved["configs"]["relation"]["macro_accuracy"], 4)
-    assert "macro accuracy over groups" in relation["macro"].metric_name and relation["macro"].dataset_type == "org/aro-synthetic"
+    assert (
+        "macro accuracy over groups" in relation["macro"].metric_name
+        and relation["macro"].dataset_type == "org/aro-synthetic"
+    )
     assert {result.metric_args["average"] for result in results if result.dataset_config == "coco_order"} == {"micro"}
 
     entries = parse_eval_result_entries(yaml.safe_load((out / EVAL_RESULTS_PATH).read_text()))
-    assert [(entry.dataset_id, entry.task_id) for entry in entries] == [("org/aro-synthetic", "relation"), ("org/aro-synthetic", "coco_order")]
-    assert entries[0].value == round(saved["configs"]["relation"]["macro_accuracy"], 4) and "macro accuracy" in entries[0].notes
+    assert [(entry.dataset_id, entry.task_id) for entry in entries] == [
+        ("org/aro-synthetic", "relation"),
+        ("org/aro-synthetic", "coco_order"),
+    ]
+    assert (
+        entries[0].value == round(saved["configs"]["relation"]["macro_accuracy"], 4)
+        and "macro accuracy" in entries[0].notes
+    )
     assert entries[0].dataset_revision is None  # a content hash is no Hub revision
     assert_no_local_path(hub_texts(out), tmp_path, tiny_clip_dir, aro_folder)
 
@@ -111,11 +150,17 @@ def test_eval_writes_model_index_and_eval_results_the_hub_parses(aro_folder, tin
 
     def create_commit(self, repo_id, operations, **kwargs):
         calls.append((repo_id, operations, kwargs))
-        return CommitInfo(commit_url="https://huggingface.co/org/tiny-clip/commit/" + "0" * 40, commit_message="", commit_description="", oid="0" * 40, pr_url="https://huggingface.co/org/tiny-clip/discussions/1")
+        return CommitInfo(
+            commit_url="https://huggingface.co/org/tiny-clip/commit/" + "0" * 40,
+            commit_message="",
+            commit_description="",
+            oid="0" * 40,
+            pr_url="https://huggingface.co/org/tiny-clip/discussions/1",
+        )
 
     monkeypatch.setattr(HfApi, "create_commit", create_commit)
     assert push_eval_results(out, "org/tiny-clip") == "https://huggingface.co/org/tiny-clip/discussions/1"
-    (repo_id, operations, kwargs), = calls
+    ((repo_id, operations, kwargs),) = calls
     assert repo_id == "org/tiny-clip" and kwargs["create_pr"] is True
     assert [operation.path_in_repo for operation in operations] == [EVAL_RESULTS_PATH]
     assert operations[0].path_or_fileobj == (out / EVAL_RESULTS_PATH).read_bytes()
@@ -132,10 +177,26 @@ def test_eval_writes_model_index_and_eval_results_the_hub_parses(aro_folder, tin
 
 def test_model_card_names_hub_ids_only(tmp_path):
     results = {
-        "model": "negclip", "dataset_id": "org/aro", "dataset_commit": "a" * 40, "protocol": "paper",
-        "configs": {"relation": {"accuracy": 0.7, "macro_accuracy": 0.65, "accuracy_ci": [0.6, 0.8], "macro_accuracy_ci": [0.55, 0.75], "headline": "macro_accuracy"}},
+        "model": "negclip",
+        "dataset_id": "org/aro",
+        "dataset_commit": "a" * 40,
+        "protocol": "paper",
+        "configs": {
+            "relation": {
+                "accuracy": 0.7,
+                "macro_accuracy": 0.65,
+                "accuracy_ci": [0.6, 0.8],
+                "macro_accuracy_ci": [0.55, 0.75],
+                "headline": "macro_accuracy",
+            }
+        },
     }
-    hub = NegCLIPTrainingArguments(output_dir=str(tmp_path / "negclip"), model_name_or_path="openai/clip-vit-base-patch32", dataset="org/coco-captions", push_to_hub="org/negclip")
+    hub = NegCLIPTrainingArguments(
+        output_dir=str(tmp_path / "negclip"),
+        model_name_or_path="openai/clip-vit-base-patch32",
+        dataset="org/coco-captions",
+        push_to_hub="org/negclip",
+    )
     data = ModelCard(model_card(hub, results)).data
     assert data.pipeline_tag == "zero-shot-image-classification" and data.language == ["en"]
     assert data.base_model == "openai/clip-vit-base-patch32" and data.datasets == ["org/coco-captions", "org/aro"]
@@ -145,7 +206,9 @@ def test_model_card_names_hub_ids_only(tmp_path):
 
     base = tmp_path / "clip"
     base.mkdir()
-    local = NegCLIPTrainingArguments(output_dir=str(tmp_path / "negclip"), model_name_or_path=str(base), dataset=str(tmp_path))
+    local = NegCLIPTrainingArguments(
+        output_dir=str(tmp_path / "negclip"), model_name_or_path=str(base), dataset=str(tmp_path)
+    )
     text = model_card(local, results | {"dataset_id": None})
     data = ModelCard(text).data
     assert data.base_model is None and data.datasets is None and data.eval_results is None
@@ -220,7 +283,9 @@ def test_per_perturbation_numbers_add_up():
     scores[::7, 2] = np.nan  # an option with the true caption's text: no negative, ignored
     names = ["original", "nouns_adjectives", "all_but", "within_trigrams", "trigrams"]
     for protocol in ("paper", "mteb"):
-        numbers = config_numbers(scores, "coco_order", protocol=protocol, option_names=names, bootstrap=Bootstrap(draws=0))
+        numbers = config_numbers(
+            scores, "coco_order", protocol=protocol, option_names=names, bootstrap=Bootstrap(draws=0)
+        )
         chosen = {row["option"]: row["share"] for row in numbers["perturbations"]["chosen"]}
         assert sum(chosen.values()) == pytest.approx(1.0)
         assert chosen["original"] == pytest.approx(numbers["accuracy"])
@@ -235,7 +300,10 @@ def test_per_perturbation_numbers_add_up():
 
 
 def images(count: int, size=(40, 36)) -> list[Image.Image]:
-    return [Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)) for seed in range(count)]
+    return [
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size[::-1], 3), dtype=np.uint8))
+        for seed in range(count)
+    ]
 
 
 def save_copy(rows: dict, features: Features, folder: Path) -> Path:
@@ -246,10 +314,26 @@ def save_copy(rows: dict, features: Features, folder: Path) -> Path:
 
 
 def test_mteb_shaped_copies_score_with_a_warning_where_groups_are_missing(tiny_clip_dir, tmp_path, capsys):
-    words = ["a red circle above a blue square", "a blue square above a red circle", "red a circle above blue a square", "a square blue above a circle red", "above a red circle a blue square"]
+    words = [
+        "a red circle above a blue square",
+        "a blue square above a red circle",
+        "red a circle above blue a square",
+        "a square blue above a circle red",
+        "above a red circle a blue square",
+    ]
     order = save_copy(
-        {"images": images(6), "correct_caption": [words[0]] * 6, **{f"hard_text_{k}": [words[k]] * 6 for k in range(1, 5)}},
-        Features({"images": ImageFeature(), "correct_caption": Value("string"), **{f"hard_text_{k}": Value("string") for k in range(1, 5)}}),
+        {
+            "images": images(6),
+            "correct_caption": [words[0]] * 6,
+            **{f"hard_text_{k}": [words[k]] * 6 for k in range(1, 5)},
+        },
+        Features(
+            {
+                "images": ImageFeature(),
+                "correct_caption": Value("string"),
+                **{f"hard_text_{k}": Value("string") for k in range(1, 5)},
+            }
+        ),
         tmp_path / "ARO-COCO-order",
     )
     vg = save_copy(
@@ -264,21 +348,48 @@ def test_mteb_shaped_copies_score_with_a_warning_where_groups_are_missing(tiny_c
     printed = capsys.readouterr().out
     assert printed.count("relation: no `relation_name` column, so no macro accuracy") == 1
     relation = json.loads((out / "vg" / "results.json").read_text())
-    assert relation["configs"]["relation"]["macro_accuracy"] is None and relation["configs"]["relation"]["num_items"] == 6
-    assert relation["warnings"] == [line for line in relation["warnings"] if line.startswith("relation: no `relation_name`")]
+    assert (
+        relation["configs"]["relation"]["macro_accuracy"] is None and relation["configs"]["relation"]["num_items"] == 6
+    )
+    assert relation["warnings"] == [
+        line for line in relation["warnings"] if line.startswith("relation: no `relation_name`")
+    ]
     coco = json.loads((out / "order" / "results.json").read_text())["configs"]["coco_order"]
-    assert [row["perturbation"] for row in coco["perturbations"]["pairwise"]] == ["hard_text_1", "hard_text_2", "hard_text_3", "hard_text_4"]
+    assert [row["perturbation"] for row in coco["perturbations"]["pairwise"]] == [
+        "hard_text_1",
+        "hard_text_2",
+        "hard_text_3",
+        "hard_text_4",
+    ]
     assert coco["num_items"] == 6 and coco["num_ties"] == 0  # mteb's argmax leaves no tie
 
 
 def test_a_copy_with_bboxes_is_cropped_to_them():
     full = images(2, size=(60, 50))
     copy = Dataset.from_dict(
-        {"image": full, "true_caption": ["a", "b"], "false_caption": ["b", "a"], "bbox_x": [5, 50], "bbox_y": [4, 0], "bbox_w": [20, 30], "bbox_h": [10, 50]},
-        features=Features({"image": ImageFeature(), "true_caption": Value("string"), "false_caption": Value("string"), **{name: Value("int32") for name in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")}}),
+        {
+            "image": full,
+            "true_caption": ["a", "b"],
+            "false_caption": ["b", "a"],
+            "bbox_x": [5, 50],
+            "bbox_y": [4, 0],
+            "bbox_w": [20, 30],
+            "bbox_h": [10, 50],
+        },
+        features=Features(
+            {
+                "image": ImageFeature(),
+                "true_caption": Value("string"),
+                "false_caption": Value("string"),
+                **{name: Value("int32") for name in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")},
+            }
+        ),
     )
     cropped, _ = as_aro_config(copy, "relation")
-    assert cropped[0]["image"].size == (20, 10) and cropped[1]["image"].size == (10, 50)  # the second clamped to the image
+    assert cropped[0]["image"].size == (20, 10) and cropped[1]["image"].size == (
+        10,
+        50,
+    )  # the second clamped to the image
     assert np.array_equal(np.asarray(cropped[0]["image"]), np.asarray(full[0].crop((5, 4, 25, 14))))
     with pytest.raises(ValueError, match="item 0: bbox"):
         as_aro_config(copy.map(lambda row: {"bbox_x": 100}), "relation")
@@ -289,12 +400,37 @@ def test_a_copy_with_bboxes_is_cropped_to_them():
 
 def test_save_scores_and_limit_round_trip(aro_folder, tiny_clip_dir, tmp_path):
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(tiny_clip_dir), "--dataset", str(aro_folder), "--config", "relation,coco_order", "--num-workers", "0", "--limit", "7", "--seed", "3", "--save-scores", "--bootstrap", "0"]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_clip_dir),
+        "--dataset",
+        str(aro_folder),
+        "--config",
+        "relation,coco_order",
+        "--num-workers",
+        "0",
+        "--limit",
+        "7",
+        "--seed",
+        "3",
+        "--save-scores",
+        "--bootstrap",
+        "0",
+    ]
     assert main([*args, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     relation = pq.read_table(out / "scores" / "relation.parquet").to_pylist()
     assert len(relation) == results["configs"]["relation"]["num_items"] == 7
-    assert set(relation[0]) == {"item_id", "group", "score_true_caption", "score_false_caption", "prediction", "correct", "counted"}
+    assert set(relation[0]) == {
+        "item_id",
+        "group",
+        "score_true_caption",
+        "score_false_caption",
+        "prediction",
+        "correct",
+        "counted",
+    }
     full = load_dataset(str(aro_folder), "relation", split="test")
     by_id = {row["item_id"]: row["relation_name"] for row in full.select_columns(["item_id", "relation_name"])}
     assert all(by_id[row["item_id"]] == row["group"] for row in relation)
@@ -302,9 +438,13 @@ def test_save_scores_and_limit_round_trip(aro_folder, tiny_clip_dir, tmp_path):
     assert [row["prediction"] for row in relation] == predict(scores)
     assert np.mean([row["correct"] for row in relation if row["counted"]]) == results["configs"]["relation"]["accuracy"]
     coco = pq.read_table(out / "scores" / "coco_order.parquet")
-    assert coco.num_rows == 6 and [name for name in coco.column_names if name.startswith("score_")][0] == "score_original"  # a limit above the size keeps all
+    assert (
+        coco.num_rows == 6 and [name for name in coco.column_names if name.startswith("score_")][0] == "score_original"
+    )  # a limit above the size keeps all
     assert main([*args, "--out", str(tmp_path / "again")]) == 0  # the same seed draws the same items
-    assert pq.read_table(tmp_path / "again" / "scores" / "relation.parquet").column("item_id").to_pylist() == [row["item_id"] for row in relation]
+    assert pq.read_table(tmp_path / "again" / "scores" / "relation.parquet").column("item_id").to_pylist() == [
+        row["item_id"] for row in relation
+    ]
 
 
 def test_several_models_get_a_combined_table_csv_and_plot(aro_folder, tiny_clip_dir, tmp_path, capsys):
@@ -315,7 +455,26 @@ def test_several_models_get_a_combined_table_csv_and_plot(aro_folder, tiny_clip_
     listing = tmp_path / "models.txt"
     listing.write_text(f"# two tiny CLIPs\n{tiny_clip_dir}\n\n{other}\n")
     out = tmp_path / "eval"
-    assert main(["eval", "--models-file", str(listing), "--dataset", str(aro_folder), "--config", "relation,coco_order", "--num-workers", "0", "--bootstrap", "100", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--models-file",
+                str(listing),
+                "--dataset",
+                str(aro_folder),
+                "--config",
+                "relation,coco_order",
+                "--num-workers",
+                "0",
+                "--bootstrap",
+                "100",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = (out / "comparison.csv").read_text().splitlines()
     assert rows[0].startswith("model,config,protocol,headline,accuracy") and len(rows) == 1 + 2 * 2
     table = (out / "comparison.md").read_text()

@@ -16,12 +16,12 @@ from safetensors.torch import load_file
 
 from aro.cli import main
 from aro.models.negclip import NegCLIPModel
+from aro.models.negclip.batches import NegCLIPBatches
 from aro.models.negclip.card import recipe_table
 from aro.models.negclip.loss_negclip import NegCLIPLoss
 from aro.models.negclip.mining import swap_negatives
 from aro.models.negclip.recipe import FORK_SETTINGS, crop_box, optimizer_groups, random_resized_crop
 from aro.models.negclip.released import load_released
-from aro.models.negclip.batches import NegCLIPBatches
 from aro.models.negclip.training import NegCLIPTrainingArguments, train
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -43,8 +43,15 @@ def hot_start_model(start_model, tmp_path_factory):
 
 def _arguments(scenes, start_model, output_dir, **changes):
     settings = dict(
-        output_dir=str(output_dir), model_name_or_path=str(start_model), dataset=str(scenes), dataset_config="scenes",
-        mining_cache=str(Path(output_dir).parent / "mining.parquet"), learning_rate=1e-3, batch_size=8, epochs=3, warmup_steps=4,
+        output_dir=str(output_dir),
+        model_name_or_path=str(start_model),
+        dataset=str(scenes),
+        dataset_config="scenes",
+        mining_cache=str(Path(output_dir).parent / "mining.parquet"),
+        learning_rate=1e-3,
+        batch_size=8,
+        epochs=3,
+        warmup_steps=4,
         report_to="none",
     )
     return NegCLIPTrainingArguments(**settings | changes)
@@ -54,7 +61,9 @@ def _arguments(scenes, start_model, output_dir, **changes):
 def run(scenes, hot_start_model, tmp_path_factory):
     """Three epochs of 24 images, batch 8, selecting the best epoch on the test split; a checkpoint every epoch."""
     output = tmp_path_factory.mktemp("run") / "negclip"
-    return train(_arguments(scenes, hot_start_model, output, validation_split="test", save_every=3, learning_rate=2e-2, seed=1))
+    return train(
+        _arguments(scenes, hot_start_model, output, validation_split="test", save_every=3, learning_rate=2e-2, seed=1)
+    )
 
 
 def _log(output: Path) -> list[dict]:
@@ -83,13 +92,18 @@ def test_weight_decay_groups_follow_the_fork(start_model):
     assert (no_decay["weight_decay"], decay["weight_decay"]) == (0.0, 0.2)
     # The fork's rule, on its own terms: no decay for fewer than 2 dimensions or gain/bias/logit-scale names.
     fork_excluded = {
-        name for name, parameter in model.named_parameters()
+        name
+        for name, parameter in model.named_parameters()
         if parameter.ndim < 2 or any(part in name for part in ("bn", "ln", "bias", "logit_scale"))
     }
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     assert {names[id(parameter)] for parameter in no_decay["params"]} == fork_excluded
     assert {names[id(parameter)] for parameter in decay["params"]} == set(names.values()) - fork_excluded
-    assert {"logit_scale", "vision_model.embeddings.class_embedding", "text_model.final_layer_norm.weight"} <= fork_excluded
+    assert {
+        "logit_scale",
+        "vision_model.embeddings.class_embedding",
+        "text_model.final_layer_norm.weight",
+    } <= fork_excluded
     assert "text_model.embeddings.token_embedding.weight" not in fork_excluded
 
 
@@ -100,7 +114,9 @@ def test_the_logged_learning_rate_is_the_forks_schedule_step_by_step(run):
     expected = [fork_learning_rate(step, 2e-2, 4, total) for step in range(total)]
     assert logged == pytest.approx(expected, rel=1e-6)
     # What the test would see from a scheduler stepped twice per optimizer step, or logged one step late.
-    assert logged != pytest.approx([fork_learning_rate(min(2 * step, total - 1), 2e-2, 4, total) for step in range(total)], rel=1e-3)
+    assert logged != pytest.approx(
+        [fork_learning_rate(min(2 * step, total - 1), 2e-2, 4, total) for step in range(total)], rel=1e-3
+    )
     assert logged != pytest.approx([fork_learning_rate(step + 1, 2e-2, 4, total) for step in range(total)], rel=1e-3)
 
 
@@ -113,17 +129,23 @@ def test_logit_scale_is_clamped_after_every_step(run, hot_start_model):
 def test_an_epoch_is_one_caption_per_image(run, scenes, start_model, tmp_path):
     assert [int(row["epoch"]) for row in _log(run)] == [0] * 3 + [1] * 3 + [2] * 3  # 24 images / 8, not 72 captions / 8
     data = load_dataset(str(scenes), "scenes", split="train")
-    args = _arguments(scenes, start_model, tmp_path / "unused", batch_size=6, hard_negatives=False, image_negatives=False)
+    args = _arguments(
+        scenes, start_model, tmp_path / "unused", batch_size=6, hard_negatives=False, image_negatives=False
+    )
     processor = _processor(start_model)
     drawn = []
     for epoch in range(2):
         batches = NegCLIPBatches(data, args, None, None, processor, epoch)
         rows = [row for step in batches.steps for row in step]
-        assert sorted(data[row]["image_id"] for row in rows) == sorted(set(data["image_id"])), "every image exactly once"
+        assert sorted(data[row]["image_id"] for row in rows) == sorted(set(data["image_id"])), (
+            "every image exactly once"
+        )
         assert NegCLIPBatches(data, args, None, None, processor, epoch).steps == batches.steps, "seeded"
         drawn.append(set(rows))
     assert drawn[0] != drawn[1], "the caption of an image is drawn again every epoch"
-    every_caption = NegCLIPBatches(data, NegCLIPTrainingArguments(**vars(args) | {"epoch_rows": "captions"}), None, None, processor, 0)
+    every_caption = NegCLIPBatches(
+        data, NegCLIPTrainingArguments(**vars(args) | {"epoch_rows": "captions"}), None, None, processor, 0
+    )
     assert sorted(row for step in every_caption.steps for row in step) == list(range(72))
 
 
@@ -140,16 +162,30 @@ def test_best_epoch_selection_keeps_the_epoch_with_the_best_recall(run):
     best = selection["best_epoch"]
     assert recalls[best - 1] == max(recalls) and best == 1 + recalls.index(max(recalls))
     assert best != 3, f"this run's recalls {recalls} should make an earlier epoch the best, or the test proves nothing"
-    kept, best_checkpoint, last = (load_file(str(folder / "model.safetensors")) for folder in (run, run / "checkpoints" / f"step-{3 * best}", run / "checkpoints" / "step-9"))
+    kept, best_checkpoint, last = (
+        load_file(str(folder / "model.safetensors"))
+        for folder in (run, run / "checkpoints" / f"step-{3 * best}", run / "checkpoints" / "step-9")
+    )
     assert all(torch.equal(kept[name], best_checkpoint[name]) for name in kept)
     assert not all(torch.equal(kept[name], last[name]) for name in kept)
     assert f"epoch {best} of 3" in (run / "README.md").read_text()
 
 
 def test_a_caption_without_a_swap_gets_no_negative_and_no_copy_of_itself(spacy_parser, start_model, tmp_path):
-    captions = ["a red circle to the left of a blue square", "a circle", "a green star above a yellow triangle", "a square"]
+    captions = [
+        "a red circle to the left of a blue square",
+        "a circle",
+        "a green star above a yellow triangle",
+        "a square",
+    ]
     colours = ["red", "green", "blue", "yellow"]
-    data = Dataset.from_dict({"image": [Image.new("RGB", (40, 48), colour) for colour in colours], "caption": captions, "image_id": ["a", "b", "c", "d"]})
+    data = Dataset.from_dict(
+        {
+            "image": [Image.new("RGB", (40, 48), colour) for colour in colours],
+            "caption": captions,
+            "image_id": ["a", "b", "c", "d"],
+        }
+    )
     negatives = swap_negatives(captions, nlp=spacy_parser, per_caption=2)
     assert negatives[1] == [] and negatives[3] == [] and negatives[0] and negatives[2]
     args = NegCLIPTrainingArguments(batch_size=4, seed=0)
@@ -169,7 +205,9 @@ def test_a_caption_without_a_swap_gets_no_negative_and_no_copy_of_itself(spacy_p
     kept_negatives = output.negative_text_embeds[inputs["negative_mask"]]
     logits = scale * output.image_embeds @ torch.cat([output.text_embeds, kept_negatives]).t()
     labels = torch.arange(len(output.image_embeds))
-    reference = (F.cross_entropy(logits, labels) + F.cross_entropy(scale * output.text_embeds @ output.image_embeds.t(), labels)) / 2
+    reference = (
+        F.cross_entropy(logits, labels) + F.cross_entropy(scale * output.text_embeds @ output.image_embeds.t(), labels)
+    ) / 2
     assert float(loss) == pytest.approx(float(reference), rel=1e-5)
     unmasked = NegCLIPLoss()(output.image_embeds, output.text_embeds, scale, output.negative_text_embeds)
     assert float(unmasked) != pytest.approx(float(reference), rel=1e-5)
@@ -180,7 +218,9 @@ def test_the_neighbour_brings_one_of_its_captions(scenes, start_model, tmp_path)
     args = _arguments(scenes, start_model, tmp_path / "unused", hard_negatives=False)
     image_ids = data["image_id"]
     first_rows = {image_id: image_ids.index(image_id) for image_id in image_ids}
-    neighbours = [[first_rows[image_ids[(row + 3) % 72]]] for row in range(72)]  # one neighbour image, named by its first row
+    neighbours = [
+        [first_rows[image_ids[(row + 3) % 72]]] for row in range(72)
+    ]  # one neighbour image, named by its first row
     batches = NegCLIPBatches(data, args, None, neighbours, _processor(start_model), epoch=0)
     picked = [batches.neighbour_of(row) for row in range(72)]
     assert all(image_ids[pick] == image_ids[neighbours[row][0]] for row, pick in enumerate(picked))
@@ -217,20 +257,52 @@ def _released_file(folder: Path, rows: int = 8) -> Path:
             first, second = words[row % 4], words[(row + 1) % 4]
             caption = f"a red {first} to the left of a blue {second}"
             negatives = [f"a red {second} to the left of a blue {first}", f"it 's a {second}"] if row % 3 else []
-            writer.writerow([row, caption, name, repr(negatives), repr([(row + 1) % rows, (row + 2) % rows, (row + 3) % rows])])
+            writer.writerow(
+                [row, caption, name, repr(negatives), repr([(row + 1) % rows, (row + 2) % rows, (row + 3) % rows])]
+            )
     return folder / "valid_neg_clip.tsv"
 
 
 def test_training_straight_from_the_authors_file(start_model, tmp_path):
     path = _released_file(tmp_path / "released")
     data, negatives, neighbours = load_released(path)
-    assert len(data) == 8 and data[0]["image"].size == (40, 30) and data[1]["caption"] == "a red square to the left of a blue star"
-    assert negatives[0] == [] and negatives[1] == ["a red star to the left of a blue square", "it 's a star"] and neighbours[7] == [0, 1, 2]
+    assert (
+        len(data) == 8
+        and data[0]["image"].size == (40, 30)
+        and data[1]["caption"] == "a red square to the left of a blue star"
+    )
+    assert (
+        negatives[0] == []
+        and negatives[1] == ["a red star to the left of a blue square", "it 's a star"]
+        and neighbours[7] == [0, 1, 2]
+    )
     output = tmp_path / "from-file"
-    assert main([
-        "train", "--train-file", str(path), "--validation-file", str(path), "--model-name-or-path", str(start_model),
-        "--output-dir", str(output), "--batch-size", "4", "--epochs", "2", "--warmup-steps", "1", "--learning-rate", "1e-3", "--report-to", "none",
-    ]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train-file",
+                str(path),
+                "--validation-file",
+                str(path),
+                "--model-name-or-path",
+                str(start_model),
+                "--output-dir",
+                str(output),
+                "--batch-size",
+                "4",
+                "--epochs",
+                "2",
+                "--warmup-steps",
+                "1",
+                "--learning-rate",
+                "1e-3",
+                "--report-to",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert len(_log(output)) == 4
     assert json.loads((output / "training_results.json").read_text())["selection"]["best_epoch"] in (1, 2)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Value, load_dataset
+from datasets import ClassLabel, Dataset, Features, Value, load_dataset
+from datasets import Image as ImageFeature
 from PIL import Image, ImageDraw
 from transformers import CLIPModel, CLIPProcessor
 
@@ -22,10 +23,34 @@ from aro.metrics.scoring.retrieval import ranks_of_truth, recall_at
 # Captions in the tiny CLIP's words, five per image; images 0 and 1 share a caption, so image-to-text has exact ties.
 SHARED = "a red circle above a blue square"
 CAPTIONS = [
-    [SHARED, "the red circle is above the square", "a blue square below a red circle", "a circle and a square", "red and blue"],
-    [SHARED, "a green triangle left of a star", "the star is right of a green triangle", "a small green triangle", "a star"],
-    ["a large yellow star", "the yellow star is above a circle", "a circle below a large star", "yellow and green", "a green circle"],
-    ["a blue triangle to the left of a red square", "the red square is right of the triangle", "blue and red", "a small square", "a triangle"],
+    [
+        SHARED,
+        "the red circle is above the square",
+        "a blue square below a red circle",
+        "a circle and a square",
+        "red and blue",
+    ],
+    [
+        SHARED,
+        "a green triangle left of a star",
+        "the star is right of a green triangle",
+        "a small green triangle",
+        "a star",
+    ],
+    [
+        "a large yellow star",
+        "the yellow star is above a circle",
+        "a circle below a large star",
+        "yellow and green",
+        "a green circle",
+    ],
+    [
+        "a blue triangle to the left of a red square",
+        "the red square is right of the triangle",
+        "blue and red",
+        "a small square",
+        "a triangle",
+    ],
 ]
 COLOURS = [(220, 40, 40), (40, 170, 60), (235, 200, 30), (40, 80, 220)]
 
@@ -60,7 +85,12 @@ def karpathy_sources(tmp_path_factory) -> AroSources:
 def built(karpathy_sources, tmp_path_factory, spacy_nlp) -> Path:
     out = tmp_path_factory.mktemp("built") / "aro"
     counts, _ = build_aro(out, karpathy_sources, spacy_pipeline=spacy_nlp, seed=0)
-    assert counts == {("coco_order", "test"): 20, ("flickr30k_order", "test"): 20, ("coco_retrieval", "test"): 4, ("flickr30k_retrieval", "test"): 4}
+    assert counts == {
+        ("coco_order", "test"): 20,
+        ("flickr30k_order", "test"): 20,
+        ("coco_retrieval", "test"): 4,
+        ("flickr30k_retrieval", "test"): 4,
+    }
     return out
 
 
@@ -77,14 +107,24 @@ def test_retrieval_configs_hold_each_image_once_with_its_captions_shuffled_as_in
     order = {row["caption_id"]: row["caption_options"] for row in load_dataset(str(built), "coco_order", split="test")}
     for row in retrieval:
         perturbed = row["perturbed_captions"]
-        assert list(perturbed) == ["shuffle_nouns_and_adjectives", "shuffle_all_but_nouns_and_adjectives", "shuffle_within_trigrams", "shuffle_trigrams"]
+        assert list(perturbed) == [
+            "shuffle_nouns_and_adjectives",
+            "shuffle_all_but_nouns_and_adjectives",
+            "shuffle_within_trigrams",
+            "shuffle_trigrams",
+        ]
         for k, (caption_id, caption) in enumerate(zip(row["caption_ids"], row["captions"])):
             tokens = sorted(token.text for token in spacy_nlp(caption))
             # The same shuffles as the Order config's, caption by caption (one seed rule).
             assert order[caption_id] == [caption] + [perturbed[name][k] for name in perturbed]
             for name in perturbed:
                 assert sorted(perturbed[name][k].split()) == tokens  # a permutation of the caption's words
-    assert load_dataset(str(built), "flickr30k_retrieval", split="test")["image_id"] == ["flickr0", "flickr1", "flickr2", "flickr3"]
+    assert load_dataset(str(built), "flickr30k_retrieval", split="test")["image_id"] == [
+        "flickr0",
+        "flickr1",
+        "flickr2",
+        "flickr3",
+    ]
     assert "config_name: coco_retrieval" in (built / "README.md").read_text()
 
 
@@ -116,7 +156,24 @@ def brute_force_recalls(similarity: np.ndarray, right: np.ndarray, ks) -> dict:
 
 def test_cli_recall_equals_a_brute_force_ranking_for_every_caption_variant(built, tiny_clip_dir, tmp_path, capsys):
     out = tmp_path / "retrieval"
-    assert main(["retrieval", "--model", str(tiny_clip_dir), "--dataset", str(built), "--config", "coco_retrieval", "--num-workers", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "retrieval",
+                "--model",
+                str(tiny_clip_dir),
+                "--dataset",
+                str(built),
+                "--config",
+                "coco_retrieval",
+                "--num-workers",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "shuffle_trigrams" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert (out / "results.md").exists() and Image.open(out / "retrieval.png").size[0] > 500
@@ -127,7 +184,12 @@ def test_cli_recall_equals_a_brute_force_ranking_for_every_caption_variant(built
     model, processor = CLIPModel.from_pretrained(tiny_clip_dir).eval(), CLIPProcessor.from_pretrained(tiny_clip_dir)
     data = load_dataset(str(built), "coco_retrieval", split="test")
     with torch.no_grad():
-        images = np.stack([model.get_image_features(**processor(images=[image], return_tensors="pt")).pooler_output[0].numpy() for image in data["image"]])
+        images = np.stack(
+            [
+                model.get_image_features(**processor(images=[image], return_tensors="pt")).pooler_output[0].numpy()
+                for image in data["image"]
+            ]
+        )
 
     @torch.no_grad()
     def text(caption: str) -> np.ndarray:
@@ -143,7 +205,10 @@ def test_cli_recall_equals_a_brute_force_ranking_for_every_caption_variant(built
         texts = np.stack([text(caption) for caption in captions])
         similarity = (texts / np.linalg.norm(texts, axis=1, keepdims=True)) @ images.T
         right = owner[:, None] == np.arange(4)[None, :]
-        expected = {"text_to_image": brute_force_recalls(similarity, right, (1, 5, 10)), "image_to_text": brute_force_recalls(similarity.T, right.T, (1, 5, 10))}
+        expected = {
+            "text_to_image": brute_force_recalls(similarity, right, (1, 5, 10)),
+            "image_to_text": brute_force_recalls(similarity.T, right.T, (1, 5, 10)),
+        }
         assert retrieval["variants"][name] == expected, name  # shares of queries: exact
         for recalls in retrieval["variants"][name].values():
             assert recalls["recall@1"] <= recalls["recall@5"] <= recalls["recall@10"]  # monotone in k
@@ -152,7 +217,22 @@ def test_cli_recall_equals_a_brute_force_ranking_for_every_caption_variant(built
 
 
 def test_retrieval_refuses_a_dataset_without_retrieval_columns(built, tiny_clip_dir, capsys):
-    assert main(["retrieval", "--model", str(tiny_clip_dir), "--dataset", str(built), "--config", "coco_order", "--num-workers", "0"]) == 2
+    assert (
+        main(
+            [
+                "retrieval",
+                "--model",
+                str(tiny_clip_dir),
+                "--dataset",
+                str(built),
+                "--config",
+                "coco_order",
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "a retrieval config needs" in capsys.readouterr().err
 
 
@@ -162,18 +242,44 @@ def test_zero_shot_accuracy_equals_a_hand_computed_case(tiny_clip_dir, tmp_path)
     folder = tmp_path / "shapes"
     folder.mkdir()
     features = Features({"picture": ImageFeature(), "shape": ClassLabel(names=names), "note": Value("string")})
-    Dataset.from_dict({"picture": [draw(index % 4) for index in range(6)], "shape": labels, "note": ["x"] * 6}, features=features).to_parquet(folder / "test.parquet")
+    Dataset.from_dict(
+        {"picture": [draw(index % 4) for index in range(6)], "shape": labels, "note": ["x"] * 6}, features=features
+    ).to_parquet(folder / "test.parquet")
     out = tmp_path / "zero-shot"
-    argv = ["retrieval", "--model", str(tiny_clip_dir), "--zero-shot", str(folder), "--image-column", "picture", "--label-column", "shape",
-            "--templates", "a {}", "the {} is red", "--num-workers", "0", "--out", str(out)]
+    argv = [
+        "retrieval",
+        "--model",
+        str(tiny_clip_dir),
+        "--zero-shot",
+        str(folder),
+        "--image-column",
+        "picture",
+        "--label-column",
+        "shape",
+        "--templates",
+        "a {}",
+        "the {} is red",
+        "--num-workers",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())["zero_shot"]
 
     # By hand: a class is the normalised mean of its two templates' normalised features; the best class wins.
     model, processor = CLIPModel.from_pretrained(tiny_clip_dir).eval(), CLIPProcessor.from_pretrained(tiny_clip_dir)
     with torch.no_grad():
-        texts = model.get_text_features(**processor(text=[f"a {name}" for name in names] + [f"the {name} is red" for name in names], return_tensors="pt", padding=True)).pooler_output
-        images = model.get_image_features(**processor(images=[draw(index % 4) for index in range(6)], return_tensors="pt")).pooler_output
+        texts = model.get_text_features(
+            **processor(
+                text=[f"a {name}" for name in names] + [f"the {name} is red" for name in names],
+                return_tensors="pt",
+                padding=True,
+            )
+        ).pooler_output
+        images = model.get_image_features(
+            **processor(images=[draw(index % 4) for index in range(6)], return_tensors="pt")
+        ).pooler_output
     texts = torch.nn.functional.normalize(texts, dim=-1)
     classes = torch.nn.functional.normalize(texts[:3] + texts[3:], dim=-1)
     predicted = (torch.nn.functional.normalize(images, dim=-1) @ classes.T).argmax(dim=1).tolist()
@@ -185,8 +291,13 @@ def test_zero_shot_accuracy_equals_a_hand_computed_case(tiny_clip_dir, tmp_path)
 def test_zero_shot_names_a_missing_column_and_a_template_without_a_slot(tiny_clip_dir, tmp_path, capsys):
     folder = tmp_path / "shapes"
     folder.mkdir()
-    Dataset.from_dict({"img": [draw(0)], "label": [0]}, features=Features({"img": ImageFeature(), "label": ClassLabel(names=["circle"])})).to_parquet(folder / "test.parquet")
-    assert main(["retrieval", "--model", str(tiny_clip_dir), "--zero-shot", str(folder), "--label-column", "shape"]) == 2
+    Dataset.from_dict(
+        {"img": [draw(0)], "label": [0]},
+        features=Features({"img": ImageFeature(), "label": ClassLabel(names=["circle"])}),
+    ).to_parquet(folder / "test.parquet")
+    assert (
+        main(["retrieval", "--model", str(tiny_clip_dir), "--zero-shot", str(folder), "--label-column", "shape"]) == 2
+    )
     assert "has no column 'shape'" in capsys.readouterr().err
     assert main(["retrieval", "--model", str(tiny_clip_dir), "--zero-shot", str(folder), "--templates", "a photo"]) == 2
     assert "needs a {} where the class name goes" in capsys.readouterr().err
@@ -204,10 +315,27 @@ def test_card_of_a_trained_model_reports_retrieval_beside_its_base_model(built, 
     (trained / "training_args.json").write_text(json.dumps(asdict(args)))
     common = ["--dataset", str(built), "--config", "coco_retrieval", "--num-workers", "0"]
     assert main(["retrieval", "--model", str(tiny_clip_dir), *common, "--out", str(tmp_path / "base")]) == 0
-    assert main(["retrieval", "--model", str(trained), *common, "--out", str(tmp_path / "ours"), "--card", "--base-results", str(tmp_path / "base" / "results.json")]) == 0
+    assert (
+        main(
+            [
+                "retrieval",
+                "--model",
+                str(trained),
+                *common,
+                "--out",
+                str(tmp_path / "ours"),
+                "--card",
+                "--base-results",
+                str(tmp_path / "base" / "results.json"),
+            ]
+        )
+        == 0
+    )
     card = (trained / "README.md").read_text()
     assert "## Retrieval and zero-shot" in card and "the change from the base model" in card and str(built) not in card
-    ours = json.loads((tmp_path / "ours" / "results.json").read_text())["retrieval"]["variants"]["shuffle_trigrams"]["text_to_image"]["recall@1"]
+    ours = json.loads((tmp_path / "ours" / "results.json").read_text())["retrieval"]["variants"]["shuffle_trigrams"][
+        "text_to_image"
+    ]["recall@1"]
     assert f"| shuffle_trigrams | {ours:.3f} (+0.000) |" in card  # the same weights: nothing kept or lost
 
 
@@ -215,12 +343,45 @@ def test_two_processes_retrieve_and_classify_as_one(built, tiny_clip_dir, tmp_pa
     shapes = tmp_path / "shapes"
     shapes.mkdir()
     features = Features({"img": ImageFeature(), "label": ClassLabel(names=["circle", "square", "triangle"])})
-    Dataset.from_dict({"img": [draw(index % 4) for index in range(5)], "label": [0, 1, 2, 0, 1]}, features=features).to_parquet(shapes / "test.parquet")
-    argv = ["retrieval", "--model", str(tiny_clip_dir), "--dataset", str(built), "--zero-shot", str(shapes), "--num-workers", "0", "--batch-size", "3"]
-    environment = os.environ | {"ACCELERATE_USE_CPU": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    Dataset.from_dict(
+        {"img": [draw(index % 4) for index in range(5)], "label": [0, 1, 2, 0, 1]}, features=features
+    ).to_parquet(shapes / "test.parquet")
+    argv = [
+        "retrieval",
+        "--model",
+        str(tiny_clip_dir),
+        "--dataset",
+        str(built),
+        "--zero-shot",
+        str(shapes),
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "3",
+    ]
+    environment = os.environ | {
+        "ACCELERATE_USE_CPU": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aro.cli", *argv, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env=environment, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "aro.cli",
+            *argv,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("| shuffle_trigrams |") == 1, run.stdout  # the table printed once, by the main process

@@ -6,17 +6,22 @@ import json
 
 import numpy as np
 import pytest
-from datasets import Dataset, Features, Image as ImageFeature, Value
+from conftest import TINY_WORDS, random_image
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
 
 from aro.cli import main
 from aro.metrics.scoring import Scorer, predict, score_items
 from aro.metrics.scoring.evaluation import evaluate_model
 from aro.models.tiny_clip import make_tiny_clip
 
-from conftest import TINY_WORDS, random_image
-
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-CAPTIONS = ["a red circle", "a blue square", "a red circle to the left of a blue square", "a blue square to the left of a red circle"]
+CAPTIONS = [
+    "a red circle",
+    "a blue square",
+    "a red circle to the left of a blue square",
+    "a blue square to the left of a red circle",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +33,14 @@ def vg_dataset():
         "false_caption": [CAPTIONS[(index + 1) % 4] for index in range(10)],
         "relation_name": ["left of" if index % 2 else "on" for index in range(10)],
     }
-    features = Features({"image": ImageFeature(), "true_caption": Value("string"), "false_caption": Value("string"), "relation_name": Value("string")})
+    features = Features(
+        {
+            "image": ImageFeature(),
+            "true_caption": Value("string"),
+            "false_caption": Value("string"),
+            "relation_name": Value("string"),
+        }
+    )
     return Dataset.from_dict(rows, features=features)
 
 
@@ -49,7 +61,9 @@ def test_models_without_two_towers_get_a_clear_error():
 
 def test_a_dataset_without_aro_columns_is_refused(vg_dataset):
     model, processor = clip_family()
-    with pytest.raises(ValueError, match="needs `image` and either `caption_options` or `true_caption` and `false_caption`"):
+    with pytest.raises(
+        ValueError, match="needs `image` and either `caption_options` or `true_caption` and `false_caption`"
+    ):
         score_items(model, processor, vg_dataset.remove_columns("false_caption"))
 
 
@@ -75,7 +89,13 @@ def aro_folder(tmp_path_factory):
     from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
 
     folder = tmp_path_factory.mktemp("synthetic") / "aro"
-    build_synthetic_aro(folder, seed=0, sizes=SyntheticSizes(train_scenes=8, test_scenes=4, relation_per_relation=5, attribution_per_pair=1, order_captions=6))
+    build_synthetic_aro(
+        folder,
+        seed=0,
+        sizes=SyntheticSizes(
+            train_scenes=8, test_scenes=4, relation_per_relation=5, attribution_per_pair=1, order_captions=6
+        ),
+    )
     return folder
 
 
@@ -85,7 +105,26 @@ def test_evaluate_model_and_cli_write_json_table_plots_and_model_index(aro_folde
     assert results["configs"]["relation"]["num_items"] == 20 and results["image_processor"] == "CLIPImageProcessorPil"
 
     out = tmp_path / "eval"
-    assert main(["eval", "--model", str(tiny_clip_dir), "--dataset", str(aro_folder), "--dataset-id", "org/aro", "--config", "relation,coco_order", "--num-workers", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_clip_dir),
+                "--dataset",
+                str(aro_folder),
+                "--dataset-id",
+                "org/aro",
+                "--config",
+                "relation,coco_order",
+                "--num-workers",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| relation |" in printed and "| coco_order |" in printed
     saved = json.loads((out / "results.json").read_text())

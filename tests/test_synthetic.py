@@ -24,7 +24,10 @@ def test_relation_caption_matches_the_pixels(index):
     # "a <colour> <shape> <relation words> a <colour> <shape>": read both colours back from the caption.
     subject_colour, object_colour = words[1], words[-2]
     assert {subject_colour, object_colour} <= set(COLOURS)
-    (subject_x, subject_y), (object_x, object_y) = colour_centroid(scene.image, subject_colour), colour_centroid(scene.image, object_colour)
+    (subject_x, subject_y), (object_x, object_y) = (
+        colour_centroid(scene.image, subject_colour),
+        colour_centroid(scene.image, object_colour),
+    )
     expected = {
         "to the left of": subject_x < object_x,
         "to the right of": subject_x > object_x,
@@ -52,7 +55,12 @@ def test_attribute_caption_binds_colour_to_shape_as_drawn():
 
 def test_every_shape_is_drawn_in_one_of_its_usual_colours():
     drawn = [draw_scene(random.Random(index)) for index in range(100)]
-    drawn += [draw_scene(random.Random(0), colours=(first, second)) for first in COLOURS for second in COLOURS if first != second]
+    drawn += [
+        draw_scene(random.Random(0), colours=(first, second))
+        for first in COLOURS
+        for second in COLOURS
+        if first != second
+    ]
     for scene in drawn:
         for thing in (scene.subject, scene.object):
             assert thing.colour in USUAL_COLOURS[thing.shape], thing
@@ -86,7 +94,9 @@ def test_every_caption_word_is_in_the_world_vocabulary():
             assert set(caption.split()) <= vocabulary
 
 
-TINY = synthetic.SyntheticSizes(train_scenes=6, test_scenes=3, relation_per_relation=2, attribution_per_pair=1, order_captions=5)
+TINY = synthetic.SyntheticSizes(
+    train_scenes=6, test_scenes=3, relation_per_relation=2, attribution_per_pair=1, order_captions=5
+)
 
 
 def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(tmp_path, spacy_nlp):
@@ -97,10 +107,19 @@ def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(
     from aro.builders.schema import CONFIG_FEATURES
 
     def digest(folder):
-        return {path.name + path.parent.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.rglob("*.parquet"))}
+        return {
+            path.name + path.parent.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*.parquet"))
+        }
 
-    counts = synthetic.build_synthetic_aro(tmp_path / "one", seed=5, sizes=TINY, spacy_pipeline=spacy_nlp.meta["lang"] + "_" + spacy_nlp.meta["name"])
-    assert counts[("relation", "test")] == 8 and counts[("attribution", "test")] == 56 and counts[("scenes", "train")] == 18
+    counts = synthetic.build_synthetic_aro(
+        tmp_path / "one", seed=5, sizes=TINY, spacy_pipeline=spacy_nlp.meta["lang"] + "_" + spacy_nlp.meta["name"]
+    )
+    assert (
+        counts[("relation", "test")] == 8
+        and counts[("attribution", "test")] == 56
+        and counts[("scenes", "train")] == 18
+    )
     synthetic.build_synthetic_aro(tmp_path / "two", seed=5, sizes=TINY)
     synthetic.build_synthetic_aro(tmp_path / "other", seed=6, sizes=TINY)
     assert digest(tmp_path / "one") == digest(tmp_path / "two") != digest(tmp_path / "other")
@@ -114,7 +133,11 @@ def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(
     retrieval = load_dataset(str(tmp_path / "one"), "coco_retrieval", split="test")
     assert retrieval["image_id"] == load_dataset(str(tmp_path / "one"), "scenes", split="test").unique("image_id")
     order = load_dataset(str(tmp_path / "one"), "coco_order", split="test")
-    assert all(sorted(option.split()) == sorted(row["caption_options"][0].split()) for row in order for option in row["caption_options"])
+    assert all(
+        sorted(option.split()) == sorted(row["caption_options"][0].split())
+        for row in order
+        for option in row["caption_options"]
+    )
     scenes = load_dataset(str(tmp_path / "one"), "scenes")
     assert set(scenes) == {"train", "test"} and scenes["train"][0]["image"].size == (64, 64)
 
@@ -125,5 +148,11 @@ def test_a_folder_rebuilt_in_place_is_read_afresh(tmp_path):
     folder = tmp_path / "data"
     synthetic.build_synthetic_aro(folder, sizes=TINY)
     assert len(load_split(str(folder), "scenes", "train")) == 18
-    synthetic.build_synthetic_aro(folder, sizes=synthetic.SyntheticSizes(train_scenes=4, test_scenes=1, relation_per_relation=1, attribution_per_pair=1, order_captions=1), overwrite=True)
+    synthetic.build_synthetic_aro(
+        folder,
+        sizes=synthetic.SyntheticSizes(
+            train_scenes=4, test_scenes=1, relation_per_relation=1, attribution_per_pair=1, order_captions=1
+        ),
+        overwrite=True,
+    )
     assert len(load_split(str(folder), "scenes", "train")) == 12

@@ -43,12 +43,16 @@ def test_train_refuses_an_output_dir_that_is_a_file(train_argv, tmp_path, capsys
 
 def test_an_args_file_sets_options_and_later_flags_override_it(train_argv, tmp_path, capsys):
     (tmp_path / "run.yaml").write_text("batch_size: 0\nneighbours: 0\n")
-    assert "--batch-size must be at least 1" in _error(capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "run.yaml"])
+    assert "--batch-size must be at least 1" in _error(
+        capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "run.yaml"]
+    )
     error = _error(capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "run.yaml", "--batch-size", "4"])
     assert "--neighbours must be at least 1" in error
     # YAML reads 1e-5 as a string; converted as the flag converts it, it passes the check of the learning rate.
     (tmp_path / "rate.yaml").write_text("learning_rate: 1e-5\nwarmup_steps: -1\n")
-    assert "--warmup-steps and --num-workers cannot be negative" in _error(capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "rate.yaml"])
+    assert "--warmup-steps and --num-workers cannot be negative" in _error(
+        capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "rate.yaml"]
+    )
     (tmp_path / "bad.json").write_text('{"batch_sise": 4}')
     with pytest.raises(SystemExit):
         main([*train_argv(tmp_path / "run"), "--args-file", str(tmp_path / "bad.json")])
@@ -66,16 +70,32 @@ def test_an_args_file_sets_options_and_later_flags_override_it(train_argv, tmp_p
 )
 def test_mine_refuses_bad_input_in_one_line(flags, message, scenes, start_model, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["mine", "--dataset", scenes, "--dataset-config", "scenes", "--clip-model", start_model, "--out", tmp_path / "cache.parquet", *flags]
+    argv = [
+        "mine",
+        "--dataset",
+        scenes,
+        "--dataset-config",
+        "scenes",
+        "--clip-model",
+        start_model,
+        "--out",
+        tmp_path / "cache.parquet",
+        *flags,
+    ]
     assert message in _error(capsys, argv)
     assert not (tmp_path / "cache.parquet").exists()
 
 
 def test_mine_refuses_an_out_that_is_a_folder(scenes, start_model, tmp_path, capsys):
-    assert "is a folder" in _error(capsys, ["mine", "--dataset", scenes, "--dataset-config", "scenes", "--clip-model", start_model, "--out", tmp_path])
+    assert "is a folder" in _error(
+        capsys,
+        ["mine", "--dataset", scenes, "--dataset-config", "scenes", "--clip-model", start_model, "--out", tmp_path],
+    )
 
 
-@pytest.mark.parametrize("command, classes", [("train", [NegCLIPTrainingArguments]), ("mine", [MiningParameters, MiningOutput])])
+@pytest.mark.parametrize(
+    "command, classes", [("train", [NegCLIPTrainingArguments]), ("mine", [MiningParameters, MiningOutput])]
+)
 def test_every_option_has_help_and_states_its_default(command, classes, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -97,16 +117,41 @@ def test_flags_fill_the_dataclasses_as_hf_argument_parser_does():
     from aro.models.negclip.cli import _add_dataclass_parser, _instances
 
     flags = [
-        "--dataset", "./coco", "--no-hard-negatives", "--augment", "false", "--select_best", "--eval-configs", "relation", "coco_order",
-        "--mixed-precision", "bf16", "--learning-rate", "1e-5", "--max-steps", "7", "--mining-cache", "cache.parquet",
+        "--dataset",
+        "./coco",
+        "--no-hard-negatives",
+        "--augment",
+        "false",
+        "--select_best",
+        "--eval-configs",
+        "relation",
+        "coco_order",
+        "--mixed-precision",
+        "bf16",
+        "--learning-rate",
+        "1e-5",
+        "--max-steps",
+        "7",
+        "--mining-cache",
+        "cache.parquet",
     ]
     subparsers = argparse.ArgumentParser().add_subparsers()
-    (ours,) = _instances(_add_dataclass_parser(subparsers, "train", (NegCLIPTrainingArguments,), "train").parse_args(flags))
+    (ours,) = _instances(
+        _add_dataclass_parser(subparsers, "train", (NegCLIPTrainingArguments,), "train").parse_args(flags)
+    )
     (reference,) = HfArgumentParser(NegCLIPTrainingArguments).parse_args_into_dataclasses(flags)
     assert ours == reference
-    assert (ours.hard_negatives, ours.augment, ours.eval_configs, ours.learning_rate, ours.max_steps) == (False, False, ["relation", "coco_order"], 1e-5, 7)
+    assert (ours.hard_negatives, ours.augment, ours.eval_configs, ours.learning_rate, ours.max_steps) == (
+        False,
+        False,
+        ["relation", "coco_order"],
+        1e-5,
+        7,
+    )
     with pytest.raises(SystemExit):
-        _add_dataclass_parser(subparsers, "again", (NegCLIPTrainingArguments,), "train").parse_args(["--mixed-precision", "fp8"])
+        _add_dataclass_parser(subparsers, "again", (NegCLIPTrainingArguments,), "train").parse_args(
+            ["--mixed-precision", "fp8"]
+        )
     mining = _add_dataclass_parser(subparsers, "mine", (MiningParameters, MiningOutput), "mine")
     with pytest.raises(SystemExit):
         mining.parse_args([])  # --dataset has no default

@@ -38,9 +38,17 @@ def build_interface(module):
     return gr.Interface(
         fn=lambda *inputs: compute(module, *inputs),
         inputs=[
-            gr.Textbox(label="predictions", placeholder="0, 1, 0, -1", info="index of the chosen caption per item; -1 for a tie"),
+            gr.Textbox(
+                label="predictions",
+                placeholder="0, 1, 0, -1",
+                info="index of the chosen caption per item; -1 for a tie",
+            ),
             gr.Textbox(label="references", placeholder="0, 0, 0, 0", info="index of the true caption per item"),
-            gr.Textbox(label="groups (optional)", placeholder="on, on, holding, holding", info="relation or attribute pair per item"),
+            gr.Textbox(
+                label="groups (optional)",
+                placeholder="on, on, holding, holding",
+                info="relation or attribute pair per item",
+            ),
             gr.Dropdown(CONFIG_CHOICES, value="relation", label="config"),
             gr.Dropdown(PROTOCOL_CHOICES, value="paper", label="protocol"),
         ],

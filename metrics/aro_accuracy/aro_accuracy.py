@@ -72,7 +72,10 @@ class AroAccuracy(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             # Groups are a compute argument rather than a feature, so that the Order sets can leave them out.
             features=datasets.Features({"predictions": datasets.Value("int32"), "references": datasets.Value("int32")}),
-            reference_urls=["https://arxiv.org/abs/2210.01936", "https://github.com/mertyg/vision-language-models-are-bows"],
+            reference_urls=[
+                "https://arxiv.org/abs/2210.01936",
+                "https://github.com/mertyg/vision-language-models-are-bows",
+            ],
         )
 
     @property
@@ -84,9 +87,12 @@ class AroAccuracy(evaluate.Metric):
         """As `evaluate.Metric.compute`; with `model_id=...` the model is scored on `dataset` first."""
         kwargs.setdefault("config", self.aro_config)
         if "model_id" in kwargs:
-            predictions, references, groups = score_model(kwargs.pop("model_id"), config=kwargs["config"], protocol=kwargs.get("protocol", "paper"), **{
-                key: kwargs.pop(key) for key in list(kwargs) if key in SCORING_OPTIONS
-            })
+            predictions, references, groups = score_model(
+                kwargs.pop("model_id"),
+                config=kwargs["config"],
+                protocol=kwargs.get("protocol", "paper"),
+                **{key: kwargs.pop(key) for key in list(kwargs) if key in SCORING_OPTIONS},
+            )
             if groups is not None:
                 kwargs["groups"] = groups
         return super().compute(predictions=predictions, references=references, **kwargs)
@@ -95,7 +101,9 @@ class AroAccuracy(evaluate.Metric):
         return accuracy_results(predictions, references, groups=groups, config=config, protocol=protocol)
 
 
-def score_model(model_id, dataset, config, split="test", revision=None, trust_remote_code=False, protocol="paper", **runtime_options):
+def score_model(
+    model_id, dataset, config, split="test", revision=None, trust_remote_code=False, protocol="paper", **runtime_options
+):
     """Predictions, references and groups of `model_id` on `config` of `dataset`, scored by the aro library (ties
     predicted by `protocol`'s rule), over the items that have a negative (an option with the true caption's text is
     none)."""
@@ -105,8 +113,12 @@ def score_model(model_id, dataset, config, split="test", revision=None, trust_re
         raise ImportError(INSTALL_HINT) from None
     if isinstance(dataset, str):
         if config is None:
-            raise ValueError("scoring a model on a dataset by name needs a config: evaluate.load('aro_accuracy', 'relation')")
+            raise ValueError(
+                "scoring a model on a dataset by name needs a config: evaluate.load('aro_accuracy', 'relation')"
+            )
         dataset = load_split(dataset, config, split)
     model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code)
-    scored = score_items(model, processor, dataset, group_column=GROUP_COLUMNS.get(config), protocol=protocol, **runtime_options)
+    scored = score_items(
+        model, processor, dataset, group_column=GROUP_COLUMNS.get(config), protocol=protocol, **runtime_options
+    )
     return scored.counted()  # items whose every option equals the true caption cannot be won: left out

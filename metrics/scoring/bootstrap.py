@@ -38,7 +38,9 @@ class Bootstrap:
             drawn = rng.integers(0, num_items, (batch, num_items)) + np.arange(batch)[:, None] * num_items
             yield np.bincount(drawn.ravel(), minlength=batch * num_items).reshape(batch, num_items).astype(float)
 
-    def intervals(self, num_items: int, statistics: Callable[[np.ndarray], np.ndarray]) -> list[tuple[float, float] | None]:
+    def intervals(
+        self, num_items: int, statistics: Callable[[np.ndarray], np.ndarray]
+    ) -> list[tuple[float, float] | None]:
         """Intervals of the columns of `statistics(weights)`, a [B] or [B, S] array for a [B, N] batch of weights.
 
         A statistic is NaN on a draw that leaves it undefined (a group that drew no item); such draws are left out
@@ -46,12 +48,16 @@ class Bootstrap:
         """
         if self.draws <= 0 or num_items == 0:
             return []
-        draws = np.concatenate([np.asarray(statistics(batch), dtype=float).reshape(len(batch), -1) for batch in self.weights(num_items)])
+        draws = np.concatenate(
+            [np.asarray(statistics(batch), dtype=float).reshape(len(batch), -1) for batch in self.weights(num_items)]
+        )
         tail = (1 - self.confidence) / 2 * 100
         intervals = []
         for column in draws.T:
             column = column[~np.isnan(column)]
-            intervals.append((float(np.percentile(column, tail)), float(np.percentile(column, 100 - tail))) if len(column) else None)
+            intervals.append(
+                (float(np.percentile(column, tail)), float(np.percentile(column, 100 - tail))) if len(column) else None
+            )
         return intervals
 
 
@@ -90,7 +96,11 @@ def accuracy_intervals(
             rights = np.add.reduceat(sorted_weights * correct[order], starts, axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 per_group = np.where(sizes > 0, rights / sizes, np.nan)
-                macro = np.nanmean(np.where(kept, per_group, np.nan), axis=1) if kept.any() else np.full(len(weights), np.nan)
+                macro = (
+                    np.nanmean(np.where(kept, per_group, np.nan), axis=1)
+                    if kept.any()
+                    else np.full(len(weights), np.nan)
+                )
             columns += [macro, *per_group.T]
         if num_pairwise:
             columns += list((weights @ pairwise.astype(float) / num_items).T)
@@ -98,8 +108,17 @@ def accuracy_intervals(
 
     intervals = bootstrap.intervals(num_items, statistics)
     if not intervals:
-        return {"accuracy": None, "macro_accuracy": None, "per_group": [None] * num_groups, "pairwise": [None] * num_pairwise}
+        return {
+            "accuracy": None,
+            "macro_accuracy": None,
+            "per_group": [None] * num_groups,
+            "pairwise": [None] * num_pairwise,
+        }
     result = {"accuracy": intervals[0], "macro_accuracy": None, "per_group": [], "pairwise": intervals[1:]}
     if num_groups:
-        result["macro_accuracy"], result["per_group"], result["pairwise"] = intervals[1], intervals[2 : 2 + num_groups], intervals[2 + num_groups :]
+        result["macro_accuracy"], result["per_group"], result["pairwise"] = (
+            intervals[1],
+            intervals[2 : 2 + num_groups],
+            intervals[2 + num_groups :],
+        )
     return result

@@ -56,12 +56,16 @@ def config_numbers(
         if not get_protocol(protocol).ties_right:
             chosen.append({"option": TIE, "share": float(counts[0] / len(scores))})
         numbers["perturbations"] = {
-            "pairwise": [{"perturbation": name, "accuracy": float(column.mean())} for name, column in zip(names[1:], pairwise.T)],
+            "pairwise": [
+                {"perturbation": name, "accuracy": float(column.mean())} for name, column in zip(names[1:], pairwise.T)
+            ],
             "chosen": chosen,
         }
     intervals = accuracy_intervals(correct, group_codes, macro_groups, pairwise, bootstrap)
     numbers["accuracy_ci"] = _rounded(intervals["accuracy"])
-    numbers["macro_accuracy_ci"] = _rounded(intervals["macro_accuracy"]) if numbers["macro_accuracy"] is not None else None
+    numbers["macro_accuracy_ci"] = (
+        _rounded(intervals["macro_accuracy"]) if numbers["macro_accuracy"] is not None else None
+    )
     for row, interval in zip(numbers["per_group"], intervals["per_group"]):
         row["accuracy_ci"] = _rounded(interval)
     for row, interval in zip(numbers.get("perturbations", {}).get("pairwise", []), intervals["pairwise"]):

@@ -46,7 +46,9 @@ def check_dataset(dataset: str, configs: list[str]) -> None:
     try:
         available = get_dataset_config_names(str(folder))
     except FileNotFoundError:  # datasets' EmptyDatasetError
-        raise ValueError(f"dataset folder {dataset} holds no dataset (no Parquet files, no README.md configs)") from None
+        raise ValueError(
+            f"dataset folder {dataset} holds no dataset (no Parquet files, no README.md configs)"
+        ) from None
     missing = [config for config in configs if config not in available]
     if missing and len(available) > 1:  # a single config (a Hub copy's `default`) serves every config asked for
         raise ValueError(f"dataset folder {dataset} has no config {', '.join(missing)} (it has {', '.join(available)})")
@@ -76,7 +78,9 @@ def load_split(dataset: str, config: str | None, split: str = "test", revision: 
             raise hub_unreachable(dataset, error) from None
     folder = folder.resolve()
     files = sorted(path for path in folder.rglob("*") if path.is_file() and ".cache" not in path.parts)
-    stamp = hashlib.sha1(repr([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]).encode()).hexdigest()[:16]
+    stamp = hashlib.sha1(
+        repr([(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]).encode()
+    ).hexdigest()[:16]
     copies = Path(datasets_config.HF_DATASETS_CACHE) / "local" / hashlib.sha1(str(folder).encode()).hexdigest()[:16]
     for stale in copies.glob("*"):
         if stale.name != stamp:
@@ -111,12 +115,14 @@ class Items:
     candidates: list[list[str]]
 
     @classmethod
-    def from_dataset(cls, dataset, image_column: str = "image") -> "Items":
+    def from_dataset(cls, dataset, image_column: str = "image") -> Items:
         """The items of an ARO-shaped `datasets.Dataset`, its images deduplicated."""
         from datasets import Image as ImageFeature
 
         columns = set(dataset.column_names)
-        if image_column not in columns or not ("caption_options" in columns or {"true_caption", "false_caption"} <= columns):
+        if image_column not in columns or not (
+            "caption_options" in columns or {"true_caption", "false_caption"} <= columns
+        ):
             raise ValueError(
                 f"the dataset has columns {dataset.column_names}: an ARO config needs `{image_column}` and either "
                 "`caption_options` or `true_caption` and `false_caption`"
@@ -147,7 +153,9 @@ class Items:
 
     def pairs(self) -> list[tuple[int, str]]:
         """Every (unique image index, caption) pair, item by item, candidate by candidate."""
-        return [(self.image_of_item[item], caption) for item, options in enumerate(self.candidates) for caption in options]
+        return [
+            (self.image_of_item[item], caption) for item, options in enumerate(self.candidates) for caption in options
+        ]
 
     def unflatten(self, flat) -> np.ndarray:
         """Per-pair scores in `pairs()` order as an [N, K] array."""

@@ -142,7 +142,16 @@ def plot_retrieval(variants_by_model: dict[str, dict], path: Path, k: int = 1, t
             axes.bar(xs, values, width, label=model)
             for x, value, name in zip(xs, values, names):
                 if name != "original":
-                    axes.annotate(f"{value - values[0]:+.2f}", (x, value), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", rotation=90, fontsize=7)
+                    axes.annotate(
+                        f"{value - values[0]:+.2f}",
+                        (x, value),
+                        xytext=(0, 2),
+                        textcoords="offset points",
+                        ha="center",
+                        va="bottom",
+                        rotation=90,
+                        fontsize=7,
+                    )
         axes.set_xticks(range(len(names)), [SHORT_NAMES.get(name, name) for name in names], fontsize=8)
         axes.set_xlabel("captions: as written, then shuffled")
         axes.set_ylim(0, 1.1)

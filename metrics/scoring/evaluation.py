@@ -119,7 +119,9 @@ def evaluate_model(
     """
     get_protocol(protocol)
     configs = resolve_configs(configs)
-    runtime = Runtime(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
+    runtime = Runtime(
+        device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed
+    )
     if output_dir is not None:
         check_output_dir(Path(output_dir))
     check_dataset(dataset, configs)
@@ -134,7 +136,11 @@ def evaluate_model(
     else:
         model_name, commit = hook_name(model), None
     scorer = Scorer(model, processor, runtime, score=score, prompts=prompts)
-    blind_scorer = Scorer(*load_blind_model(blind, trust_remote_code=trust_remote_code), runtime, adapter=BlindAdapter) if blind else None
+    blind_scorer = (
+        Scorer(*load_blind_model(blind, trust_remote_code=trust_remote_code), runtime, adapter=BlindAdapter)
+        if blind
+        else None
+    )
     image_processor = scorer.adapter.image_processor
     results = {
         "model": model_name,
@@ -166,21 +172,32 @@ def evaluate_model(
         results["warnings"] += warnings
         data, rows = subsample(data, limit, seed)
         scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=protocol)
-        options = list(data[0]["perturbations"]) if "perturbations" in data.column_names else ["true_caption", "false_caption"]
+        options = (
+            list(data[0]["perturbations"])
+            if "perturbations" in data.column_names
+            else ["true_caption", "false_caption"]
+        )
         kept = scored.kept()
         groups = None if scored.groups is None else [scored.groups[item] for item in kept]
         numbers = config_numbers(scored.scores[kept], config, groups, protocol, options, bootstrap)
         numbers |= {
-            "truncated_captions": scored.truncated_captions, "unique_images": scored.unique_images, "unique_captions": scored.unique_captions,
+            "truncated_captions": scored.truncated_captions,
+            "unique_images": scored.unique_images,
+            "unique_captions": scored.unique_captions,
             # Options equal to the true caption are no negatives; items with none left are not in the accuracy.
-            "items_with_identical_options": scored.identical_options, "items_without_negative": len(scored.without_negative),
+            "items_with_identical_options": scored.identical_options,
+            "items_without_negative": len(scored.without_negative),
         } | scored.notes
         if save_scores:
             item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
-            score_tables[config] = scores_table(item_ids, scored.groups, scored.scores, options, scored.predictions, kept)
+            score_tables[config] = scores_table(
+                item_ids, scored.groups, scored.scores, options, scored.predictions, kept
+            )
         for head, scores in scored.other_heads.items():
             head_result = replace(scored, scores=scores, predictions=predict(scores, protocol))
-            numbers.setdefault("other_heads", {})[head] = accuracies(accuracy_results(*head_result.counted(), config=config, protocol=protocol))
+            numbers.setdefault("other_heads", {})[head] = accuracies(
+                accuracy_results(*head_result.counted(), config=config, protocol=protocol)
+            )
         if blind_scorer is not None:
             blind_scored = blind_scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=protocol)
             numbers["blind"] = blind_results(scored, blind_scored, config, protocol)
@@ -203,7 +220,10 @@ def evaluate_models(models: list, dataset: str, output_dir: str | Path | None, *
         raise ValueError(f"two models share a name ({folders}): their results would overwrite each other")
     check_output_dir(output_dir)
     with staged_folder(output_dir, overwrite=True) as staging:  # all models' results, or none, replace an earlier run's
-        runs = [evaluate_model(model, dataset, output_dir=staging / folder, **options) for model, folder in zip(models, folders)]
+        runs = [
+            evaluate_model(model, dataset, output_dir=staging / folder, **options)
+            for model, folder in zip(models, folders)
+        ]
         write_comparison(runs, staging)
     return runs
 

@@ -18,7 +18,8 @@ back to micro accuracy.
 
 from __future__ import annotations
 
-from datasets import Dataset, Image as ImageFeature, List, Value
+from datasets import Dataset, List, Value
+from datasets import Image as ImageFeature
 
 from aro.builders.images import clamp_bbox
 from aro.builders.schema import CONFIG_FEATURES
@@ -52,7 +53,9 @@ def as_aro_config(dataset: Dataset, config: str) -> tuple[Dataset, list[str]]:
     warnings = []
     group_column = GROUP_COLUMNS.get(config)
     if group_column and group_column not in dataset.column_names:
-        warnings.append(f"{config}: no `{group_column}` column, so no macro accuracy: the headline is micro accuracy, which the paper does not report for {config}")
+        warnings.append(
+            f"{config}: no `{group_column}` column, so no macro accuracy: the headline is micro accuracy, which the paper does not report for {config}"
+        )
     return dataset, warnings
 
 
@@ -63,7 +66,11 @@ def _order_copy(dataset: Dataset) -> Dataset:
     names = ["original", *ORDER_COPY_TEXT_COLUMNS[1:]]
     feature = dataset.features[ORDER_COPY_IMAGE_COLUMN]
     if isinstance(feature, List):  # a list of images per row: ARO shows one
-        dataset = dataset.map(lambda images: {"image": images[0]}, input_columns=ORDER_COPY_IMAGE_COLUMN, remove_columns=[ORDER_COPY_IMAGE_COLUMN])
+        dataset = dataset.map(
+            lambda images: {"image": images[0]},
+            input_columns=ORDER_COPY_IMAGE_COLUMN,
+            remove_columns=[ORDER_COPY_IMAGE_COLUMN],
+        )
     else:
         dataset = dataset.rename_column(ORDER_COPY_IMAGE_COLUMN, "image")
     dataset = dataset.add_column("caption_options", options, feature=List(Value("string")))

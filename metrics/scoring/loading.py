@@ -27,7 +27,9 @@ def load_processor(model_id: str, revision: str | None = None, trust_remote_code
     from transformers import AutoProcessor
 
     try:
-        return AutoProcessor.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code, backend="pil")
+        return AutoProcessor.from_pretrained(
+            model_id, revision=revision, trust_remote_code=trust_remote_code, backend="pil"
+        )
     except (TypeError, ValueError):
         return AutoProcessor.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
 
@@ -48,7 +50,9 @@ def model_config(model_id: str, revision: str | None = None, trust_remote_code: 
 
     path = Path(model_id).expanduser()
     if path.is_file() or (model_id.startswith((".", "/", "~")) and not path.exists()):
-        raise ValueError(f"model {model_id} is not a folder (a model is a folder saved by save_pretrained, or a Hub id ORG/NAME)")
+        raise ValueError(
+            f"model {model_id} is not a folder (a model is a folder saved by save_pretrained, or a Hub id ORG/NAME)"
+        )
     try:
         return AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as error:  # not a folder, not on the Hub, or the Hub out of reach: transformers says which

@@ -55,7 +55,11 @@ def dataset_commit(reference: str, revision: str | None = None) -> str | None:
     the local folder's files (hidden ones, such as caches, left out)."""
     if is_local(reference):
         folder = Path(reference).resolve()
-        files = [path for path in folder.rglob("*") if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)]
+        files = [
+            path
+            for path in folder.rglob("*")
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        ]
         return content_hash(files, folder)
     from huggingface_hub import HfApi
 

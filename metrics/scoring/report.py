@@ -100,17 +100,31 @@ def model_index(results: dict, model_name: str | None = None) -> list[dict] | No
         dataset = {"name": f"ARO {config}", "type": dataset_id, "config": config, "split": "test"}
         if results.get("dataset_commit") and not results["dataset_commit"].startswith("sha256:"):
             dataset["revision"] = results["dataset_commit"]
-        metrics = [_model_index_metric("micro", numbers["accuracy"], numbers.get("accuracy_ci"), config, results["protocol"])]
+        metrics = [
+            _model_index_metric("micro", numbers["accuracy"], numbers.get("accuracy_ci"), config, results["protocol"])
+        ]
         if numbers.get("macro_accuracy") is not None:
-            metrics.append(_model_index_metric("macro", numbers["macro_accuracy"], numbers.get("macro_accuracy_ci"), config, results["protocol"]))
-        entries.append({"task": {"type": TASK_TYPE, "name": "ARO caption choice"}, "dataset": dataset, "metrics": metrics})
+            metrics.append(
+                _model_index_metric(
+                    "macro", numbers["macro_accuracy"], numbers.get("macro_accuracy_ci"), config, results["protocol"]
+                )
+            )
+        entries.append(
+            {"task": {"type": TASK_TYPE, "name": "ARO caption choice"}, "dataset": dataset, "metrics": metrics}
+        )
     return [{"name": model_name or results["model"], "results": entries}]
 
 
 def _model_index_metric(average: str, value: float, interval: list[float] | None, config: str, protocol: str) -> dict:
     over = {"micro": "items", "macro": "groups"}[average]
-    metric = {"type": "accuracy", "value": round(float(value), 4), "name": f"{config} {average} accuracy over {over} ({protocol} protocol)"}
-    metric["args"] = {"average": average, "protocol": protocol} | ({"ci95": [round(bound, 4) for bound in interval]} if interval else {})
+    metric = {
+        "type": "accuracy",
+        "value": round(float(value), 4),
+        "name": f"{config} {average} accuracy over {over} ({protocol} protocol)",
+    }
+    metric["args"] = {"average": average, "protocol": protocol} | (
+        {"ci95": [round(bound, 4) for bound in interval]} if interval else {}
+    )
     return metric
 
 
@@ -126,7 +140,9 @@ def eval_results_entries(results: dict) -> list[dict] | None:
     for config, numbers in results["configs"].items():
         name, value = headline(numbers)
         interval = numbers.get("macro_accuracy_ci" if name == "macro accuracy" else "accuracy_ci")
-        notes = f"{name}, {results['protocol']} protocol" + (f", 95% CI [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+        notes = f"{name}, {results['protocol']} protocol" + (
+            f", 95% CI [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        )
         entries.append(
             EvalResultEntry(
                 dataset_id=results["dataset_id"],
@@ -158,7 +174,9 @@ def push_eval_results(folder: str | Path, repo_id: str) -> str:
     """Open a pull request on the model repo `repo_id` adding the `.eval_results/aro.yaml` written in `folder`."""
     from huggingface_hub import HfApi
 
-    info = HfApi().create_commit(repo_id, eval_results_operations(folder), commit_message="Add ARO evaluation results", create_pr=True)
+    info = HfApi().create_commit(
+        repo_id, eval_results_operations(folder), commit_message="Add ARO evaluation results", create_pr=True
+    )
     return info.pr_url
 
 
@@ -168,11 +186,20 @@ def eval_results_operations(folder: str | Path) -> list:
 
     path = Path(folder) / EVAL_RESULTS_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: results are written for the Hub only when the dataset has a Hub id (--dataset-id)")
+        raise FileNotFoundError(
+            f"{path} does not exist: results are written for the Hub only when the dataset has a Hub id (--dataset-id)"
+        )
     return [CommitOperationAdd(path_in_repo=EVAL_RESULTS_PATH, path_or_fileobj=path.read_bytes())]
 
 
-def scores_table(item_ids: list, groups: list[str] | None, scores: np.ndarray, options: list[str], predictions: list[int], counted: list[int]):
+def scores_table(
+    item_ids: list,
+    groups: list[str] | None,
+    scores: np.ndarray,
+    options: list[str],
+    predictions: list[int],
+    counted: list[int],
+):
     """Per-item scores as an Arrow table for `scores/<config>.parquet`: `item_id`, the group where the config has
     one, `score_<option>` for every candidate (the true caption first; NaN for an option with the true caption's
     text), the `prediction` (option index, -1 for a tie that counts wrong), `correct`, and `counted` (False for an
@@ -193,7 +220,16 @@ def scores_table(item_ids: list, groups: list[str] | None, scores: np.ndarray, o
 
 def _errors(values: list[float], intervals: list) -> np.ndarray:
     """Matplotlib's [2, n] error bar lengths below and above each value; 0 where a value has no interval."""
-    return np.array([[value - interval[0], interval[1] - value] if interval else [0.0, 0.0] for value, interval in zip(values, intervals)]).reshape(-1, 2).T
+    return (
+        np.array(
+            [
+                [value - interval[0], interval[1] - value] if interval else [0.0, 0.0]
+                for value, interval in zip(values, intervals)
+            ]
+        )
+        .reshape(-1, 2)
+        .T
+    )
 
 
 def _bars(axes, positions, values: list[float], intervals: list, width: float = 0.8, **style):
@@ -202,7 +238,15 @@ def _bars(axes, positions, values: list[float], intervals: list, width: float = 
     small = len(values) > 20
     for position, value, interval in zip(positions, values, intervals):
         top = interval[1] if interval else value
-        axes.text(position, top + 0.02, f"{value:.2f}", ha="center", va="bottom", fontsize=5 if small else 7, rotation=90 if small else 0)
+        axes.text(
+            position,
+            top + 0.02,
+            f"{value:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=5 if small else 7,
+            rotation=90 if small else 0,
+        )
     return bars
 
 
@@ -214,7 +258,13 @@ def _style(axes, labels: list[str], ylabel: str) -> None:
     """Tick labels readable at any count, headroom for the value labels, the legend outside the axes."""
     many = len(labels) > 20
     long = max(map(len, labels), default=0) > 12
-    axes.set_xticks(range(len(labels)), labels, rotation=90 if many else 30 if long else 0, ha="center" if many or not long else "right", fontsize=6 if many else 8)
+    axes.set_xticks(
+        range(len(labels)),
+        labels,
+        rotation=90 if many else 30 if long else 0,
+        ha="center" if many or not long else "right",
+        fontsize=6 if many else 8,
+    )
     axes.set_ylim(0, 1.18)
     axes.set_ylabel(ylabel)
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
@@ -235,9 +285,15 @@ def plot_config(config: str, numbers: dict, path: Path) -> None:
         values = [numbers["accuracy"]] + [row["accuracy"] for row in rows]
         intervals = [numbers.get("accuracy_ci")] + [row.get("accuracy_ci") for row in rows]
     else:
-        rows = sorted((row for row in numbers["per_group"] if row["in_macro"]), key=lambda row: (row["accuracy"], row["group"]))
+        rows = sorted(
+            (row for row in numbers["per_group"] if row["in_macro"]), key=lambda row: (row["accuracy"], row["group"])
+        )
         rows = rows or [{"group": config, "accuracy": numbers["accuracy"], "accuracy_ci": numbers.get("accuracy_ci")}]
-        labels, values, intervals = [row["group"] for row in rows], [row["accuracy"] for row in rows], [row.get("accuracy_ci") for row in rows]
+        labels, values, intervals = (
+            [row["group"] for row in rows],
+            [row["accuracy"] for row in rows],
+            [row.get("accuracy_ci") for row in rows],
+        )
     figure, axes = plt.subplots(figsize=(max(6, 0.2 * len(values) + 3.5), 4.2))
     _bars(axes, range(len(values)), values, intervals, color="tab:blue", label="accuracy (95% interval)")
     if "perturbations" in numbers:
@@ -260,7 +316,9 @@ def check_output_dir(output_dir: Path) -> None:
         raise FileExistsError(f"output folder {output_dir} is a file: choose another --out")
     earlier_run = (output_dir / "results.json").is_file() or (output_dir / "comparison.csv").is_file()
     if output_dir.is_dir() and any(output_dir.iterdir()) and not earlier_run:
-        raise FileExistsError(f"output folder {output_dir} holds other files (no results.json of an earlier run): choose another --out")
+        raise FileExistsError(
+            f"output folder {output_dir} holds other files (no results.json of an earlier run): choose another --out"
+        )
 
 
 def write_outputs(results: dict, output_dir: Path, score_tables: dict | None = None) -> list[str]:
@@ -284,14 +342,28 @@ def write_outputs(results: dict, output_dir: Path, score_tables: dict | None = N
             pq.write_table(table, staging / "scores" / f"{config}.parquet")
         index = model_index(results)
         if index is None:
-            not_written.append(f"no model-index.yaml or {EVAL_RESULTS_PATH}: the dataset is a local folder with no Hub id (pass --dataset-id ORG/NAME)")
+            not_written.append(
+                f"no model-index.yaml or {EVAL_RESULTS_PATH}: the dataset is a local folder with no Hub id (pass --dataset-id ORG/NAME)"
+            )
         else:
             (staging / "model-index.yaml").write_text(yaml.safe_dump({"model-index": index}, sort_keys=False))
             write_eval_results(results, staging)
     return not_written
 
 
-COMPARISON_FIELDS = ("model", "config", "protocol", "headline", "accuracy", "accuracy_low", "accuracy_high", "macro_accuracy", "macro_accuracy_low", "macro_accuracy_high", "num_items")
+COMPARISON_FIELDS = (
+    "model",
+    "config",
+    "protocol",
+    "headline",
+    "accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "macro_accuracy",
+    "macro_accuracy_low",
+    "macro_accuracy_high",
+    "num_items",
+)
 
 
 def comparison_rows(runs: list[dict]) -> list[dict]:
@@ -303,9 +375,16 @@ def comparison_rows(runs: list[dict]) -> list[dict]:
             macro_ci = numbers.get("macro_accuracy_ci") or [None, None]
             rows.append(
                 {
-                    "model": results["model"], "config": config, "protocol": results["protocol"], "headline": headline(numbers)[0],
-                    "accuracy": numbers["accuracy"], "accuracy_low": accuracy_ci[0], "accuracy_high": accuracy_ci[1],
-                    "macro_accuracy": numbers.get("macro_accuracy"), "macro_accuracy_low": macro_ci[0], "macro_accuracy_high": macro_ci[1],
+                    "model": results["model"],
+                    "config": config,
+                    "protocol": results["protocol"],
+                    "headline": headline(numbers)[0],
+                    "accuracy": numbers["accuracy"],
+                    "accuracy_low": accuracy_ci[0],
+                    "accuracy_high": accuracy_ci[1],
+                    "macro_accuracy": numbers.get("macro_accuracy"),
+                    "macro_accuracy_low": macro_ci[0],
+                    "macro_accuracy_high": macro_ci[1],
                     "num_items": numbers["num_items"],
                 }
             )
@@ -332,15 +411,23 @@ def write_comparison(runs: list[dict], output_dir: Path) -> None:
 
     def best(row: dict) -> tuple[float, list | None]:
         if row["headline"] == "macro accuracy":
-            return row["macro_accuracy"], [row["macro_accuracy_low"], row["macro_accuracy_high"]] if row["macro_accuracy_low"] is not None else None
+            return row["macro_accuracy"], [row["macro_accuracy_low"], row["macro_accuracy_high"]] if row[
+                "macro_accuracy_low"
+            ] is not None else None
         return row["accuracy"], [row["accuracy_low"], row["accuracy_high"]] if row["accuracy_low"] is not None else None
 
     lines = ["| model | " + " | ".join(configs) + " |", "| --- |" + " --- |" * len(configs)]
     for model in models:
-        lines.append(f"| {model} | " + " | ".join(_number(*best(cell[model, config])) if (model, config) in cell else "-" for config in configs) + " |")
+        lines.append(
+            f"| {model} | "
+            + " | ".join(_number(*best(cell[model, config])) if (model, config) in cell else "-" for config in configs)
+            + " |"
+        )
     protocols = sorted({row["protocol"] for row in rows})
     (output_dir / "comparison.md").write_text(
-        f"Headline accuracy per config (protocol {', '.join(protocols)}), with 95% bootstrap intervals.\n\n" + "\n".join(lines) + "\n"
+        f"Headline accuracy per config (protocol {', '.join(protocols)}), with 95% bootstrap intervals.\n\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
     width = 0.8 / max(len(models), 1)
@@ -348,7 +435,14 @@ def write_comparison(runs: list[dict], output_dir: Path) -> None:
     for index, model in enumerate(models):
         values = [best(cell[model, config])[0] if (model, config) in cell else 0.0 for config in configs]
         intervals = [best(cell[model, config])[1] if (model, config) in cell else None for config in configs]
-        _bars(axes, np.arange(len(configs)) + (index - (len(models) - 1) / 2) * width, values, intervals, width, label=model)
+        _bars(
+            axes,
+            np.arange(len(configs)) + (index - (len(models) - 1) / 2) * width,
+            values,
+            intervals,
+            width,
+            label=model,
+        )
     for index, config in enumerate(configs):
         _chance(axes, index - 0.45, index + 0.45, CHANCE[config], "chance" if index == 0 else None)
     _style(axes, configs, "headline accuracy (95% interval)")

@@ -46,7 +46,7 @@ class RetrievalSet:
     variants: dict[str, list[str]]
 
     @classmethod
-    def from_retrieval_config(cls, dataset, perturbations: bool = True, image_column: str = "image") -> "RetrievalSet":
+    def from_retrieval_config(cls, dataset, perturbations: bool = True, image_column: str = "image") -> RetrievalSet:
         """A retrieval config as `aro build` writes it: one row per image, `captions` and `perturbed_captions`."""
         from datasets import Image as ImageFeature
 
@@ -64,12 +64,16 @@ class RetrievalSet:
                 variants[name] = [caption for row in texts for caption in row["perturbed_captions"][name]]
         for name, captions in variants.items():
             if len(captions) != len(owner):
-                raise ValueError(f"{name}: {len(captions)} captions for {len(owner)} originals; every image needs each caption perturbed")
+                raise ValueError(
+                    f"{name}: {len(captions)} captions for {len(owner)} originals; every image needs each caption perturbed"
+                )
         raw = dataset.cast_column(image_column, ImageFeature(decode=False))
         return cls(raw, image_column, list(range(len(dataset))), owner, variants)
 
     @classmethod
-    def from_caption_rows(cls, dataset, image_column: str = "image", caption_column: str = "caption", image_id_column: str = "image_id") -> "RetrievalSet":
+    def from_caption_rows(
+        cls, dataset, image_column: str = "image", caption_column: str = "caption", image_id_column: str = "image_id"
+    ) -> RetrievalSet:
         """An image-caption split with one caption per row (COCO-style), its images deduplicated by `image_id_column`."""
         from datasets import Image as ImageFeature
 
@@ -84,7 +88,9 @@ class RetrievalSet:
         return cls(raw, image_column, image_rows, owner, {"original": list(dataset[caption_column])})
 
 
-def ranks_of_truth(queries: torch.Tensor, candidates: torch.Tensor, query_owner: torch.Tensor, candidate_owner: torch.Tensor) -> torch.Tensor:
+def ranks_of_truth(
+    queries: torch.Tensor, candidates: torch.Tensor, query_owner: torch.Tensor, candidate_owner: torch.Tensor
+) -> torch.Tensor:
     """Per query, the rank of its best right candidate (a candidate with the same owner): 1 + the wrong candidates
     scoring at least as high. Scores are dot products of the (normalised) features."""
     ranks = []
@@ -101,7 +107,9 @@ def recall_at(ranks: torch.Tensor, ks=KS) -> dict[str, float]:
     return {f"recall@{k}": int((ranks <= k).sum()) / len(ranks) if len(ranks) else float("nan") for k in ks}
 
 
-def retrieval_recalls(image_features: torch.Tensor, caption_features: torch.Tensor, owner: torch.Tensor, ks=KS) -> dict[str, dict[str, float]]:
+def retrieval_recalls(
+    image_features: torch.Tensor, caption_features: torch.Tensor, owner: torch.Tensor, ks=KS
+) -> dict[str, dict[str, float]]:
     """Text-to-image and image-to-text recall@k of captions (`owner[c]` the image of caption c) among images."""
     images = torch.arange(len(image_features))
     return {
@@ -132,26 +140,47 @@ def retrieval_results(model, processor, retrieval_set: RetrievalSet, ks=KS, **ru
     adapter = dual_encoder(model, processor, **runtime_options)
     runtime = adapter.runtime
     images = runtime.gathered(
-        lambda rows: adapter.image_features(retrieval_set.dataset, rows, retrieval_set.image_column), retrieval_set.image_rows
+        lambda rows: adapter.image_features(retrieval_set.dataset, rows, retrieval_set.image_column),
+        retrieval_set.image_rows,
     )
     distinct = sorted({caption for captions in retrieval_set.variants.values() for caption in captions})
     texts = runtime.gathered(adapter.text_features, distinct)
     position = {caption: index for index, caption in enumerate(distinct)}
     owner = torch.tensor(retrieval_set.owner)
     variants = {
-        name: retrieval_recalls(images, texts[torch.tensor([position[caption] for caption in captions], dtype=torch.long)], owner, ks)
+        name: retrieval_recalls(
+            images, texts[torch.tensor([position[caption] for caption in captions], dtype=torch.long)], owner, ks
+        )
         for name, captions in retrieval_set.variants.items()
     }
     model.train(was_training)
-    return {"images": len(images), "captions": len(owner), "distinct_captions": len(distinct), "ks": list(ks), "variants": variants}
+    return {
+        "images": len(images),
+        "captions": len(owner),
+        "distinct_captions": len(distinct),
+        "ks": list(ks),
+        "variants": variants,
+    }
 
 
-def retrieval_recall(model, processor, data, image_column="image", caption_column="caption", image_id_column="image_id", **runtime_options) -> dict:
+def retrieval_recall(
+    model,
+    processor,
+    data,
+    image_column="image",
+    caption_column="caption",
+    image_id_column="image_id",
+    **runtime_options,
+) -> dict:
     """Recall@1/5/10 both ways over an image-caption split with one caption per row (several rows per image).
 
     Flat keys (`text_to_image_recall@1`, ...), as logged during training and in the demo.
     """
     retrieval_set = RetrievalSet.from_caption_rows(data, image_column, caption_column, image_id_column)
     results = retrieval_results(model, processor, retrieval_set, **runtime_options)
-    flat = {f"{direction}_{name}": value for direction, recalls in results["variants"]["original"].items() for name, value in recalls.items()}
+    flat = {
+        f"{direction}_{name}": value
+        for direction, recalls in results["variants"]["original"].items()
+        for name, value in recalls.items()
+    }
     return flat | {"images": results["images"], "captions": results["captions"]}

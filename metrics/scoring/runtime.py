@@ -29,9 +29,13 @@ def pick_device(device: str | None = None) -> torch.device:
         except RuntimeError:
             raise ValueError(f"unknown device {device!r}: use cuda, cuda:N, mps or cpu") from None
         if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here (no GPU, or a CPU build of torch)")
+            raise ValueError(
+                f"device {device!r} asked for, but CUDA is not available here (no GPU, or a CPU build of torch)"
+            )
         if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(
+                f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
         if chosen.type == "mps" and not torch.backends.mps.is_available():
             raise ValueError(f"device {device!r} asked for, but MPS is not available here")
         return chosen
@@ -65,7 +69,9 @@ class Runtime:
         self.device = pick_device(self.device) if not isinstance(self.device, torch.device) else self.device
         if AUTOCAST_DTYPES[self.dtype] is not None and self.device.type != "cuda":
             # CPU autocast would change the numbers, not the speed: run in fp32 and say so.
-            raise ValueError(f"dtype {self.dtype} (autocast) runs on CUDA only, and this run is on {self.device.type}: leave the dtype out")
+            raise ValueError(
+                f"dtype {self.dtype} (autocast) runs on CUDA only, and this run is on {self.device.type}: leave the dtype out"
+            )
 
     @property
     def process_index(self) -> int:

@@ -35,7 +35,9 @@ class ScoreResult:
     unique_images: int = 0
     unique_captions: int = 0
     notes: dict = field(default_factory=dict)
-    other_heads: dict[str, np.ndarray] = field(default_factory=dict)  # [N, K] scores of a model's further heads (BLIP-2's itc)
+    other_heads: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # [N, K] scores of a model's further heads (BLIP-2's itc)
 
     def kept(self) -> list[int]:
         """The items that have a negative: what accuracy is computed over."""
@@ -64,22 +66,36 @@ class Scorer:
     """
 
     def __init__(
-        self, model, processor=None, runtime: Runtime | None = None, adapter: type[Adapter] | None = None,
-        score: str | None = None, prompts=None, **runtime_options,
+        self,
+        model,
+        processor=None,
+        runtime: Runtime | None = None,
+        adapter: type[Adapter] | None = None,
+        score: str | None = None,
+        prompts=None,
+        **runtime_options,
     ):
         self.runtime = runtime or Runtime(**runtime_options)
         adapter = adapter or adapter_class(model)
         generative = {name: value for name, value in (("score", score), ("prompts", prompts)) if value is not None}
         if generative and adapter is not GenerativeAdapter:
-            raise ValueError(f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the {adapter.family} adapter")
+            raise ValueError(
+                f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the {adapter.family} adapter"
+            )
         self.adapter = adapter(model, processor, self.runtime, **generative)
 
     def score(self, dataset, group_column: str | None = None, protocol: str = "paper") -> ScoreResult:
         """Score every item of an ARO-shaped `datasets.Dataset`; `protocol` decides how ties predict."""
         items = Items.from_dataset(dataset)
         same = items.same_as_true()
-        (_, scores), *others = ((head, np.where(same, np.nan, scores)) for head, scores in self.adapter.score_heads(items).items())
-        groups = [str(group) for group in dataset[group_column]] if group_column and group_column in dataset.column_names else None
+        (_, scores), *others = (
+            (head, np.where(same, np.nan, scores)) for head, scores in self.adapter.score_heads(items).items()
+        )
+        groups = (
+            [str(group) for group in dataset[group_column]]
+            if group_column and group_column in dataset.column_names
+            else None
+        )
         captions = items.unique_captions
         return ScoreResult(
             scores=scores,
@@ -97,8 +113,16 @@ class Scorer:
 
 
 def score_items(
-    model, processor, dataset, group_column: str | None = None, protocol: str = "paper", adapter: type[Adapter] | None = None, **runtime_options
+    model,
+    processor,
+    dataset,
+    group_column: str | None = None,
+    protocol: str = "paper",
+    adapter: type[Adapter] | None = None,
+    **runtime_options,
 ) -> ScoreResult:
     """Score an ARO-shaped dataset with an already loaded model and processor, or a scoring function and None
     (see `Scorer`, and `Runtime` for the options)."""
-    return Scorer(model, processor, adapter=adapter, **runtime_options).score(dataset, group_column=group_column, protocol=protocol)
+    return Scorer(model, processor, adapter=adapter, **runtime_options).score(
+        dataset, group_column=group_column, protocol=protocol
+    )

@@ -61,10 +61,14 @@ def class_names_and_labels(data, task: ZeroShotTask) -> tuple[list[str], list[in
         return names, [index[label] for label in labels]
     names = list(task.class_names or [name.replace("_", " ") for name in feature_names or []])
     if not names:
-        raise ValueError(f"{task.dataset}: the label column {task.label_column!r} has no class names; pass them (--class-names)")
+        raise ValueError(
+            f"{task.dataset}: the label column {task.label_column!r} has no class names; pass them (--class-names)"
+        )
     out_of_range = [row for row, label in enumerate(labels) if not 0 <= label < len(names)]
     if out_of_range:
-        raise ValueError(f"{task.dataset}: row {out_of_range[0]} has label {labels[out_of_range[0]]}, but there are {len(names)} class names")
+        raise ValueError(
+            f"{task.dataset}: row {out_of_range[0]} has label {labels[out_of_range[0]]}, but there are {len(names)} class names"
+        )
     return names, labels
 
 
@@ -88,8 +92,15 @@ def zero_shot_accuracy(model, processor, task: ZeroShotTask, **runtime_options) 
     adapter = dual_encoder(model, processor, **runtime_options)
     classes = class_embeddings(adapter, names, task.templates)
     raw = data.cast_column(task.image_column, ImageFeature(decode=False))
-    images = adapter.runtime.gathered(lambda rows: adapter.image_features(raw, rows, task.image_column), list(range(len(raw))))
+    images = adapter.runtime.gathered(
+        lambda rows: adapter.image_features(raw, rows, task.image_column), list(range(len(raw)))
+    )
     predictions = predict((images @ classes.T).numpy())
     model.train(was_training)
     correct = int(np.sum(np.asarray(predictions) == np.asarray(labels)))
-    return asdict(task) | {"classes": names, "images": len(labels), "correct": correct, "accuracy": correct / len(labels) if labels else float("nan")}
+    return asdict(task) | {
+        "classes": names,
+        "images": len(labels),
+        "correct": correct,
+        "accuracy": correct / len(labels) if labels else float("nan"),
+    }

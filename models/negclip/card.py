@@ -48,8 +48,13 @@ def selection_summary(selection: dict | None, epochs: int) -> str:
 
 
 def model_card(
-    args, aro_results: dict | None = None, title: str | None = None, summary: str | None = None,
-    downstream: dict | None = None, base_downstream: dict | None = None, selection: dict | None = None,
+    args,
+    aro_results: dict | None = None,
+    title: str | None = None,
+    summary: str | None = None,
+    downstream: dict | None = None,
+    base_downstream: dict | None = None,
+    selection: dict | None = None,
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any, and its
     retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given.
@@ -102,8 +107,8 @@ def model_card(
     )
     limitations = (
         "Hard negatives teach the model to mind word order and attribute binding on captions like its training data;\n"
-        "they do not make it understand language. Swapped-word negatives can be true captions by accident (\"a dog next\n"
-        "to a cat\" swapped is still true; the miner only rules out swapped coordinated phrases, \"a dog and a cat\"),\n"
+        'they do not make it understand language. Swapped-word negatives can be true captions by accident ("a dog next\n'
+        'to a cat" swapped is still true; the miner only rules out swapped coordinated phrases, "a dog and a cat"),\n'
         "and nearest-neighbour images come from the starting model's own notion of similarity."
         if args.hard_negatives
         else "The plain contrastive loss does not reward minding word order or which attribute goes with which object:\n"
@@ -113,7 +118,8 @@ def model_card(
         "model_card.md",
         yaml=yaml.safe_dump(metadata, sort_keys=False).strip(),
         title=title or ("NegCLIP" if args.hard_negatives else "CLIP"),
-        summary=summary or "CLIP fine-tuned with hard negatives as in Yuksekgonul et al. (ICLR 2023), trained with `aro train`.",
+        summary=summary
+        or "CLIP fine-tuned with hard negatives as in Yuksekgonul et al. (ICLR 2023), trained with `aro train`.",
         base_model=base_model or f"{name_of(args.model_name_or_path)} (a local checkpoint)",
         dataset=hub_id(args.dataset) or name_of(args.dataset),
         provenance=provenance,
@@ -141,10 +147,14 @@ def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_dow
 
     folder = Path(model_dir)
     if not (folder / "training_args.json").is_file():
-        raise FileNotFoundError(f"{folder} has no training_args.json: only the card of a model trained by `aro train` can be rewritten")
+        raise FileNotFoundError(
+            f"{folder} has no training_args.json: only the card of a model trained by `aro train` can be rewritten"
+        )
     args = NegCLIPTrainingArguments(**json.loads((folder / "training_args.json").read_text()))
     training_results = folder / "training_results.json"
     aro_results = json.loads(training_results.read_text()).get("aro") if training_results.is_file() else None
     card = folder / "README.md"
-    card.write_text(model_card(args, aro_results, downstream=downstream, base_downstream=base_downstream), encoding="utf-8")
+    card.write_text(
+        model_card(args, aro_results, downstream=downstream, base_downstream=base_downstream), encoding="utf-8"
+    )
     return card

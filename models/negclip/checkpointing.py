@@ -72,25 +72,43 @@ def verify_checkpoint(directory: Path) -> dict:
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint {directory} does not exist")
     if directory.name.endswith((".partial", ".old")):
-        raise CheckpointError(f"{directory} is a save that never finished (or a replaced one), not a checkpoint; resume from 'latest'")
+        raise CheckpointError(
+            f"{directory} is a save that never finished (or a replaced one), not a checkpoint; resume from 'latest'"
+        )
     pickled = sorted(path.name for path in directory.iterdir() if path.suffix in PICKLE_SUFFIXES)
     if pickled:
-        raise CheckpointError(f"checkpoint {directory} holds pickle files ({', '.join(pickled)}), which aro never loads: they can run code")
+        raise CheckpointError(
+            f"checkpoint {directory} holds pickle files ({', '.join(pickled)}), which aro never loads: they can run code"
+        )
     if not (directory / MARKER).is_file():
-        raise CheckpointError(f"checkpoint {directory} is incomplete: it has no {MARKER} (its save was interrupted); resume from an earlier one or 'latest'")
+        raise CheckpointError(
+            f"checkpoint {directory} is incomplete: it has no {MARKER} (its save was interrupted); resume from an earlier one or 'latest'"
+        )
     manifest = json.loads((directory / MARKER).read_text())["files"]
     missing = [name for name in manifest if not (directory / name).is_file()]
     altered = [name for name in manifest if name not in missing and _fingerprint_of(directory / name) != manifest[name]]
     if missing or altered:
-        raise CheckpointError(f"checkpoint {directory} is incomplete: " + "; ".join(
-            part for part in (missing and f"missing {', '.join(missing)}", altered and f"changed since saved: {', '.join(altered)}") if part
-        ))
+        raise CheckpointError(
+            f"checkpoint {directory} is incomplete: "
+            + "; ".join(
+                part
+                for part in (
+                    missing and f"missing {', '.join(missing)}",
+                    altered and f"changed since saved: {', '.join(altered)}",
+                )
+                if part
+            )
+        )
     return json.loads((directory / STATE_FILE).read_text())
 
 
 def latest_checkpoint(folder: Path) -> Path:
     """The complete checkpoint of `folder` with the highest step (`step-N`, `interrupted-step-N`); incomplete ones are skipped."""
-    named = [path for path in folder.iterdir() if path.is_dir() and path.name.rsplit("-", 1)[-1].isdigit()] if folder.is_dir() else []
+    named = (
+        [path for path in folder.iterdir() if path.is_dir() and path.name.rsplit("-", 1)[-1].isdigit()]
+        if folder.is_dir()
+        else []
+    )
     for directory in sorted(named, key=lambda path: int(path.name.rsplit("-", 1)[-1]), reverse=True):
         try:
             verify_checkpoint(directory)
@@ -120,7 +138,9 @@ def check_same_run(directory: Path, identity: dict) -> None:
     """Refuse to resume from a checkpoint of another run, naming every setting that differs."""
     differences = _differences(verify_checkpoint(directory)["identity"], identity)
     if differences:
-        raise CheckpointError(f"checkpoint {directory} is from another run ({'; '.join(differences)}); pass --resume-allow-changes to resume anyway")
+        raise CheckpointError(
+            f"checkpoint {directory} is from another run ({'; '.join(differences)}); pass --resume-allow-changes to resume anyway"
+        )
 
 
 def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:

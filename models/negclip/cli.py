@@ -21,7 +21,12 @@ from pathlib import Path
 class MiningOutput:
     """Where and how `aro mine` runs; not part of what the cache was mined from."""
 
-    out: str | None = field(default=None, metadata={"help": "the Parquet cache to write; unset: <dataset>/negclip-mining/<config>-<split>.parquet for a local dataset"})
+    out: str | None = field(
+        default=None,
+        metadata={
+            "help": "the Parquet cache to write; unset: <dataset>/negclip-mining/<config>-<split>.parquet for a local dataset"
+        },
+    )
     batch_size: int = field(default=256, metadata={"help": "images per batch when embedding"})
     device: str | None = field(default=None, metadata={"help": "cuda, mps or cpu; unset: the best available"})
 
@@ -29,21 +34,33 @@ class MiningOutput:
 def register(subparsers) -> None:
     from .arguments import MiningParameters, NegCLIPTrainingArguments
 
-    mine = _add_dataclass_parser(subparsers, "mine", (MiningParameters, MiningOutput), "mine NegCLIP hard negatives (swapped captions, nearest images)")
+    mine = _add_dataclass_parser(
+        subparsers,
+        "mine",
+        (MiningParameters, MiningOutput),
+        "mine NegCLIP hard negatives (swapped captions, nearest images)",
+    )
     mine.set_defaults(func=_run_mine)
-    train = _add_dataclass_parser(subparsers, "train", (NegCLIPTrainingArguments,), "fine-tune CLIP into NegCLIP (defaults: the paper's recipe)")
+    train = _add_dataclass_parser(
+        subparsers, "train", (NegCLIPTrainingArguments,), "fine-tune CLIP into NegCLIP (defaults: the paper's recipe)"
+    )
     train.set_defaults(func=_run_train)
 
 
 def _add_dataclass_parser(subparsers, name: str, dataclass_types: tuple, summary: str) -> argparse.ArgumentParser:
     """A subcommand whose flags are the dataclasses' fields (help and defaults shown), plus `--args-file`."""
-    parser = subparsers.add_parser(name, help=summary, description=f"{summary}.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = subparsers.add_parser(
+        name, help=summary, description=f"{summary}.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     for cls in dataclass_types:
         hints = typing.get_type_hints(cls)
         for field_ in dataclasses.fields(cls):
             _add_field(parser, field_, hints[field_.name])
     parser.add_argument(
-        "--args-file", action=_ArgsFile, metavar="FILE", default=None,
+        "--args-file",
+        action=_ArgsFile,
+        metavar="FILE",
+        default=None,
         help="a YAML or JSON file of these options (their names with underscores); flags after it override it",
     )
     parser.set_defaults(dataclass_types=dataclass_types)
@@ -62,12 +79,22 @@ def _add_field(parser: argparse.ArgumentParser, field_: dataclasses.Field, hint)
         options["default"] = field_.default_factory()
     else:
         options["required"] = True
-    hint = next((part for part in typing.get_args(hint) if part is not type(None)), hint) if type(None) in typing.get_args(hint) else hint
+    hint = (
+        next((part for part in typing.get_args(hint) if part is not type(None)), hint)
+        if type(None) in typing.get_args(hint)
+        else hint
+    )
     if hint is bool:
         parser.add_argument(*names, type=_to_bool, nargs="?", const=True, **options)
         if options.get("default") is True:
             no = dict.fromkeys([f"--no_{field_.name}", f"--no-{field_.name.replace('_', '-')}"])
-            parser.add_argument(*no, action="store_false", dest=field_.name, default=argparse.SUPPRESS, help=f"turn {list(names)[-1]} off")
+            parser.add_argument(
+                *no,
+                action="store_false",
+                dest=field_.name,
+                default=argparse.SUPPRESS,
+                help=f"turn {list(names)[-1]} off",
+            )
     elif typing.get_origin(hint) is typing.Literal:
         choices = typing.get_args(hint)
         parser.add_argument(*names, type=type(choices[0]), choices=choices, **options)
@@ -92,7 +119,11 @@ class _ArgsFile(argparse.Action):
         import yaml
 
         try:
-            values = yaml.safe_load(Path(path).read_text()) if Path(path).suffix in (".yaml", ".yml") else json.loads(Path(path).read_text())
+            values = (
+                yaml.safe_load(Path(path).read_text())
+                if Path(path).suffix in (".yaml", ".yml")
+                else json.loads(Path(path).read_text())
+            )
         except (OSError, ValueError, yaml.YAMLError) as error:
             parser.error(f"{option_string} {path}: {error}")
         names = {field.name for cls in namespace.dataclass_types for field in dataclasses.fields(cls)}
@@ -102,12 +133,17 @@ class _ArgsFile(argparse.Action):
         converters = {action.dest: action.type for action in parser._actions}
         for name, value in values.items():
             # YAML reads "1e-5" as a string, as the command line would: convert it as the flag's own type does.
-            setattr(namespace, name, converters[name](value) if isinstance(value, str) and converters.get(name) else value)
+            setattr(
+                namespace, name, converters[name](value) if isinstance(value, str) and converters.get(name) else value
+            )
 
 
 def _instances(args: argparse.Namespace) -> list:
     """The dataclasses filled from the parsed flags."""
-    return [cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)}) for cls in args.dataclass_types]
+    return [
+        cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+        for cls in args.dataclass_types
+    ]
 
 
 def _run_mine(args: argparse.Namespace) -> int:

@@ -47,12 +47,17 @@ def _swaps_of(doc) -> dict[str, list[str]]:
 
     def exchange(first, second) -> list[str]:
         return (
-            tokens[: first.start] + tokens[second.start : second.end] + tokens[first.end : second.start]
-            + tokens[first.start : first.end] + tokens[second.end :]
+            tokens[: first.start]
+            + tokens[second.start : second.end]
+            + tokens[first.end : second.start]
+            + tokens[first.start : first.end]
+            + tokens[second.end :]
         )
 
     pairs = [(first, second) for index, first in enumerate(chunks) for second in chunks[index + 1 :]]
-    seen = {" ".join(tokens)} | {" ".join(exchange(first, second)) for first, second in pairs if second.root in first.root.conjuncts}
+    seen = {" ".join(tokens)} | {
+        " ".join(exchange(first, second)) for first, second in pairs if second.root in first.root.conjuncts
+    }
     swaps: dict[str, list[str]] = {kind: [] for kind in (*SWAPPABLE_TAGS, "noun phrase")}
 
     def keep(kind: str, swapped: list[str]) -> None:
@@ -104,7 +109,9 @@ def swap_negatives(
     ]
 
 
-def nearest_images(embeddings: torch.Tensor, image_ids: Sequence[str], k: int = 3, chunk: int = 4096) -> list[list[int]]:
+def nearest_images(
+    embeddings: torch.Tensor, image_ids: Sequence[str], k: int = 3, chunk: int = 4096
+) -> list[list[int]]:
     """For each row, the `k` rows of the most similar other images (one row per image id, never its own id)."""
     unique_ids = list(dict.fromkeys(image_ids))
     first_row = {image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}
@@ -128,7 +135,9 @@ def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
     return Path(dataset) / "negclip-mining" / f"{config or 'default'}-{split}.parquet"
 
 
-def mine_negatives(parameters: MiningParameters, batch_size: int = 256, device=None, distributed=None) -> tuple[list[list[str]], list[list[int]]]:
+def mine_negatives(
+    parameters: MiningParameters, batch_size: int = 256, device=None, distributed=None
+) -> tuple[list[list[str]], list[list[int]]]:
     """Text and image negatives for every row of the dataset, in row order.
 
     With `distributed` (accelerate's `PartialState` or `Accelerator`) the captions and images are split over the
@@ -136,29 +145,35 @@ def mine_negatives(parameters: MiningParameters, batch_size: int = 256, device=N
     on the number of processes.
     """
     from accelerate.utils import gather_object
-    from transformers import AutoModel, AutoProcessor
-
     from datasets import Image as ImageFeature
+    from transformers import AutoModel, AutoProcessor
 
     from aro.metrics.scoring import Scorer, load_split
 
     data = load_split(parameters.dataset, parameters.dataset_config, parameters.split)
     for column in (parameters.image_column, parameters.caption_column, parameters.image_id_column):
         if column not in data.column_names:
-            raise ValueError(f"{parameters.dataset} ({parameters.split}) has no column {column!r}; it has {data.column_names}")
+            raise ValueError(
+                f"{parameters.dataset} ({parameters.split}) has no column {column!r}; it has {data.column_names}"
+            )
     try:  # before spaCy's minutes, so that a wrong model name fails at once
         model = AutoModel.from_pretrained(parameters.clip_model)
         processor = AutoProcessor.from_pretrained(parameters.clip_model)
     except OSError as error:
-        raise FileNotFoundError(f"cannot load the mining model {parameters.clip_model}: {str(error).splitlines()[0]}") from None
+        raise FileNotFoundError(
+            f"cannot load the mining model {parameters.clip_model}: {str(error).splitlines()[0]}"
+        ) from None
     scorer = Scorer(model, processor, device=device, batch_size=batch_size, distributed=distributed)
     process, processes = scorer.runtime.process_index, scorer.runtime.num_processes
 
     captions = data[parameters.caption_column]
     share = -(-len(captions) // processes)
     negatives = swap_negatives(
-        captions[process * share : (process + 1) * share], nlp=parameters.spacy_pipeline, per_caption=parameters.negatives_per_caption,
-        seed=parameters.seed, first_index=process * share,
+        captions[process * share : (process + 1) * share],
+        nlp=parameters.spacy_pipeline,
+        per_caption=parameters.negatives_per_caption,
+        seed=parameters.seed,
+        first_index=process * share,
     )
     if processes > 1:
         negatives = [row for shard in gather_object([negatives]) for row in shard]
@@ -167,11 +182,15 @@ def mine_negatives(parameters: MiningParameters, batch_size: int = 256, device=N
     unique_rows = sorted({image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}.values())
     raw = data.cast_column(parameters.image_column, ImageFeature(decode=False))
     embeddings = torch.zeros(len(data), model.config.projection_dim)
-    embeddings[unique_rows] = scorer.runtime.gathered(lambda rows: scorer.adapter.image_features(raw, rows, parameters.image_column), unique_rows)
+    embeddings[unique_rows] = scorer.runtime.gathered(
+        lambda rows: scorer.adapter.image_features(raw, rows, parameters.image_column), unique_rows
+    )
     return negatives, nearest_images(embeddings, image_ids, k=parameters.neighbours)
 
 
-def write_cache(path: Path, negatives: list[list[str]], neighbours: list[list[int]], parameters: MiningParameters) -> Path:
+def write_cache(
+    path: Path, negatives: list[list[str]], neighbours: list[list[int]], parameters: MiningParameters
+) -> Path:
     """Write the cache beside its final name and move it into place, so a reader never sees half a file."""
     table = pa.table({"negatives": negatives, "neighbours": neighbours})
     table = table.replace_schema_metadata({"negclip_mining": json.dumps(asdict(parameters))})
@@ -182,7 +201,13 @@ def write_cache(path: Path, negatives: list[list[str]], neighbours: list[list[in
     return path
 
 
-def mine(parameters: MiningParameters, output: str | Path | None = None, batch_size: int = 256, device: str | None = None, distributed=None) -> Path:
+def mine(
+    parameters: MiningParameters,
+    output: str | Path | None = None,
+    batch_size: int = 256,
+    device: str | None = None,
+    distributed=None,
+) -> Path:
     """Mine text and image negatives for every row of the dataset; write and return the Parquet cache.
 
     With `distributed`, every process mines its share (every process must call this) and the main one writes.
@@ -190,7 +215,9 @@ def mine(parameters: MiningParameters, output: str | Path | None = None, batch_s
     parameters.check()
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
-    output = Path(output) if output else default_cache_path(parameters.dataset, parameters.dataset_config, parameters.split)
+    output = (
+        Path(output) if output else default_cache_path(parameters.dataset, parameters.dataset_config, parameters.split)
+    )
     if output.is_dir():
         raise IsADirectoryError(f"--out {output} is a folder; the mining cache is one Parquet file")
     negatives, neighbours = mine_negatives(parameters, batch_size=batch_size, device=device, distributed=distributed)

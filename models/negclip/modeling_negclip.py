@@ -64,7 +64,7 @@ class NegCLIPModel(CLIPModel):
         self.negclip_loss = NegCLIPLoss()
 
     @classmethod
-    def from_clip(cls, clip_model_or_path, **kwargs) -> "NegCLIPModel":
+    def from_clip(cls, clip_model_or_path, **kwargs) -> NegCLIPModel:
         """A NegCLIP with the weights of any CLIP checkpoint: a Hub id or local path, or a loaded `CLIPModel`."""
         if not isinstance(clip_model_or_path, CLIPModel):
             return cls.from_pretrained(clip_model_or_path, **kwargs)
@@ -94,18 +94,29 @@ class NegCLIPModel(CLIPModel):
         """
         kwargs["return_dict"] = True  # `can_return_tuple` above turns our own output into a tuple when asked
         clip = super().forward(
-            input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, position_ids=position_ids,
-            return_loss=False, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            return_loss=False,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            **kwargs,
         )
         logit_scale = self.logit_scale.exp()
         logits_per_image = clip.logits_per_image
         negative_text_embeds = None
         if negative_input_ids is not None:
-            features = self.get_text_features(input_ids=negative_input_ids, attention_mask=negative_attention_mask).pooler_output
+            features = self.get_text_features(
+                input_ids=negative_input_ids, attention_mask=negative_attention_mask
+            ).pooler_output
             negative_text_embeds = F.normalize(features, dim=-1)
             negative_logits = logit_scale * clip.image_embeds @ negative_text_embeds.t().to(clip.image_embeds.device)
             logits_per_image = torch.cat([logits_per_image, negative_logits], dim=1)
-        loss = self.negclip_loss(clip.image_embeds, clip.text_embeds, logit_scale, negative_text_embeds, negative_mask) if return_loss else None
+        loss = (
+            self.negclip_loss(clip.image_embeds, clip.text_embeds, logit_scale, negative_text_embeds, negative_mask)
+            if return_loss
+            else None
+        )
         return NegCLIPOutput(
             loss=loss,
             logits_per_image=logits_per_image,

@@ -41,7 +41,10 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
     return [
         {"params": [parameter for name, parameter in trainable if not decays(name, parameter)], "weight_decay": 0.0},
-        {"params": [parameter for name, parameter in trainable if decays(name, parameter)], "weight_decay": weight_decay},
+        {
+            "params": [parameter for name, parameter in trainable if decays(name, parameter)],
+            "weight_decay": weight_decay,
+        },
     ]
 
 
@@ -52,9 +55,13 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> floa
     return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """The fork's schedule as a scheduler stepped once after every optimizer step."""
-    factor = functools.partial(warmup_cosine_factor, warmup_steps=min(warmup_steps, total_steps), total_steps=total_steps)
+    factor = functools.partial(
+        warmup_cosine_factor, warmup_steps=min(warmup_steps, total_steps), total_steps=total_steps
+    )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -64,7 +71,13 @@ def clamp_logit_scale(model: torch.nn.Module, max_scale: float = MAX_LOGIT_SCALE
     model.logit_scale.clamp_(0, math.log(max_scale))
 
 
-def crop_box(width: int, height: int, rng: random.Random, area: tuple[float, float] = CROP_AREA, aspect_ratio: tuple[float, float] = CROP_ASPECT_RATIO) -> tuple[int, int, int, int]:
+def crop_box(
+    width: int,
+    height: int,
+    rng: random.Random,
+    area: tuple[float, float] = CROP_AREA,
+    aspect_ratio: tuple[float, float] = CROP_ASPECT_RATIO,
+) -> tuple[int, int, int, int]:
     """A random (left, top, right, bottom) box covering `area` of the image at an aspect ratio within `aspect_ratio`.
 
     Ten draws are tried; if none fits in the image, the largest centred box of an allowed aspect ratio is used.
@@ -79,7 +92,9 @@ def crop_box(width: int, height: int, rng: random.Random, area: tuple[float, flo
             left = rng.randint(0, width - crop_width)
             return left, top, left + crop_width, top + crop_height
     ratio = min(max(width / height, aspect_ratio[0]), aspect_ratio[1])
-    crop_width, crop_height = (width, round(width / ratio)) if width / height < ratio else (round(height * ratio), height)
+    crop_width, crop_height = (
+        (width, round(width / ratio)) if width / height < ratio else (round(height * ratio), height)
+    )
     left, top = (width - crop_width) // 2, (height - crop_height) // 2
     return left, top, left + crop_width, top + crop_height
 
@@ -91,7 +106,10 @@ def random_resized_crop(image: Image.Image, size: tuple[int, int], rng: random.R
 
 def input_size(image_processor) -> tuple[int, int]:
     """The (width, height) of the pixels a CLIP-style image processor hands the model."""
-    for size in (image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else None, image_processor.size):
+    for size in (
+        image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else None,
+        image_processor.size,
+    ):
         if size is None:
             continue
         size = dict(size)
@@ -119,12 +137,21 @@ class ForkSetting:
 
 
 FORK_SETTINGS = (
-    ForkSetting("starting model", "model_name_or_path", "`--model ViT-B-32 --pretrained openai` (QuickGELU)", "openai/clip-vit-base-patch32"),
+    ForkSetting(
+        "starting model",
+        "model_name_or_path",
+        "`--model ViT-B-32 --pretrained openai` (QuickGELU)",
+        "openai/clip-vit-base-patch32",
+    ),
     ForkSetting("learning rate", "learning_rate", "`--lr 1e-6`", 1e-6),
     ForkSetting("batch size (rows per step)", "batch_size", "`--batch-size 256`, one GPU", 256),
     ForkSetting("epochs", "epochs", "`--epochs 5`", 5),
     ForkSetting("warmup steps", "warmup_steps", "`--warmup 50`", 50),
-    ForkSetting("schedule", None, "linear warmup to the base rate at the end of the first step, then half cosine to 0 (`cosine_lr`)"),
+    ForkSetting(
+        "schedule",
+        None,
+        "linear warmup to the base rate at the end of the first step, then half cosine to 0 (`cosine_lr`)",
+    ),
     ForkSetting("optimizer", None, "AdamW"),
     ForkSetting("Adam beta1", "adam_beta1", "0.9 (ViT default)", 0.9),
     ForkSetting("Adam beta2", "adam_beta2", "0.98 (ViT default)", 0.98),
@@ -132,16 +159,35 @@ FORK_SETTINGS = (
     ForkSetting("weight decay", "weight_decay", "`--wd 0.2` (default); none on gains, biases, `logit_scale`", 0.2),
     ForkSetting("logit scale", "max_logit_scale", "clamped to [0, ln 100] after every step", MAX_LOGIT_SCALE),
     ForkSetting("augmentation", "augment", "`RandomResizedCrop(224, scale=(0.9, 1.0), bicubic)`", True),
-    ForkSetting("rows per epoch", "epoch_rows", "one caption per image, the same every epoch (their files have one row per image)", "images"),
-    ForkSetting("swapped-word negative", "hard_negatives", "one of the caption's `neg_caption`, drawn every epoch", True),
-    ForkSetting("neighbour image", "image_negatives", "one of the row's 3 `neg_image` rows, with its caption and a negative", True),
+    ForkSetting(
+        "rows per epoch",
+        "epoch_rows",
+        "one caption per image, the same every epoch (their files have one row per image)",
+        "images",
+    ),
+    ForkSetting(
+        "swapped-word negative", "hard_negatives", "one of the caption's `neg_caption`, drawn every epoch", True
+    ),
+    ForkSetting(
+        "neighbour image",
+        "image_negatives",
+        "one of the row's 3 `neg_image` rows, with its caption and a negative",
+        True,
+    ),
     ForkSetting("neighbours per image", "neighbours", "3 (`neg_image`)", 3),
     ForkSetting("negatives per caption", "negatives_per_caption", "1-5 (`neg_caption`, as many as their miner found)"),
-    ForkSetting("caption without a swap", None, "its image is left out of their file (4,839 of 5,000 validation images remain)"),
-    ForkSetting("epoch kept", "select_best", "validation every epoch (`--val-data`); the paper kept the best epoch", True),
+    ForkSetting(
+        "caption without a swap", None, "its image is left out of their file (4,839 of 5,000 validation images remain)"
+    ),
+    ForkSetting(
+        "epoch kept", "select_best", "validation every epoch (`--val-data`); the paper kept the best epoch", True
+    ),
     ForkSetting("gradient accumulation", "gradient_accumulation_steps", "none", 1),
     ForkSetting(
-        "mixed precision", "mixed_precision", "`--precision amp` (default)", "fp16",
+        "mixed precision",
+        "mixed_precision",
+        "`--precision amp` (default)",
+        "fp16",
         "off so that the defaults run on any device; `--mixed-precision fp16` on a GPU matches",
     ),
     ForkSetting("seed", "seed", "`--seed 0` (default)", 0),

@@ -49,7 +49,9 @@ def load_released(path: str | Path, image_root: str | Path | None = None) -> tup
         reader = csv.DictReader(file, delimiter="\t")
         missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: no column {missing[0]!r}; a released NegCLIP file has {list(COLUMNS)} (tab-separated)")
+            raise ValueError(
+                f"{path}: no column {missing[0]!r}; a released NegCLIP file has {list(COLUMNS)} (tab-separated)"
+            )
         captions, images, negatives, neighbours = [], [], [], []
         for line, record in enumerate(reader, start=2):
             where = f"{path}, line {line}"
@@ -60,9 +62,13 @@ def load_released(path: str | Path, image_root: str | Path | None = None) -> tup
     for row, rows in enumerate(neighbours):
         outside = [other for other in rows if not 0 <= other < len(captions)]
         if outside:
-            raise ValueError(f"{path}, line {row + 2}, neg_image: row {outside[0]} is not a row of the file ({len(captions)} rows)")
+            raise ValueError(
+                f"{path}, line {row + 2}, neg_image: row {outside[0]} is not a row of the file ({len(captions)} rows)"
+            )
     absent = next((image for image in images if not Path(image).is_file()), None)
     if absent:
-        raise FileNotFoundError(f"{path}: image {absent} not found (pass --image-root, the folder the file paths start from)")
+        raise FileNotFoundError(
+            f"{path}: image {absent} not found (pass --image-root, the folder the file paths start from)"
+        )
     data = Dataset.from_dict({"image": images, "caption": captions, "image_id": [str(Path(image)) for image in images]})
     return data.cast_column("image", Image()), negatives, neighbours

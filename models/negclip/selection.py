@@ -40,8 +40,15 @@ class BestEpoch:
 
         unwrapped = accelerator.unwrap_model(model)
         recall = retrieval_recall(
-            unwrapped, processor, self.validation, image_column=self.args.image_column, caption_column=self.args.caption_column,
-            image_id_column=self.args.image_id_column, batch_size=self.args.batch_size, device=accelerator.device, distributed=accelerator,
+            unwrapped,
+            processor,
+            self.validation,
+            image_column=self.args.image_column,
+            caption_column=self.args.caption_column,
+            image_id_column=self.args.image_id_column,
+            batch_size=self.args.batch_size,
+            device=accelerator.device,
+            distributed=accelerator,
         )[METRIC]
         state.setdefault("validation", []).append({"epoch": state["epoch"], METRIC: recall})
         if best_epoch(state["validation"]) == state["epoch"]:
@@ -63,5 +70,7 @@ class BestEpoch:
         from safetensors.torch import load_file
 
         if not (self.directory / "model.safetensors").exists():
-            raise FileNotFoundError(f"the best epoch ({state['best_epoch']}) was saved to {self.directory}, which no longer holds it")
+            raise FileNotFoundError(
+                f"the best epoch ({state['best_epoch']}) was saved to {self.directory}, which no longer holds it"
+            )
         accelerator.unwrap_model(model).load_state_dict(load_file(str(self.directory / "model.safetensors")))

@@ -57,7 +57,7 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     scheduler: object
     state: dict
-    log: "StepLog"
+    log: StepLog
     total_steps: int
     validation: object | None
     selection: BestEpoch | None
@@ -68,11 +68,19 @@ class TrainingRun:
 
     @property
     def done(self) -> bool:
-        return self.state["epoch"] >= self.args.epochs or bool(self.args.max_steps and self.state["step"] >= self.args.max_steps)
+        return self.state["epoch"] >= self.args.epochs or bool(
+            self.args.max_steps and self.state["step"] >= self.args.max_steps
+        )
 
     def save(self, name: str) -> Path:
         return save_checkpoint(
-            self.output_dir / "checkpoints" / name, self.accelerator, self.model, self.processor, self.optimizer, self.scheduler, self.state
+            self.output_dir / "checkpoints" / name,
+            self.accelerator,
+            self.model,
+            self.processor,
+            self.optimizer,
+            self.scheduler,
+            self.state,
         )
 
 
@@ -98,7 +106,9 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
 
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
-        mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps, log_with=_trackers(args.report_to),
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=_trackers(args.report_to),
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "tensorboard")),
     )
     set_seed(args.seed)
@@ -110,22 +120,40 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
             f"{args.train_file or args.dataset} has {epoch_size} rows per epoch ({args.epoch_rows}), fewer than one batch of {args.batch_size} x {accelerator.num_processes} processes"
         )
     cache, mining = _mining(args)
-    identity = {"settings": args.resume_settings(), "world_size": accelerator.num_processes, "dataset": _dataset_identity(args, data), "mining": mining}
-    if checkpoint and not args.resume_allow_changes:  # before any mining or model loading, so that a wrong resume fails at once
+    identity = {
+        "settings": args.resume_settings(),
+        "world_size": accelerator.num_processes,
+        "dataset": _dataset_identity(args, data),
+        "mining": mining,
+    }
+    if (
+        checkpoint and not args.resume_allow_changes
+    ):  # before any mining or model loading, so that a wrong resume fails at once
         check_same_run(checkpoint, identity)
     negatives, neighbours = released or _negatives(data, cache, mining, args.batch_size, accelerator)
     validation = _validation_data(args)
-    selection = BestEpoch(validation, args, output_dir / "checkpoints" / "best-epoch") if args.select_best and validation is not None else None
+    selection = (
+        BestEpoch(validation, args, output_dir / "checkpoints" / "best-epoch")
+        if args.select_best and validation is not None
+        else None
+    )
     if args.select_best and validation is None:
-        logger.warning("no validation data (--validation-split or --validation-file): the last epoch is kept, not the best")
+        logger.warning(
+            "no validation data (--validation-split or --validation-file): the last epoch is kept, not the best"
+        )
 
     processor = AutoProcessor.from_pretrained(args.model_name_or_path)
     model = _load_model(str(checkpoint) if checkpoint else args.model_name_or_path)
-    model.negclip_loss = NegCLIPLoss(accelerator.process_index, accelerator.num_processes)  # the training loss spans all processes
+    model.negclip_loss = NegCLIPLoss(
+        accelerator.process_index, accelerator.num_processes
+    )  # the training loss spans all processes
     steps_per_epoch = epoch_size // (args.batch_size * accelerator.num_processes) // args.gradient_accumulation_steps
     total_steps = steps_per_epoch * args.epochs
     optimizer = torch.optim.AdamW(
-        optimizer_groups(model, args.weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+        optimizer_groups(model, args.weight_decay),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
     )
     # The scheduler stays outside `prepare`, which would step it once per process: it steps once per optimizer step.
     scheduler = warmup_cosine(optimizer, args.warmup_steps, total_steps)
@@ -134,27 +162,64 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     state = {"epoch": 0, "step": 0, "rows_in_epoch": 0, "identity": identity}
     if checkpoint:
         saved = load_checkpoint(checkpoint, accelerator, optimizer, scheduler)
-        state |= {name: saved[name] for name in ("epoch", "step", "rows_in_epoch", "validation", "best_epoch") if name in saved}
+        state |= {
+            name: saved[name]
+            for name in ("epoch", "step", "rows_in_epoch", "validation", "best_epoch")
+            if name in saved
+        }
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers("negclip", config=_flat_config(args))
     log = StepLog(output_dir / "log.csv", after_step=state["step"], enabled=accelerator.is_main_process)
-    return TrainingRun(args, accelerator, data, negatives, neighbours, processor, model, optimizer, scheduler, state, log, total_steps, validation, selection)
+    return TrainingRun(
+        args,
+        accelerator,
+        data,
+        negatives,
+        neighbours,
+        processor,
+        model,
+        optimizer,
+        scheduler,
+        state,
+        log,
+        total_steps,
+        validation,
+        selection,
+    )
 
 
 def train_one_epoch(run: TrainingRun) -> None:
     """The rest of the current epoch (all of it unless resumed mid-epoch), or until `max_steps`."""
     args, accelerator, state = run.args, run.accelerator, run.state
     global_batch = args.batch_size * accelerator.num_processes
-    batches = NegCLIPBatches(run.data, args, run.negatives, run.neighbours, run.processor, state["epoch"], accelerator.process_index, accelerator.num_processes)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(batches, range(state["rows_in_epoch"] // global_batch, len(batches))), batch_size=None, num_workers=args.num_workers
+    batches = NegCLIPBatches(
+        run.data,
+        args,
+        run.negatives,
+        run.neighbours,
+        run.processor,
+        state["epoch"],
+        accelerator.process_index,
+        accelerator.num_processes,
     )
-    progress = tqdm(total=run.total_steps, initial=state["step"], desc=f"epoch {state['epoch']}", disable=not accelerator.is_local_main_process)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(batches, range(state["rows_in_epoch"] // global_batch, len(batches))),
+        batch_size=None,
+        num_workers=args.num_workers,
+    )
+    progress = tqdm(
+        total=run.total_steps,
+        initial=state["step"],
+        desc=f"epoch {state['epoch']}",
+        disable=not accelerator.is_local_main_process,
+    )
     run.model.train()
     for inputs in loader:
         with accelerator.accumulate(run.model):
-            loss = run.model(**{name: tensor.to(accelerator.device) for name, tensor in inputs.items()}, return_loss=True).loss
+            loss = run.model(
+                **{name: tensor.to(accelerator.device) for name, tensor in inputs.items()}, return_loss=True
+            ).loss
             accelerator.backward(loss)
             learning_rate = run.optimizer.param_groups[0]["lr"]  # the rate this step applies, logged below
             run.optimizer.step()
@@ -195,8 +260,13 @@ def finish(run: TrainingRun) -> dict:
         results["selection"] = {key: run.state[key] for key in ("validation", "best_epoch") if key in run.state}
     if run.validation is not None:
         results["validation_loss"] = validation_loss(
-            accelerator.unwrap_model(run.model), run.processor, run.validation, args.batch_size * accelerator.num_processes,
-            args.image_column, args.caption_column, distributed=accelerator,
+            accelerator.unwrap_model(run.model),
+            run.processor,
+            run.validation,
+            args.batch_size * accelerator.num_processes,
+            args.image_column,
+            args.caption_column,
+            distributed=accelerator,
         )
         accelerator.log({"validation/loss": results["validation_loss"]}, step=run.state["step"])
     if args.eval_dataset:
@@ -211,7 +281,9 @@ def finish(run: TrainingRun) -> dict:
         (run.output_dir / "training_state.json").write_text(json.dumps(run.state, indent=2))
         (run.output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
         (run.output_dir / "training_results.json").write_text(json.dumps(results, indent=2))
-        (run.output_dir / "README.md").write_text(model_card(args, results.get("aro"), selection=results.get("selection")), encoding="utf-8")
+        (run.output_dir / "README.md").write_text(
+            model_card(args, results.get("aro"), selection=results.get("selection")), encoding="utf-8"
+        )
         if results.get("aro"):
             write_eval_results(results["aro"], run.output_dir)  # .eval_results/aro.yaml, where the dataset has a Hub id
         if args.push_to_hub:
@@ -223,7 +295,9 @@ def finish(run: TrainingRun) -> dict:
 
 
 @torch.no_grad()
-def validation_loss(model, processor, data, batch_size: int, image_column="image", caption_column="caption", distributed=None) -> float:
+def validation_loss(
+    model, processor, data, batch_size: int, image_column="image", caption_column="caption", distributed=None
+) -> float:
     """Mean plain contrastive loss over the batches of `batch_size` rows of `data` (the trainer's global batch).
 
     The batches are shared out over the processes of `distributed` (every process must call this) and each is
@@ -239,10 +313,18 @@ def validation_loss(model, processor, data, batch_size: int, image_column="image
         for start in starts:
             examples = data[start : start + batch_size]  # one read, columns as lists
             batch = processor(
-                images=[image.convert("RGB") for image in examples[image_column]], text=list(examples[caption_column]),
-                padding=True, truncation=True, return_tensors="pt",
+                images=[image.convert("RGB") for image in examples[image_column]],
+                text=list(examples[caption_column]),
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
             ).to(device)
-            output = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_loss=False)
+            output = model(
+                pixel_values=batch["pixel_values"],
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                return_loss=False,
+            )
             losses.append(loss(output.image_embeds, output.text_embeds, model.logit_scale.exp()).float().cpu())
         return torch.stack(losses)
 
@@ -262,10 +344,17 @@ def evaluate_aro(run: TrainingRun) -> dict:
 
     args, accelerator = run.args, run.accelerator
     results = evaluate_model(
-        accelerator.unwrap_model(run.model), args.eval_dataset, args.eval_configs, processor=run.processor,
-        batch_size=args.batch_size, device=accelerator.device, distributed=accelerator,
+        accelerator.unwrap_model(run.model),
+        args.eval_dataset,
+        args.eval_configs,
+        processor=run.processor,
+        batch_size=args.batch_size,
+        device=accelerator.device,
+        distributed=accelerator,
     )
-    accelerator.log({f"aro/{config}": numbers["accuracy"] for config, numbers in results["configs"].items()}, step=run.state["step"])
+    accelerator.log(
+        {f"aro/{config}": numbers["accuracy"] for config, numbers in results["configs"].items()}, step=run.state["step"]
+    )
     return results
 
 
@@ -343,25 +432,42 @@ def _mining(args: NegCLIPTrainingArguments) -> tuple[Path | None, dict | None]:
         return None, None
     from .mining import MiningParameters, default_cache_path, read_parameters
 
-    cache = Path(args.mining_cache) if args.mining_cache else default_cache_path(args.dataset, args.dataset_config, args.split)
+    cache = (
+        Path(args.mining_cache)
+        if args.mining_cache
+        else default_cache_path(args.dataset, args.dataset_config, args.split)
+    )
     if cache.exists():
         return cache, read_parameters(cache)
-    return cache, asdict(MiningParameters(
-        dataset=args.dataset, dataset_config=args.dataset_config, split=args.split, image_column=args.image_column,
-        caption_column=args.caption_column, image_id_column=args.image_id_column,
-        clip_model=args.mining_model or args.model_name_or_path, negatives_per_caption=args.negatives_per_caption,
-        neighbours=args.neighbours, seed=args.seed, spacy_pipeline=args.spacy_pipeline,
-    ))
+    return cache, asdict(
+        MiningParameters(
+            dataset=args.dataset,
+            dataset_config=args.dataset_config,
+            split=args.split,
+            image_column=args.image_column,
+            caption_column=args.caption_column,
+            image_id_column=args.image_id_column,
+            clip_model=args.mining_model or args.model_name_or_path,
+            negatives_per_caption=args.negatives_per_caption,
+            neighbours=args.neighbours,
+            seed=args.seed,
+            spacy_pipeline=args.spacy_pipeline,
+        )
+    )
 
 
-def _negatives(data, cache: Path | None, mining: dict | None, batch_size: int, accelerator) -> tuple[list | None, list | None]:
+def _negatives(
+    data, cache: Path | None, mining: dict | None, batch_size: int, accelerator
+) -> tuple[list | None, list | None]:
     """The cache's negatives and neighbours; on first use mined by every process (sharded), written by the main one."""
     if cache is None:
         return None, None
     from .mining import MiningParameters, load_cache, mine
 
     if not cache.exists():
-        mine(MiningParameters(**mining), cache, batch_size=batch_size, device=accelerator.device, distributed=accelerator)
+        mine(
+            MiningParameters(**mining), cache, batch_size=batch_size, device=accelerator.device, distributed=accelerator
+        )
     negatives, neighbours, _ = load_cache(cache)
     if len(negatives) != len(data):
         raise ValueError(f"the mining cache {cache} has {len(negatives)} rows but the data has {len(data)}: mine again")
@@ -374,7 +480,13 @@ def _dataset_identity(args: NegCLIPTrainingArguments, data) -> dict:
     for column in (args.caption_column, args.image_id_column):
         digest.update(json.dumps([str(value) for value in data[column]]).encode())
     name = Path(args.train_file).name if args.train_file else args.dataset
-    return {"name": name, "config": args.dataset_config, "split": args.split, "rows": len(data), "sha256": digest.hexdigest()}
+    return {
+        "name": name,
+        "config": args.dataset_config,
+        "split": args.split,
+        "rows": len(data),
+        "sha256": digest.hexdigest(),
+    }
 
 
 def _trackers(report_to: str):
@@ -385,7 +497,10 @@ def _trackers(report_to: str):
 
 def _flat_config(args: NegCLIPTrainingArguments) -> dict:
     """The arguments as trackers take them (TensorBoard's hparams: numbers, strings and booleans only)."""
-    return {name: value if isinstance(value, (int, float, str, bool)) else str(value) for name, value in asdict(args).items()}
+    return {
+        name: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for name, value in asdict(args).items()
+    }
 
 
 def _load_model(path: str):

@@ -8,9 +8,13 @@ import importlib
 
 # Public name -> the module that defines it; imported on first use, so `aro convert --help` loads no torch.
 _EXPORTS = {
-    "OPEN_CLIP_MODELS": "configs", "OpenCLIPConfig": "configs",
-    "FeatureCheck": "convert", "build_model": "convert", "convert_open_clip": "convert",
-    "read_checkpoint": "weights", "to_clip_state_dict": "weights",
+    "OPEN_CLIP_MODELS": "configs",
+    "OpenCLIPConfig": "configs",
+    "FeatureCheck": "convert",
+    "build_model": "convert",
+    "convert_open_clip": "convert",
+    "read_checkpoint": "weights",
+    "to_clip_state_dict": "weights",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -51,7 +51,9 @@ class FeatureCheck:
     @classmethod
     def inputs(cls, config: OpenCLIPConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """(pixel_values, input_ids) of the check for a model of `config`."""
-        pixel_values = torch.randn(1, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(CHECK_SEED))
+        pixel_values = torch.randn(
+            1, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(CHECK_SEED)
+        )
         token_ids = [config.end_token_id - 1, *CHECK_WORDS, config.end_token_id]
         input_ids = torch.zeros(1, config.context_length, dtype=torch.long)
         input_ids[0, : len(token_ids)] = torch.tensor(token_ids)
@@ -59,18 +61,25 @@ class FeatureCheck:
 
     @classmethod
     @torch.no_grad()
-    def of(cls, model: CLIPModel, config: OpenCLIPConfig) -> "FeatureCheck":
+    def of(cls, model: CLIPModel, config: OpenCLIPConfig) -> FeatureCheck:
         pixel_values, input_ids = cls.inputs(config)
         image = model.get_image_features(pixel_values=pixel_values).pooler_output[0]
         text = model.get_text_features(input_ids=input_ids).pooler_output[0]
         logit = model.logit_scale.exp() * torch.nn.functional.cosine_similarity(image, text, dim=0)
         return cls(
-            seed=CHECK_SEED, image_size=config.image_size, token_ids=input_ids[0][input_ids[0] != 0].tolist(),
-            image_features=image.tolist(), text_features=text.tolist(), logit=float(logit),
+            seed=CHECK_SEED,
+            image_size=config.image_size,
+            token_ids=input_ids[0][input_ids[0] != 0].tolist(),
+            image_features=image.tolist(),
+            text_features=text.tolist(),
+            logit=float(logit),
         )
 
-    def max_difference(self, other: "FeatureCheck") -> float:
-        mine, theirs = torch.tensor(self.image_features + self.text_features), torch.tensor(other.image_features + other.text_features)
+    def max_difference(self, other: FeatureCheck) -> float:
+        mine, theirs = (
+            torch.tensor(self.image_features + self.text_features),
+            torch.tensor(other.image_features + other.text_features),
+        )
         return float((mine - theirs).abs().max())
 
 
@@ -103,11 +112,19 @@ def checked_processor(name_or_path: str, config: OpenCLIPConfig):
     if len(tokenizer) > config.vocab_size:
         raise ValueError(f"{name_or_path}: its vocabulary has {len(tokenizer)} tokens, the model {config.vocab_size}")
     for name, expected in (("image_mean", config.image_mean), ("image_std", config.image_std)):
-        if not torch.allclose(torch.tensor(getattr(image_processor, name), dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), atol=1e-6):
-            raise ValueError(f"{name_or_path}: its {name} is {getattr(image_processor, name)}, open_clip {config.source} normalises with {expected}")
+        if not torch.allclose(
+            torch.tensor(getattr(image_processor, name), dtype=torch.float64),
+            torch.tensor(expected, dtype=torch.float64),
+            atol=1e-6,
+        ):
+            raise ValueError(
+                f"{name_or_path}: its {name} is {getattr(image_processor, name)}, open_clip {config.source} normalises with {expected}"
+            )
     crop = image_processor.crop_size or {}
     if (crop.get("height"), crop.get("width")) != (config.image_size, config.image_size):
-        raise ValueError(f"{name_or_path}: it crops images to {crop}, the model takes {config.image_size}x{config.image_size}")
+        raise ValueError(
+            f"{name_or_path}: it crops images to {crop}, the model takes {config.image_size}x{config.image_size}"
+        )
     return processor
 
 
@@ -122,7 +139,15 @@ def _first_values(values: list[float]) -> str:
     return ", ".join(f"{value:.6f}" for value in values[:SHOWN_VALUES])
 
 
-def _card(checkpoint: Path, config: OpenCLIPConfig, model: CLIPModel, check: FeatureCheck, negclip: bool, processor: str | None, repo_id: str) -> str:
+def _card(
+    checkpoint: Path,
+    config: OpenCLIPConfig,
+    model: CLIPModel,
+    check: FeatureCheck,
+    negclip: bool,
+    processor: str | None,
+    repo_id: str,
+) -> str:
     metadata = {
         "library_name": "transformers",
         "pipeline_tag": "zero-shot-image-classification",
@@ -158,7 +183,9 @@ def _card(checkpoint: Path, config: OpenCLIPConfig, model: CLIPModel, check: Fea
             if config.source in OPEN_CLIP_MODELS
             else f"...  # open_clip's model for {config.source!r}, weights from {checkpoint.name!r}, in eval mode"
         ),
-        processor=f"copied from `{processor}`" if processor else "none given: pass your own (open_clip's preprocessing and tokenizer)",
+        processor=f"copied from `{processor}`"
+        if processor
+        else "none given: pass your own (open_clip's preprocessing and tokenizer)",
         repo_id=repo_id,
         check_file=CHECK_FILE,
         seed=check.seed,
@@ -191,7 +218,9 @@ def convert_open_clip(
     check = FeatureCheck.of(model, config)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # beside `out`, moved into place when complete
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)
+    )  # beside `out`, moved into place when complete
     try:
         model.save_pretrained(staging)
         if loaded_processor is not None:
@@ -199,9 +228,15 @@ def convert_open_clip(
         # The check proper: the saved folder, loaded back, gives the features just computed.
         reloaded = FeatureCheck.of(type(model).from_pretrained(staging).eval(), config)
         if check.max_difference(reloaded) > 1e-6:
-            raise RuntimeError(f"the saved model's features differ from the converted model's by {check.max_difference(reloaded):.2e}")
-        (staging / CHECK_FILE).write_text(json.dumps({"source": checkpoint.name, "open_clip_config": config.source, **asdict(check)}, indent=1))
-        (staging / "README.md").write_text(_card(checkpoint, config, model, check, negclip, processor, push_to_hub or out.name))
+            raise RuntimeError(
+                f"the saved model's features differ from the converted model's by {check.max_difference(reloaded):.2e}"
+            )
+        (staging / CHECK_FILE).write_text(
+            json.dumps({"source": checkpoint.name, "open_clip_config": config.source, **asdict(check)}, indent=1)
+        )
+        (staging / "README.md").write_text(
+            _card(checkpoint, config, model, check, negclip, processor, push_to_hub or out.name)
+        )
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -211,5 +246,9 @@ def convert_open_clip(
 
         api = HfApi()
         api.create_repo(push_to_hub, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(out), repo_id=push_to_hub, commit_message=f"Convert {checkpoint.name} from open_clip {config.source}")
+        api.upload_folder(
+            folder_path=str(out),
+            repo_id=push_to_hub,
+            commit_message=f"Convert {checkpoint.name} from open_clip {config.source}",
+        )
     return out

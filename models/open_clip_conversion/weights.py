@@ -24,7 +24,11 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _DERIVED_BUFFERS = ("attn_mask",)
 # One transformer block: open_clip's names -> CLIPModel's (the packed attention input is split separately).
 _BLOCK = {
-    "ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.out_proj": "self_attn.out_proj", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+    "ln_1": "layer_norm1",
+    "ln_2": "layer_norm2",
+    "attn.out_proj": "self_attn.out_proj",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
 }
 
 
@@ -59,8 +63,20 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _tower_names(prefix: str, layers: int) -> list[str]:
-    block = ["ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias",
-             "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"]
+    block = [
+        "ln_1.weight",
+        "ln_1.bias",
+        "attn.in_proj_weight",
+        "attn.in_proj_bias",
+        "attn.out_proj.weight",
+        "attn.out_proj.bias",
+        "ln_2.weight",
+        "ln_2.bias",
+        "mlp.c_fc.weight",
+        "mlp.c_fc.bias",
+        "mlp.c_proj.weight",
+        "mlp.c_proj.bias",
+    ]
     return [f"{prefix}transformer.resblocks.{index}.{name}" for index in range(layers) for name in block]
 
 
@@ -69,12 +85,21 @@ def expected_keys(config: OpenCLIPConfig) -> list[str]:
     text = config.text_prefix
     return [
         "logit_scale",
-        "visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.weight", "visual.ln_pre.bias",
+        "visual.conv1.weight",
+        "visual.class_embedding",
+        "visual.positional_embedding",
+        "visual.ln_pre.weight",
+        "visual.ln_pre.bias",
         *_tower_names("visual.", config.vision_layers),
-        "visual.ln_post.weight", "visual.ln_post.bias", "visual.proj",
-        f"{text}token_embedding.weight", f"{text}positional_embedding",
+        "visual.ln_post.weight",
+        "visual.ln_post.bias",
+        "visual.proj",
+        f"{text}token_embedding.weight",
+        f"{text}positional_embedding",
         *_tower_names(text, config.text_layers),
-        f"{text}ln_final.weight", f"{text}ln_final.bias", f"{text}text_projection",
+        f"{text}ln_final.weight",
+        f"{text}ln_final.bias",
+        f"{text}text_projection",
     ]
 
 

@@ -17,13 +17,23 @@ from .matching import Blip2MatchingAdapter, BlipMatchingAdapter, BridgeTowerMatc
 
 # Families chosen by architecture or model type, before the dual-encoder fallback (any model with
 # get_image_features and get_text_features).
-FAMILIES: tuple[type[Adapter], ...] = (FlavaAdapter, BlipMatchingAdapter, Blip2MatchingAdapter, ViltMatchingAdapter, BridgeTowerMatchingAdapter)
+FAMILIES: tuple[type[Adapter], ...] = (
+    FlavaAdapter,
+    BlipMatchingAdapter,
+    Blip2MatchingAdapter,
+    ViltMatchingAdapter,
+    BridgeTowerMatchingAdapter,
+)
 
 # Architecture name (as in `config.architectures`) -> the adapter that scores it; `load_model` builds these classes.
-ADAPTERS: dict[str, type[Adapter]] = {architecture: family for family in FAMILIES for architecture in family.architectures}
+ADAPTERS: dict[str, type[Adapter]] = {
+    architecture: family for family in FAMILIES for architecture in family.architectures
+}
 MODEL_TYPES: dict[str, type[Adapter]] = {model_type: family for family in FAMILIES for model_type in family.model_types}
 
-SUPPORTED_FAMILIES = tuple(family.summary for family in (DualEncoderAdapter, *FAMILIES, GenerativeAdapter, CallableAdapter))
+SUPPORTED_FAMILIES = tuple(
+    family.summary for family in (DualEncoderAdapter, *FAMILIES, GenerativeAdapter, CallableAdapter)
+)
 
 
 def is_generative(architecture: str) -> bool:
@@ -55,7 +65,24 @@ def adapter_class(model) -> type[Adapter]:
 
 
 __all__ = [
-    "ADAPTERS", "FAMILIES", "MODEL_TYPES", "SUPPORTED_FAMILIES", "Adapter", "BlindAdapter", "Blip2MatchingAdapter", "BlipMatchingAdapter",
-    "BridgeTowerMatchingAdapter", "CallableAdapter", "DualEncoderAdapter", "FlavaAdapter", "GenerativeAdapter", "HookError", "UnsupportedModel",
-    "ViltMatchingAdapter", "adapter_class", "hook_name", "is_generative", "load_hook",
+    "ADAPTERS",
+    "FAMILIES",
+    "MODEL_TYPES",
+    "SUPPORTED_FAMILIES",
+    "Adapter",
+    "BlindAdapter",
+    "Blip2MatchingAdapter",
+    "BlipMatchingAdapter",
+    "BridgeTowerMatchingAdapter",
+    "CallableAdapter",
+    "DualEncoderAdapter",
+    "FlavaAdapter",
+    "GenerativeAdapter",
+    "HookError",
+    "UnsupportedModel",
+    "ViltMatchingAdapter",
+    "adapter_class",
+    "hook_name",
+    "is_generative",
+    "load_hook",
 ]

@@ -78,7 +78,11 @@ class Adapter:
 
     def tokenize(self, captions: list[str]) -> dict:
         return self.tokenizer(
-            captions, padding=self.padding, truncation=self.text_limit is not None, max_length=self.text_limit, return_tensors="pt"
+            captions,
+            padding=self.padding,
+            truncation=self.text_limit is not None,
+            max_length=self.text_limit,
+            return_tensors="pt",
         ).to(self.runtime.device)
 
     def token_lengths(self, captions: list[str]) -> list[int]:
@@ -94,7 +98,9 @@ class Adapter:
     def by_length(self, encode, captions: list[str]) -> torch.Tensor:
         """`encode` over `captions` in batches of similar token length (less padding), returned in input order."""
         order = sorted(range(len(captions)), key=self.token_lengths(captions).__getitem__)
-        sorted_outputs = self.runtime.batched(lambda batch: encode([captions[index] for index in batch]), order, "captions")
+        sorted_outputs = self.runtime.batched(
+            lambda batch: encode([captions[index] for index in batch]), order, "captions"
+        )
         outputs = torch.empty_like(sorted_outputs)
         outputs[torch.tensor(order)] = sorted_outputs
         return outputs

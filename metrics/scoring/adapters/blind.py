@@ -26,7 +26,9 @@ class BlindAdapter(Adapter):
     def __init__(self, model, tokenizer, runtime: Runtime):
         super().__init__(model, tokenizer, runtime)
         self.image_processor = None
-        self.context = next((token for token in (tokenizer.bos_token_id, tokenizer.eos_token_id) if token is not None), None)
+        self.context = next(
+            (token for token in (tokenizer.bos_token_id, tokenizer.eos_token_id) if token is not None), None
+        )
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.context or 0)
 
     def token_ids(self, caption: str) -> list[int]:
@@ -57,4 +59,6 @@ class BlindAdapter(Adapter):
         captions = items.unique_captions
         likelihoods = self.runtime.gathered(self.log_likelihoods, captions)
         index = {caption: position for position, caption in enumerate(captions)}
-        return likelihoods[torch.tensor([[index[caption] for caption in options] for options in items.candidates])].numpy()
+        return likelihoods[
+            torch.tensor([[index[caption] for caption in options] for options in items.candidates])
+        ].numpy()

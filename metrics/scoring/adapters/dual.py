@@ -29,9 +29,13 @@ class DualEncoderAdapter(Adapter):
     def image_features(self, dataset, rows: list[int], image_column: str = "image") -> torch.Tensor:
         """Normalised features of the images of `rows` of a dataset holding image bytes, in order."""
         features = []
-        for pixel_values in image_batches(dataset, rows, image_column, ImagePreprocess(self.image_processor), self.runtime):
+        for pixel_values in image_batches(
+            dataset, rows, image_column, ImagePreprocess(self.image_processor), self.runtime
+        ):
             with self.runtime.autocast():
-                features.append(self.embed_images(pixel_values.to(self.runtime.device, non_blocking=True)).float().cpu())
+                features.append(
+                    self.embed_images(pixel_values.to(self.runtime.device, non_blocking=True)).float().cpu()
+                )
         return torch.nn.functional.normalize(torch.cat(features), dim=-1)
 
     @torch.no_grad()
@@ -45,7 +49,9 @@ class DualEncoderAdapter(Adapter):
         return torch.nn.functional.normalize(self.by_length(encode, captions), dim=-1)
 
     def score(self, items: Items) -> np.ndarray:
-        images = self.runtime.gathered(lambda rows: self.image_features(items.dataset, rows, items.image_column), items.image_rows)
+        images = self.runtime.gathered(
+            lambda rows: self.image_features(items.dataset, rows, items.image_column), items.image_rows
+        )
         captions = items.unique_captions
         texts = self.runtime.gathered(self.text_features, captions)
         index = {caption: position for position, caption in enumerate(captions)}

@@ -43,7 +43,13 @@ from .prompts import SCORES, GenerativePrompts, answer_token_id, common_prefix_l
 PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
 # Processor outputs that are text, padded on the right when pairs run whole (InstructBLIP's Q-Former reads the prompt).
 TEXT_INPUTS = (
-    "input_ids", "attention_mask", *PER_TOKEN_INPUTS, "qformer_input_ids", "qformer_attention_mask", "decoder_input_ids", "decoder_attention_mask",
+    "input_ids",
+    "attention_mask",
+    *PER_TOKEN_INPUTS,
+    "qformer_input_ids",
+    "qformer_attention_mask",
+    "decoder_input_ids",
+    "decoder_attention_mask",
     "cross_attention_mask",
 )
 # Model types whose generative head is not scored here, and what to score instead.
@@ -96,23 +102,38 @@ class GenerativeAdapter(Adapter):
         self.decoder_start = text_config.decoder_start_token_id if _is_encoder_decoder(model.config) else None
         # PaliGemma's processor takes the answer as a suffix, read causally after the prompt: the caption goes there.
         self.caption_as_suffix = score == "likelihood" and "suffix" in inspect.signature(processor.__call__).parameters
-        self.scored_ids = "input_ids" if self.decoder_start is None else "decoder_input_ids"  # the tokens whose logits are read
+        self.scored_ids = (
+            "input_ids" if self.decoder_start is None else "decoder_input_ids"
+        )  # the tokens whose logits are read
         self.family = f"generative-{score}"
         if score == "vqa":  # P(answer) and P(negative answer) at the answer position
             bare_turn = None if self.decoder_start is not None else self.prompts.text("vqa", "", processor)
-            self.answer_ids = [answer_token_id(self.tokenizer, bare_turn, answer) for answer in (self.prompts.answer, self.prompts.negative_answer)]
+            self.answer_ids = [
+                answer_token_id(self.tokenizer, bare_turn, answer)
+                for answer in (self.prompts.answer, self.prompts.negative_answer)
+            ]
         # Per pair, the vision encoder runs once per image where the forward takes its output and it reads the image
         # alone (not InstructBLIP's, whose Q-Former reads the prompt): the names of the inputs it reads.
-        encoder_parameters = inspect.signature(model.get_image_features).parameters if hasattr(model, "get_image_features") else {}
-        shares_encoder = "mm_encoder_outputs" in parameters and not {"qformer_input_ids", "input_ids"} & set(encoder_parameters)
-        self.image_encoder_inputs = [name for name in encoder_parameters if name not in ("self", "kwargs")] if shares_encoder else []
+        encoder_parameters = (
+            inspect.signature(model.get_image_features).parameters if hasattr(model, "get_image_features") else {}
+        )
+        shares_encoder = "mm_encoder_outputs" in parameters and not {"qformer_input_ids", "input_ids"} & set(
+            encoder_parameters
+        )
+        self.image_encoder_inputs = (
+            [name for name in encoder_parameters if name not in ("self", "kwargs")] if shares_encoder else []
+        )
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.keeps_logits = "logits_to_keep" in parameters
         self.notes = {}
 
     def settings(self) -> dict:
         """What results.json records about how this model was scored."""
-        settings = {"score": self.score_name, "prompts": self.prompts.record(), "prefix": "shared" if self.per_pair_reason is None else "per pair"}
+        settings = {
+            "score": self.score_name,
+            "prompts": self.prompts.record(),
+            "prefix": "shared" if self.per_pair_reason is None else "per pair",
+        }
         if self.per_pair_reason is not None:
             settings["per_pair_because"] = self.per_pair_reason
             settings["vision_encoder"] = "once per image" if self.image_encoder_inputs else "once per pair"
@@ -171,9 +192,22 @@ class GenerativeAdapter(Adapter):
         prefixes, one over the rest of every pair with the prefix cache expanded to it."""
         device, length = self.runtime.device, prefixes[0].length
         prefix_ids = torch.tensor([prefix.pair_ids[0][:length] for prefix in prefixes], device=device)
-        image_inputs = {name: torch.cat([prefix.image_inputs[name] for prefix in prefixes]).to(device) for name in prefixes[0].image_inputs}
-        token_inputs = {name: torch.cat([prefix.token_inputs[name] for prefix in prefixes]).to(device) for name in prefixes[0].token_inputs}
-        output = self.forward(1, input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True, **image_inputs, **token_inputs)
+        image_inputs = {
+            name: torch.cat([prefix.image_inputs[name] for prefix in prefixes]).to(device)
+            for name in prefixes[0].image_inputs
+        }
+        token_inputs = {
+            name: torch.cat([prefix.token_inputs[name] for prefix in prefixes]).to(device)
+            for name in prefixes[0].token_inputs
+        }
+        output = self.forward(
+            1,
+            input_ids=prefix_ids,
+            attention_mask=torch.ones_like(prefix_ids),
+            use_cache=True,
+            **image_inputs,
+            **token_inputs,
+        )
         cache = output.cache if hasattr(output, "cache") else output.past_key_values
         rope_deltas = getattr(getattr(self.model, "model", None), "rope_deltas", None)
 
@@ -189,9 +223,18 @@ class GenerativeAdapter(Adapter):
         if rope_deltas is not None:  # multimodal RoPE (Qwen2-VL): text after the image is shifted by the image's delta
             positions = (positions + rope_deltas.to(device)[owners]).unsqueeze(0).expand(3, -1, -1)
         cache.batch_select_indices(torch.tensor(owners, device=device))
-        attention_mask = torch.cat([torch.ones(len(rests), length, dtype=rest_mask.dtype, device=device), rest_mask], dim=1)
+        attention_mask = torch.cat(
+            [torch.ones(len(rests), length, dtype=rest_mask.dtype, device=device), rest_mask], dim=1
+        )
         keep = 1 if self.score_name == "vqa" else width
-        output = self.forward(keep, input_ids=rest_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **{self.cache_argument: cache})
+        output = self.forward(
+            keep,
+            input_ids=rest_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self.cache_argument: cache},
+        )
         # Row r's pair tokens begin at width - len(rest); its scored tokens are read from scored_from[r] on.
         reads = [range(width - len(rest) + start, width) for rest, start in zip(rests, scored_from)]
         return self.read_scores(output.logits, rest_ids, reads)
@@ -203,7 +246,9 @@ class GenerativeAdapter(Adapter):
         offset = input_ids.shape[1] - logits.shape[1]  # the logits of the first `offset` positions were not computed
         log_probs = logits.float().log_softmax(dim=-1)
         if self.score_name == "vqa":
-            return [log_probs[row, read.start - 1 - offset, self.answer_ids].exp().cpu() for row, read in enumerate(reads)]
+            return [
+                log_probs[row, read.start - 1 - offset, self.answer_ids].exp().cpu() for row, read in enumerate(reads)
+            ]
         scores = []
         for row, read in enumerate(reads):
             predicted_at = torch.arange(read.start - 1, read.stop - 1, device=logits.device) - offset
@@ -223,7 +268,11 @@ class GenerativeAdapter(Adapter):
         turn = self.prompts.turn(self.prompts.prompt(self.score_name, caption), self.processor)
         if self.decoder_start is not None:  # the prompt to the encoder; the caption (likelihood) to the decoder
             inputs = self.processor_inputs(turn, image)
-            written = self.tokenizer(caption, add_special_tokens=False)["input_ids"] if self.score_name == "likelihood" else []
+            written = (
+                self.tokenizer(caption, add_special_tokens=False)["input_ids"]
+                if self.score_name == "likelihood"
+                else []
+            )
             inputs["decoder_input_ids"] = torch.tensor([[self.decoder_start, *written]])
             inputs["decoder_attention_mask"] = torch.ones_like(inputs["decoder_input_ids"])
         elif self.caption_as_suffix:
@@ -239,7 +288,9 @@ class GenerativeAdapter(Adapter):
         caption (likelihood)."""
         pairs = [self.pair_inputs(image, caption) for caption in captions]
         if self.score_name == "vqa":
-            return [(inputs, range(inputs[self.scored_ids].shape[1], inputs[self.scored_ids].shape[1])) for inputs in pairs]
+            return [
+                (inputs, range(inputs[self.scored_ids].shape[1], inputs[self.scored_ids].shape[1])) for inputs in pairs
+            ]
         if self.decoder_start is not None:  # the decoder holds its start token, then the caption
             return [(inputs, range(1, inputs["decoder_input_ids"].shape[1])) for inputs in pairs]
         bare = self.pair_inputs(image, "")["input_ids"][0].tolist()
@@ -249,7 +300,9 @@ class GenerativeAdapter(Adapter):
             start = common_prefix_length(bare, ids)
             end = len(ids) - (len(bare) - start)  # what follows the caption (PaliGemma's end token) is not scored
             if ids[end:] != bare[start:] or end <= start:
-                raise ValueError(f"the processor of {type(self.model).__name__} does not write the caption {caption!r} as one span of the prompt's tokens")
+                raise ValueError(
+                    f"the processor of {type(self.model).__name__} does not write the caption {caption!r} as one span of the prompt's tokens"
+                )
             scored.append((inputs, range(start, end)))
         return scored
 
@@ -269,7 +322,12 @@ class GenerativeAdapter(Adapter):
             values = [inputs[name] for inputs, _ in pairs]
             if name in TEXT_INPUTS:  # padded on the right along the tokens, their second dimension
                 width = max(value.shape[1] for value in values)
-                values = [torch.nn.functional.pad(value, (0, 0) * (value.dim() - 2) + (0, width - value.shape[1]), value=pad.get(name, 0)) for value in values]
+                values = [
+                    torch.nn.functional.pad(
+                        value, (0, 0) * (value.dim() - 2) + (0, width - value.shape[1]), value=pad.get(name, 0)
+                    )
+                    for value in values
+                ]
             batch[name] = torch.cat(values).to(device)
         if image_inputs:
             with self.runtime.autocast():
@@ -304,7 +362,10 @@ class GenerativeAdapter(Adapter):
         """Per image, the scores of its pairs: each image prefixed once, images of one prefix shape together."""
         prefixes = {image: self.image_prefix(picture, captions[image]) for image, picture in pictures.items()}
         pair_scores = {}
-        for members in _by_shape({image: prefix.image_inputs for image, prefix in prefixes.items()}, [prefix.length for prefix in prefixes.values()]):
+        for members in _by_shape(
+            {image: prefix.image_inputs for image, prefix in prefixes.items()},
+            [prefix.length for prefix in prefixes.values()],
+        ):
             flat = iter(self.score_group([prefixes[image] for image in members]))
             for image in members:
                 pair_scores[image] = [next(flat) for _ in prefixes[image].pair_ids]
@@ -323,13 +384,18 @@ class GenerativeAdapter(Adapter):
 
     def score(self, items: Items) -> np.ndarray:
         order = sorted(range(len(items.candidates)), key=items.image_of_item.__getitem__)
-        scored = self.runtime.gathered(lambda share: self.runtime.batched(lambda batch: self.score_batch(items, batch), share, "items"), order)
+        scored = self.runtime.gathered(
+            lambda share: self.runtime.batched(lambda batch: self.score_batch(items, batch), share, "items"), order
+        )
         scores = torch.empty_like(scored)
         scores[torch.tensor(order)] = scored
         if self.score_name == "vqa":
             says_yes = (scores[..., 0] > scores[..., 1]).numpy()
             negatives = ~items.same_as_true()[:, 1:]  # an option with the true caption's text is no false caption
-            self.notes = {"yes_rate_true_caption": float(says_yes[:, 0].mean()), "yes_rate_false_captions": float(says_yes[:, 1:][negatives].mean())}
+            self.notes = {
+                "yes_rate_true_caption": float(says_yes[:, 0].mean()),
+                "yes_rate_false_captions": float(says_yes[:, 1:][negatives].mean()),
+            }
         return scores[..., 0].numpy()
 
 
@@ -362,7 +428,10 @@ def _language_model_type(config) -> str:
 
 
 def _is_encoder_decoder(config) -> bool:
-    return bool(getattr(config, "is_encoder_decoder", False) or getattr(getattr(config, "text_config", None), "is_encoder_decoder", False))
+    return bool(
+        getattr(config, "is_encoder_decoder", False)
+        or getattr(getattr(config, "text_config", None), "is_encoder_decoder", False)
+    )
 
 
 def _why_no_shared_prefix(model, forward_parameters) -> str | None:

@@ -43,7 +43,9 @@ class HookError(ValueError):
 
 class CallableAdapter(PairAdapter):
     family = "hook"
-    summary = "your own scorer: a function score(images, captions) -> one number per pair (aro eval --scorer module:function)"
+    summary = (
+        "your own scorer: a function score(images, captions) -> one number per pair (aro eval --scorer module:function)"
+    )
 
     def __init__(self, score_fn, processor, runtime: Runtime):
         self.runtime = runtime
@@ -62,7 +64,9 @@ class CallableAdapter(PairAdapter):
         scores = self.model([images[position] for position, _ in pairs], [caption for _, caption in pairs])
         scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
         if scores.shape != (len(pairs),):
-            raise HookError(f"the scorer {hook_name(self.model)} returned shape {scores.shape} for {len(pairs)} pairs: it must return one number per pair")
+            raise HookError(
+                f"the scorer {hook_name(self.model)} returned shape {scores.shape} for {len(pairs)} pairs: it must return one number per pair"
+            )
         return torch.from_numpy(scores)
 
     def truncated_captions(self, captions: list[str]) -> int:

@@ -64,9 +64,13 @@ class Blip2MatchingAdapter(PairAdapter):
         """Vision states (for the matching head) and normalised projected queries (for the contrastive head)."""
         states = self.model.vision_model(pixel_values=inputs["pixel_values"].to(self.runtime.device)).last_hidden_state
         queries = self.model.qformer(
-            query_embeds=self.queries(len(states)), encoder_hidden_states=states, encoder_attention_mask=image_mask(states)
+            query_embeds=self.queries(len(states)),
+            encoder_hidden_states=states,
+            encoder_attention_mask=image_mask(states),
         ).last_hidden_state
-        return states, torch.nn.functional.normalize(self.model.vision_projection(queries.to(self.model.vision_projection.weight.dtype)), dim=-1)
+        return states, torch.nn.functional.normalize(
+            self.model.vision_projection(queries.to(self.model.vision_projection.weight.dtype)), dim=-1
+        )
 
     @torch.no_grad()
     def text_features(self, captions: list[str]) -> torch.Tensor:
@@ -76,13 +80,19 @@ class Blip2MatchingAdapter(PairAdapter):
             tokens = self.tokenize(batch)
             with self.runtime.autocast():
                 text = self.model.qformer(
-                    query_embeds=self.model.embeddings(input_ids=tokens["input_ids"]), query_length=0, attention_mask=tokens["attention_mask"]
+                    query_embeds=self.model.embeddings(input_ids=tokens["input_ids"]),
+                    query_length=0,
+                    attention_mask=tokens["attention_mask"],
                 ).last_hidden_state
-                return self.model.text_projection(text[:, 0, :].to(self.model.text_projection.weight.dtype)).float().cpu()
+                return (
+                    self.model.text_projection(text[:, 0, :].to(self.model.text_projection.weight.dtype)).float().cpu()
+                )
 
         return torch.nn.functional.normalize(self.by_length(encode, captions), dim=-1)
 
-    def match_both(self, states, pairs: list[tuple[int, str]], texts: torch.Tensor, index: dict[str, int]) -> torch.Tensor:
+    def match_both(
+        self, states, pairs: list[tuple[int, str]], texts: torch.Tensor, index: dict[str, int]
+    ) -> torch.Tensor:
         """[pairs, 2]: the matching head's probability of "match" and the contrastive head's best query cosine."""
         vision, queries = states
         positions = [position for position, _ in pairs]
@@ -96,7 +106,9 @@ class Blip2MatchingAdapter(PairAdapter):
             encoder_hidden_states=image_states,
             encoder_attention_mask=image_mask(image_states),
         ).last_hidden_state
-        logits = self.model.itm_head(joint[:, : pair_queries.shape[1], :].to(self.model.itm_head.weight.dtype)).mean(dim=1)
+        logits = self.model.itm_head(joint[:, : pair_queries.shape[1], :].to(self.model.itm_head.weight.dtype)).mean(
+            dim=1
+        )
         text = texts[[index[caption] for _, caption in pairs]].to(queries.device, queries.dtype)
         contrastive = torch.einsum("bqd,bd->bq", queries[positions], text).max(dim=1).values
         return torch.stack([logits.float().softmax(dim=-1)[:, 1], contrastive.float()], dim=1)
@@ -121,7 +133,10 @@ class JointForwardAdapter(PairAdapter):
 
     def logits(self, pixels: dict, pairs: list[tuple[int, str]]) -> torch.Tensor:
         positions = [position for position, _ in pairs]
-        return self.model(**self.tokenize([caption for _, caption in pairs]), **{name: tensor[positions] for name, tensor in pixels.items()}).logits
+        return self.model(
+            **self.tokenize([caption for _, caption in pairs]),
+            **{name: tensor[positions] for name, tensor in pixels.items()},
+        ).logits
 
 
 class ViltMatchingAdapter(JointForwardAdapter):

@@ -41,7 +41,9 @@ class PairAdapter(Adapter):
         """`match` over every pair of `items`, sharded over the processes, as an [N, K, ...] array."""
         pairs = items.pairs()
         order = sorted(range(len(pairs)), key=lambda index: pairs[index][0])  # each image's pairs side by side
-        flat = self.runtime.gathered(lambda share: self.score_share(items, share, match), [pairs[index] for index in order])
+        flat = self.runtime.gathered(
+            lambda share: self.score_share(items, share, match), [pairs[index] for index in order]
+        )
         in_item_order = torch.empty_like(flat)
         in_item_order[torch.tensor(order)] = flat
         return items.unflatten(in_item_order.numpy())
@@ -53,10 +55,17 @@ class PairAdapter(Adapter):
         rows = [items.image_rows[image] for image, _ in by_image]
         size = self.runtime.batch_size
         scores = []
-        for start, inputs in zip(range(0, len(by_image), size), image_batches(items.dataset, rows, items.image_column, self.preprocess, self.runtime)):
+        for start, inputs in zip(
+            range(0, len(by_image), size),
+            image_batches(items.dataset, rows, items.image_column, self.preprocess, self.runtime),
+        ):
             with self.runtime.autocast():
                 states = self.encode_images(inputs)
-            chunk = [(position, caption) for position, (_, captions) in enumerate(by_image[start : start + size]) for caption in captions]
+            chunk = [
+                (position, caption)
+                for position, (_, captions) in enumerate(by_image[start : start + size])
+                for caption in captions
+            ]
 
             def run(batch: list[tuple[int, str]]) -> torch.Tensor:
                 with self.runtime.autocast():

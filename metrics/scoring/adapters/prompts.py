@@ -47,7 +47,10 @@ class GenerativePrompts:
         """A user turn with the image and `prompt`, the assistant's turn opened."""
         if self.template is not None:
             return self.template.replace("{prompt}", prompt)
-        if getattr(processor, "chat_template", None) is None and getattr(getattr(processor, "tokenizer", None), "chat_template", None) is None:
+        if (
+            getattr(processor, "chat_template", None) is None
+            and getattr(getattr(processor, "tokenizer", None), "chat_template", None) is None
+        ):
             raise ValueError(
                 f"{type(processor).__name__} has no chat template: pass --prompt-template, a format string around "
                 "{prompt} with the image token where the model expects it (e.g. 'USER: <image>\\n{prompt} ASSISTANT:')"
