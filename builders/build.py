@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aro.builders.images import MAX_IMAGE_PIXELS
-from aro.builders.schema import ARO_CONFIGS, CONFIG_FEATURES
 from aro.builders.sources import BuildReport, order_rows, retrieval_rows, visual_genome_rows
+from aro.core.contract import ARO_CONFIGS, RETRIEVAL_CONFIGS, config_features
+from aro.core.errors import DownloadFailed, InvalidInput, OutputRefused
+from aro.core.io import push_folder
 
-CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order", "coco_retrieval", "flickr30k_retrieval")
+CONFIGS = ARO_CONFIGS + RETRIEVAL_CONFIGS
 # The configs built from the COCO and from the Flickr30k Karpathy test split: ARO's Order set and the retrieval set.
 KARPATHY_CONFIGS = {"coco": ("coco_order", "coco_retrieval"), "flickr30k": ("flickr30k_order", "flickr30k_retrieval")}
 # Where the original release keeps its files (see the ARO repository's `dataset_zoo/aro_datasets.py`).
@@ -99,14 +101,14 @@ def _tables(
 
 def check_output_folder(out_dir: str | Path, sources: AroSources) -> None:
     """Refuse, before any work, an output that is a file or that is, holds or lies inside a source folder
-    (replacing it would delete the sources). `staged_folder` refuses an existing output without `overwrite`."""
+    (replacing it would delete the sources). `write_hub_folder` refuses an existing output without `overwrite`."""
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out_dir} is a file, not a folder: choose another output folder")
+        raise OutputRefused(f"--out {out_dir} is a file, not a folder: choose another output folder")
     for source in sources.paths():
         resolved = source.resolve()
         if out.is_relative_to(resolved) or resolved.is_relative_to(out):
-            raise ValueError(
+            raise InvalidInput(
                 f"--out {out_dir} overlaps the source {source}: write the dataset to a folder outside its sources"
             )
 
@@ -135,14 +137,14 @@ def build_aro(
     configs = tuple(configs or sources.available())
     unknown = [config for config in configs if config not in CONFIGS]
     if unknown:
-        raise ValueError(f"unknown config(s) {unknown}: choose from {list(CONFIGS)}")
+        raise InvalidInput(f"unknown config(s) {unknown}: choose from {list(CONFIGS)}")
     lacking = [config for config in configs if config not in sources.available()]
     if lacking:
-        raise ValueError(
+        raise InvalidInput(
             f"no sources given for {lacking}: pass --vg-dir for the VG configs, --coco-dir / --flickr-dir for the Order configs"
         )
     if not configs:
-        raise ValueError("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
+        raise InvalidInput("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
     check_output_folder(out_dir, sources)
     perturber = None
     if set(configs) - {"relation", "attribution"}:
@@ -150,11 +152,12 @@ def build_aro(
 
         perturber = OrderPerturber(spacy_pipeline, seed=seed)
     report = BuildReport()
+    features = {config: config_features(config) for config in configs}
 
     def card(counts: dict) -> str:
         return render(
             "dataset_card.md",
-            yaml=configs_yaml(counts, CONFIG_FEATURES, CARD_METADATA),
+            yaml=configs_yaml(counts, features, CARD_METADATA),
             counts="\n".join(f"| {config} | {rows} |" for (config, _), rows in counts.items()),
             seed=seed,
             spacy_pipeline=perturber.nlp.meta["name"] if perturber else "not used",
@@ -185,7 +188,7 @@ def build_aro(
         allow_outside=allow_outside_source,
         max_pixels=max_image_pixels,
     )
-    counts = write_hub_folder(out_dir, tables, CONFIG_FEATURES, card, overwrite, extra_files)
+    counts = write_hub_folder(out_dir, tables, features, card, overwrite, extra_files, inputs=sources.paths())
     skipped_list = Path(f"{Path(out_dir).resolve()}.skipped.json")
     if report.skipped:
         skipped_list.write_text(json.dumps(report.skipped, indent=1))
@@ -216,7 +219,7 @@ def fetch(url: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: floa
                         file.write(chunk)
                         received += len(chunk)
                 if 0 <= expected != received:
-                    raise ConnectionError(f"connection closed after {received} of {expected} bytes")
+                    raise DownloadFailed(f"connection closed after {received} of {expected} bytes")
             partial.rename(target)
             return
         except urllib.error.HTTPError as error:
@@ -224,13 +227,13 @@ def fetch(url: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: floa
                 partial.rename(target)
                 return
             if error.code < 500:
-                raise ValueError(f"{url} answered HTTP {error.code} ({error.reason})") from None
+                raise InvalidInput(f"{url} answered HTTP {error.code} ({error.reason})") from None
             problem = error
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # timeouts and resets included
             problem = error
         if attempt < retries:
             time.sleep(min(2**attempt, 30))
-    raise ConnectionError(
+    raise DownloadFailed(
         f"could not download {url} ({problem}); run the same command again to resume from {partial.name}"
     )
 
@@ -250,7 +253,7 @@ def fetch_google_drive(
     else:
         problem = "no file was served"
     if written is None or not target.is_file():
-        raise ConnectionError(
+        raise DownloadFailed(
             f"Google Drive did not serve {target.name} ({problem}); download it by hand from "
             f"https://drive.google.com/uc?id={file_id} into {target.parent}, then run the same command again"
         )
@@ -264,7 +267,7 @@ def extract(archive: Path, folder: str) -> None:
         with zipfile.ZipFile(archive) as opened:
             damaged = opened.testzip()
             if damaged is None and not any(name.startswith(f"{folder}/") for name in opened.namelist()):
-                raise ValueError(f"{archive} holds no {folder}/ folder")
+                raise InvalidInput(f"{archive} holds no {folder}/ folder")
             if damaged is None:
                 with tempfile.TemporaryDirectory(prefix=f".{folder}-", dir=archive.parent) as staging:
                     opened.extractall(staging)  # zipfile drops `..` and absolute parts of member names
@@ -273,7 +276,7 @@ def extract(archive: Path, folder: str) -> None:
         damaged = str(error)
     if damaged is not None:
         archive.unlink()
-        raise ValueError(
+        raise InvalidInput(
             f"{archive} is damaged ({damaged}): it was deleted, run the same command again to download it anew"
         )
 
@@ -285,7 +288,7 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
     running it again; archives are tested before they are extracted.
     """
     if set(KARPATHY_CONFIGS["flickr30k"]) & set(configs):
-        raise ValueError(
+        raise InvalidInput(
             "Flickr30k images cannot be downloaded for you: request them from the authors at "
             f"{FLICKR30K_FORM}, then pass --flickr-dir (the folder holding flickr30k-images/) and "
             f"--flickr-annotations ({KARPATHY_URL.format(name='flickr30k_test.json')})."
@@ -315,11 +318,4 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
     """Upload exactly the built folder as a dataset repo; the token comes from the usual login or HF_TOKEN."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="Build ARO with aro build"
-    )
-    return str(url)
+    return push_folder(folder, repo_id, repo_type="dataset", private=private, commit_message="Build ARO with aro build")

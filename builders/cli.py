@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from aro.builders.images import MAX_IMAGE_PIXELS  # PIL only: --help stays fast
-from aro.cli import HelpFormatter
+from aro.core.command_line import HelpFormatter
 
 
 def register(subparsers) -> None:

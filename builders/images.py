@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from aro.core.contract import clamp_bbox
+
 JPEG_OPTIONS = {"format": "JPEG", "quality": 95, "subsampling": 0, "optimize": False}
 MAX_IMAGE_PIXELS = 100_000_000
 
@@ -40,17 +42,6 @@ class PreparedImage:
     bbox: tuple[int, int, int, int] | None = None  # after clamping to the image
     clamped: bool = False
     problem: str | None = None  # "missing" or "unreadable: ..." when the image could not be used
-
-
-def clamp_bbox(
-    bbox: tuple[float, float, float, float], width: int, height: int
-) -> tuple[tuple[int, int, int, int], bool]:
-    """The integer bbox inside a `width` x `height` image, and whether it had to be moved in."""
-    x, y, w, h = bbox
-    left, top = max(0, int(round(x))), max(0, int(round(y)))
-    right, bottom = min(width, int(round(x + w))), min(height, int(round(y + h)))
-    clamped = (left, top, right, bottom) != (int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
-    return (left, top, right - left, bottom - top), clamped
 
 
 def _encode(image: Image.Image) -> bytes:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from aro.builders.schema import PERTURBATION_NAMES
 from aro.builders.text import load_spacy, pre_caption
+from aro.core.contract import PERTURBATION_NAMES
+from aro.core.errors import InvalidInput
 
 NOUN_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS"})
 ADJECTIVE_TAGS = frozenset({"JJ", "JJR", "JJS"})
@@ -105,14 +106,14 @@ class OrderPerturber:
 
     def caption_options(self, captions: Sequence[str], keys: Sequence[str]) -> list[list[str]]:
         if len(captions) != len(keys):
-            raise ValueError(f"{len(captions)} captions but {len(keys)} keys")
+            raise InvalidInput(f"{len(captions)} captions but {len(keys)} keys")
         normalised = [pre_caption(caption) for caption in captions]
         options = []
         for index, (caption, key, doc) in enumerate(
             zip(normalised, keys, self.nlp.pipe(normalised, batch_size=self.batch_size))
         ):
             if not caption:
-                raise ValueError(f"caption {index} (key {key!r}) is empty after normalisation")
+                raise InvalidInput(f"caption {index} (key {key!r}) is empty after normalisation")
             tokens, tags = [token.text for token in doc], [token.tag_ for token in doc]
             options.append(
                 [caption] + [" ".join(perturb(tokens, tags, name, self.seed, key)) for name in PERTURBATIONS]

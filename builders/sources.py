@@ -32,10 +32,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from aro.builders.images import MAX_IMAGE_PIXELS, ImageJob, PreparedImage, prepare
-from aro.builders.schema import PERTURBATION_NAMES, retrieval_row
 from aro.builders.text import MAX_CAPTION_WORDS, pre_caption
+from aro.core.contract import BBOX_KEYS, PERTURBATION_NAMES, VISUAL_GENOME_OPTIONS, retrieval_row
+from aro.core.errors import InvalidInput, MissingInput
 
-VG_KEYS = ("image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption", "false_caption")
+VG_KEYS = ("image_path", *BBOX_KEYS, *VISUAL_GENOME_OPTIONS)
 VG_GROUP_KEYS = {"relation": "relation_name", "attribution": "attributes"}
 KARPATHY_KEYS = ("image", "caption")
 SHOWN_PATHS = 5
@@ -60,17 +61,17 @@ def read_annotations(path: Path, config: str) -> list[dict]:
     try:
         items = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"annotation file {path} does not exist") from None
+        raise MissingInput(f"annotation file {path} does not exist") from None
     except IsADirectoryError:
-        raise ValueError(f"annotation file {path} is a folder") from None
+        raise InvalidInput(f"annotation file {path} is a folder") from None
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}): annotation files are UTF-8 JSON") from None
+        raise InvalidInput(f"{path} is not UTF-8 text (byte {error.start}): annotation files are UTF-8 JSON") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+        raise InvalidInput(f"{path} is not valid JSON: {error}") from None
     if not isinstance(items, list):
-        raise ValueError(f"{path} should hold a JSON list of items, not a {type(items).__name__}")
+        raise InvalidInput(f"{path} should hold a JSON list of items, not a {type(items).__name__}")
     if not items:
-        raise ValueError(f"{config}: {path} holds no items; a config cannot be empty")
+        raise InvalidInput(f"{config}: {path} holds no items; a config cannot be empty")
     return items
 
 
@@ -80,28 +81,28 @@ def _shown(value) -> str:
 
 def _require(item, keys, path: Path, index: int) -> None:
     if not isinstance(item, dict):
-        raise ValueError(f"{path}: item {index} is a {type(item).__name__}, not an object")
+        raise InvalidInput(f"{path}: item {index} is a {type(item).__name__}, not an object")
     for key in keys:
         if key not in item:
-            raise ValueError(f"{path}: item {index} has no {key!r} key")
+            raise InvalidInput(f"{path}: item {index} has no {key!r} key")
 
 
 def _check_caption(caption, path: Path, index: int, key: str) -> None:
     if not isinstance(caption, str):
-        raise ValueError(f"{path}: item {index}: {key} should be a string, not {_shown(caption)}")
+        raise InvalidInput(f"{path}: item {index}: {key} should be a string, not {_shown(caption)}")
     if not caption.strip():
-        raise ValueError(f"{path}: item {index} has an empty {key}")
+        raise InvalidInput(f"{path}: item {index} has an empty {key}")
 
 
 def _check_number(value, path: Path, index: int, key: str) -> None:
     # JSON `true` is a Python int: without the bool test a bbox of `true` would become a 1x1 crop.
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{path}: item {index}: {key} should be a finite number, not {_shown(value)}")
+        raise InvalidInput(f"{path}: item {index}: {key} should be a finite number, not {_shown(value)}")
 
 
 def _check_image_id(item: dict, path: Path, index: int) -> None:
     if "image_id" in item and (isinstance(item["image_id"], bool) or not isinstance(item["image_id"], (str, int))):
-        raise ValueError(
+        raise InvalidInput(
             f"{path}: item {index}: image_id should be a string or an integer, not {_shown(item['image_id'])}"
         )
 
@@ -115,7 +116,7 @@ def source_file(root: Path, name, path: Path, index: int, key: str, allow_outsid
     _check_caption(name, path, index, key)
     file = Path(root) / name
     if not allow_outside and not file.resolve().is_relative_to(Path(root).resolve()):
-        raise ValueError(
+        raise InvalidInput(
             f"{path}: item {index}: {key} {name!r} leads outside {root}; pass --allow-outside-source "
             "(allow_outside=True) if the images really live elsewhere"
         )
@@ -137,7 +138,7 @@ def _check_files(jobs: list[ImageJob], source: Path, skip_missing: bool) -> None
     missing = [str(job.path) for job in jobs if not job.path.is_file()]
     if missing and not skip_missing:
         shown = ", ".join(missing[:SHOWN_PATHS])
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{len(missing)} image file(s) named in {source} are missing, e.g. {shown}. "
             "Pass --skip-missing to build without them."
         )
@@ -150,7 +151,7 @@ def _use(
     if prepared.problem is None:
         return True
     if not skip_missing:
-        raise ValueError(
+        raise InvalidInput(
             f"{source}: item {job.index} ({job.path}): image {prepared.problem}. Pass --skip-missing to leave such items out."
         )
     report.skip(config, job.index, job.path, prepared.problem)
@@ -180,18 +181,20 @@ def visual_genome_rows(
         _check_caption(item["true_caption"], annotations, index, "true_caption")
         _check_caption(item["false_caption"], annotations, index, "false_caption")
         if item["true_caption"] == item["false_caption"]:
-            raise ValueError(
+            raise InvalidInput(
                 f"{annotations}: item {index}: the false caption equals the true caption ({item['true_caption']!r})"
             )
-        bbox = tuple(item[key] for key in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
-        for key, value in zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), bbox):
+        bbox = tuple(item[key] for key in BBOX_KEYS)
+        for key, value in zip(BBOX_KEYS, bbox):
             _check_number(value, annotations, index, key)
         if not item["bbox_w"] > 0 or not item["bbox_h"] > 0:
-            raise ValueError(f"{annotations}: item {index} has an empty bbox (w={item['bbox_w']}, h={item['bbox_h']})")
+            raise InvalidInput(
+                f"{annotations}: item {index} has an empty bbox (w={item['bbox_w']}, h={item['bbox_h']})"
+            )
         if config == "relation":
             _check_caption(item["relation_name"], annotations, index, "relation_name")
         elif not isinstance(item["attributes"], list) or len(item["attributes"]) != 2:
-            raise ValueError(
+            raise InvalidInput(
                 f"{annotations}: item {index} should have a pair of attributes, not {_shown(item['attributes'])}"
             )
         else:
@@ -249,7 +252,7 @@ def order_rows(
     for index, item in enumerate(items):
         _require(item, KARPATHY_KEYS, annotations, index)
         if not isinstance(item["caption"], list) or not item["caption"]:
-            raise ValueError(
+            raise InvalidInput(
                 f"{annotations}: item {index} should have a list of captions, not {_shown(item['caption'])}"
             )
         jobs.append(

@@ -33,6 +33,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from aro.core.contract import ARO_CONFIGS, PERTURBATION_NAMES, RETRIEVAL_CONFIGS, config_features, retrieval_row
+
 IMAGE_SIZE = 64
 BACKGROUND = (245, 245, 245)
 COLOURS = {
@@ -270,7 +272,6 @@ def attribution_rows(seed: int, per_pair: int) -> Iterator[dict]:
 
 def order_rows(seed: int, split: str, count: int, caption_of, perturber) -> Iterator[dict]:
     """Order-shaped items: a scene's caption (chosen by `caption_of`) beside its four perturbations."""
-    from aro.builders.schema import PERTURBATION_NAMES  # here: `aro demo --help` must not import datasets
 
     drawn = [(f"{split}-{index:06d}", draw_scene(_seeded(seed, split, index))) for index in range(count)]
     caption_ids = [f"{scene_id}#0" for scene_id, _ in drawn]
@@ -295,7 +296,6 @@ def scene_rows(seed: int, split: str, count: int) -> Iterator[dict]:
 
 def retrieval_rows(seed: int, split: str, count: int, perturber) -> Iterator[dict]:
     """Retrieval rows of the scenes of `split` (those of `scene_rows`): each scene's captions beside their perturbations."""
-    from aro.builders.schema import retrieval_row  # here: `aro demo --help` must not import datasets
 
     drawn = list(scenes(seed, split, count))
     captions = [(f"{scene_id}#{k}", caption) for scene_id, scene in drawn for k, caption in enumerate(scene.captions())]
@@ -328,7 +328,6 @@ def build_synthetic_aro(
 
     from aro.builders.build import BENCHMARK_DESCRIPTION
     from aro.builders.perturbations import OrderPerturber
-    from aro.builders.schema import ARO_CONFIGS, CONFIG_FEATURES
     from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
     from aro.cards import render
 
@@ -344,7 +343,7 @@ def build_synthetic_aro(
         ("scenes", "test"): scene_rows(seed, "test", sizes.test_scenes),
         ("coco_retrieval", "test"): retrieval_rows(seed, "test", sizes.test_scenes, perturber),
     }
-    features = dict(CONFIG_FEATURES)
+    features = {config: config_features(config) for config in ARO_CONFIGS + RETRIEVAL_CONFIGS}
     features["scenes"] = Features({"image": ImageFeature(), "caption": Value("string"), "image_id": Value("string")})
 
     def card(counts: dict[tuple[str, str], int]) -> str:
@@ -366,4 +365,12 @@ def build_synthetic_aro(
         )
         return {"eval.yaml": eval_yaml(CARD_METADATA["pretty_name"], description, aro_configs)}
 
-    return write_hub_folder(out_dir, tables, features, card, overwrite=overwrite, extra_files=extra_files)
+    return write_hub_folder(
+        out_dir,
+        tables,
+        features,
+        card,
+        overwrite=overwrite,
+        extra_files=extra_files,
+        command="aro demo (synthetic dataset)",
+    )

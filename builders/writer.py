@@ -19,7 +19,8 @@ import yaml
 from datasets import Features
 from PIL import Image
 
-from aro.builders.staging import staged_folder
+from aro.core.errors import InvalidInput
+from aro.core.io import output_folder
 
 ROWS_PER_SHARD = 5000
 ROWS_PER_ROW_GROUP = 500
@@ -37,7 +38,7 @@ def encode_image(image: Image.Image | dict) -> dict:
 def _encode_row(row: dict, features: Features) -> dict:
     missing = set(features) - set(row)
     if missing:
-        raise ValueError(f"row is missing the columns {sorted(missing)}")
+        raise InvalidInput(f"row is missing the columns {sorted(missing)}")
     return {name: encode_image(row[name]) if name == "image" else row[name] for name in features}
 
 
@@ -58,7 +59,7 @@ def _write_split(rows: Iterable[dict], features: Features, folder: Path, split: 
         try:
             batch.append(_encode_row(row, features))
         except (ValueError, TypeError) as error:
-            raise ValueError(f"{folder.name}/{split} item {count}: {error}") from error
+            raise InvalidInput(f"{folder.name}/{split} item {count}: {error}") from error
         count += 1
         rows_in_shard += 1
         if len(batch) == ROWS_PER_ROW_GROUP or rows_in_shard == ROWS_PER_SHARD:
@@ -126,16 +127,19 @@ def write_hub_folder(
     render_card: Callable[[dict[tuple[str, str], int]], str],
     overwrite: bool = False,
     extra_files: Callable[[dict[tuple[str, str], int]], dict[str, str]] | None = None,
+    command: str = "aro build",
+    inputs: Iterable[str | Path] = (),
 ) -> dict[tuple[str, str], int]:
     """Write each (config, split) table, the card and the `extra_files` of the row counts (name: text) into
-    `out_dir` (see `staged_folder`); return the row counts."""
-    with staged_folder(out_dir, overwrite) as staging:
+    `out_dir`, as `command`'s output built from `inputs` (see `aro.core.io.output_folder`; an earlier build is
+    replaced only with `overwrite`); return the row counts."""
+    with output_folder(out_dir, command, inputs, replace=overwrite) as staging:
         counts = {}
         for (config, split), rows in tables.items():
             (staging / config).mkdir(exist_ok=True)
             counts[config, split] = _write_split(rows, features[config], staging / config, split)
             if not counts[config, split]:
-                raise ValueError(
+                raise InvalidInput(
                     f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty"
                 )
         (staging / "README.md").write_text(render_card(counts), encoding="utf-8")

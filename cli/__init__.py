@@ -20,11 +20,7 @@ import argparse
 import importlib
 import sys
 
-# The user's mistakes get one clear line: aro's own code raises ValueError for bad input and these OSErrors for
-# paths, naming what and where, and ConnectionError for a download that failed after its retries (saying how to
-# resume). The same errors raised inside torch, transformers or datasets, and every other error, are failures we
-# did not foresee: they keep their traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, ConnectionError)
+from aro.core.errors import AroError
 
 # Each command: the module whose `register(subparsers)` adds it, and its summary in `aro --help`.
 COMMANDS = {
@@ -32,7 +28,7 @@ COMMANDS = {
     "eval": ("aro.metrics.cli", "score a vision-language model on ARO"),
     "push-metric": ("aro.metrics.cli", "publish the aro_accuracy evaluate module as a Space"),
     "retrieval": (
-        "aro.metrics.retrieval_cli",
+        "aro.cli.retrieval",
         'retrieval with shuffled captions (the paper\'s "why"), and zero-shot classification',
     ),
     "mine": ("aro.models.negclip.cli", "mine NegCLIP hard negatives (swapped captions, nearest images)"),
@@ -43,16 +39,6 @@ COMMANDS = {
     ),
     "demo": ("aro.cli.demo", "run the whole pipeline offline on a synthetic world"),
 }
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Descriptions as written, and every option's default after its help, unless the help states it in words
-    ("(default: the best available)") or the option is required."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.required or "(default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -74,19 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(next((arg for arg in argv if not arg.startswith("-")), None)).parse_args(argv)
     try:
         return args.func(args) or 0
-    except USER_ERRORS as error:
-        if not _raised_by_aro(error):
-            raise
+    except AroError as error:  # the user's input, named in the message; anything else is a bug: its traceback shows
         print(f"aro {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-def _raised_by_aro(error: BaseException) -> bool:
-    """Whether `error` was raised on purpose by aro's code (the innermost frame of its traceback is an aro module)."""
-    frame = error.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame is not None and frame.tb_frame.f_globals.get("__name__", "").startswith("aro.")
 
 
 if __name__ == "__main__":

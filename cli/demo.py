@@ -22,10 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aro.builders.synthetic import IMAGE_SIZE, SyntheticSizes
-from aro.cli import HelpFormatter
-from aro.metrics.scoring.protocol import CHANCE
-
-ARO_CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
+from aro.core.command_line import HelpFormatter
+from aro.core.contract import ARO_CONFIGS, CHANCE
+from aro.core.io import output_folder
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,8 @@ def run_demo(
     Everything is written beside `out_dir` and moved into place at the end: a failed or interrupted run leaves
     no half-written demo and an existing one as it was.
     """
-    from aro.builders.staging import staged_folder
-
     final = Path(out_dir).resolve()
-    with staged_folder(final, overwrite=overwrite) as out:
+    with output_folder(final, "aro demo", replace=overwrite) as out:
         _say(f"writing into {out}, which becomes {final} when the demo completes")
         _run_pipeline(out, seed, quick, spacy_pipeline)
         _point_paths_at(out, final)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aro.cli import HelpFormatter
+from aro.core.command_line import HelpFormatter
+from aro.core.errors import InvalidInput
+from aro.core.io import push_folder
+from aro.core.protocol import PROTOCOLS
 from aro.metrics.scoring.bootstrap import DEFAULT_DRAWS
-from aro.metrics.scoring.protocol import PROTOCOLS
 
 METRIC_FOLDER = Path(__file__).parent / "aro_accuracy"
 
@@ -142,7 +144,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     models = read_models_file(args.models_file) if args.models_file else args.model or []
     if args.push_results and len(models) > 1:
-        raise ValueError("--push-results takes one model: its results go to that model's repo")
+        raise InvalidInput("--push-results takes one model: its results go to that model's repo")
     prompt_options = {
         "template": args.prompt_template,
         "question": args.question,
@@ -193,22 +195,17 @@ def _run_eval(args: argparse.Namespace) -> int:
 def push_metric(repo_id: str, private: bool = False) -> str:
     """Upload the module folder as a Gradio Space, as evaluate's own metrics are published.
 
-    The folder's `protocol.py` is a link to the scoring library's; the upload carries a copy of the file, so the
-    Space is self-contained.
+    The folder's `protocol.py` and `contract.py` are links to `aro.core`'s; the upload carries copies of the files, so
+    the Space is self-contained.
     """
     import shutil
     import tempfile
 
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
         folder = shutil.copytree(
             METRIC_FOLDER, Path(staging) / "aro_accuracy", ignore=shutil.ignore_patterns("__pycache__", "__init__.py")
         )
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="space")
-    return str(url)
+        return push_folder(folder, repo_id, repo_type="space", private=private, space_sdk="gradio")
 
 
 def _run_push(args: argparse.Namespace) -> int:

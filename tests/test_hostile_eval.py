@@ -13,9 +13,9 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from aro.builders.schema import CONFIG_FEATURES
 from aro.builders.writer import configs_yaml
 from aro.cli import main
+from aro.core.contract import config_features
 from aro.metrics.scoring import load_split
 from aro.metrics.scoring.evaluation import evaluate_model
 
@@ -156,10 +156,12 @@ def write_config(folder: Path, config: str, rows: list[dict]) -> None:
     (folder / config).mkdir(parents=True, exist_ok=True)
     for old in (folder / config).glob("*.parquet"):
         old.unlink()
-    Dataset.from_list(rows, features=CONFIG_FEATURES[config]).to_parquet(
+    Dataset.from_list(rows, features=config_features(config)).to_parquet(
         folder / config / "test-00000-of-00001.parquet"
     )
-    (folder / "README.md").write_text(configs_yaml({(config, "test"): len(rows)}, CONFIG_FEATURES) + "\n")
+    (folder / "README.md").write_text(
+        configs_yaml({(config, "test"): len(rows)}, {config: config_features(config)}) + "\n"
+    )
 
 
 def test_results_count_items_with_identical_options_and_leave_out_those_without_negative(tiny_clip_dir, tmp_path):

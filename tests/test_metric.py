@@ -7,7 +7,7 @@ import evaluate
 import pytest
 
 import aro.metrics.aro_accuracy.aro_accuracy as module
-from aro.metrics.scoring.protocol import EXCLUDED_RELATIONS, MIN_ATTRIBUTE_PAIR_ITEMS
+from aro.core.protocol import EXCLUDED_RELATIONS, MIN_ATTRIBUTE_PAIR_ITEMS
 
 METRIC_DIR = Path(__file__).parents[1] / "metrics" / "aro_accuracy"
 

@@ -13,7 +13,7 @@ from aro.builders.perturbations import (
     shuffle_trigrams,
     shuffle_within_trigrams,
 )
-from aro.builders.schema import PERTURBATION_NAMES
+from aro.core.contract import PERTURBATION_NAMES
 
 CAPTIONS = [
     "A large brown dog chases a small white cat across the green grass.",

@@ -8,8 +8,8 @@ from datasets import Dataset, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
+from aro.core.protocol import EXCLUDED_RELATIONS, accuracy_results
 from aro.metrics.scoring import Items
-from aro.metrics.scoring.protocol import EXCLUDED_RELATIONS, accuracy_results
 
 # A literal copy of the list `symmetric` in the authors' `notebooks/Replicate ARO! VG-Relation,
 # VG-Attribution.ipynb` (mertyg/vision-language-models-are-bows), in their order.

@@ -19,10 +19,10 @@ from test_build import sources  # noqa: F401 - the fixture of original-format so
 
 from aro.builders.build import AroSources, build_aro
 from aro.cli import main
+from aro.core.protocol import EXCLUDED_RELATIONS, predict
 from aro.metrics.scoring.bootstrap import Bootstrap
 from aro.metrics.scoring.breakdown import config_numbers
 from aro.metrics.scoring.hub_copies import as_aro_config
-from aro.metrics.scoring.protocol import EXCLUDED_RELATIONS, predict
 from aro.metrics.scoring.provenance import content_hash
 from aro.metrics.scoring.report import EVAL_RESULTS_PATH, eval_results_operations, push_eval_results
 from aro.models.negclip.card import model_card

@@ -104,7 +104,7 @@ def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(
 
     from datasets import load_dataset
 
-    from aro.builders.schema import CONFIG_FEATURES
+    from aro.core.contract import ARO_CONFIGS, RETRIEVAL_CONFIGS, config_features
 
     def digest(folder):
         return {
@@ -125,11 +125,11 @@ def test_build_writes_the_aro_schema_and_two_builds_with_one_seed_are_identical(
     assert digest(tmp_path / "one") == digest(tmp_path / "two") != digest(tmp_path / "other")
 
     # Every ARO config, and the held-out scenes as COCO's retrieval config (no second retrieval set: one world).
-    built = [config for config, _ in counts if config in CONFIG_FEATURES]
+    built = [config for config, _ in counts if config in ARO_CONFIGS + RETRIEVAL_CONFIGS]
     assert built == ["relation", "attribution", "coco_order", "flickr30k_order", "coco_retrieval"]
     for config in built:
         loaded = load_dataset(str(tmp_path / "one"), config, split="test")
-        assert loaded.features == CONFIG_FEATURES[config]
+        assert loaded.features == config_features(config)
     retrieval = load_dataset(str(tmp_path / "one"), "coco_retrieval", split="test")
     assert retrieval["image_id"] == load_dataset(str(tmp_path / "one"), "scenes", split="test").unique("image_id")
     order = load_dataset(str(tmp_path / "one"), "coco_order", split="test")

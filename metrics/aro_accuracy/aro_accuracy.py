@@ -3,7 +3,8 @@
 import datasets
 import evaluate
 
-from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results
+from .contract import ARO_CONFIGS, GROUP_COLUMNS
+from .protocol import accuracy_results
 
 _DESCRIPTION = """
 ARO (Attribution, Relation, and Order; Yuksekgonul et al., ICLR 2023) asks a model to pick the true caption of an
@@ -81,7 +82,7 @@ class AroAccuracy(evaluate.Metric):
     @property
     def aro_config(self):
         """The ARO config chosen the evaluate way (`evaluate.load(..., "relation")`), or None."""
-        return self.config_name if self.config_name in CONFIGS else None
+        return self.config_name if self.config_name in ARO_CONFIGS else None
 
     def compute(self, *, predictions=None, references=None, **kwargs):
         """As `evaluate.Metric.compute`; with `model_id=...` the model is scored on `dataset` first."""

@@ -1,1 +1,1 @@
-../scoring/protocol.py
+../../core/protocol.py

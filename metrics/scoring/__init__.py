@@ -9,27 +9,26 @@ it never imports from the module's Space folder (`metrics/aro_accuracy/`).
 >>> from aro.metrics.scoring import evaluate_model
 >>> results = evaluate_model("openai/clip-vit-base-patch32", "ORG/aro", "all", output_dir="eval")  # doctest: +SKIP
 
-Names are imported on first use, so that `aro.metrics.scoring.protocol` (numpy only) and the command line's help
-load no torch.
+Names are imported on first use, so that the command line's help loads no torch.
 """
 
 import importlib
 
-# Public name -> the module of this package that defines it.
+# Public name -> the module that defines it: one of this package (relative) or of `aro.core`.
 _EXPORTS = {
     "SUPPORTED_FAMILIES": "adapters",
     "UnsupportedModel": "adapters",
     "adapter_class": "adapters",
     "Items": "data",
-    "candidates_of": "data",
+    "candidates_of": "aro.core.contract",
     "load_split": "data",
     "load_model": "loading",
     "load_processor": "loading",
-    "CONFIGS": "protocol",
-    "GROUP_COLUMNS": "protocol",
-    "PROTOCOLS": "protocol",
-    "accuracy_results": "protocol",
-    "predict": "protocol",
+    "ARO_CONFIGS": "aro.core.contract",
+    "GROUP_COLUMNS": "aro.core.contract",
+    "PROTOCOLS": "aro.core.protocol",
+    "accuracy_results": "aro.core.protocol",
+    "predict": "aro.core.protocol",
     "Runtime": "runtime",
     "pick_device": "runtime",
     "Scorer": "scorer",
@@ -58,4 +57,5 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    module = _EXPORTS[name]
+    return getattr(importlib.import_module(module if module.startswith("aro.") else f".{module}", __name__), name)

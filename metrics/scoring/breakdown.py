@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from aro.core.protocol import accuracy_results, get_protocol, predict
+
 from .bootstrap import Bootstrap, accuracy_intervals
-from .protocol import accuracy_results, get_protocol, predict
 
 TIE = "tie"
 

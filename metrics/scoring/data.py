@@ -22,6 +22,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from aro.core.contract import candidates_of
+from aro.core.errors import InvalidInput
+
 
 def local_dataset(dataset: str) -> Path | None:
     """The local folder `dataset` names, or None for a Hub id (`ORG/NAME`); ValueError when it is neither."""
@@ -29,10 +32,10 @@ def local_dataset(dataset: str) -> Path | None:
     if folder.is_dir():
         return folder
     if folder.exists():
-        raise ValueError(f"dataset {dataset} is a file: give the folder that `aro build` wrote, or a Hub id ORG/NAME")
+        raise InvalidInput(f"dataset {dataset} is a file: give the folder that `aro build` wrote, or a Hub id ORG/NAME")
     parts = dataset.split("/")
     if len(parts) != 2 or not all(parts) or dataset.startswith((".", "~")):
-        raise ValueError(f"dataset folder {dataset} does not exist (nor is it a Hub id of the form ORG/NAME)")
+        raise InvalidInput(f"dataset folder {dataset} does not exist (nor is it a Hub id of the form ORG/NAME)")
     return None
 
 
@@ -46,17 +49,19 @@ def check_dataset(dataset: str, configs: list[str]) -> None:
     try:
         available = get_dataset_config_names(str(folder))
     except FileNotFoundError:  # datasets' EmptyDatasetError
-        raise ValueError(
+        raise InvalidInput(
             f"dataset folder {dataset} holds no dataset (no Parquet files, no README.md configs)"
         ) from None
     missing = [config for config in configs if config not in available]
     if missing and len(available) > 1:  # a single config (a Hub copy's `default`) serves every config asked for
-        raise ValueError(f"dataset folder {dataset} has no config {', '.join(missing)} (it has {', '.join(available)})")
+        raise InvalidInput(
+            f"dataset folder {dataset} has no config {', '.join(missing)} (it has {', '.join(available)})"
+        )
 
 
 def hub_unreachable(dataset: str, error: Exception) -> ValueError:
     """The one-line error for a dataset that is no local folder and that the Hub does not give."""
-    return ValueError(f"dataset {dataset!r} is not a local folder and cannot be loaded from the Hub: {error}")
+    return InvalidInput(f"dataset {dataset!r} is not a local folder and cannot be loaded from the Hub: {error}")
 
 
 def load_split(dataset: str, config: str | None, split: str = "test", revision: str | None = None):
@@ -88,13 +93,6 @@ def load_split(dataset: str, config: str | None, split: str = "test", revision: 
     return load_dataset(str(folder), config, split=split, cache_dir=str(copies / stamp))
 
 
-def candidates_of(row: dict) -> list[str]:
-    """The candidate captions of an ARO item, the true caption first."""
-    if "caption_options" in row:
-        return list(row["caption_options"])
-    return [row["true_caption"], row["false_caption"]]
-
-
 def image_key(encoded: dict) -> str:
     """A key for an image stored as `{"bytes", "path"}`: the hash of all its bytes (of its path when it has none)."""
     return hashlib.sha1(encoded["bytes"] or encoded["path"].encode()).hexdigest()
@@ -123,7 +121,7 @@ class Items:
         if image_column not in columns or not (
             "caption_options" in columns or {"true_caption", "false_caption"} <= columns
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"the dataset has columns {dataset.column_names}: an ARO config needs `{image_column}` and either "
                 "`caption_options` or `true_caption` and `false_caption`"
             )
@@ -215,5 +213,5 @@ def image_batches(dataset, rows: list[int], image_column: str, preprocess, runti
     )
     for batch in loader:
         if isinstance(batch, UndecodableImage):
-            raise ValueError(f"item {batch.row}: the image cannot be decoded ({batch.reason})")
+            raise InvalidInput(f"item {batch.row}: the image cannot be decoded ({batch.reason})")
         yield batch

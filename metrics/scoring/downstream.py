@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from aro.core.errors import InvalidInput
+from aro.core.io import check_output_folder, output_folder
+
 from .data import load_split
 from .evaluation import _versions
 from .loading import model_and_processor
-from .report import check_output_dir
 from .retrieval import RetrievalSet, retrieval_results
 from .zero_shot import ZeroShotTask, zero_shot_accuracy
 
@@ -29,6 +31,8 @@ SHORT_NAMES = {
     "shuffle_within_trigrams": "within\ntrigrams",
     "shuffle_trigrams": "trigrams",
 }
+
+RETRIEVAL_COMMAND = "aro retrieval"
 
 
 def evaluate_downstream(
@@ -55,9 +59,9 @@ def evaluate_downstream(
     `output_dir`, the main process of `distributed` also writes the reports there.
     """
     if dataset is None and zero_shot is None:
-        raise ValueError("nothing to evaluate: give a retrieval dataset, a zero-shot task, or both")
+        raise InvalidInput("nothing to evaluate: give a retrieval dataset, a zero-shot task, or both")
     if output_dir is not None:
-        check_output_dir(Path(output_dir))  # before any work
+        check_output_folder(output_dir, RETRIEVAL_COMMAND, inputs=[dataset, zero_shot, model])  # before any work
     model_name, model, processor = model_and_processor(model, processor, revision, trust_remote_code)
     runtime = dict(device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed)
     results = {"model": model_name, "model_revision": revision, "versions": _versions()}
@@ -165,11 +169,8 @@ def plot_retrieval(variants_by_model: dict[str, dict], path: Path, k: int = 1, t
 
 
 def write_outputs(results: dict, output_dir: Path) -> None:
-    """Write the reports into a folder beside `output_dir`, then move it into place (see `check_output_dir`)."""
-    from aro.builders.staging import staged_folder
-
-    check_output_dir(output_dir)
-    with staged_folder(output_dir, overwrite=True) as staging:
+    """Write the reports into a folder beside `output_dir`, then move it into place (see `aro.core.io`)."""
+    with output_folder(output_dir, RETRIEVAL_COMMAND) as staging:
         (staging / "results.json").write_text(json.dumps(results, indent=2))
         (staging / "results.md").write_text(downstream_table(results) + "\n")
         if "retrieval" in results:

@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aro.builders.staging import staged_folder
+from aro.core.contract import ARO_CONFIGS, GROUP_COLUMNS
+from aro.core.errors import InvalidInput
+from aro.core.io import check_output_folder, output_folder
+from aro.core.protocol import accuracy_results, get_protocol, predict
 
 from .adapters import BlindAdapter, hook_name
 from .bootstrap import DEFAULT_DRAWS, Bootstrap
@@ -26,9 +29,8 @@ from .breakdown import config_numbers
 from .data import check_dataset, hub_unreachable, load_split
 from .hub_copies import as_aro_config
 from .loading import load_blind_model, load_model
-from .protocol import CONFIGS, GROUP_COLUMNS, accuracy_results, get_protocol, predict
 from .provenance import dataset_commit, hub_id, model_commit, name_of
-from .report import check_output_dir, scores_table, write_comparison, write_outputs
+from .report import EVAL_COMMAND, scores_table, write_comparison, write_outputs
 from .runtime import Runtime
 from .scorer import Scorer, ScoreResult
 
@@ -46,10 +48,10 @@ def _versions() -> dict[str, str]:
 
 
 def resolve_configs(configs: str | list[str]) -> list[str]:
-    names = list(CONFIGS) if configs == "all" else [configs] if isinstance(configs, str) else list(configs)
-    unknown = [name for name in names if name not in CONFIGS]
+    names = list(ARO_CONFIGS) if configs == "all" else [configs] if isinstance(configs, str) else list(configs)
+    unknown = [name for name in names if name not in ARO_CONFIGS]
     if unknown:
-        raise ValueError(f"unknown ARO config(s) {unknown}: choose from {list(CONFIGS)} or 'all'")
+        raise InvalidInput(f"unknown ARO config(s) {unknown}: choose from {list(ARO_CONFIGS)} or 'all'")
     return names
 
 
@@ -123,7 +125,7 @@ def evaluate_model(
         device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed
     )
     if output_dir is not None:
-        check_output_dir(Path(output_dir))
+        check_output_folder(output_dir, EVAL_COMMAND, inputs=[dataset, model if isinstance(model, str) else None])
     check_dataset(dataset, configs)
     if isinstance(model, str):
         reference = model
@@ -131,7 +133,7 @@ def evaluate_model(
         model_name, commit = name_of(reference), model_commit(reference, model)
     elif isinstance(model, torch.nn.Module):
         if processor is None:
-            raise ValueError("a loaded model needs its processor")
+            raise InvalidInput("a loaded model needs its processor")
         model_name, commit = name_of(getattr(model.config, "_name_or_path", "") or type(model).__name__), None
     else:
         model_name, commit = hook_name(model), None
@@ -217,9 +219,11 @@ def evaluate_models(models: list, dataset: str, output_dir: str | Path | None, *
     output_dir = Path(output_dir)
     folders = [name_of(model).replace("/", "__") for model in models]
     if len(set(folders)) < len(folders):
-        raise ValueError(f"two models share a name ({folders}): their results would overwrite each other")
-    check_output_dir(output_dir)
-    with staged_folder(output_dir, overwrite=True) as staging:  # all models' results, or none, replace an earlier run's
+        raise InvalidInput(f"two models share a name ({folders}): their results would overwrite each other")
+    check_output_folder(
+        output_dir, EVAL_COMMAND, inputs=[dataset, *(model for model in models if isinstance(model, str))]
+    )
+    with output_folder(output_dir, EVAL_COMMAND) as staging:  # all models' results, or none, replace an earlier run's
         runs = [
             evaluate_model(model, dataset, output_dir=staging / folder, **options)
             for model, folder in zip(models, folders)
@@ -251,5 +255,5 @@ def read_models_file(path: str | Path) -> list[str]:
     lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
     models = [line for line in lines if line]
     if not models:
-        raise ValueError(f"{path} lists no model")
+        raise InvalidInput(f"{path} lists no model")
     return models

@@ -21,19 +21,16 @@ from __future__ import annotations
 from datasets import Dataset, List, Value
 from datasets import Image as ImageFeature
 
-from aro.builders.images import clamp_bbox
-from aro.builders.schema import CONFIG_FEATURES
-
-from .protocol import GROUP_COLUMNS
+from aro.core.contract import BBOX_KEYS, GROUP_COLUMNS, clamp_bbox, config_features
+from aro.core.errors import InvalidInput
 
 ORDER_COPY_TEXT_COLUMNS = ("correct_caption", "hard_text_1", "hard_text_2", "hard_text_3", "hard_text_4")
 ORDER_COPY_IMAGE_COLUMN = "images"
-BBOX_FIELDS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
 
 
 def is_aro_build(dataset: Dataset, config: str) -> bool:
     """Whether `dataset` has every column of our build of `config` (its images are then crops already)."""
-    return set(CONFIG_FEATURES[config]) <= set(dataset.column_names)
+    return set(config_features(config)) <= set(dataset.column_names)
 
 
 def as_aro_config(dataset: Dataset, config: str) -> tuple[Dataset, list[str]]:
@@ -44,11 +41,11 @@ def as_aro_config(dataset: Dataset, config: str) -> tuple[Dataset, list[str]]:
     if {ORDER_COPY_IMAGE_COLUMN, *ORDER_COPY_TEXT_COLUMNS} <= columns:
         dataset = _order_copy(dataset)
     elif not ({"image", "true_caption", "false_caption"} <= columns or {"image", "caption_options"} <= columns):
-        raise ValueError(
+        raise InvalidInput(
             f"{config}: the dataset has columns {dataset.column_names}, neither ARO's nor those of a known Hub copy "
             f"(VG: image, true_caption, false_caption; Order: {ORDER_COPY_IMAGE_COLUMN}, {', '.join(ORDER_COPY_TEXT_COLUMNS)})"
         )
-    if "bbox" in columns or set(BBOX_FIELDS) <= columns:
+    if "bbox" in columns or set(BBOX_KEYS) <= columns:
         dataset = _cropped(dataset)
     warnings = []
     group_column = GROUP_COLUMNS.get(config)
@@ -81,11 +78,11 @@ def _cropped(dataset: Dataset) -> Dataset:
     """Each image cropped to its row's bounding box, clamped to the image."""
 
     def crop(row: dict, index: int) -> dict:
-        box = row["bbox"] if "bbox" in row else [row[field] for field in BBOX_FIELDS]
+        box = row["bbox"] if "bbox" in row else [row[field] for field in BBOX_KEYS]
         image = row["image"].convert("RGB")
         (x, y, w, h), _ = clamp_bbox(tuple(box), *image.size)
         if w <= 0 or h <= 0:
-            raise ValueError(f"item {index}: bbox {box} lies outside its {image.size[0]}x{image.size[1]} image")
+            raise InvalidInput(f"item {index}: bbox {box} lies outside its {image.size[0]}x{image.size[1]} image")
         return {"image": image.crop((x, y, x + w, y + h))}
 
     features = dataset.features.copy()

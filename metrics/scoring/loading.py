@@ -11,10 +11,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+from aro.core.errors import InvalidInput
+
 from .adapters import ADAPTERS, is_generative
 
 
-class MissingWeights(ValueError):
+class MissingWeights(InvalidInput):
     """The checkpoint has no weights for part of the model it would be scored with."""
 
 
@@ -50,13 +52,13 @@ def model_config(model_id: str, revision: str | None = None, trust_remote_code: 
 
     path = Path(model_id).expanduser()
     if path.is_file() or (model_id.startswith((".", "/", "~")) and not path.exists()):
-        raise ValueError(
+        raise InvalidInput(
             f"model {model_id} is not a folder (a model is a folder saved by save_pretrained, or a Hub id ORG/NAME)"
         )
     try:
         return AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as error:  # not a folder, not on the Hub, or the Hub out of reach: transformers says which
-        raise ValueError(f"model {model_id!r} cannot be loaded: {str(error).splitlines()[0]}") from None
+        raise InvalidInput(f"model {model_id!r} cannot be loaded: {str(error).splitlines()[0]}") from None
 
 
 @contextmanager
@@ -93,7 +95,7 @@ def model_and_processor(model, processor=None, revision: str | None = None, trus
     if isinstance(model, str):
         return (model, *load_model(model, revision=revision, trust_remote_code=trust_remote_code))
     if processor is None:
-        raise ValueError("a loaded model needs its processor")
+        raise InvalidInput("a loaded model needs its processor")
     return getattr(model.config, "_name_or_path", type(model).__name__), model, processor
 
 

@@ -21,8 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocol import CHANCE, get_protocol
+from aro.core.contract import CHANCE
+from aro.core.errors import MissingInput
+from aro.core.io import output_folder
+from aro.core.protocol import get_protocol
 
+EVAL_COMMAND = "aro eval"
 EVAL_RESULTS_PATH = ".eval_results/aro.yaml"
 TASK_TYPE = "zero-shot-image-classification"
 
@@ -186,7 +190,7 @@ def eval_results_operations(folder: str | Path) -> list:
 
     path = Path(folder) / EVAL_RESULTS_PATH
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{path} does not exist: results are written for the Hub only when the dataset has a Hub id (--dataset-id)"
         )
     return [CommitOperationAdd(path_in_repo=EVAL_RESULTS_PATH, path_or_fileobj=path.read_bytes())]
@@ -309,29 +313,14 @@ def plot_config(config: str, numbers: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def check_output_dir(output_dir: Path) -> None:
-    """Refuse an output that is a file, or a folder holding something other than an earlier run's results (the
-    folder is replaced as a whole, so that no plot of an earlier run survives beside new results)."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"output folder {output_dir} is a file: choose another --out")
-    earlier_run = (output_dir / "results.json").is_file() or (output_dir / "comparison.csv").is_file()
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not earlier_run:
-        raise FileExistsError(
-            f"output folder {output_dir} holds other files (no results.json of an earlier run): choose another --out"
-        )
-
-
 def write_outputs(results: dict, output_dir: Path, score_tables: dict | None = None) -> list[str]:
     """Write an evaluation's files (and `scores/<config>.parquet` of `score_tables`) into a folder beside
-    `output_dir`, then move it into place (see `check_output_dir`); return one line per Hub file not written."""
+    `output_dir`, then move it into place (see `aro.core.io`); return one line per Hub file not written."""
     import pyarrow.parquet as pq
     import yaml
 
-    from aro.builders.staging import staged_folder
-
-    check_output_dir(output_dir)
     not_written = []
-    with staged_folder(output_dir, overwrite=True) as staging:
+    with output_folder(output_dir, EVAL_COMMAND) as staging:
         (staging / "results.json").write_text(json.dumps(results, indent=2))
         tables = [results_table(results)] + ([blind_table(results)] if results.get("blind_model") else [])
         (staging / "results.md").write_text("\n\n".join(tables) + "\n")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from aro.core.errors import InvalidInput
+
 from .adapters import DualEncoderAdapter, UnsupportedModel
 from .scorer import Scorer
 
@@ -52,7 +54,7 @@ class RetrievalSet:
 
         needed = {image_column, "captions"} | ({"perturbed_captions"} if perturbations else set())
         if not needed <= set(dataset.column_names):
-            raise ValueError(
+            raise InvalidInput(
                 f"the dataset has columns {dataset.column_names}: a retrieval config needs {sorted(needed)} "
                 "(build one with `aro build`: coco_retrieval, flickr30k_retrieval)"
             )
@@ -64,7 +66,7 @@ class RetrievalSet:
                 variants[name] = [caption for row in texts for caption in row["perturbed_captions"][name]]
         for name, captions in variants.items():
             if len(captions) != len(owner):
-                raise ValueError(
+                raise InvalidInput(
                     f"{name}: {len(captions)} captions for {len(owner)} originals; every image needs each caption perturbed"
                 )
         raw = dataset.cast_column(image_column, ImageFeature(decode=False))

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from aro.core.errors import InvalidInput
+
 AUTOCAST_DTYPES = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -27,17 +29,17 @@ def pick_device(device: str | None = None) -> torch.device:
         try:
             chosen = torch.device(device)
         except RuntimeError:
-            raise ValueError(f"unknown device {device!r}: use cuda, cuda:N, mps or cpu") from None
+            raise InvalidInput(f"unknown device {device!r}: use cuda, cuda:N, mps or cpu") from None
         if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
+            raise InvalidInput(
                 f"device {device!r} asked for, but CUDA is not available here (no GPU, or a CPU build of torch)"
             )
         if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            raise ValueError(
+            raise InvalidInput(
                 f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
         if chosen.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device {device!r} asked for, but MPS is not available here")
+            raise InvalidInput(f"device {device!r} asked for, but MPS is not available here")
         return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -61,15 +63,15 @@ class Runtime:
 
     def __post_init__(self):
         if self.dtype not in AUTOCAST_DTYPES:
-            raise ValueError(f"dtype must be one of {[name for name in AUTOCAST_DTYPES if name]}, not {self.dtype!r}")
+            raise InvalidInput(f"dtype must be one of {[name for name in AUTOCAST_DTYPES if name]}, not {self.dtype!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
+            raise InvalidInput(f"batch size must be at least 1, not {self.batch_size}")
         if self.num_workers < 0:
-            raise ValueError(f"the number of image-decoding workers cannot be negative ({self.num_workers})")
+            raise InvalidInput(f"the number of image-decoding workers cannot be negative ({self.num_workers})")
         self.device = pick_device(self.device) if not isinstance(self.device, torch.device) else self.device
         if AUTOCAST_DTYPES[self.dtype] is not None and self.device.type != "cuda":
             # CPU autocast would change the numbers, not the speed: run in fp32 and say so.
-            raise ValueError(
+            raise InvalidInput(
                 f"dtype {self.dtype} (autocast) runs on CUDA only, and this run is on {self.device.type}: leave the dtype out"
             )
 

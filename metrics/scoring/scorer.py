@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aro.core.errors import InvalidInput
+from aro.core.protocol import predict
+
 from .adapters import Adapter, GenerativeAdapter, adapter_class
 from .data import Items
-from .protocol import predict
 from .runtime import Runtime
 
 
@@ -79,7 +81,7 @@ class Scorer:
         adapter = adapter or adapter_class(model)
         generative = {name: value for name, value in (("score", score), ("prompts", prompts)) if value is not None}
         if generative and adapter is not GenerativeAdapter:
-            raise ValueError(
+            raise InvalidInput(
                 f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the {adapter.family} adapter"
             )
         self.adapter = adapter(model, processor, self.runtime, **generative)

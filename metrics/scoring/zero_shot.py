@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from aro.core.errors import InvalidInput
+from aro.core.protocol import predict
+
 from .data import load_split
-from .protocol import predict
 from .retrieval import dual_encoder
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -42,14 +44,16 @@ class ZeroShotTask:
     def __post_init__(self):
         bad = [template for template in self.templates if "{}" not in template]
         if not self.templates or bad:
-            raise ValueError(f"every zero-shot template needs a {{}} where the class name goes: {bad or 'none given'}")
+            raise InvalidInput(
+                f"every zero-shot template needs a {{}} where the class name goes: {bad or 'none given'}"
+            )
 
 
 def class_names_and_labels(data, task: ZeroShotTask) -> tuple[list[str], list[int]]:
     """The class names (in label order) and each row's label index."""
     for column in (task.image_column, task.label_column):
         if column not in data.column_names:
-            raise ValueError(f"{task.dataset} ({task.split}) has no column {column!r}; it has {data.column_names}")
+            raise InvalidInput(f"{task.dataset} ({task.split}) has no column {column!r}; it has {data.column_names}")
     labels = list(data[task.label_column])
     feature_names = getattr(data.features[task.label_column], "names", None)
     if labels and isinstance(labels[0], str):
@@ -57,16 +61,16 @@ def class_names_and_labels(data, task: ZeroShotTask) -> tuple[list[str], list[in
         index = {name: position for position, name in enumerate(names)}
         unknown = sorted(set(labels) - set(index))
         if unknown:
-            raise ValueError(f"{task.dataset}: labels {unknown[:5]} are not among the class names given")
+            raise InvalidInput(f"{task.dataset}: labels {unknown[:5]} are not among the class names given")
         return names, [index[label] for label in labels]
     names = list(task.class_names or [name.replace("_", " ") for name in feature_names or []])
     if not names:
-        raise ValueError(
+        raise InvalidInput(
             f"{task.dataset}: the label column {task.label_column!r} has no class names; pass them (--class-names)"
         )
     out_of_range = [row for row, label in enumerate(labels) if not 0 <= label < len(names)]
     if out_of_range:
-        raise ValueError(
+        raise InvalidInput(
             f"{task.dataset}: row {out_of_range[0]} has label {labels[out_of_range[0]]}, but there are {len(names)} class names"
         )
     return names, labels

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from aro.core.errors import InvalidInput, MissingInput, OutputRefused
+
 # What `--resume-from` may not silently change: each changes what a step means or which rows it sees.
 RESUME_SETTINGS = (
     "batch_size",
@@ -166,33 +168,33 @@ class NegCLIPTrainingArguments:
         """Refuse impossible settings and missing paths with a one-line error, before anything loads."""
         for name in ("batch_size", "epochs", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+                raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         for name in ("max_steps", "save_every", "eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(
+                raise InvalidInput(
                     f"--{name.replace('_', '-')} must be at least 1 (or left out), not {getattr(self, name)}"
                 )
         if self.hard_negatives and self.negatives_per_caption < 1:
-            raise ValueError(
+            raise InvalidInput(
                 f"--negatives-per-caption must be at least 1 with hard negatives, not {self.negatives_per_caption}"
             )
         if self.image_negatives and self.neighbours < 1:
-            raise ValueError(f"--neighbours must be at least 1 with image negatives, not {self.neighbours}")
+            raise InvalidInput(f"--neighbours must be at least 1 with image negatives, not {self.neighbours}")
         if self.learning_rate <= 0 or self.weight_decay < 0:
-            raise ValueError(
+            raise InvalidInput(
                 f"--learning-rate must be positive and --weight-decay not negative, not {self.learning_rate} and {self.weight_decay}"
             )
         if self.warmup_steps < 0 or self.num_workers < 0:
-            raise ValueError("--warmup-steps and --num-workers cannot be negative")
+            raise InvalidInput("--warmup-steps and --num-workers cannot be negative")
         if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
-            raise FileExistsError(f"--output-dir {self.output_dir} is a file, not a folder")
+            raise OutputRefused(f"--output-dir {self.output_dir} is a file, not a folder")
         for name in ("model_name_or_path", "mining_model", "dataset", "eval_dataset"):
             check_local_path(getattr(self, name), f"--{name.replace('_', '-')}")
         for name in ("train_file", "validation_file", "image_root"):
             if getattr(self, name) is not None and not Path(getattr(self, name)).exists():
-                raise FileNotFoundError(f"--{name.replace('_', '-')} {getattr(self, name)}: no such file or folder")
+                raise MissingInput(f"--{name.replace('_', '-')} {getattr(self, name)}: no such file or folder")
         if self.max_logit_scale < 1:
-            raise ValueError(f"--max-logit-scale must be at least 1, not {self.max_logit_scale}")
+            raise InvalidInput(f"--max-logit-scale must be at least 1, not {self.max_logit_scale}")
 
     def resume_settings(self) -> dict:
         """The settings a checkpoint records and `--resume-from` compares."""
@@ -225,7 +227,7 @@ class MiningParameters:
     def check(self) -> None:
         """Refuse impossible settings and missing paths in one line, before spaCy or a model loads."""
         if self.negatives_per_caption < 1 or self.neighbours < 1:
-            raise ValueError(
+            raise InvalidInput(
                 f"--negatives-per-caption and --neighbours must be at least 1, not {self.negatives_per_caption} and {self.neighbours}"
             )
         check_local_path(self.dataset, "--dataset")
@@ -237,4 +239,4 @@ def check_local_path(value: str | None, option: str) -> None:
     if value is None or Path(value).expanduser().exists():
         return
     if value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value:
-        raise FileNotFoundError(f"{option} {value}: no such file or folder")
+        raise MissingInput(f"{option} {value}: no such file or folder")

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from aro.core.errors import InvalidInput
+
 from .arguments import NegCLIPTrainingArguments
 from .recipe import input_size, random_resized_crop
 
@@ -48,7 +50,7 @@ def epoch_order(image_rows: dict[str, list[int]], seed: int, epoch: int, epoch_r
         total = sum(len(rows) for rows in image_rows.values())
         return torch.randperm(total, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
     if epoch_rows != "images":
-        raise ValueError(f"epoch_rows must be one of {EPOCH_ROWS}, not {epoch_rows!r}")
+        raise InvalidInput(f"epoch_rows must be one of {EPOCH_ROWS}, not {epoch_rows!r}")
     rng = np.random.default_rng([seed, epoch])
     candidates = list(image_rows.values())
     picks = rng.integers(0, [len(rows) for rows in candidates])

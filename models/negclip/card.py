@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from aro.cards import render
+from aro.core.errors import MissingInput
 from aro.metrics.scoring.provenance import hub_id, name_of
 from aro.metrics.scoring.report import model_index
 
@@ -147,7 +148,7 @@ def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_dow
 
     folder = Path(model_dir)
     if not (folder / "training_args.json").is_file():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{folder} has no training_args.json: only the card of a model trained by `aro train` can be rewritten"
         )
     args = NegCLIPTrainingArguments(**json.loads((folder / "training_args.json").read_text()))

@@ -19,9 +19,7 @@ nothing is unpickled, so a crafted checkpoint cannot run code (accelerate's `loa
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -30,12 +28,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from aro.core.errors import InvalidInput, MissingInput
+from aro.core.io import fingerprint, replace_folder, sync
+
 MARKER = "checkpoint.json"
 STATE_FILE = "training_state.json"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".bin", ".pt", ".pth")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidInput):
     """A checkpoint that must not be resumed from: incomplete, altered, pickled, or from another run."""
 
 
@@ -58,10 +59,10 @@ def save_checkpoint(directory: Path, accelerator, model, processor, optimizer, s
     if accelerator.is_main_process:
         files = sorted(path for path in staging.rglob("*") if path.is_file())
         for path in files:
-            _sync(path)
-        manifest = {str(path.relative_to(staging)): _fingerprint_of(path) for path in files}
+            sync(path)
+        manifest = {str(path.relative_to(staging)): fingerprint(path) for path in files}
         (staging / MARKER).write_text(json.dumps({"files": manifest}, indent=2))
-        _sync(staging / MARKER)
+        sync(staging / MARKER)
         replace_folder(staging, directory)
     accelerator.wait_for_everyone()
     return directory
@@ -70,7 +71,7 @@ def save_checkpoint(directory: Path, accelerator, model, processor, optimizer, s
 def verify_checkpoint(directory: Path) -> dict:
     """The training state of a complete, unaltered, pickle-free checkpoint; a `CheckpointError` naming the fault otherwise."""
     if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint {directory} does not exist")
+        raise MissingInput(f"checkpoint {directory} does not exist")
     if directory.name.endswith((".partial", ".old")):
         raise CheckpointError(
             f"{directory} is a save that never finished (or a replaced one), not a checkpoint; resume from 'latest'"
@@ -86,7 +87,7 @@ def verify_checkpoint(directory: Path) -> dict:
         )
     manifest = json.loads((directory / MARKER).read_text())["files"]
     missing = [name for name in manifest if not (directory / name).is_file()]
-    altered = [name for name in manifest if name not in missing and _fingerprint_of(directory / name) != manifest[name]]
+    altered = [name for name in manifest if name not in missing and fingerprint(directory / name) != manifest[name]]
     if missing or altered:
         raise CheckpointError(
             f"checkpoint {directory} is incomplete: "
@@ -115,7 +116,7 @@ def latest_checkpoint(folder: Path) -> Path:
             return directory
         except CheckpointError:
             continue
-    raise FileNotFoundError(f"no complete checkpoint in {folder} to resume from")
+    raise MissingInput(f"no complete checkpoint in {folder} to resume from")
 
 
 def load_checkpoint(directory: Path, accelerator, optimizer, scheduler) -> dict:
@@ -212,37 +213,3 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fingerprint_of(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-
-
-def _sync(path: Path) -> None:
-    """Force `path` (a file or a folder's entries) to disk, so a rename never lands before the data."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def replace_folder(staging: Path, directory: Path) -> None:
-    """Rename `staging` to `directory`; an existing `directory` (the same step saved again) is replaced."""
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, directory)
-    _sync(directory.parent)

@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from aro.core.errors import InvalidInput, MissingInput, OutputRefused
+
 from .arguments import MiningParameters
 
 SWAPPABLE_TAGS = {
@@ -131,7 +133,7 @@ def nearest_images(
 def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
     """Next to a local dataset: `<dataset>/negclip-mining/<config>-<split>.parquet`."""
     if not Path(dataset).is_dir():
-        raise ValueError(f"{dataset} is not a local folder: pass an output path for the mining cache")
+        raise InvalidInput(f"{dataset} is not a local folder: pass an output path for the mining cache")
     return Path(dataset) / "negclip-mining" / f"{config or 'default'}-{split}.parquet"
 
 
@@ -153,14 +155,14 @@ def mine_negatives(
     data = load_split(parameters.dataset, parameters.dataset_config, parameters.split)
     for column in (parameters.image_column, parameters.caption_column, parameters.image_id_column):
         if column not in data.column_names:
-            raise ValueError(
+            raise InvalidInput(
                 f"{parameters.dataset} ({parameters.split}) has no column {column!r}; it has {data.column_names}"
             )
     try:  # before spaCy's minutes, so that a wrong model name fails at once
         model = AutoModel.from_pretrained(parameters.clip_model)
         processor = AutoProcessor.from_pretrained(parameters.clip_model)
     except OSError as error:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"cannot load the mining model {parameters.clip_model}: {str(error).splitlines()[0]}"
         ) from None
     scorer = Scorer(model, processor, device=device, batch_size=batch_size, distributed=distributed)
@@ -214,12 +216,12 @@ def mine(
     """
     parameters.check()
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
+        raise InvalidInput(f"--batch-size must be at least 1, not {batch_size}")
     output = (
         Path(output) if output else default_cache_path(parameters.dataset, parameters.dataset_config, parameters.split)
     )
     if output.is_dir():
-        raise IsADirectoryError(f"--out {output} is a folder; the mining cache is one Parquet file")
+        raise OutputRefused(f"--out {output} is a folder; the mining cache is one Parquet file")
     negatives, neighbours = mine_negatives(parameters, batch_size=batch_size, device=device, distributed=distributed)
     if getattr(distributed, "is_main_process", True):
         write_cache(output, negatives, neighbours, parameters)

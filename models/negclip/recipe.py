@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from aro.core.errors import InvalidInput
+
 MAX_LOGIT_SCALE = 100.0
 CROP_AREA = (0.9, 1.0)
 CROP_ASPECT_RATIO = (3 / 4, 4 / 3)
@@ -117,7 +119,7 @@ def input_size(image_processor) -> tuple[int, int]:
             return size["width"], size["height"]
         if size.get("shortest_edge"):
             return size["shortest_edge"], size["shortest_edge"]
-    raise ValueError(f"cannot tell the input size of {type(image_processor).__name__}: it has no crop_size or size")
+    raise InvalidInput(f"cannot tell the input size of {type(image_processor).__name__}: it has no crop_size or size")
 
 
 @dataclass(frozen=True)

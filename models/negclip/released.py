@@ -25,6 +25,8 @@ import ast
 import csv
 from pathlib import Path
 
+from aro.core.errors import InvalidInput, MissingInput
+
 COLUMNS = ("title", "filepath", "neg_caption", "neg_image")
 
 
@@ -32,9 +34,9 @@ def _literal_list(text: str, kind: type, where: str) -> list:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        raise ValueError(f"{where}: not a Python list literal: {text[:80]!r}") from None
+        raise InvalidInput(f"{where}: not a Python list literal: {text[:80]!r}") from None
     if not isinstance(value, list) or not all(isinstance(item, kind) for item in value):
-        raise ValueError(f"{where}: expected a list of {kind.__name__}, got {text[:80]!r}")
+        raise InvalidInput(f"{where}: expected a list of {kind.__name__}, got {text[:80]!r}")
     return value
 
 
@@ -49,7 +51,7 @@ def load_released(path: str | Path, image_root: str | Path | None = None) -> tup
         reader = csv.DictReader(file, delimiter="\t")
         missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(
+            raise InvalidInput(
                 f"{path}: no column {missing[0]!r}; a released NegCLIP file has {list(COLUMNS)} (tab-separated)"
             )
         captions, images, negatives, neighbours = [], [], [], []
@@ -62,12 +64,12 @@ def load_released(path: str | Path, image_root: str | Path | None = None) -> tup
     for row, rows in enumerate(neighbours):
         outside = [other for other in rows if not 0 <= other < len(captions)]
         if outside:
-            raise ValueError(
+            raise InvalidInput(
                 f"{path}, line {row + 2}, neg_image: row {outside[0]} is not a row of the file ({len(captions)} rows)"
             )
     absent = next((image for image in images if not Path(image).is_file()), None)
     if absent:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{path}: image {absent} not found (pass --image-root, the folder the file paths start from)"
         )
     data = Dataset.from_dict({"image": images, "caption": captions, "image_id": [str(Path(image)) for image in images]})

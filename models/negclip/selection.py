@@ -16,7 +16,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .checkpointing import replace_folder
+from aro.core.errors import MissingInput
+from aro.core.io import replace_folder
 
 METRIC = "text_to_image_recall@1"
 
@@ -70,7 +71,7 @@ class BestEpoch:
         from safetensors.torch import load_file
 
         if not (self.directory / "model.safetensors").exists():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"the best epoch ({state['best_epoch']}) was saved to {self.directory}, which no longer holds it"
             )
         accelerator.unwrap_model(model).load_state_dict(load_file(str(self.directory / "model.safetensors")))

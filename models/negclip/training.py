@@ -31,6 +31,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from aro.core.errors import InvalidInput
+from aro.core.io import push_folder
+
 from .arguments import NegCLIPTrainingArguments
 from .batches import NegCLIPBatches, rows_per_epoch
 from .checkpointing import check_same_run, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
@@ -116,7 +119,7 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     data, released = _training_data(args)
     epoch_size = rows_per_epoch(data[args.image_id_column], args.epoch_rows)
     if epoch_size < args.batch_size * accelerator.num_processes:
-        raise ValueError(
+        raise InvalidInput(
             f"{args.train_file or args.dataset} has {epoch_size} rows per epoch ({args.epoch_rows}), fewer than one batch of {args.batch_size} x {accelerator.num_processes} processes"
         )
     cache, mining = _mining(args)
@@ -409,7 +412,7 @@ def _training_data(args: NegCLIPTrainingArguments) -> tuple:
     data = load_split(args.dataset, args.dataset_config, args.split)
     for column in (args.image_column, args.caption_column, args.image_id_column):
         if column not in data.column_names:
-            raise ValueError(f"{args.dataset} ({args.split}) has no column {column!r}; it has {data.column_names}")
+            raise InvalidInput(f"{args.dataset} ({args.split}) has no column {column!r}; it has {data.column_names}")
     return data, None
 
 
@@ -470,7 +473,9 @@ def _negatives(
         )
     negatives, neighbours, _ = load_cache(cache)
     if len(negatives) != len(data):
-        raise ValueError(f"the mining cache {cache} has {len(negatives)} rows but the data has {len(data)}: mine again")
+        raise InvalidInput(
+            f"the mining cache {cache} has {len(negatives)} rows but the data has {len(data)}: mine again"
+        )
     return negatives, neighbours
 
 
@@ -511,8 +516,4 @@ def _load_model(path: str):
 
 def push_checkpoint(folder: Path, repo_id: str, private: bool = False) -> None:
     """Upload the final model folder (not the intermediate checkpoints) to the Hub; the token is never shown."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, ignore_patterns=["checkpoints/*", "tensorboard/*"])
+    push_folder(folder, repo_id, private=private, ignore_patterns=["checkpoints/*", "tensorboard/*"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from aro.cli import HelpFormatter
+    from aro.core.command_line import HelpFormatter
 
     from .configs import OPEN_CLIP_MODELS
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aro.core.errors import InvalidInput, MissingInput
+
 if TYPE_CHECKING:  # transformers only where a config is built, so that `aro convert --help` loads no torch
     from transformers import CLIPConfig
 
@@ -184,12 +186,12 @@ def _check_options(section: str, options: dict, source: str) -> None:
         if key in _MAPPED[section] or key in _NO_EFFECT[section]:
             continue
         if key not in _PLAIN_CLIP[section]:
-            raise ValueError(
+            raise InvalidInput(
                 f"{source}: unknown open_clip option {where}{key}; the converter handles plain ViT CLIPs only"
             )
         plain = _PLAIN_CLIP[section][key]
         if value not in (plain if isinstance(plain, tuple) else (plain,)):
-            raise ValueError(
+            raise InvalidInput(
                 f"{source}: open_clip option {where}{key}={value!r} has no CLIPModel counterpart (a plain CLIP has {plain!r})"
             )
 
@@ -235,44 +237,42 @@ class OpenCLIPConfig:
             return cls.from_dict(OPEN_CLIP_MODELS[str(name_or_path)], str(name_or_path))
         path = Path(name_or_path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{name_or_path} is neither an open_clip model name we carry ({', '.join(OPEN_CLIP_MODELS)}) nor a JSON file"
             )
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
+            raise InvalidInput(f"{path}: not valid JSON ({error})") from None
         preprocess = config.get("preprocess_cfg", {})
         normalisation = {key: tuple(preprocess[key]) for key in ("mean", "std") if key in preprocess}
         return cls.from_dict(config.get("model_cfg", config), path.name, **normalisation)
 
     @classmethod
-    def from_dict(
-        cls, config: dict, source: str, mean: tuple = OPENAI_MEAN, std: tuple = OPENAI_STD
-    ) -> OpenCLIPConfig:
+    def from_dict(cls, config: dict, source: str, mean: tuple = OPENAI_MEAN, std: tuple = OPENAI_STD) -> OpenCLIPConfig:
         """Read an open_clip model config (`embed_dim`, `vision_cfg`, `text_cfg`, ...), refusing what CLIP cannot do;
         `mean` and `std` are the image normalisation the model was trained with."""
         for key in ("embed_dim", "vision_cfg", "text_cfg"):
             if key not in config:
-                raise ValueError(f"{source}: an open_clip model config needs {key!r}; it has {sorted(config)}")
+                raise InvalidInput(f"{source}: an open_clip model config needs {key!r}; it has {sorted(config)}")
         _check_options("top", config, source)
         vision = _VISION_DEFAULTS | config["vision_cfg"]
         text = _TEXT_DEFAULTS | config["text_cfg"]
         _check_options("vision_cfg", config["vision_cfg"], source)
         _check_options("text_cfg", config["text_cfg"], source)
         if not isinstance(vision["layers"], int):
-            raise ValueError(
+            raise InvalidInput(
                 f"{source}: vision_cfg.layers={vision['layers']!r} is a ResNet tower; the converter handles ViTs only"
             )
         image_size = vision["image_size"]
         if isinstance(image_size, (list, tuple)):
             if len(set(image_size)) != 1:
-                raise ValueError(
+                raise InvalidInput(
                     f"{source}: vision_cfg.image_size={image_size} is not square, which CLIPModel requires"
                 )
             image_size = image_size[0]
         if vision["width"] % vision["head_width"] or text["width"] % text["heads"]:
-            raise ValueError(f"{source}: the widths ({vision['width']}, {text['width']}) must divide into heads")
+            raise InvalidInput(f"{source}: the widths ({vision['width']}, {text['width']}) must divide into heads")
         return cls(
             source=source,
             embed_dim=config["embed_dim"],

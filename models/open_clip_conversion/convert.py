@@ -13,8 +13,6 @@ compare (the card shows how). Nothing is written unless the conversion and the c
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,10 +21,13 @@ import yaml
 from transformers import AutoProcessor, CLIPModel
 
 from aro.cards import render
+from aro.core.errors import InvalidInput
+from aro.core.io import check_output_folder, output_folder, push_folder, sha256_of
 
 from .configs import OPEN_CLIP_MODELS, OpenCLIPConfig
 from .weights import read_checkpoint, to_clip_state_dict
 
+CONVERT_COMMAND = "aro convert"
 CHECK_FILE = "open_clip_conversion.json"
 CHECK_SEED = 0
 CHECK_WORDS = [1, 2, 3, 4, 5]  # token ids between the start and end tokens: any ids exist in every vocabulary
@@ -93,7 +94,7 @@ def build_model(checkpoint: str | Path, config: OpenCLIPConfig, negclip: bool = 
     shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
     for name, tensor in weights.items():
         if tensor.shape != shapes[name]:
-            raise ValueError(
+            raise InvalidInput(
                 f"{Path(checkpoint).name}: {name} has shape {tuple(tensor.shape)}, open_clip {config.source} needs {tuple(shapes[name])}"
             )
     model.load_state_dict(weights, strict=True)
@@ -105,34 +106,27 @@ def checked_processor(name_or_path: str, config: OpenCLIPConfig):
     processor = AutoProcessor.from_pretrained(name_or_path)
     tokenizer, image_processor = processor.tokenizer, processor.image_processor
     if tokenizer.convert_tokens_to_ids(tokenizer.eos_token) != config.end_token_id:
-        raise ValueError(
+        raise InvalidInput(
             f"{name_or_path}: its end token has id {tokenizer.convert_tokens_to_ids(tokenizer.eos_token)}; open_clip {config.source} "
             f"pools at the highest id, {config.end_token_id}"
         )
     if len(tokenizer) > config.vocab_size:
-        raise ValueError(f"{name_or_path}: its vocabulary has {len(tokenizer)} tokens, the model {config.vocab_size}")
+        raise InvalidInput(f"{name_or_path}: its vocabulary has {len(tokenizer)} tokens, the model {config.vocab_size}")
     for name, expected in (("image_mean", config.image_mean), ("image_std", config.image_std)):
         if not torch.allclose(
             torch.tensor(getattr(image_processor, name), dtype=torch.float64),
             torch.tensor(expected, dtype=torch.float64),
             atol=1e-6,
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"{name_or_path}: its {name} is {getattr(image_processor, name)}, open_clip {config.source} normalises with {expected}"
             )
     crop = image_processor.crop_size or {}
     if (crop.get("height"), crop.get("width")) != (config.image_size, config.image_size):
-        raise ValueError(
+        raise InvalidInput(
             f"{name_or_path}: it crops images to {crop}, the model takes {config.image_size}x{config.image_size}"
         )
     return processor
-
-
-def _sha256(path: Path) -> str:
-    from huggingface_hub.utils.sha import sha_fileobj  # reads in chunks: checkpoints can be gigabytes
-
-    with open(path, "rb") as file:
-        return sha_fileobj(file).hex()
 
 
 def _first_values(values: list[float]) -> str:
@@ -173,7 +167,7 @@ def _card(
         title="NegCLIP" if negclip else f"open_clip {config.source}",
         model_class="NegCLIPModel" if negclip else "CLIPModel",
         checkpoint=checkpoint.name,
-        sha256=_sha256(checkpoint),
+        sha256=sha256_of(checkpoint),
         config=config.source,
         activation=activation,
         heads=f"{config.vision_heads} (image), {config.text_heads} (text)",
@@ -210,18 +204,13 @@ def convert_open_clip(
     """Convert `checkpoint` (an open_clip state dict or training checkpoint) of the open_clip model `open_clip_config`
     (a carried name such as "ViT-B-32-quickgelu", or a JSON config) into the new folder `out`; return `out`."""
     checkpoint, out = Path(checkpoint), Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; give a new --out folder")
+    check_output_folder(out, CONVERT_COMMAND, inputs=[checkpoint, processor], replace=False)
     config = OpenCLIPConfig.load(open_clip_config)
     model = build_model(checkpoint, config, negclip)
     loaded_processor = checked_processor(processor, config) if processor else None
     check = FeatureCheck.of(model, config)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)
-    )  # beside `out`, moved into place when complete
-    try:
+    with output_folder(out, CONVERT_COMMAND, inputs=[checkpoint, processor], replace=False) as staging:
         model.save_pretrained(staging)
         if loaded_processor is not None:
             loaded_processor.save_pretrained(staging)
@@ -237,18 +226,11 @@ def convert_open_clip(
         (staging / "README.md").write_text(
             _card(checkpoint, config, model, check, negclip, processor, push_to_hub or out.name)
         )
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if push_to_hub:
-        from huggingface_hub import HfApi
-
-        api = HfApi()
-        api.create_repo(push_to_hub, private=private, exist_ok=True)
-        api.upload_folder(
-            folder_path=str(out),
-            repo_id=push_to_hub,
+        push_folder(
+            out,
+            push_to_hub,
+            private=private,
             commit_message=f"Convert {checkpoint.name} from open_clip {config.source}",
         )
     return out

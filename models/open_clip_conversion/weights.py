@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from aro.core.errors import InvalidInput, MissingInput
+
 from .configs import OpenCLIPConfig
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -37,9 +39,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     `module.` prefixes removed. Pickles are read with `weights_only=True`, which executes no code from the file."""
     path = Path(path)
     if path.suffix not in CHECKPOINT_SUFFIXES:
-        raise ValueError(f"{path}: expected an open_clip checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
+        raise InvalidInput(f"{path}: expected an open_clip checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+        raise MissingInput(f"{path}: no such checkpoint")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -49,14 +51,16 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             content = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError) as error:
             reason = str(error).strip().splitlines()[0]
-            raise ValueError(f"{path}: cannot be read as tensors without executing pickled code ({reason})") from None
+            raise InvalidInput(f"{path}: cannot be read as tensors without executing pickled code ({reason})") from None
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not content:
-        raise ValueError(f"{path}: holds no state dict (a mapping of parameter names to tensors)")
+        raise InvalidInput(f"{path}: holds no state dict (a mapping of parameter names to tensors)")
     not_tensors = [key for key, value in content.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise ValueError(f"{path}: {not_tensors[0]!r} is not a tensor; expected a state dict or {{'state_dict': ...}}")
+        raise InvalidInput(
+            f"{path}: {not_tensors[0]!r} is not a tensor; expected a state dict or {{'state_dict': ...}}"
+        )
     if all(key.startswith("module.") for key in content):
         content = {key.removeprefix("module."): value for key, value in content.items()}
     return content
@@ -111,7 +115,9 @@ def _check_keys(weights: dict[str, torch.Tensor], config: OpenCLIPConfig) -> Non
     for problem, keys in (("missing", missing), ("unexpected", unexpected)):
         if keys:
             more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-            raise ValueError(f"{problem} key {keys[0]!r}{more} for open_clip {config.source}: is it the right config?")
+            raise InvalidInput(
+                f"{problem} key {keys[0]!r}{more} for open_clip {config.source}: is it the right config?"
+            )
 
 
 def _tower(weights: dict[str, torch.Tensor], source: str, target: str, layers: int) -> dict[str, torch.Tensor]:

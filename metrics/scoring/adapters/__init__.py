@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from aro.core.errors import InvalidInput
+
 from .base import Adapter
 from .blind import BlindAdapter
 from .dual import DualEncoderAdapter, FlavaAdapter
@@ -43,7 +45,7 @@ def is_generative(architecture: str) -> bool:
     return architecture in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.values()
 
 
-class UnsupportedModel(ValueError):
+class UnsupportedModel(InvalidInput):
     """The model belongs to no family that an adapter scores."""
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from aro.core.errors import InvalidInput
+
 from ..data import ImageRows, Items
 from .base import Adapter
 from .prompts import SCORES, GenerativePrompts, answer_token_id, common_prefix_length
@@ -89,10 +91,10 @@ class GenerativeAdapter(Adapter):
     def __init__(self, model, processor, runtime, score: str = "vqa", prompts: GenerativePrompts | None = None):
         super().__init__(model, processor, runtime)
         if score not in SCORES:
-            raise ValueError(f"a generative model scores with one of {list(SCORES)}, not {score!r}")
+            raise InvalidInput(f"a generative model scores with one of {list(SCORES)}, not {score!r}")
         # What the model's class cannot do is said before what its processor lacks (a chat template, say).
         if model.config.model_type in NOT_SCORED:
-            raise ValueError(f"{type(model).__name__} is not scored: {NOT_SCORED[model.config.model_type]}")
+            raise InvalidInput(f"{type(model).__name__} is not scored: {NOT_SCORED[model.config.model_type]}")
         parameters = inspect.signature(model.forward).parameters
         self.per_pair_reason = _why_no_shared_prefix(model, parameters)
         self.score_name, self.prompts = score, prompts or GenerativePrompts()
@@ -145,7 +147,7 @@ class GenerativeAdapter(Adapter):
         try:
             return dict(self.processor(text=[text], images=[image], return_tensors="pt", **suffix))
         except Exception as error:  # noqa: BLE001 - processors raise anything on an image they cannot place
-            raise ValueError(
+            raise InvalidInput(
                 f"the processor of {type(self.model).__name__} cannot take the image with the prompt {text!r} "
                 f"({' '.join(str(error).split())}); "
                 "check that the prompt places the image token as the processor expects (--prompt-template)"
@@ -176,7 +178,7 @@ class GenerativeAdapter(Adapter):
         # comes from the forward over the rest of the pair.
         length = min(min(common_prefix_length(bare_ids, ids) for ids in pair_ids), min(scored_from) - 1)
         if length < expansion_end:
-            raise ValueError(
+            raise InvalidInput(
                 f"the processor of {type(self.model).__name__} writes the image (or other tokens) into the prompt after "
                 f"the caption or around it ({bare_text!r}): the scorer shares the image and the text before the caption, "
                 "so the prompt must show the image first (--prompt-template)"
@@ -300,7 +302,7 @@ class GenerativeAdapter(Adapter):
             start = common_prefix_length(bare, ids)
             end = len(ids) - (len(bare) - start)  # what follows the caption (PaliGemma's end token) is not scored
             if ids[end:] != bare[start:] or end <= start:
-                raise ValueError(
+                raise InvalidInput(
                     f"the processor of {type(self.model).__name__} does not write the caption {caption!r} as one span of the prompt's tokens"
                 )
             scored.append((inputs, range(start, end)))

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aro.core.errors import InvalidInput
+
 from ..runtime import Runtime
 from .pairs import PairAdapter
 
@@ -37,7 +39,7 @@ def hook_name(function) -> str:
     return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', type(function).__name__)}"
 
 
-class HookError(ValueError):
+class HookError(InvalidInput):
     """The hook cannot be found, or returned something other than one number per pair."""
 
 

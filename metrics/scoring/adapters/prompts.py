@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from aro.core.errors import InvalidInput
+
 SCORES = ("vqa", "likelihood")
 
 
@@ -51,7 +53,7 @@ class GenerativePrompts:
             getattr(processor, "chat_template", None) is None
             and getattr(getattr(processor, "tokenizer", None), "chat_template", None) is None
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"{type(processor).__name__} has no chat template: pass --prompt-template, a format string around "
                 "{prompt} with the image token where the model expects it (e.g. 'USER: <image>\\n{prompt} ASSISTANT:')"
             )
@@ -88,7 +90,7 @@ def answer_token_id(tokenizer, prompt_text: str | None, answer: str) -> int:
     added = with_answer[shared:]
     if shared != len(without) or len(added) != 1:
         pieces = tokenizer.convert_ids_to_tokens(added)
-        raise ValueError(
+        raise InvalidInput(
             f"the tokenizer writes the answer {answer!r} {'after the prompt' if prompt_text is not None else 'alone'} as {pieces} (not one new "
             "token): VQAScore needs a single-token answer; choose another answer word (--answer) or --prompt-template"
         )

@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from aro.cli import HelpFormatter
+from aro.core.command_line import HelpFormatter
+from aro.core.errors import InvalidInput
 
 
 def register(subparsers) -> None:
@@ -79,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     from aro.metrics.scoring.zero_shot import ZeroShotTask
 
     if args.dataset is None and args.zero_shot is None:
-        raise ValueError("give --dataset (retrieval), --zero-shot DATASET, or both")
+        raise InvalidInput("give --dataset (retrieval), --zero-shot DATASET, or both")
     task = None
     if args.zero_shot:
         given = {

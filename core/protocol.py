@@ -10,10 +10,11 @@
   CLIP_benchmark: the prediction is an argmax, which on a tie returns the first option, the true caption, so ties
   that involve the true caption are right; nothing is excluded; micro accuracy is the headline.
 
-This file needs only numpy: the `aro_accuracy` evaluate module (published as a Space) carries it as it is, and
-computes its results with `accuracy_results`, as the scoring library does.
+This file needs only numpy and the contract beside it: the `aro_accuracy` evaluate module (published as a Space)
+carries both as they are, and computes its results with `accuracy_results`, as the scoring library does.
 
->>> accuracy_results([0, 1, 0, -1], [0, 0, 0, 0], groups=["on", "on", "holding", "holding"], config="relation")["macro_accuracy"]
+>>> groups = ["on", "on", "holding", "holding"]
+>>> accuracy_results([0, 1, 0, -1], [0, 0, 0, 0], groups=groups, config="relation")["macro_accuracy"]
 0.5
 >>> predict(np.array([[0.3, 0.3], [0.1, 0.2]]), protocol="mteb"), predict(np.array([[0.3, 0.3], [0.1, 0.2]]))
 ([0, 1], [-1, 1])
@@ -24,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .contract import ARO_CONFIGS
 
 MIN_ATTRIBUTE_PAIR_ITEMS = 25
 
@@ -43,11 +46,6 @@ PROTOCOLS = {
     "none": Protocol("none", exclusions=False, ties_right=False, headline="macro_accuracy"),
     "mteb": Protocol("mteb", exclusions=False, ties_right=True, headline="accuracy"),
 }
-CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
-# Accuracy of a model that picks a caption at random: two options in the VG sets, five in the Order sets.
-CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
-# The column that groups a config's items for its macro accuracy.
-GROUP_COLUMNS = {"relation": "relation_name", "attribution": "attribute_pair"}
 
 # The 157 relations that the authors' replication notebook (`notebooks/Replicate ARO! VG-Relation,
 # VG-Attribution.ipynb`, list `symmetric`) leaves out of VG-Relation's macro accuracy: for these, swapping subject
@@ -256,8 +254,8 @@ def accuracy_results(predictions, references, groups=None, config: str | None = 
     wrong; under `mteb` the predictions are argmaxes (see `predict`), which have no -1.
     """
     rules = get_protocol(protocol)
-    if config is not None and config not in CONFIGS:
-        raise ValueError(f"config must be one of {CONFIGS}, not {config!r}")
+    if config is not None and config not in ARO_CONFIGS:
+        raise ValueError(f"config must be one of {ARO_CONFIGS}, not {config!r}")
     predictions, references = np.asarray(predictions), np.asarray(references)
     if predictions.shape != references.shape:
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")

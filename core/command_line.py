@@ -1,0 +1,15 @@
+"""What every `aro` subcommand's parser shares (each area's `cli.py` registers its own subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and every option's default after its help, unless the help states it in words
+    ("(default: the best available)") or the option is required."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)

@@ -1,0 +1,124 @@
+"""The ARO dataset contract: the configs, their columns and what the scorer reads from them.
+
+`aro build` writes Parquet that follows it, the scoring library and the `aro_accuracy` metric read it, and every
+layer imports it from here (the metric's Space folder carries this file as it is). Names and numbers are plain
+Python; the `datasets.Features` of a config are built on first use (`config_features`), because importing `datasets`
+takes a second that `aro <command> --help` should not pay.
+
+>>> ARO_CONFIGS
+('relation', 'attribution', 'coco_order', 'flickr30k_order')
+>>> GROUP_COLUMNS["relation"], CHANCE["coco_order"], option_names("relation")
+('relation_name', 0.2, ('true_caption', 'false_caption'))
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+# The caption-choice tasks that ARO accuracy scores (the benchmark's tasks in eval.yaml).
+ARO_CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
+# One row per test image with its captions and their shuffles, scored by `aro retrieval` rather than ARO accuracy.
+RETRIEVAL_CONFIGS = ("coco_retrieval", "flickr30k_retrieval")
+VISUAL_GENOME_CONFIGS = ("relation", "attribution")
+ORDER_CONFIGS = ("coco_order", "flickr30k_order")
+
+# The two captions of a Visual Genome item, the true one first.
+VISUAL_GENOME_OPTIONS = ("true_caption", "false_caption")
+# The names of `caption_options` in the Order configs, in order: the true caption first.
+PERTURBATION_NAMES = (
+    "original",
+    "shuffle_nouns_and_adjectives",
+    "shuffle_all_but_nouns_and_adjectives",
+    "shuffle_within_trigrams",
+    "shuffle_trigrams",
+)
+
+# The column that groups a config's items for macro accuracy (none for the Order configs).
+GROUP_COLUMNS = {"relation": "relation_name", "attribution": "attribute_pair"}
+# Accuracy of a model that picks a caption at random: two options in the VG sets, five in the Order sets.
+CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
+# The bounding box in the ARO release's annotations, in this order: [x, y, w, h] in the rows' `bbox`.
+BBOX_KEYS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
+
+
+def option_names(config: str) -> tuple[str, ...]:
+    """The names of an item's candidate captions in `config`, the true caption first."""
+    return PERTURBATION_NAMES if config in ORDER_CONFIGS else VISUAL_GENOME_OPTIONS
+
+
+def candidates_of(row: dict) -> list[str]:
+    """The candidate captions of an ARO row, the true caption first."""
+    if "caption_options" in row:
+        return list(row["caption_options"])
+    return [row[name] for name in VISUAL_GENOME_OPTIONS]
+
+
+def retrieval_row(image_id: str, image, caption_ids: list[str], caption_options: list[list[str]]) -> dict:
+    """The retrieval row of one image from its captions' Order options (the caption first, then its perturbations):
+    `perturbed_captions[name][k]` is `captions[k]` perturbed by `name`."""
+    return {
+        "image_id": image_id,
+        "image": image,
+        "caption_ids": list(caption_ids),
+        "captions": [options[0] for options in caption_options],
+        "perturbed_captions": {
+            name: [options[position] for options in caption_options]
+            for position, name in enumerate(PERTURBATION_NAMES)
+            if position
+        },
+    }
+
+
+def clamp_bbox(
+    bbox: tuple[float, float, float, float], width: int, height: int
+) -> tuple[tuple[int, int, int, int], bool]:
+    """The integer bbox inside a `width` x `height` image, and whether it had to be moved in."""
+    x, y, w, h = bbox
+    left, top = max(0, int(round(x))), max(0, int(round(y)))
+    right, bottom = min(width, int(round(x + w))), min(height, int(round(y + h)))
+    clamped = (left, top, right, bottom) != (int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
+    return (left, top, right - left, bottom - top), clamped
+
+
+@cache
+def config_features(config: str):
+    """The `datasets.Features` of `config`'s rows (any of ARO_CONFIGS and RETRIEVAL_CONFIGS)."""
+    from datasets import Features, Image, List, Value
+
+    visual_genome = {
+        "item_id": Value("int64"),
+        "image": Image(),
+        "true_caption": Value("string"),
+        "false_caption": Value("string"),
+        "image_id": Value("string"),
+        "bbox": List(Value("int32"), length=4),
+    }
+    order = {
+        "item_id": Value("int64"),
+        "image": Image(),
+        "image_id": Value("string"),
+        "caption_id": Value("string"),
+        "caption_options": List(Value("string"), length=len(PERTURBATION_NAMES)),
+        "perturbations": List(Value("string"), length=len(PERTURBATION_NAMES)),
+    }
+    # One row per image, so each image is stored and encoded once, with all its captions and their shuffles.
+    retrieval = {
+        "image_id": Value("string"),
+        "image": Image(),
+        "caption_ids": List(Value("string")),
+        "captions": List(Value("string")),
+        "perturbed_captions": {name: List(Value("string")) for name in PERTURBATION_NAMES[1:]},
+    }
+    columns = {
+        "relation": {**visual_genome, "relation_name": Value("string")},
+        "attribution": {
+            **visual_genome,
+            "attributes": List(Value("string"), length=2),
+            "attribute_pair": Value("string"),
+        },
+        **dict.fromkeys(ORDER_CONFIGS, order),
+        **dict.fromkeys(RETRIEVAL_CONFIGS, retrieval),
+    }
+    if config not in columns:
+        raise ValueError(f"unknown config {config!r}: the ARO dataset has {', '.join(columns)}")
+    return Features(columns[config])
