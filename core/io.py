@@ -89,12 +89,13 @@ def _marker_of(folder: Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("files"), dict) else None
 
 
-def check_not_an_input(out: str | Path, inputs: Iterable[str | Path | None], option: str = "--out") -> None:
-    """Refuse an output that is one of `inputs` (files or folders that exist locally), lies inside one, or holds one."""
+def check_not_an_input(out: str | Path, inputs: Iterable[object], option: str = "--out") -> None:
+    """Refuse an output that is one of `inputs` (the paths among them that exist locally), lies inside one, or holds
+    one."""
     target = Path(out).expanduser().resolve()
     for source in inputs:
-        if source is None or not Path(source).expanduser().exists():
-            continue  # a Hub id, or nothing given
+        if not isinstance(source, (str, os.PathLike)) or not Path(source).expanduser().exists():
+            continue  # a Hub id, an object in memory, or nothing given
         resolved = Path(source).expanduser().resolve()
         if target == resolved:
             raise OutputRefused(f"{option} {out} is an input of this run ({source}): choose another output")
@@ -104,7 +105,7 @@ def check_not_an_input(out: str | Path, inputs: Iterable[str | Path | None], opt
 
 
 def check_output_folder(
-    out: str | Path, command: str, inputs: Iterable[str | Path | None] = (), replace: bool = True, option: str = "--out"
+    out: str | Path, command: str, inputs: Iterable[object] = (), replace: bool = True, option: str = "--out"
 ) -> None:
     """Refuse, before any work, a folder output that `output_folder` would not write: a file, an input (or inside or
     around one), or an existing folder that is not exactly an earlier output of `command` (`replace=False`: any
@@ -119,14 +120,17 @@ def check_output_folder(
     if record is None:
         found = _named(sorted(path.name for path in folder.iterdir()))
         raise OutputRefused(
-            f"{option} {out} already holds files that {command} did not write ({found}): choose a new or empty folder"
+            f"{option} {out} already exists and holds other files than an earlier {command} output ({found}): "
+            "choose a new or empty folder"
         )
     if record.get("written_by") != command:
         raise OutputRefused(
             f"{option} {out} is the output of {record.get('written_by')}, not of {command}: choose another folder"
         )
     if not replace:
-        raise OutputRefused(f"{option} {out} holds an earlier {command} output: pass --overwrite to replace it")
+        raise OutputRefused(
+            f"{option} {out} already exists (an earlier {command} output): pass --overwrite to replace it"
+        )
     differences = manifest_differences(folder, MARKER)
     if differences:
         raise OutputRefused(
@@ -208,7 +212,7 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def output_folder(
-    out: str | Path, command: str, inputs: Iterable[str | Path | None] = (), replace: bool = True, option: str = "--out"
+    out: str | Path, command: str, inputs: Iterable[object] = (), replace: bool = True, option: str = "--out"
 ) -> Iterator[Path]:
     """Write a command's output folder by the rule above: checked first (`check_output_folder`), written into an
     empty folder beside `out`, marked as `command`'s with every file's fingerprint, then moved into place."""
@@ -247,9 +251,7 @@ def staged_file(target: str | Path) -> Iterator[Path]:
         raise
 
 
-def check_output_file(
-    out: str | Path, inputs: Iterable[str | Path | None], is_ours, what: str, option: str = "--out"
-) -> None:
+def check_output_file(out: str | Path, inputs: Iterable[object], is_ours, what: str, option: str = "--out") -> None:
     """Refuse a file output that is a folder, one of the run's `inputs`, or an existing file that `is_ours(path)`
     does not recognise as an earlier output of the same kind (`what` names that kind in the message)."""
     path = Path(out).expanduser()
@@ -274,7 +276,8 @@ def push_folder(
     from huggingface_hub import HfApi
 
     api = HfApi()
-    url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk)
+    sdk = {"space_sdk": space_sdk} if space_sdk else {}
+    url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **sdk)
     api.upload_folder(
         folder_path=str(folder),
         repo_id=repo_id,

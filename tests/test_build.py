@@ -263,3 +263,4 @@ def test_push_uploads_exactly_the_built_folder(sources, tmp_path, monkeypatch):
     push_to_hub(out, "org/aro", private=True)
     assert calls[0] == ("create", "org/aro", {"repo_type": "dataset", "private": True, "exist_ok": True})
     assert calls[1][1]["folder_path"] == str(out) and calls[1][1]["repo_type"] == "dataset"
+    assert calls[1][1]["ignore_patterns"] == [".aro-output.json"]  # the local output marker stays local

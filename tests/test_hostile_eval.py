@@ -112,6 +112,7 @@ def test_a_new_run_replaces_the_whole_output_folder(aro_folder, tiny_clip_dir, t
     assert (out / "coco_order.png").exists()
     assert main(eval_args(tiny_clip_dir, aro_folder, "--config", "relation", "--out", str(out))) == 0
     assert sorted(path.name for path in out.iterdir()) == [
+        ".aro-output.json",  # the marker that lets the next run replace this folder
         "relation.png",
         "results.json",
         "results.md",

@@ -72,7 +72,7 @@ def test_a_folder_without_the_marker_is_refused_before_the_block_runs(tmp_path):
     (project / "results.json").write_text("mine")
     (project / ".git").mkdir()
     ran = []
-    with pytest.raises(OutputRefused, match="did not write"):
+    with pytest.raises(OutputRefused, match="holds other files than an earlier aro eval output"):
         with output_folder(project, "aro eval"):
             ran.append(True)
     assert not ran and tree(project) == {"results.json": b"mine"} and (project / ".git").is_dir()
