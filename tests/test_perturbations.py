@@ -62,7 +62,8 @@ def test_trigram_perturbations(tagged):
             assert sorted(within[start : start + 3]) == sorted(tokens[start : start + 3])
         blocks = shuffle_trigrams(tokens, tags, random.Random(1))
         trigrams = sorted(tuple(tokens[start : start + 3]) for start in range(0, len(tokens), 3))
-        # The blocks keep their insides: cutting the result where the blocks (of their known sizes) fall gives them back.
+        # The blocks keep their insides: cutting the result where the blocks (of their known sizes) fall gives them
+        # back.
         sizes = [3] * (len(tokens) // 3) + ([len(tokens) % 3] if len(tokens) % 3 else [])
         assert any(sorted(_cut(blocks, order)) == trigrams for order in _orders(sizes))
 
@@ -100,3 +101,24 @@ def _cut(tokens, sizes):
         blocks.append(tuple(tokens[start : start + size]))
         start += size
     return blocks
+
+
+def test_captions_of_one_shape_are_shuffled_differently_under_one_seed(spacy_nlp):
+    """The seed includes the caption's key: two captions with the same tags get their own shuffles, not one
+    permutation applied to both."""
+    captions = [
+        "an old man rides a red bike down the busy street",
+        "a small boy pushes the yellow cart along this narrow path",
+    ]
+    tagged = [[token.tag_ for token in spacy_nlp(caption)] for caption in captions]
+    assert tagged[0] == tagged[1]  # one shape, and distinct words in each caption:
+    assert all(len(set(caption.split())) == len(caption.split()) for caption in captions)
+    options = OrderPerturber(spacy_nlp, seed=0).caption_options(captions, ["1#0", "2#0"])
+
+    def permutation(caption: str, shuffled: str) -> list[int]:
+        """Where each word of the shuffle stood in the caption (the words of a caption are distinct)."""
+        return [caption.split().index(word) for word in shuffled.split()]
+
+    for name, first, second in zip(PERTURBATION_NAMES[1:], options[0][1:], options[1][1:]):
+        if name in ("shuffle_within_trigrams", "shuffle_trigrams", "shuffle_all_but_nouns_and_adjectives"):
+            assert permutation(captions[0], first) != permutation(captions[1], second), name
