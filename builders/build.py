@@ -1,6 +1,7 @@
 """Build the ARO dataset folder from the original sources, download those sources, and publish the folder.
 
->>> counts = build_aro("aro", AroSources(vg_dir="vg", coco_dir="coco", coco_annotations="coco/coco_karpathy_test.json"))  # doctest: +SKIP
+>>> sources = AroSources(vg_dir="vg", coco_dir="coco", coco_annotations="coco/coco_karpathy_test.json")
+>>> counts, report = build_aro("aro", sources)  # doctest: +SKIP
 >>> load_dataset("aro", "relation", split="test")  # doctest: +SKIP
 """
 
@@ -16,12 +17,20 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from aro.builders.images import MAX_IMAGE_PIXELS
-from aro.builders.sources import BuildReport, order_rows, retrieval_rows, visual_genome_rows
-from aro.core.contract import ARO_CONFIGS, RETRIEVAL_CONFIGS, config_features
-from aro.core.errors import DownloadFailed, InvalidInput, OutputRefused
-from aro.core.io import push_folder
+import gdown
+import requests
 
+from aro.builders.images import MAX_IMAGE_PIXELS
+from aro.builders.perturbations import OrderPerturber
+from aro.builders.sources import BuildReport, order_rows, retrieval_rows, visual_genome_rows
+from aro.builders.writer import check_output_parent, configs_yaml, eval_yaml, write_hub_folder
+from aro.cards import render
+from aro.core.contract import ARO_CONFIGS, RETRIEVAL_CONFIGS, config_features
+from aro.core.errors import DownloadFailed, InvalidInput
+from aro.core.io import check_output_folder, push_folder
+
+COMMAND = "aro build"  # the writer named in the output's marker: only an earlier build is ever replaced
+SKIPPED_LIST = "skipped.json"  # inside the output folder: the items left out with skip_missing
 CONFIGS = ARO_CONFIGS + RETRIEVAL_CONFIGS
 # The configs built from the COCO and from the Flickr30k Karpathy test split: ARO's Order set and the retrieval set.
 KARPATHY_CONFIGS = {"coco": ("coco_order", "coco_retrieval"), "flickr30k": ("flickr30k_order", "flickr30k_retrieval")}
@@ -99,20 +108,6 @@ def _tables(
     return tables
 
 
-def check_output_folder(out_dir: str | Path, sources: AroSources) -> None:
-    """Refuse, before any work, an output that is a file or that is, holds or lies inside a source folder
-    (replacing it would delete the sources). `write_hub_folder` refuses an existing output without `overwrite`."""
-    out = Path(out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise OutputRefused(f"--out {out_dir} is a file, not a folder: choose another output folder")
-    for source in sources.paths():
-        resolved = source.resolve()
-        if out.is_relative_to(resolved) or resolved.is_relative_to(out):
-            raise InvalidInput(
-                f"--out {out_dir} overlaps the source {source}: write the dataset to a folder outside its sources"
-            )
-
-
 def build_aro(
     out_dir: str | Path,
     sources: AroSources,
@@ -127,13 +122,12 @@ def build_aro(
 ) -> tuple[dict, BuildReport]:
     """Build `configs` (default: every config whose sources are given) into `out_dir`; return counts and report.
 
-    Items left out with `skip_missing` are listed in `<out_dir>.skipped.json` beside the folder. Image paths
-    leading outside their source folder are refused unless `allow_outside_source`; images of more than
-    `max_image_pixels` pixels are refused (or skipped).
+    `out_dir` is refused before any work when it is, holds or lies inside a source, when it cannot be made, or when
+    it exists and is not exactly an earlier build (replaced only with `overwrite`). Items left out with
+    `skip_missing` are listed in `skipped.json` inside the folder. Image paths leading outside their source folder
+    are refused unless `allow_outside_source`; images of more than `max_image_pixels` pixels are refused (or
+    skipped).
     """
-    from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
-    from aro.cards import render
-
     configs = tuple(configs or sources.available())
     unknown = [config for config in configs if config not in CONFIGS]
     if unknown:
@@ -141,15 +135,15 @@ def build_aro(
     lacking = [config for config in configs if config not in sources.available()]
     if lacking:
         raise InvalidInput(
-            f"no sources given for {lacking}: pass --vg-dir for the VG configs, --coco-dir / --flickr-dir for the Order configs"
+            f"no sources given for {lacking}: pass --vg-dir for the VG configs, "
+            "--coco-dir / --flickr-dir for the Order configs"
         )
     if not configs:
         raise InvalidInput("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
-    check_output_folder(out_dir, sources)
+    check_output_folder(out_dir, COMMAND, sources.paths(), replace=overwrite)
+    check_output_parent(out_dir)
     perturber = None
     if set(configs) - {"relation", "attribution"}:
-        from aro.builders.perturbations import OrderPerturber
-
         perturber = OrderPerturber(spacy_pipeline, seed=seed)
     report = BuildReport()
     features = {config: config_features(config) for config in configs}
@@ -161,15 +155,15 @@ def build_aro(
             counts="\n".join(f"| {config} | {rows} |" for (config, _), rows in counts.items()),
             seed=seed,
             spacy_pipeline=perturber.nlp.meta["name"] if perturber else "not used",
-            clamped=_per_config(report.clamped_bboxes),
-            skipped=len(report.skipped),
+            outside=_per_config(report.outside_bboxes),
+            skipped=f"{len(report.skipped)}" + (f" (listed in `{SKIPPED_LIST}`)" if report.skipped else ""),
             duplicates=_per_config(report.duplicates),
             truncated=_per_config(report.truncated_captions),
             identical=_per_config(report.identical_options),
         )
 
     def extra_files(counts: dict) -> dict[str, str]:
-        return {
+        files = {
             "eval.yaml": eval_yaml(
                 CARD_METADATA["pretty_name"],
                 BENCHMARK_DESCRIPTION,
@@ -177,6 +171,9 @@ def build_aro(
             ),
             "LICENSE.md": render("aro_license.md"),
         }
+        if report.skipped:
+            files[SKIPPED_LIST] = json.dumps(report.skipped, indent=1)
+        return files
 
     tables = _tables(
         sources,
@@ -188,12 +185,9 @@ def build_aro(
         allow_outside=allow_outside_source,
         max_pixels=max_image_pixels,
     )
-    counts = write_hub_folder(out_dir, tables, features, card, overwrite, extra_files, inputs=sources.paths())
-    skipped_list = Path(f"{Path(out_dir).resolve()}.skipped.json")
-    if report.skipped:
-        skipped_list.write_text(json.dumps(report.skipped, indent=1))
-    else:
-        skipped_list.unlink(missing_ok=True)  # an earlier build's list would describe another dataset
+    counts = write_hub_folder(
+        out_dir, tables, features, card, overwrite, extra_files, command=COMMAND, inputs=sources.paths()
+    )
     return counts, report
 
 
@@ -243,9 +237,6 @@ def fetch_google_drive(
 ) -> None:
     """Download a Google Drive file with `gdown`, which passes Drive's confirmation page for large files, resumes
     partial downloads and writes `target` only when complete."""
-    import gdown
-    import requests
-
     try:
         written = gdown.download(id=file_id, output=str(target), resume=True, timeout=timeout, retries=retries)
     except (gdown.exceptions.FileURLRetrievalError, requests.RequestException, OSError) as error:

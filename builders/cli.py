@@ -1,11 +1,12 @@
-"""`aro build`: the ARO configs (and the retrieval configs) from the original sources into a Hub-ready folder, optionally pushed."""
+"""`aro build`: the ARO configs (and the retrieval configs) from the original sources into a Hub-ready folder,
+optionally pushed."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from aro.builders.images import MAX_IMAGE_PIXELS  # PIL only: --help stays fast
+from aro.builders.images import MAX_IMAGE_PIXELS  # PIL and numpy only: --help stays fast
 from aro.core.command_line import HelpFormatter
 
 
@@ -38,7 +39,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--skip-missing", action="store_true", help="leave out items whose image is missing, unreadable or too large"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier aro build output (never a folder of other files)"
+    )
     parser.add_argument("--num-workers", type=int, default=1, help="processes that decode, crop and encode images")
     parser.add_argument(
         "--allow-outside-source",
@@ -57,7 +60,8 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from aro.builders.build import AroSources, build_aro, download_sources, push_to_hub
+    # Here, not at the top: the builder imports datasets and pyarrow (a second), which `aro build --help` skips.
+    from aro.builders.build import SKIPPED_LIST, AroSources, build_aro, download_sources, push_to_hub
 
     configs = tuple(args.configs.split(",")) if args.configs else None
     if args.download:
@@ -83,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     for (config, split), rows in counts.items():
         print(f"{config}/{split}: {rows} items")
     for counted, what in (
-        (report.clamped_bboxes, "bbox(es) clamped to their image"),
+        (report.outside_bboxes, "bbox(es) reaching outside their image (padded black, as the original loader does)"),
         (report.duplicates, "item(s) repeating an earlier item (kept)"),
         (report.truncated_captions, "caption(s) cut to 30 words"),
         (report.identical_options, "item(s) with an option equal to the true caption"),
@@ -92,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{config}: {count} {what}")
     if report.skipped:
         print(
-            f"skipped {len(report.skipped)} item(s) with missing or unreadable images; listed in {args.out.resolve()}.skipped.json"
+            f"skipped {len(report.skipped)} item(s) whose image could not be used; listed in {args.out / SKIPPED_LIST}"
         )
     print(f"load it with: load_dataset({str(args.out)!r}, CONFIG, split='test')")
     if args.push_to_hub:

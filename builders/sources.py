@@ -12,11 +12,13 @@
 
 Annotation problems stop the build with the file and the item index: a missing key, a field of the wrong type (a
 bbox value that is not a finite number, a caption that is not a string), an empty caption or bbox, a false caption
-equal to the true one, an image path that leads outside the images folder (through `..`, an absolute path or a
-symlink; `allow_outside` permits it), an empty annotation list. Image problems (a missing file, a corrupt one, one
-of more than `max_pixels` pixels) stop it too, listing how many and the first few, unless `skip_missing` is set:
-then those items are left out and recorded in the `BuildReport`. Duplicate items, Order captions cut to 30 words
-and Order items with an option equal to the true caption are kept and counted.
+equal to the true one, an image path holding a NUL byte or leading outside the images folder (through `..`, an
+absolute path or a symlink; `allow_outside` permits it), an empty annotation list, nesting too deep to read. Image
+problems (a missing file, a corrupt one, one of more than `max_pixels` pixels, pixels of a range that cannot be
+made 8-bit faithfully, a bbox covering no pixel of its image) stop it too, listing how many and the first few,
+unless `skip_missing` is set: then those items are left out and recorded in the `BuildReport`. Bboxes reaching
+outside their image (cropped with black there, as the original loader does), duplicate items, Order captions cut
+to 30 words and Order items with an option equal to the true caption are kept and counted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -46,14 +49,14 @@ SHOWN_PATHS = 5
 class BuildReport:
     """What the build changed or left out, per config."""
 
-    clamped_bboxes: dict[str, int] = field(default_factory=dict)
+    outside_bboxes: dict[str, int] = field(default_factory=dict)  # bboxes reaching outside their image (padded)
     skipped: list[dict] = field(default_factory=list)
     duplicates: dict[str, int] = field(default_factory=dict)  # items equal to an earlier item (kept)
     truncated_captions: dict[str, int] = field(default_factory=dict)  # Order captions cut to MAX_CAPTION_WORDS
     identical_options: dict[str, int] = field(default_factory=dict)  # Order items with an option equal to the caption
 
-    def skip(self, config: str, index: int, path: Path, problem: str) -> None:
-        self.skipped.append({"config": config, "item": index, "image": str(path), "problem": problem})
+    def skip(self, config: str, job: ImageJob, problem: str) -> None:
+        self.skipped.append({"config": config, "item": job.index, "image": job.name, "problem": problem})
 
 
 def read_annotations(path: Path, config: str) -> list[dict]:
@@ -64,10 +67,16 @@ def read_annotations(path: Path, config: str) -> list[dict]:
         raise MissingInput(f"annotation file {path} does not exist") from None
     except IsADirectoryError:
         raise InvalidInput(f"annotation file {path} is a folder") from None
+    except OSError as error:
+        raise InvalidInput(f"annotation file {path} cannot be read ({error.strerror})") from None
     except UnicodeDecodeError as error:
         raise InvalidInput(f"{path} is not UTF-8 text (byte {error.start}): annotation files are UTF-8 JSON") from None
     except json.JSONDecodeError as error:
         raise InvalidInput(f"{path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidInput(
+            f"{path} nests JSON arrays or objects too deeply to read: annotation files are a list of items"
+        ) from None
     if not isinstance(items, list):
         raise InvalidInput(f"{path} should hold a JSON list of items, not a {type(items).__name__}")
     if not items:
@@ -114,6 +123,8 @@ def source_file(root: Path, name, path: Path, index: int, key: str, allow_outsid
     symlink leading out of `root` is an error unless `allow_outside`.
     """
     _check_caption(name, path, index, key)
+    if "\0" in name:
+        raise InvalidInput(f"{path}: item {index}: {key} {name!r} holds a NUL byte, which no file name can")
     file = Path(root) / name
     if not allow_outside and not file.resolve().is_relative_to(Path(root).resolve()):
         raise InvalidInput(
@@ -123,13 +134,19 @@ def source_file(root: Path, name, path: Path, index: int, key: str, allow_outsid
     return file
 
 
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C reaches the whole process group; the main process stops the workers itself, so they
+    print no traceback of their own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _prepared(jobs: list[ImageJob], workers: int, description: str) -> Iterator[PreparedImage]:
     """Prepare images in order, in `workers` processes (in this process when workers <= 1)."""
     progress = dict(total=len(jobs), desc=description, unit="img")
     if workers <= 1:
         yield from tqdm(map(prepare, jobs), **progress)
         return
-    with multiprocessing.Pool(workers) as pool:
+    with multiprocessing.Pool(workers, initializer=_ignore_interrupts) as pool:
         yield from tqdm(pool.imap(prepare, jobs, chunksize=32), **progress)
 
 
@@ -152,9 +169,9 @@ def _use(
         return True
     if not skip_missing:
         raise InvalidInput(
-            f"{source}: item {job.index} ({job.path}): image {prepared.problem}. Pass --skip-missing to leave such items out."
+            f"{source}: item {job.index} ({job.path}): {prepared.problem}. Pass --skip-missing to leave such items out."
         )
-    report.skip(config, job.index, job.path, prepared.problem)
+    report.skip(config, job, prepared.problem)
     return False
 
 
@@ -201,24 +218,18 @@ def visual_genome_rows(
             for attribute in item["attributes"]:
                 _check_caption(attribute, annotations, index, "attributes")
         _check_image_id(item, annotations, index)
-        jobs.append(
-            ImageJob(
-                index,
-                source_file(images_dir, item["image_path"], annotations, index, "image_path", allow_outside),
-                bbox,
-                max_pixels,
-            )
-        )
+        file = source_file(images_dir, item["image_path"], annotations, index, "image_path", allow_outside)
+        jobs.append(ImageJob(index, file, item["image_path"], bbox, max_pixels))
     report.duplicates[config] = _count_duplicates(
         [(item["image_path"], *(item[key] for key in VG_KEYS[1:]), json.dumps(item[group_key])) for item in items]
     )
     _check_files(jobs, annotations, skip_missing)
-    report.clamped_bboxes[config] = 0
+    report.outside_bboxes[config] = 0
     for job, prepared in zip(jobs, _prepared(jobs, workers, f"{config} crops")):
         if not _use(prepared, job, config, annotations, skip_missing, report):
             continue
         item = items[job.index]
-        report.clamped_bboxes[config] += prepared.clamped
+        report.outside_bboxes[config] += prepared.outside
         row = {
             "item_id": job.index,
             "image": {"bytes": prepared.data},
@@ -255,13 +266,8 @@ def order_rows(
             raise InvalidInput(
                 f"{annotations}: item {index} should have a list of captions, not {_shown(item['caption'])}"
             )
-        jobs.append(
-            ImageJob(
-                index,
-                source_file(images_dir, item["image"], annotations, index, "image", allow_outside),
-                max_pixels=max_pixels,
-            )
-        )
+        file = source_file(images_dir, item["image"], annotations, index, "image", allow_outside)
+        jobs.append(ImageJob(index, file, item["image"], max_pixels=max_pixels))
         _check_image_id(item, annotations, index)
         image_id = str(item.get("image_id", Path(item["image"]).stem))
         for k, caption in enumerate(item["caption"]):
@@ -274,12 +280,13 @@ def order_rows(
     _check_files(jobs, annotations, skip_missing)
     options = perturber.caption_options(captions, caption_ids)
     report.truncated_captions[config] = report.identical_options[config] = 0
-    position = 0  # the caption's place in the flattened list: a stable item id, whether or not items are skipped
+    first = 0  # the place of the image's first caption in the flattened list: stable ids, skipped items or not
     for job, prepared in zip(jobs, _prepared(jobs, workers, f"{config} images")):
-        usable = _use(prepared, job, config, annotations, skip_missing, report)
-        for position in range(position, position + len(items[job.index]["caption"])):
-            if not usable:
-                continue
+        positions = range(first, first + len(items[job.index]["caption"]))
+        first = positions.stop
+        if not _use(prepared, job, config, annotations, skip_missing, report):
+            continue
+        for position in positions:
             caption_id, caption_options = caption_ids[position], options[position]
             report.truncated_captions[config] += (
                 len(pre_caption(captions[position], max_words=None).split()) > MAX_CAPTION_WORDS
@@ -294,7 +301,6 @@ def order_rows(
                 "caption_options": caption_options,
                 "perturbations": list(PERTURBATION_NAMES),
             }
-        position += 1
 
 
 def retrieval_rows(

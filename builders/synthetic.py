@@ -33,6 +33,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from aro.builders.perturbations import OrderPerturber
+from aro.cards import render
 from aro.core.contract import ARO_CONFIGS, PERTURBATION_NAMES, RETRIEVAL_CONFIGS, config_features, retrieval_row
 
 IMAGE_SIZE = 64
@@ -295,7 +297,8 @@ def scene_rows(seed: int, split: str, count: int) -> Iterator[dict]:
 
 
 def retrieval_rows(seed: int, split: str, count: int, perturber) -> Iterator[dict]:
-    """Retrieval rows of the scenes of `split` (those of `scene_rows`): each scene's captions beside their perturbations."""
+    """Retrieval rows of the scenes of `split` (those of `scene_rows`): each scene's captions beside their
+    perturbations."""
 
     drawn = list(scenes(seed, split, count))
     captions = [(f"{scene_id}#{k}", caption) for scene_id, scene in drawn for k, caption in enumerate(scene.captions())]
@@ -318,18 +321,19 @@ def build_synthetic_aro(
     spacy_pipeline: str | None = None,
     overwrite: bool = False,
 ) -> dict[tuple[str, str], int]:
-    """Write the synthetic ARO (four test configs, `scenes` and `coco_retrieval`) as a Hub-ready folder; return the row counts.
+    """Write the synthetic ARO (four test configs, `scenes` and `coco_retrieval`) as a Hub-ready folder; return the
+    row counts.
 
     >>> counts = build_synthetic_aro("synthetic-aro", seed=0)  # doctest: +SKIP
     >>> load_dataset("synthetic-aro", "relation", split="test")  # doctest: +SKIP
     """
+    # Here, not at the top: `aro demo --help` imports this module (SyntheticSizes), and datasets with pyarrow,
+    # which the writer needs, take a second to import.
     from datasets import Features, Value
     from datasets import Image as ImageFeature
 
     from aro.builders.build import BENCHMARK_DESCRIPTION
-    from aro.builders.perturbations import OrderPerturber
     from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
-    from aro.cards import render
 
     perturber = OrderPerturber(spacy_pipeline, seed=seed)
     tables = {

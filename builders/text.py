@@ -15,7 +15,8 @@ _RUNS_OF_SPACE = re.compile(r"\s{2,}")
 
 
 def pre_caption(caption: str, max_words: int | None = MAX_CAPTION_WORDS) -> str:
-    """Normalise a caption as the ARO/BLIP code does: lower case, punctuation removed, at most `max_words` words (all with None).
+    """Normalise a caption as the ARO/BLIP code does: lower case, punctuation removed, at most `max_words` words
+    (all of them with None).
 
     >>> pre_caption("A dog, running (fast) on the beach!")
     'a dog, running fast on the beach'
@@ -41,7 +42,7 @@ def load_spacy(name: str | None = None, keep: tuple[str, ...] = ("tok2vec", "tag
 
     `name` is any installed pipeline; by default `default_spacy_pipeline()`.
     """
-    import spacy
+    import spacy  # here, not at the top: 2.7 s, and `aro demo --help` reaches this module (through the perturbations)
 
     name = name or default_spacy_pipeline()
     try:

@@ -3,13 +3,15 @@ plus a `README.md` card whose `configs:` YAML tells `load_dataset` where each co
 registers the ARO configs as the tasks of a Hub benchmark.
 
 Rows stream through in bounded memory (one shard's worth of rows at a time), images are embedded as bytes,
-and the folder is built beside its target and moved into place only when complete (`aro.builders.staging`), so
-an interrupted or failed build never leaves a half-written dataset or destroys the previous one.
+and the folder is built beside its target and moved into place only when complete (`aro.core.io.output_folder`),
+so an interrupted or failed build never leaves a half-written dataset or destroys the previous one; a disk that
+is full or read-only is one line naming the folder.
 """
 
 from __future__ import annotations
 
-import io
+import errno
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -19,20 +21,20 @@ import yaml
 from datasets import Features
 from PIL import Image
 
-from aro.core.errors import InvalidInput
+from aro.builders.images import png_bytes
+from aro.core.errors import AroError, InvalidInput, OutputRefused
 from aro.core.io import output_folder
 
 ROWS_PER_SHARD = 5000
 ROWS_PER_ROW_GROUP = 500
+# What the disk answers when the output cannot be written there: full, over quota, read-only, not permitted.
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def encode_image(image: Image.Image | dict) -> dict:
-    """An image as the `{"bytes", "path"}` struct of `datasets.Image`: PNG bytes, no local path."""
-    if isinstance(image, dict):
-        return {"bytes": image["bytes"], "path": None}
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return {"bytes": buffer.getvalue(), "path": None}
+    """An image as the `{"bytes", "path"}` struct of `datasets.Image`: PNG bytes (or the prepared bytes as they
+    are), no local path."""
+    return {"bytes": image["bytes"] if isinstance(image, dict) else png_bytes(image), "path": None}
 
 
 def _encode_row(row: dict, features: Features) -> dict:
@@ -120,6 +122,18 @@ def eval_yaml(name: str, description: str, configs: Iterable[str], split: str = 
     )
 
 
+def check_output_parent(out: str | Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that cannot be made: one under a file, or in a folder this process
+    may not write to."""
+    parent = Path(out).expanduser().absolute().parent
+    while not parent.exists():  # the folders that are missing are made; the first one that exists must allow it
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputRefused(f"{option} {out} lies under {parent}, which is a file: choose an output folder elsewhere")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputRefused(f"{option} {out} cannot be made: {parent} is not writable by you")
+
+
 def write_hub_folder(
     out_dir: str | Path,
     tables: Mapping[tuple[str, str], Iterable[dict]],
@@ -127,22 +141,33 @@ def write_hub_folder(
     render_card: Callable[[dict[tuple[str, str], int]], str],
     overwrite: bool = False,
     extra_files: Callable[[dict[tuple[str, str], int]], dict[str, str]] | None = None,
-    command: str = "aro build",
+    *,
+    command: str,
     inputs: Iterable[str | Path] = (),
 ) -> dict[tuple[str, str], int]:
     """Write each (config, split) table, the card and the `extra_files` of the row counts (name: text) into
-    `out_dir`, as `command`'s output built from `inputs` (see `aro.core.io.output_folder`; an earlier build is
-    replaced only with `overwrite`); return the row counts."""
-    with output_folder(out_dir, command, inputs, replace=overwrite) as staging:
-        counts = {}
-        for (config, split), rows in tables.items():
-            (staging / config).mkdir(exist_ok=True)
-            counts[config, split] = _write_split(rows, features[config], staging / config, split)
-            if not counts[config, split]:
-                raise InvalidInput(
-                    f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty"
-                )
-        (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
-        for name, text in (extra_files(counts) if extra_files else {}).items():
-            (staging / name).write_text(text, encoding="utf-8")
+    `out_dir` as `command`'s output, refused if it is, holds or lies inside one of `inputs` (see
+    `aro.core.io.output_folder`; an earlier output of `command` is replaced only with `overwrite`); return the row
+    counts. The rows are consumed here: problems found in them stop the write with the previous output intact."""
+    try:
+        with output_folder(out_dir, command, inputs, replace=overwrite) as staging:
+            counts = {}
+            for (config, split), rows in tables.items():
+                (staging / config).mkdir(exist_ok=True)
+                counts[config, split] = _write_split(rows, features[config], staging / config, split)
+                if not counts[config, split]:
+                    raise InvalidInput(
+                        f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty"
+                    )
+            (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
+            for name, text in (extra_files(counts) if extra_files else {}).items():
+                (staging / name).write_text(text, encoding="utf-8")
+    except AroError:
+        raise  # some are OSErrors too (a missing input), already named
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        raise OutputRefused(
+            f"{out_dir} could not be written ({error.strerror}): nothing was replaced, an earlier output is as it was"
+        ) from None
     return counts

@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except AroError as error:  # the user's input, named in the message; anything else is a bug: its traceback shows
         print(f"aro {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every output is written beside its target and moved in whole (aro.core.io)
+        print(
+            f"aro {args.command}: stopped (Ctrl-C); nothing was replaced, an earlier output is as it was",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -69,15 +69,25 @@ def retrieval_row(image_id: str, image, caption_ids: list[str], caption_options:
     }
 
 
-def clamp_bbox(
-    bbox: tuple[float, float, float, float], width: int, height: int
-) -> tuple[tuple[int, int, int, int], bool]:
-    """The integer bbox inside a `width` x `height` image, and whether it had to be moved in."""
+def crop_to_bbox(image, bbox: tuple[float, float, float, float]):
+    """Crop a PIL `image` to `bbox` ([x, y, w, h] in pixels) as the original ARO loader and CLIP_benchmark do, with
+    `image.crop((x, y, x + w, y + h))`: the corners rounded to whole pixels, and the part of the box outside the
+    image black (in an RGB image). Returns the crop, the rounded box [x, y, w, h] (the rows' `bbox`) and whether it
+    reaches outside the image. A box that covers no pixel of the image is a ValueError.
+
+    >>> from PIL import Image
+    >>> crop, box, outside = crop_to_bbox(Image.new("RGB", (4, 3), "white"), (2, 1, 3.6, 2))
+    >>> crop.size, box, outside, crop.getpixel((1, 0)), crop.getpixel((2, 0))
+    ((4, 2), (2, 1, 4, 2), True, (255, 255, 255), (0, 0, 0))
+    """
     x, y, w, h = bbox
-    left, top = max(0, int(round(x))), max(0, int(round(y)))
-    right, bottom = min(width, int(round(x + w))), min(height, int(round(y + h)))
-    clamped = (left, top, right, bottom) != (int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
-    return (left, top, right - left, bottom - top), clamped
+    # PIL rounds each corner (Python's round, as here): x + w is rounded, not x and w apart.
+    left, top, right, bottom = (round(value) for value in (x, y, x + w, y + h))
+    width, height = image.size
+    if min(right, width) <= max(left, 0) or min(bottom, height) <= max(top, 0):
+        raise ValueError(f"bbox {list(bbox)} covers no pixel of the {width}x{height} image")
+    outside = left < 0 or top < 0 or right > width or bottom > height
+    return image.crop((left, top, right, bottom)), (left, top, right - left, bottom - top), outside
 
 
 @cache

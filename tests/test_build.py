@@ -83,7 +83,7 @@ def sources(tmp_path) -> AroSources:
                 "attributes": ["paved", "white"],
             }
         )
-    relation[5] |= {"bbox_x": 40, "bbox_w": 30}  # reaches past the right edge: clamped
+    relation[5] |= {"bbox_x": 40, "bbox_w": 30}  # reaches past the right edge: black there
     (vg / "visual_genome_relation.json").write_text(json.dumps(relation))
     (vg / "visual_genome_attribution.json").write_text(json.dumps(attribution))
     folders = {}
@@ -105,6 +105,19 @@ def sources(tmp_path) -> AroSources:
     return AroSources(vg_dir=str(vg), coco_dir=str(folders["coco"]), flickr_dir=str(folders["flickr"]))
 
 
+def pixels_under(source: np.ndarray, bbox) -> np.ndarray:
+    """The pixels of an RGB `source` array under `bbox` [x, y, w, h], pixel by pixel, black outside the image: what
+    the original loader's `image.crop((x, y, x + w, y + h))` gives, computed without PIL."""
+    x, y, w, h = bbox
+    height, width = source.shape[:2]
+    crop = np.zeros((h, w, 3), dtype=np.uint8)
+    for row in range(h):
+        for column in range(w):
+            if 0 <= y + row < height and 0 <= x + column < width:
+                crop[row, column] = source[y + row, x + column]
+    return crop
+
+
 def parquet_digest(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
@@ -123,7 +136,7 @@ def test_builds_all_four_configs_loadable_with_load_dataset(sources, tmp_path, s
         ("coco_retrieval", "test"): 4,
         ("flickr30k_retrieval", "test"): 4,
     }
-    assert report.clamped_bboxes == {"relation": 1, "attribution": 0}
+    assert report.outside_bboxes == {"relation": 1, "attribution": 0}
 
     relation = load_dataset(str(out), "relation", split="test")
     assert relation.column_names == [
@@ -138,16 +151,11 @@ def test_builds_all_four_configs_loadable_with_load_dataset(sources, tmp_path, s
     annotations = json.loads((Path(sources.vg_dir) / "visual_genome_relation.json").read_text())
     for row in relation:
         item = annotations[row["item_id"]]
-        source = Image.open(Path(sources.vg_dir) / "images" / item["image_path"]).convert("RGB")
-        x, y, w, h = row["bbox"]
-        assert row["image"].mode == "RGB" and row["image"].size == (w, h)
-        # The crop is the bbox region (JPEG at quality 95: equal up to compression noise).
-        expected = np.asarray(source.crop((x, y, x + w, y + h)), dtype=float)
-        assert np.abs(np.asarray(row["image"], dtype=float) - expected).mean() < 4, (
-            row["item_id"],
-            source.mode,
-        )  # palette sources carry dithering noise
-    assert relation[5]["bbox"] == [40, 3, SIZE[0] - 40, 20]
+        source = np.asarray(Image.open(Path(sources.vg_dir) / "images" / item["image_path"]).convert("RGB"))
+        assert row["bbox"] == [item[key] for key in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+        # Stored losslessly: exactly the pixels of the source under the bbox, whatever the source's mode.
+        assert np.array_equal(np.asarray(row["image"]), pixels_under(source, row["bbox"])), row["item_id"]
+    assert np.asarray(relation[5]["image"])[:, SIZE[0] - 40 :].max() == 0  # past the right edge: black
 
     attribution = load_dataset(str(out), "attribution", split="test")
     assert attribution[0]["attributes"] == ["paved", "white"] and attribution[0]["attribute_pair"] == "paved_white"
@@ -219,11 +227,11 @@ def test_missing_and_corrupt_images_stop_the_build_unless_skipped(sources, tmp_p
     (images / "103.jpg").write_bytes((images / "103.jpg").read_bytes()[:200])  # truncated
     counts, report = build_aro(tmp_path / "aro", vg_only, configs=("relation",), skip_missing=True)
     assert counts == {("relation", "test"): 9}
-    skipped = json.loads(Path(f"{tmp_path / 'aro'}.skipped.json").read_text())
-    assert [(entry["item"], entry["problem"].split(":")[0]) for entry in skipped] == [
-        (1, "missing"),
-        (3, "unreadable"),
-        (6, "unreadable"),
+    skipped = json.loads((tmp_path / "aro" / "skipped.json").read_text())
+    assert [(entry["item"], entry["image"], entry["problem"].split(":")[0]) for entry in skipped] == [
+        (1, "101.jpg", "image missing"),
+        (3, "103.jpg", "image unreadable"),
+        (6, "106.jpg", "image unreadable"),
     ]
     assert load_dataset(str(tmp_path / "aro"), "relation", split="test")["item_id"] == [0, 2, 4, 5, 7, 8, 9, 10, 11]
 
@@ -264,3 +272,96 @@ def test_push_uploads_exactly_the_built_folder(sources, tmp_path, monkeypatch):
     assert calls[0] == ("create", "org/aro", {"repo_type": "dataset", "private": True, "exist_ok": True})
     assert calls[1][1]["folder_path"] == str(out) and calls[1][1]["repo_type"] == "dataset"
     assert calls[1][1]["ignore_patterns"] == [".aro-output.json"]  # the local output marker stays local
+
+
+# Crops as the original loader makes them: `image.crop((x, y, x + w, y + h))`, black where the box reaches out.
+EDGE_BOXES = {  # on a 48 x 40 image
+    "inside": (2, 3, 30, 20),
+    "left": (-5, 3, 20, 10),
+    "top": (4, -6, 20, 10),
+    "right": (40, 3, 20, 10),
+    "bottom": (4, 35, 20, 10),
+    "top-left corner": (-3, -4, 10, 8),
+    "bottom-right corner": (41, 36, 10, 8),
+    "fractional": (2.5, 3.4, 10.2, 7.5),  # corners rounded as PIL rounds them: x 2.5 -> 2, x + w 12.7 -> 13
+}
+
+
+def vg_folder(folder: Path, entries: list[tuple[str, tuple, str]]) -> Path:
+    """A VG folder with one relation item per (image name, bbox, relation), the images already in `folder/images`."""
+    items = [
+        {
+            "image_path": name,
+            **dict(zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), bbox)),
+            "true_caption": "the horse is eating the grass",
+            "false_caption": "the grass is eating the horse",
+            "relation_name": relation,
+        }
+        for name, bbox, relation in entries
+    ]
+    (folder / "visual_genome_relation.json").write_text(json.dumps(items))
+    return folder
+
+
+def test_bboxes_reaching_past_any_edge_are_padded_black_as_the_original_loader_crops(tmp_path, capsys):
+    vg = tmp_path / "vg"
+    save(draw(7), vg / "images" / "photo.jpg", "RGB")
+    vg_folder(vg, [("photo.jpg", bbox, edge) for edge, bbox in EDGE_BOXES.items()])
+    out = tmp_path / "aro"
+    assert main(["build", "--vg-dir", str(vg), "--configs", "relation", "--out", str(out)]) == 0
+    assert "relation: 6 bbox(es) reaching outside their image (padded black" in capsys.readouterr().out
+    assert "Bounding boxes reaching outside their image: relation: 6; padded black" in " ".join(
+        (out / "README.md").read_text().split()
+    )
+
+    relation = load_dataset(str(out), "relation", split="test")
+    assert relation["relation_name"] == list(EDGE_BOXES)
+    assert relation["bbox"] == [
+        [2, 3, 30, 20],
+        [-5, 3, 20, 10],
+        [4, -6, 20, 10],
+        [40, 3, 20, 10],
+        [4, 35, 20, 10],
+        [-3, -4, 10, 8],
+        [41, 36, 10, 8],
+        [2, 3, 11, 8],
+    ]
+    source = Image.open(vg / "images" / "photo.jpg").convert("RGB")
+    for row, (edge, (x, y, w, h)) in zip(relation, EDGE_BOXES.items()):
+        crop = np.asarray(row["image"])
+        assert np.array_equal(crop, pixels_under(np.asarray(source), row["bbox"])), edge
+        assert np.array_equal(crop, np.asarray(source.crop((x, y, x + w, y + h)))), edge  # the original's own line
+    # Where each box reaches out, exactly that band is black (the source has no black pixel).
+    crops = {edge: np.asarray(row["image"]) for edge, row in zip(EDGE_BOXES, relation)}
+    assert np.asarray(source).max(axis=2).min() > 0
+    assert crops["left"][:, :5].max() == 0 and crops["left"][:, 5:].max(axis=2).min() > 0
+    assert crops["top"][:6].max() == 0 and crops["top"][6:].max(axis=2).min() > 0
+    assert crops["right"][:, 8:].max() == 0 and crops["right"][:, :8].max(axis=2).min() > 0
+    assert crops["bottom"][5:].max() == 0 and crops["bottom"][:5].max(axis=2).min() > 0
+    assert crops["top-left corner"][:4].max() == 0 and crops["top-left corner"][:, :3].max() == 0
+    assert crops["top-left corner"][4:, 3:].max(axis=2).min() > 0
+    assert crops["bottom-right corner"][4:].max() == 0 and crops["bottom-right corner"][:, 7:].max() == 0
+    assert crops["bottom-right corner"][:4, :7].max(axis=2).min() > 0
+
+
+def test_sixteen_bit_and_floating_point_sources_are_scaled_by_their_range_not_clipped(tmp_path):
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, (SIZE[1], SIZE[0]))  # the 8-bit value every source below encodes
+    # 257 = 65535 / 255: each 16-bit value lies within 128 of 257 times its 8-bit level.
+    sixteen = np.clip(levels * 257 + rng.integers(-128, 129, levels.shape), 0, 65535)
+    images = tmp_path / "vg" / "images"
+    images.mkdir(parents=True)
+    Image.fromarray(sixteen.astype(np.uint16)).save(images / "sixteen.png")
+    Image.fromarray(sixteen.astype(np.int32)).save(images / "int32.tif")
+    Image.fromarray((levels / 255).astype(np.float32)).save(images / "float.tif")
+    modes = {name: Image.open(images / name).mode for name in ("sixteen.png", "int32.tif", "float.tif")}
+    assert modes == {"sixteen.png": "I;16", "int32.tif": "I", "float.tif": "F"}
+    bbox = (2, 3, 30, 20)
+    vg = vg_folder(tmp_path / "vg", [(name, bbox, "eating") for name in modes])
+    out = tmp_path / "aro"
+    assert main(["build", "--vg-dir", str(vg), "--configs", "relation", "--out", str(out)]) == 0
+
+    expected = np.repeat(levels[3:23, 2:32, None], 3, axis=2).astype(np.uint8)
+    for name, row in zip(modes, load_dataset(str(out), "relation", split="test")):
+        assert np.array_equal(np.asarray(row["image"]), expected), name
+    assert 120 < expected.mean() < 136  # mid-grey, as the sources (not saturated at 255, nor black)

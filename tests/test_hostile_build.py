@@ -1,14 +1,21 @@
 """`aro build` against hostile inputs: each case is refused with one line naming the item or file (exit 2, no
 traceback), or counted, and leaves the sources and any earlier output byte-identical."""
 
+import errno
 import hashlib
 import json
+import os
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
+import time
 import zlib
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from conftest import refused
 from datasets import load_dataset
@@ -93,11 +100,16 @@ def leftovers(parent: Path) -> list[str]:
 # --out against the sources --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["equal", "inside", "containing"])
-def test_an_output_overlapping_a_source_folder_is_refused_before_anything_is_written(vg, tmp_path, capfd, where):
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("equal", "is an input of this run"), ("inside", "lies inside the input"), ("containing", "holds the input")],
+)
+def test_an_output_overlapping_a_source_folder_is_refused_before_anything_is_written(
+    vg, tmp_path, capfd, where, message
+):
     out = {"equal": vg, "inside": vg / "images" / "aro", "containing": tmp_path}[where]
     before = snapshot(tmp_path)
-    refused(capfd, build_vg(vg, out, "--overwrite"), "overlaps the source")
+    refused(capfd, build_vg(vg, out, "--overwrite"), message)
     assert snapshot(tmp_path) == before
 
 
@@ -151,7 +163,6 @@ def test_skip_missing_that_empties_a_config_fails_naming_it_and_leaves_no_folder
         image.write_bytes(b"not an image")
     refused(capfd, build_vg(vg, tmp_path / "aro", "--skip-missing"), "relation/test has no items left")
     assert not (tmp_path / "aro").exists() and leftovers(tmp_path) == []
-    assert not Path(f"{tmp_path / 'aro'}.skipped.json").exists()
 
 
 # decompression bombs ---------------------------------------------------------------------------------------------
@@ -177,14 +188,47 @@ def test_a_decompression_bomb_is_refused_naming_the_item_and_skipped_with_skip_m
     assert not (tmp_path / "aro").exists()
 
     assert main(build_vg(vg, tmp_path / "aro", "--skip-missing")) == 0
-    skipped = json.loads(Path(f"{tmp_path / 'aro'}.skipped.json").read_text())
-    assert [(entry["item"], entry["problem"].split(":")[0]) for entry in skipped] == [(1, "too large")]
+    skipped = json.loads((tmp_path / "aro" / "skipped.json").read_text())
+    assert [(entry["item"], entry["image"], entry["problem"].split(":")[0]) for entry in skipped] == [
+        (1, "bomb.png", "image too large")
+    ]
     assert "--max-image-pixels" in skipped[0]["problem"]
 
 
 def test_the_pixel_limit_can_be_lowered_and_raised(vg, tmp_path, capfd):
     refused(capfd, build_vg(vg, tmp_path / "aro", "--max-image-pixels", "1000"), "48x40 pixels, over the limit of 1000")
     assert main(build_vg(vg, tmp_path / "aro", "--max-image-pixels", "1920")) == 0
+
+
+# images that cannot be used faithfully ------------------------------------------------------------------------------
+
+
+def float_image(path: Path) -> str:
+    Image.fromarray(np.linspace(0, 2, 48 * 40, dtype=np.float32).reshape(40, 48)).save(path)
+    return path.name
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda vg: {"image_path": float_image(vg / "images" / "float.tif")},
+            "float.tif): image is floating point with values from 0 to 2, outside 0 to 1",
+        ),
+        (lambda vg: {"bbox_x": 48}, "1.jpg): bbox [48, 3, 30, 20] covers no pixel of the 48x40 image"),
+        (lambda vg: {"bbox_y": -20}, "1.jpg): bbox [2, -20, 30, 20] covers no pixel of the 48x40 image"),
+    ],
+)
+def test_an_image_out_of_range_or_a_bbox_off_its_image_is_named_and_skippable(vg, tmp_path, capfd, change, message):
+    edit_items(vg / "visual_genome_relation.json", lambda items: items[1].update(change(vg)))
+    before = snapshot(tmp_path)
+    line = refused(capfd, build_vg(vg, tmp_path / "aro"), message)
+    assert f"{vg / 'visual_genome_relation.json'}: item 1 ({vg / 'images'}/" in line
+    assert snapshot(tmp_path) == before
+
+    assert main(build_vg(vg, tmp_path / "aro", "--skip-missing")) == 0
+    skipped = json.loads((tmp_path / "aro" / "skipped.json").read_text())
+    assert [entry["item"] for entry in skipped] == [1] and message.split("): ")[1] in skipped[0]["problem"]
 
 
 # field types -----------------------------------------------------------------------------------------------------
@@ -317,6 +361,184 @@ def test_the_command_line_gives_one_line_and_no_traceback(vg, tmp_path):
     command = [sys.executable, "-m", "aro.cli", *build_vg(vg, tmp_path / "aro")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 2
+    annotations = vg / "visual_genome_relation.json"
     assert finished.stderr.strip().splitlines() == [
-        f"aro build: error: {vg / 'visual_genome_relation.json'}: item 1: bbox_w should be a finite number, not bool true"
+        f"aro build: error: {annotations}: item 1: bbox_w should be a finite number, not bool true"
     ]
+
+
+# the user's files are never replaced -------------------------------------------------------------------------------
+
+
+def test_overwrite_never_replaces_a_folder_of_the_users_files(vg, tmp_path, capfd):
+    mine = tmp_path / "project"
+    (mine / "src").mkdir(parents=True)
+    (mine / "src" / "model.py").write_text("print('mine')\n")
+    (mine / ".git").mkdir()
+    (mine / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (mine / "notes.md").write_text("results so far\n")
+    before = snapshot(tmp_path)
+    refused(capfd, build_vg(vg, mine, "--overwrite"), "holds other files than an earlier aro build output")
+    assert snapshot(tmp_path) == before
+
+
+def test_out_dot_holding_a_source_is_refused(vg, tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    refused(capfd, build_vg(vg, Path("."), "--overwrite"), "--out . holds the input")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_file_added_to_an_earlier_build_keeps_it_from_being_replaced(vg, tmp_path, capfd):
+    out = tmp_path / "aro"
+    assert main(build_vg(vg, out)) == 0
+    (out / "analysis.ipynb").write_text("{}")
+    before = snapshot(tmp_path)
+    refused(capfd, build_vg(vg, out, "--overwrite"), "analysis.ipynb (not written by aro)")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_earlier_build_is_replaced_with_overwrite(vg, tmp_path):
+    out = tmp_path / "aro"
+    assert main(build_vg(vg, out)) == 0
+    edit_items(vg / "visual_genome_relation.json", lambda items: items[0].update(relation_name="grazing"))
+    assert main(build_vg(vg, out, "--overwrite")) == 0
+    assert load_dataset(str(out), "relation", split="test")["relation_name"] == ["grazing"] + ["eating"] * 3
+    assert leftovers(tmp_path) == []
+
+
+def test_the_skipped_list_lies_inside_the_output_and_never_replaces_a_users_file(vg, tmp_path):
+    out = tmp_path / "aro"
+    beside = tmp_path / "aro.skipped.json"  # where earlier versions wrote it: now the user's own file
+    beside.write_text("my list")
+    (vg / "images" / "2.jpg").write_bytes(b"not an image")
+    assert main(build_vg(vg, out, "--skip-missing")) == 0
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert skipped == [
+        {
+            "config": "relation",
+            "item": 2,
+            "image": "2.jpg",
+            "problem": "image unreadable: not an image file Pillow can read",
+        }
+    ]
+    card = " ".join((out / "README.md").read_text().split())
+    assert "not under their bbox: 1 (listed in `skipped.json`)" in card
+    save(draw(2), vg / "images" / "2.jpg", "RGB")
+    assert main(build_vg(vg, out, "--overwrite")) == 0
+    assert not (out / "skipped.json").exists()  # the earlier list described another dataset
+    assert beside.read_text() == "my list"
+
+
+# what used to end in a traceback ----------------------------------------------------------------------------------
+
+
+def test_json_nested_too_deeply_is_named(vg, tmp_path, capfd):
+    annotations = vg / "visual_genome_relation.json"
+    annotations.write_text("[" * 100_000 + "]" * 100_000)
+    before = snapshot(tmp_path)
+    refused(capfd, build_vg(vg, tmp_path / "aro"), f"{annotations} nests JSON arrays or objects too deeply")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_an_image_path_with_a_nul_byte_is_named(vg, tmp_path, capfd, allow):
+    edit_items(vg / "visual_genome_relation.json", lambda items: items[1].update(image_path="1\u0000.jpg"))
+    before = snapshot(tmp_path)
+    extra = ["--allow-outside-source"] if allow else []
+    refused(capfd, build_vg(vg, tmp_path / "aro", *extra), "item 1: image_path '1\\x00.jpg' holds a NUL byte")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_output_under_a_file_is_refused(vg, tmp_path, capfd):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    before = snapshot(tmp_path)
+    refused(capfd, build_vg(vg, notes / "aro"), f"--out {notes / 'aro'} lies under {notes}, which is a file")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_an_output_in_a_read_only_folder_is_refused_before_any_work(vg, tmp_path, capfd):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        refused(capfd, build_vg(vg, locked / "aro"), f"{locked} is not writable")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def _raising(error: BaseException):
+    def raise_it(*args, **kwargs):
+        raise error
+
+    return raise_it
+
+
+@pytest.mark.parametrize(
+    ("boundary", "error", "message"),
+    [
+        ((pq.ParquetWriter, "write_table"), OSError(errno.ENOSPC, "No space left on device"), "No space left"),
+        ((tempfile, "mkdtemp"), OSError(errno.EROFS, "Read-only file system"), "Read-only file system"),
+    ],
+)
+def test_a_full_or_read_only_disk_is_one_line_and_the_earlier_build_stays(
+    vg, tmp_path, capfd, monkeypatch, boundary, error, message
+):
+    """The disk is the library's boundary (pyarrow writing a shard, the staging folder being made)."""
+    out = tmp_path / "aro"
+    assert main(build_vg(vg, out)) == 0
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(*boundary, _raising(error))
+    refused(capfd, build_vg(vg, out, "--overwrite"), f"{out} could not be written ({message}")
+    assert snapshot(tmp_path) == before and leftovers(tmp_path) == []
+
+
+def test_ctrl_c_during_a_build_is_one_line_and_the_earlier_build_stays(vg, tmp_path, capfd, monkeypatch):
+    out = tmp_path / "aro"
+    assert main(build_vg(vg, out)) == 0
+    before = snapshot(tmp_path)
+    capfd.readouterr()
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", _raising(KeyboardInterrupt()))
+    assert main(build_vg(vg, out, "--overwrite")) == 130
+    err = capfd.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("aro build:")] == [
+        "aro build: stopped (Ctrl-C); nothing was replaced, an earlier output is as it was"
+    ]
+    assert "Traceback" not in err
+    assert snapshot(tmp_path) == before and leftovers(tmp_path) == []
+
+
+def test_ctrl_c_in_a_terminal_stops_the_build_and_its_workers_quietly(vg, tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: the workers too receive it."""
+    out = tmp_path / "aro"
+    assert main(build_vg(vg, out)) == 0
+    edit_items(vg / "visual_genome_relation.json", lambda items: items.extend(items * 5000))  # 20,004 crops
+    before = snapshot(tmp_path)
+    command = [sys.executable, "-m", "aro.cli", *build_vg(vg, out, "--overwrite", "--num-workers", "2")]
+    with tempfile.TemporaryFile("w+") as stderr:
+
+        def err() -> str:
+            stderr.seek(0)
+            return stderr.read()
+
+        build = subprocess.Popen(command, stderr=stderr, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while "relation crops:" not in err() and build.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            os.killpg(build.pid, signal.SIGINT)  # the workers are cropping
+            build.wait(timeout=60)  # workers that caught Ctrl-C themselves can leave the pool hanging
+        finally:
+            if build.poll() is None:
+                os.killpg(build.pid, signal.SIGKILL)
+        err = err()
+    assert build.returncode == 130, err
+    assert [line for line in err.splitlines() if line.startswith("aro build:")] == [
+        "aro build: stopped (Ctrl-C); nothing was replaced, an earlier output is as it was"
+    ]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert snapshot(tmp_path) == before and leftovers(tmp_path) == []

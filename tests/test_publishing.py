@@ -386,10 +386,11 @@ def test_a_copy_with_bboxes_is_cropped_to_them():
         ),
     )
     cropped, _ = as_aro_config(copy, "relation")
-    assert cropped[0]["image"].size == (20, 10) and cropped[1]["image"].size == (
-        10,
-        50,
-    )  # the second clamped to the image
+    # The second reaches 20 pixels past the right edge: black there, as the original loader crops.
+    assert cropped[0]["image"].size == (20, 10) and cropped[1]["image"].size == (30, 50)
+    expected = np.zeros((50, 30, 3), dtype=np.uint8)
+    expected[:, :10] = np.asarray(full[1].convert("RGB"))[:, 50:]
+    assert np.array_equal(np.asarray(cropped[1]["image"]), expected)
     assert np.array_equal(np.asarray(cropped[0]["image"]), np.asarray(full[0].crop((5, 4, 25, 14))))
     with pytest.raises(ValueError, match="item 0: bbox"):
         as_aro_config(copy.map(lambda row: {"bbox_x": 100}), "relation")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datasets import Dataset, List, Value
 from datasets import Image as ImageFeature
 
-from aro.core.contract import BBOX_KEYS, GROUP_COLUMNS, clamp_bbox, config_features
+from aro.core.contract import BBOX_KEYS, GROUP_COLUMNS, config_features, crop_to_bbox
 from aro.core.errors import InvalidInput
 
 ORDER_COPY_TEXT_COLUMNS = ("correct_caption", "hard_text_1", "hard_text_2", "hard_text_3", "hard_text_4")
@@ -75,15 +75,15 @@ def _order_copy(dataset: Dataset) -> Dataset:
 
 
 def _cropped(dataset: Dataset) -> Dataset:
-    """Each image cropped to its row's bounding box, clamped to the image."""
+    """Each image cropped to its row's bounding box as the original loader does (black where the box reaches out)."""
 
     def crop(row: dict, index: int) -> dict:
         box = row["bbox"] if "bbox" in row else [row[field] for field in BBOX_KEYS]
-        image = row["image"].convert("RGB")
-        (x, y, w, h), _ = clamp_bbox(tuple(box), *image.size)
-        if w <= 0 or h <= 0:
-            raise InvalidInput(f"item {index}: bbox {box} lies outside its {image.size[0]}x{image.size[1]} image")
-        return {"image": image.crop((x, y, x + w, y + h))}
+        try:
+            cropped, _, _ = crop_to_bbox(row["image"].convert("RGB"), tuple(box))
+        except ValueError as error:
+            raise InvalidInput(f"item {index}: {error}") from None
+        return {"image": cropped}
 
     features = dataset.features.copy()
     features["image"] = ImageFeature()
