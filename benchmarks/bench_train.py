@@ -46,9 +46,7 @@ def main() -> None:
 
         start = time.perf_counter()
         cache = mine(
-            MiningParameters(
-                str(folder / "data"), "scenes", "train", "image", "caption", "image_id", str(folder / "start")
-            ),
+            MiningParameters(dataset=str(folder / "data"), dataset_config="scenes", clip_model=str(folder / "start")),
             folder / "mining.parquet",
         )
         mining_seconds = time.perf_counter() - start

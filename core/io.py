@@ -33,13 +33,18 @@ MARKER = ".aro-output.json"
 SHOWN_PATHS = 3  # paths named in a refusal; the rest are counted
 
 
+def sha256_of_blocks(blocks: Iterable[bytes]) -> str:
+    """The SHA-256 of the bytes of `blocks` one after the other: a file read in parts, or records in memory."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+    return digest.hexdigest()
+
+
 def sha256_of(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, read in blocks (checkpoints and datasets can be gigabytes)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_of_blocks(iter(lambda: file.read(1 << 20), b""))
 
 
 def fingerprint(path: str | Path) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
 
@@ -89,8 +90,6 @@ def make_tiny_clip(
     words: Iterable[str], image_size: int = 32, seed: int = 0, **config_kwargs
 ) -> tuple[CLIPModel, CLIPProcessor]:
     """A randomly initialised (seeded) tiny `CLIPModel` and its processor for captions made of `words`."""
-    import torch
-
     tokenizer = word_tokenizer(words)
     config = tiny_clip_config(tokenizer, image_size=image_size, **config_kwargs)
     torch.manual_seed(seed)

@@ -9,10 +9,20 @@ import subprocess
 import sys
 
 import pytest
+from conftest import refused
 from safetensors.torch import load_file
+from test_training_outputs import tree
+from transformers import BertConfig
 
 from aro.cli import main
-from aro.models.negclip.checkpointing import MARKER, CheckpointError, latest_checkpoint, verify_checkpoint
+from aro.core.io import write_manifest
+from aro.models.negclip.checkpointing import (
+    MARKER,
+    STATE_FILE,
+    CheckpointError,
+    latest_checkpoint,
+    verify_checkpoint,
+)
 
 # Run `aro train` in a fresh process that SIGKILLs itself at one point of the save of step 4 (the second save).
 KILLER = """
@@ -22,7 +32,8 @@ real_fsync, real_replace = os.fsync, os.replace
 
 def fsync(descriptor):
     path = os.readlink(f"/proc/self/fd/{descriptor}")
-    if ".step-4.partial" in path and (point == "first-sync" or (point == "marker" and path.endswith("checkpoint.json"))):
+    at_marker = point == "marker" and path.endswith("checkpoint.json")
+    if ".step-4.partial" in path and (point == "first-sync" or at_marker):
         os.kill(os.getpid(), signal.SIGKILL)
     return real_fsync(descriptor)
 
@@ -102,28 +113,47 @@ def _damaged_copy(whole, tmp_path, damage) -> str:
     return str(copy)
 
 
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _recorded(damage):
+    """`damage`, then the completeness record rewritten to match: what a record cannot catch, loading must."""
+
+    def damage_and_record(folder):
+        damage(folder)
+        write_manifest(folder, MARKER)
+
+    return damage_and_record
+
+
+def _bert_config(folder):
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(folder)
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
         (lambda folder: (folder / MARKER).unlink(), f"incomplete: it has no {MARKER}"),
-        (lambda folder: (folder / "rng-0.safetensors").unlink(), "missing rng-0.safetensors"),
-        (
-            lambda folder: (folder / "optimizer.safetensors").write_bytes(
-                (folder / "optimizer.safetensors").read_bytes()[:-100]
-            ),
-            "changed since saved: optimizer.safetensors",
-        ),
+        (lambda folder: (folder / "rng-0.safetensors").unlink(), "rng-0.safetensors (missing)"),
+        (lambda folder: _truncate(folder / "optimizer.safetensors"), "optimizer.safetensors (changed since written)"),
+        (lambda folder: _truncate(folder / "model.safetensors"), "model.safetensors (changed since written)"),
+        (lambda folder: _truncate(folder / MARKER), f"its {MARKER} is not a record of its files"),
+        (_recorded(lambda folder: _truncate(folder / "model.safetensors")), "cannot load its weights"),
+        (_recorded(lambda folder: (folder / STATE_FILE).write_text("garbage")), f"its {STATE_FILE} cannot be read"),
+        (_recorded(lambda folder: (folder / STATE_FILE).write_text("[]")), f"its {STATE_FILE} is not a training state"),
+        (_recorded(lambda folder: (folder / "optimizer.json").write_text("{}")), "its optimizer state cannot be"),
+        (_recorded(_bert_config), "is a bert model, not a CLIP"),
     ],
 )
-def test_an_incomplete_checkpoint_is_refused_naming_what_is_missing(
-    damage, message, train_argv, mining_cache, whole, tmp_path, capsys
+def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_fault(
+    damage, message, train_argv, mining_cache, whole, tmp_path, capfd
 ):
     resume_from = _damaged_copy(whole, tmp_path, damage)
-    assert (
-        main(train_argv(tmp_path / "run", max_steps=4, mining_cache=mining_cache, resume_from=resume_from, **RUN)) == 2
-    )
-    error = capsys.readouterr().err
-    assert message in error and len(error.strip().splitlines()) == 1
+    before = tree(tmp_path)
+    argv = train_argv(tmp_path / "run", max_steps=4, mining_cache=mining_cache, resume_from=resume_from, **RUN)
+    line = refused(capfd, [str(word) for word in argv], message)
+    assert resume_from in line and tree(tmp_path) == before
 
 
 class _Payload:
@@ -183,3 +213,21 @@ def test_an_allowed_change_of_batch_size_resumes_from_the_same_row_of_the_epoch(
     state = json.loads((tmp_path / "run" / "training_state.json").read_text())
     # Step 2 at 8 rows a step had used 16 rows of the epoch; two more steps of 4 rows make 24, in the same epoch.
     assert (state["step"], state["epoch"], state["rows_in_epoch"]) == (4, 0, 24)
+
+
+def test_the_latest_checkpoint_is_never_a_hidden_leftover(whole, tmp_path):
+    """`replace_folder` moves a replaced `step-N` aside as `.step-N.previous-<pid>-<random>`; a kill can leave it,
+    complete, and its random part may be all digits."""
+    folder = shutil.copytree(whole / "checkpoints", tmp_path / "checkpoints")
+    shutil.copytree(folder / "step-4", folder / ".step-9.previous-123-45678901")
+    shutil.copytree(folder / "step-4", folder / ".step-8.partial")
+    assert latest_checkpoint(folder) == folder / "step-4"
+    with pytest.raises(CheckpointError, match="never finished"):
+        verify_checkpoint(folder / ".step-9.previous-123-45678901")
+
+
+def test_a_fresh_run_into_an_earlier_runs_folder_is_refused_and_left_as_it_was(train_argv, mining_cache, whole, capfd):
+    before = tree(whole)
+    argv = [str(word) for word in train_argv(whole, max_steps=4, mining_cache=mining_cache, **RUN)]
+    refused(capfd, argv, f"--output-dir {whole} holds an earlier aro train run: continue it with --resume-from latest")
+    assert tree(whole) == before

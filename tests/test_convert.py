@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import refused
 from PIL import Image
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -310,3 +311,48 @@ def test_an_existing_output_folder_is_left_alone(tmp_path, capsys):
     (tmp_path / "converted" / "keep.txt").write_text("mine")
     code, out = convert(tmp_path)
     assert code == 2 and "already exists" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+
+
+def _image_processor_only(folder: Path) -> Path:
+    CLIPImageProcessorPil(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}).save_pretrained(folder)
+    return folder
+
+
+def _tokenizer_only(folder: Path) -> Path:
+    AutoProcessor.from_pretrained(reference_processor(folder.parent / "full")).tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _unreadable_processor(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "processor_config.json").write_text("{not json")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "checkpoint, processor, message",
+    [
+        (lambda tmp: _written(tmp / "notes.pt", b"hello, this is text"), None, "not a PyTorch checkpoint"),
+        (lambda tmp: _written(tmp / "empty.pt", b""), None, "the file is empty"),
+        (lambda tmp: _written(tmp / "garbage.safetensors", b"\x00" * 64), None, "not a readable safetensors file"),
+        (lambda tmp: CHECKPOINT, lambda tmp: _image_processor_only(tmp / "images"), "is not a CLIP processor"),
+        (lambda tmp: CHECKPOINT, lambda tmp: _tokenizer_only(tmp / "tokenizer"), "cannot load its processor"),
+        (lambda tmp: CHECKPOINT, lambda tmp: _unreadable_processor(tmp / "broken"), "cannot load its processor"),
+        (lambda tmp: CHECKPOINT, lambda tmp: "./no-such-processor", "--processor ./no-such-processor: no such folder"),
+    ],
+)
+def test_a_file_or_processor_that_cannot_be_read_is_one_line(checkpoint, processor, message, tmp_path, capfd):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    checkpoint = checkpoint(inputs)
+    extra = ["--processor", str(processor(inputs))] if processor else []
+    before = {path: path.read_bytes() for path in inputs.rglob("*") if path.is_file()}
+    argv = ["convert", str(checkpoint), "--open-clip-config", str(CONFIG), "--out", str(tmp_path / "out"), *extra]
+    refused(capfd, argv, message)
+    assert {path: path.read_bytes() for path in inputs.rglob("*") if path.is_file()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["inputs"]
+
+
+def _written(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path

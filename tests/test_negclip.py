@@ -1,8 +1,12 @@
-"""NegCLIP: the loss, the CLIP call, saving and loading (Auto classes, plain CLIP, pipeline, remote code), the miner and exact resume."""
+"""NegCLIP: the loss, the CLIP call, saving and loading (Auto classes, plain CLIP, pipeline, remote code), the miner
+(chunked and sharded as whole), the results and exact resume."""
 
+import json
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
+import pytest
 import torch
 import torch.nn.functional as F
 from datasets import load_dataset
@@ -187,6 +191,49 @@ def test_swapping_coordinated_noun_phrases_is_a_paraphrase_not_a_negative(spacy_
     assert "a dog and a couch on a cat" in negatives[1]
 
 
+def brute_force_neighbours(embeddings, image_ids, k):
+    """For every row, the first rows of the `k` other images most similar to its image: an explicit double loop."""
+    first_rows = {}
+    for row, image_id in enumerate(image_ids):
+        first_rows.setdefault(image_id, row)
+    found = []
+    for image_id in image_ids:
+        mine = embeddings[first_rows[image_id]]
+        others = [(float(mine @ embeddings[row]), row) for other, row in first_rows.items() if other != image_id]
+        found.append([row for _, row in sorted(others, reverse=True)[:k]])
+    return found
+
+
+def test_nearest_images_in_chunks_smaller_than_the_data_equal_a_brute_force_search():
+    """An image must never be its own neighbour in any chunk, the first or a later one."""
+    generator = torch.Generator().manual_seed(0)
+    image_ids = [f"image-{index % 13}" for index in range(31)]  # 13 images, most of them on several rows
+    by_image = F.normalize(torch.randn(13, 8, generator=generator), dim=-1)
+    embeddings = by_image[[index % 13 for index in range(31)]]
+    expected = brute_force_neighbours(embeddings, image_ids, k=3)
+    assert nearest_images(embeddings, image_ids, k=3, chunk=4) == expected
+    assert nearest_images(embeddings, image_ids, k=3) == expected  # one chunk holds all 13 images
+
+
+def test_swapped_negatives_mined_in_shards_equal_those_mined_whole(spacy_parser):
+    """Each caption's draw is keyed by its index in the dataset, so shards (processes) and spaCy batches change
+    nothing."""
+    captions = [
+        "a red circle to the left of a blue square",
+        "a child holding a flowered umbrella and petting a yak",
+        "a green star above a yellow triangle",
+        "a large dog chasing a small cat",
+        "a man riding a brown horse near a white fence",
+    ]
+    whole = swap_negatives(captions, nlp=spacy_parser, per_caption=2, seed=3)
+    shards = swap_negatives(captions[:2], nlp=spacy_parser, per_caption=2, seed=3, batch_size=1) + swap_negatives(
+        captions[2:], nlp=spacy_parser, per_caption=2, seed=3, first_index=2
+    )
+    assert shards == whole and all(whole)
+    # The index is part of the key: the same captions at other positions draw otherwise.
+    assert swap_negatives(captions[2:], nlp=spacy_parser, per_caption=2, seed=3) != whole[2:]
+
+
 def test_nearest_images_exclude_the_image_itself_and_its_other_rows():
     embeddings = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), dim=-1)
     image_ids = ["a", "a", "b", "c", "d"]  # rows 0 and 1 show the same image
@@ -227,6 +274,29 @@ def test_training_lowers_the_loss_and_writes_logs_and_card(scenes, start_model, 
     assert isinstance(AutoModel.from_pretrained(output), NegCLIPModel)
     rows = len(load_dataset(str(scenes), "scenes", split="train"))
     assert pq_rows(tmp_path / "mining.parquet") == rows
+    # The share of rows with a swapped-word negative, counted from the cache, is in the results and the card.
+    mined = pq.read_table(tmp_path / "mining.parquet").column("negatives").to_pylist()
+    with_negative = sum(1 for negatives in mined if negatives)
+    results = json.loads((output / "training_results.json").read_text())
+    assert results["negatives"] == {"rows": rows, "rows_with_negative": with_negative, "share": with_negative / rows}
+    assert f"present for {with_negative} of {rows} training rows" in (output / "README.md").read_text()
+    # The validation loss is the mean CLIP loss over whole batches of the test split, computed here by hand.
+    test_split = load_dataset(str(scenes), "scenes", split="test")
+    model, processor = CLIPModel.from_pretrained(output).eval(), AutoProcessor.from_pretrained(output)
+    losses = []
+    for start in range(0, len(test_split) - 8 + 1, 8):
+        batch = processor(
+            images=[image.convert("RGB") for image in test_split[start : start + 8]["image"]],
+            text=test_split[start : start + 8]["caption"],
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            logits = model(**batch).logits_per_image
+        labels = torch.arange(8)
+        losses.append((F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2)
+    assert len(losses) == len(test_split) // 8 >= 2
+    assert results["validation_loss"] == pytest.approx(float(torch.stack(losses).mean()), rel=1e-5)
 
 
 def pq_rows(path):

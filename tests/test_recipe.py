@@ -1,4 +1,5 @@
-"""The NegCLIP recipe of the authors' fork: optimizer, schedule, clamp, crops, epochs, negatives, selection, their file."""
+"""The NegCLIP recipe of the authors' fork: optimizer, schedule, clamp, crops, epochs, negatives, selection, their
+file."""
 
 import csv
 import json
@@ -147,6 +148,19 @@ def test_an_epoch_is_one_caption_per_image(run, scenes, start_model, tmp_path):
         data, NegCLIPTrainingArguments(**vars(args) | {"epoch_rows": "captions"}), None, None, processor, 0
     )
     assert sorted(row for step in every_caption.steps for row in step) == list(range(72))
+
+
+def test_each_process_takes_its_slice_of_the_global_batch(scenes, start_model):
+    """Two processes of B rows each see, step by step, exactly the rows one process of 2B rows sees."""
+    data = load_dataset(str(scenes), "scenes", split="train")
+    processor = _processor(start_model)
+    args = NegCLIPTrainingArguments(batch_size=5, hard_negatives=False, image_negatives=False, epoch_rows="captions")
+    one = NegCLIPBatches(data, NegCLIPTrainingArguments(**vars(args) | {"batch_size": 10}), None, None, processor, 1)
+    first, second = (NegCLIPBatches(data, args, None, None, processor, 1, process, 2) for process in (0, 1))
+    assert len(one) == len(first) == len(second) == 72 // 10
+    for step in range(len(one)):
+        assert first.steps[step] + second.steps[step] == one.steps[step], step
+        assert len(first.steps[step]) == len(second.steps[step]) == 5
 
 
 def _processor(folder):

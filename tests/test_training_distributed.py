@@ -1,7 +1,8 @@
-"""Training on two processes (CPU, gloo) with every option finishes and learns what one process learns.
+"""Training and mining on two processes (CPU, gloo) give what one process gives.
 
 Two processes with B rows each and one process with 2B rows see the same global batches, the same negatives
-(mined sharded on two processes, whole on one) and, through the gathered loss, the same gradients.
+(mined sharded on two processes, whole on one) and, through the gathered loss, the same gradients. Mining a
+dataset whose rows do not split evenly over the processes gives the cache one process writes.
 """
 
 import json
@@ -11,9 +12,22 @@ import sys
 
 import pyarrow.parquet as pq
 import torch
+from datasets import load_dataset
 from safetensors.torch import load_file
 
 from aro.cli import main
+
+CPU_PROCESSES = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _on_two_processes(argv: list[str], tmp_path) -> None:
+    """`aro argv` under `torchrun` with two CPU processes; it must succeed."""
+    environment = os.environ | CPU_PROCESSES | {"HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run = subprocess.run(
+        [*torchrun, "-m", "aro.cli", *map(str, argv)], capture_output=True, text=True, env=environment, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 def test_two_processes_with_every_option_train_as_one_process_with_the_same_global_batch(
@@ -31,29 +45,7 @@ def test_two_processes_with_every_option_train_as_one_process_with_the_same_glob
     command = train_argv(
         tmp_path / "two", batch_size=4, mining_cache=tmp_path / "two.parquet", report_to="tensorboard", **options
     )
-    environment = os.environ | {
-        "ACCELERATE_USE_CPU": "1",
-        "HF_DATASETS_CACHE": str(tmp_path / "cache"),
-        "OMP_NUM_THREADS": "1",
-    }
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "aro.cli",
-            *command,
-        ],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    _on_two_processes(command, tmp_path)
     assert main(train_argv(tmp_path / "one", batch_size=8, mining_cache=tmp_path / "one.parquet", **options)) == 0
 
     assert pq.read_table(tmp_path / "two.parquet").equals(pq.read_table(tmp_path / "one.parquet"))
@@ -88,3 +80,16 @@ def test_two_processes_with_every_option_train_as_one_process_with_the_same_glob
         )
     )
     assert code == 2 and "world_size: 2 -> 1" in capsys.readouterr().err
+
+
+def test_mining_an_uneven_dataset_on_two_processes_writes_the_cache_of_one(scenes, start_model, tmp_path):
+    """Eleven rows of four images: the captions split 6 + 5 over the processes, the images in batches of 2."""
+    folder = tmp_path / "eleven"
+    folder.mkdir()
+    load_dataset(str(scenes), "scenes", split="train").select(range(11)).to_parquet(folder / "train.parquet")
+    argv = ["mine", "--dataset", folder, "--clip-model", start_model, "--batch-size", "2"]
+    _on_two_processes([*argv, "--out", tmp_path / "two.parquet"], tmp_path)
+    assert main([*map(str, argv), "--out", str(tmp_path / "one.parquet")]) == 0
+    two, one = pq.read_table(tmp_path / "two.parquet"), pq.read_table(tmp_path / "one.parquet")
+    assert two.num_rows == 11 and two.equals(one)
+    assert two.schema.metadata == one.schema.metadata

@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from conftest import refused
 
 from aro.cli import main
 from aro.models.negclip.arguments import NegCLIPTrainingArguments
@@ -54,9 +55,43 @@ def test_an_args_file_sets_options_and_later_flags_override_it(train_argv, tmp_p
         capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "rate.yaml"]
     )
     (tmp_path / "bad.json").write_text('{"batch_sise": 4}')
-    with pytest.raises(SystemExit):
-        main([*train_argv(tmp_path / "run"), "--args-file", str(tmp_path / "bad.json")])
-    assert "unknown options batch_sise" in capsys.readouterr().err
+    assert "unknown options batch_sise" in _error(
+        capsys, [*train_argv(tmp_path / "run"), "--args-file", tmp_path / "bad.json"]
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("batch_size: abc\n", "batch_size: 'abc' is not a valid int value"),
+        ("batch_size: [1, 2]\n", "batch_size: expected one int value, not [1, 2]"),
+        ("batch_size: 4.5\n", "batch_size: 4.5 is not a valid int value"),
+        ("hard_negatives: maybe\n", "hard_negatives: 'maybe' is not a valid true or false"),
+        ("mixed_precision: fp8\n", "mixed_precision: 'fp8' is not one of 'no', 'fp16', 'bf16'"),
+        ("eval_configs: relation\n", "eval_configs: expected a list of values, not 'relation'"),
+        ("learning_rate: .nan\n", "--learning-rate must be a finite number, not nan"),
+        ("- batch_size\n", "holds a list, not a mapping of option names to values"),
+        ("batch_size: [\n", "while parsing a flow"),
+    ],
+)
+def test_a_bad_value_in_an_args_file_is_one_line_naming_the_option(text, message, train_argv, tmp_path, capfd):
+    (tmp_path / "run.yaml").write_text(text)
+    refused(capfd, [*map(str, train_argv(tmp_path / "run")), "--args-file", str(tmp_path / "run.yaml")], message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (dict(learning_rate="nan"), "--learning-rate must be a finite number, not nan"),
+        (dict(weight_decay="inf"), "--weight-decay must be a finite number, not inf"),
+        (dict(adam_beta2="1.5"), "--adam-beta1 and --adam-beta2 must lie in [0, 1)"),
+        (dict(min_negative_share="1.5"), "--min-negative-share must lie in [0, 1], not 1.5"),
+    ],
+)
+def test_numbers_torch_would_refuse_with_a_traceback_are_one_line(flags, message, train_argv, tmp_path, capfd):
+    refused(capfd, [str(word) for word in train_argv(tmp_path / "run", **flags)], message)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,11 @@ _MODELING = ("NegCLIPModel", "NegCLIPOutput")
 def __getattr__(name: str):
     if name not in _MODELING:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from transformers import AutoModel, CLIPConfig, CLIPModel
+    from transformers import (
+        AutoModel,
+        CLIPConfig,
+        CLIPModel,
+    )  # here: on first use, so `aro train --help` loads no torch
 
     from . import modeling_negclip
 

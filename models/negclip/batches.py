@@ -15,9 +15,9 @@ would have):
 
 With several processes, each global batch of `batch_size x processes` rows is cut into one slice per process.
 
->>> batches = NegCLIPBatches(data, args, negatives, neighbours, processor, epoch=0, process=0, processes=2)  # doctest: +SKIP
->>> batches[0].keys()  # doctest: +SKIP
-dict_keys(['pixel_values', 'input_ids', 'attention_mask', 'negative_input_ids', 'negative_attention_mask', 'negative_mask'])
+>>> batches = NegCLIPBatches(data, args, negatives, neighbours, processor, 0, process=0, processes=2)  # doctest: +SKIP
+>>> list(batches[0])  # doctest: +SKIP
+['pixel_values', 'input_ids', 'attention_mask', 'negative_input_ids', 'negative_attention_mask', 'negative_mask']
 """
 
 from __future__ import annotations

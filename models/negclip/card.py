@@ -9,15 +9,19 @@ import yaml
 
 from aro.cards import render
 from aro.core.errors import MissingInput
+from aro.metrics.scoring.downstream import downstream_table
 from aro.metrics.scoring.provenance import hub_id, name_of
 from aro.metrics.scoring.report import model_index
 
+from .arguments import NegCLIPTrainingArguments
+from .mining import NegativeShare
 from .recipe import FIXED_HERE, FORK_SETTINGS
 from .selection import METRIC
 
 NO_DOWNSTREAM = (
-    "Not measured with this training. Hard negatives should raise ARO without costing retrieval or zero-shot accuracy;\n"
-    "check with `aro retrieval --model <this model> --dataset <ARO built by aro build> --zero-shot uoft-cs/cifar10`."
+    "Not measured with this training. Hard negatives should raise ARO without costing retrieval or zero-shot "
+    "accuracy;\ncheck with `aro retrieval --model <this model> --dataset <ARO built by aro build> "
+    "--zero-shot uoft-cs/cifar10`."
 )
 
 
@@ -56,14 +60,14 @@ def model_card(
     downstream: dict | None = None,
     base_downstream: dict | None = None,
     selection: dict | None = None,
+    negatives: NegativeShare | None = None,
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any, and its
-    retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given.
+    retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given, and
+    with hard negatives the share of training rows that had one (`negatives`).
 
     Hub fields name Hub ids only: a local base model or dataset is left out of the metadata, and the card says so.
     """
-    from aro.metrics.scoring.downstream import downstream_table  # here: it imports torch, a card's other parts do not
-
     name = args.push_to_hub or Path(args.output_dir).name  # the Hub repo, else the name of the folder the card sits in
     base_model = hub_id(args.model_name_or_path)
     datasets = [dataset for dataset in (hub_id(args.dataset), aro_results and aro_results.get("dataset_id")) if dataset]
@@ -85,8 +89,8 @@ def model_card(
     if aro_results and not index:
         local.append("ARO dataset")
     provenance = (
-        f"The {', '.join(local)} {'was a local folder' if len(local) == 1 else 'were local folders'} with no Hub id, so the "
-        "card's metadata leaves out the fields that would name it (`base_model`, `datasets`, `model-index`)."
+        f"The {', '.join(local)} {'was a local folder' if len(local) == 1 else 'were local folders'} with no Hub id, "
+        "so the card's metadata leaves out the fields that would name it (`base_model`, `datasets`, `model-index`)."
         if local
         else ""
     )
@@ -102,18 +106,24 @@ def model_card(
         results = "No ARO evaluation ran with this training (pass `--eval-dataset`)."
     objective = (
         "NegCLIP: contrastive loss with a swapped-word negative caption per image"
+        + (
+            f" (present for {negatives.rows_with_negative} of {negatives.rows} training rows, {negatives.share:.1%}: "
+            "a caption with no possible swap has none)"
+            if negatives
+            else ""
+        )
         + (" and a nearest-neighbour image per image" if args.image_negatives else "")
         if args.hard_negatives
         else "the plain CLIP contrastive loss (no hard negatives)"
     )
     limitations = (
-        "Hard negatives teach the model to mind word order and attribute binding on captions like its training data;\n"
-        'they do not make it understand language. Swapped-word negatives can be true captions by accident ("a dog next\n'
-        'to a cat" swapped is still true; the miner only rules out swapped coordinated phrases, "a dog and a cat"),\n'
-        "and nearest-neighbour images come from the starting model's own notion of similarity."
+        "Hard negatives teach the model to mind word order and attribute binding on captions like its training\n"
+        'data; they do not make it understand language. Swapped-word negatives can be true captions by accident ("a\n'
+        'dog next to a cat" swapped is still true; the miner only rules out swapped coordinated phrases, "a dog and a\n'
+        "cat\"), and nearest-neighbour images come from the starting model's own notion of similarity."
         if args.hard_negatives
-        else "The plain contrastive loss does not reward minding word order or which attribute goes with which object:\n"
-        "expect a bag of words on ARO's relation, attribution and Order sets, as the paper found for CLIP."
+        else "The plain contrastive loss does not reward minding word order or which attribute goes with which\n"
+        "object: expect a bag of words on ARO's relation, attribution and Order sets, as the paper found for CLIP."
     )
     return render(
         "model_card.md",
@@ -144,8 +154,6 @@ def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_dow
 
     >>> write_card_with_downstream("negclip-run", evaluate_downstream("negclip-run", "ORG/aro"))  # doctest: +SKIP
     """
-    from .arguments import NegCLIPTrainingArguments
-
     folder = Path(model_dir)
     if not (folder / "training_args.json").is_file():
         raise MissingInput(
@@ -154,8 +162,11 @@ def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_dow
     args = NegCLIPTrainingArguments(**json.loads((folder / "training_args.json").read_text()))
     training_results = folder / "training_results.json"
     aro_results = json.loads(training_results.read_text()).get("aro") if training_results.is_file() else None
+    recorded = json.loads(training_results.read_text()) if training_results.is_file() else {}
+    negatives = NegativeShare.from_json(recorded.get("negatives"))
     card = folder / "README.md"
     card.write_text(
-        model_card(args, aro_results, downstream=downstream, base_downstream=base_downstream), encoding="utf-8"
+        model_card(args, aro_results, downstream=downstream, base_downstream=base_downstream, negatives=negatives),
+        encoding="utf-8",
     )
     return card

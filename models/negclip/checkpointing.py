@@ -9,12 +9,14 @@ A checkpoint is a folder (`<output_dir>/checkpoints/step-N`) holding, in safeten
   settings, world size, dataset fingerprint, mining parameters), which `--resume-from` compares with the new run;
 - `checkpoint.json`, written last: the size and SHA-256 of every other file. It is the completeness marker.
 
-Every file is written into `.step-N.partial` beside the target, synced to disk, and the folder is renamed into place,
-so a kill at any moment leaves either no `step-N` or a complete one. Loading reads JSON and safetensors alone:
-nothing is unpickled, so a crafted checkpoint cannot run code (accelerate's `load_state` unpickles custom objects).
+Every file is written into `.step-N.partial` beside the target (one name every process knows), synced to disk, and
+the folder is moved into place by `aro.core.io.replace_folder`, so a kill at any moment leaves either no `step-N` or
+a complete one (a replaced `step-N` is moved aside as a hidden folder and put back by the next save). Loading reads
+JSON and safetensors alone: nothing is unpickled, so a crafted checkpoint cannot run code (accelerate's
+`load_state` unpickles custom objects).
 
->>> save_checkpoint(Path("run/checkpoints/step-100"), accelerator, model, processor, optimizer, scheduler, state)  # doctest: +SKIP
->>> state = load_checkpoint(latest_checkpoint(Path("run/checkpoints")), accelerator, optimizer, scheduler)  # doctest: +SKIP
+>>> save_checkpoint(directory, accelerator, model, processor, optimizer, scheduler, state)  # doctest: +SKIP
+>>> state = load_checkpoint(latest_checkpoint(directory.parent), accelerator, optimizer, scheduler)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aro.core.errors import InvalidInput, MissingInput
-from aro.core.io import fingerprint, replace_folder, sync
+from aro.core.io import clean_leftovers, files_below, manifest_differences, replace_folder, sync, write_manifest
+
+from .loading import reason_of
 
 MARKER = "checkpoint.json"
 STATE_FILE = "training_state.json"
@@ -44,8 +49,10 @@ def save_checkpoint(directory: Path, accelerator, model, processor, optimizer, s
     """Write a checkpoint of the run to `directory` atomically. Every process must call it (it waits for all)."""
     staging = directory.with_name(f".{directory.name}.partial")
     if accelerator.is_main_process:
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(directory)  # a `step-N` a killed save had moved aside goes back first
         shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
-        staging.mkdir(parents=True)
+        staging.mkdir()
         accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         _write_state(staging, "optimizer", optimizer.state_dict())
@@ -57,11 +64,9 @@ def save_checkpoint(directory: Path, accelerator, model, processor, optimizer, s
     _write_state(staging, f"rng-{accelerator.process_index}", _rng_state())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        files = sorted(path for path in staging.rglob("*") if path.is_file())
-        for path in files:
-            sync(path)
-        manifest = {str(path.relative_to(staging)): fingerprint(path) for path in files}
-        (staging / MARKER).write_text(json.dumps({"files": manifest}, indent=2))
+        for path in files_below(staging):
+            sync(staging / path)
+        write_manifest(staging, MARKER)
         sync(staging / MARKER)
         replace_folder(staging, directory)
     accelerator.wait_for_everyone()
@@ -69,44 +74,60 @@ def save_checkpoint(directory: Path, accelerator, model, processor, optimizer, s
 
 
 def verify_checkpoint(directory: Path) -> dict:
-    """The training state of a complete, unaltered, pickle-free checkpoint; a `CheckpointError` naming the fault otherwise."""
+    """The training state of a complete, unaltered, pickle-free checkpoint; a `CheckpointError` naming the fault
+    otherwise."""
     if not directory.is_dir():
         raise MissingInput(f"checkpoint {directory} does not exist")
-    if directory.name.endswith((".partial", ".old")):
+    if directory.name.startswith("."):
         raise CheckpointError(
             f"{directory} is a save that never finished (or a replaced one), not a checkpoint; resume from 'latest'"
         )
     pickled = sorted(path.name for path in directory.iterdir() if path.suffix in PICKLE_SUFFIXES)
     if pickled:
         raise CheckpointError(
-            f"checkpoint {directory} holds pickle files ({', '.join(pickled)}), which aro never loads: they can run code"
+            f"checkpoint {directory} holds pickle files ({', '.join(pickled)}), "
+            "which aro never loads: they can run code"
         )
     if not (directory / MARKER).is_file():
         raise CheckpointError(
-            f"checkpoint {directory} is incomplete: it has no {MARKER} (its save was interrupted); resume from an earlier one or 'latest'"
+            f"checkpoint {directory} is incomplete: it has no {MARKER} (its save was interrupted); "
+            "resume from an earlier one or 'latest'"
         )
-    manifest = json.loads((directory / MARKER).read_text())["files"]
-    missing = [name for name in manifest if not (directory / name).is_file()]
-    altered = [name for name in manifest if name not in missing and fingerprint(directory / name) != manifest[name]]
-    if missing or altered:
+    try:
+        differences = manifest_differences(directory, MARKER)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"checkpoint {directory}: its {MARKER} is not a record of its files") from None
+    if differences:
+        raise CheckpointError(f"checkpoint {directory} is incomplete or altered: {', '.join(differences)}")
+    return _training_state(directory)
+
+
+def _training_state(directory: Path) -> dict:
+    """`training_state.json`: where the run stood (`step`, `epoch`, `rows_in_epoch`) and what run it is."""
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {directory}: its {STATE_FILE} cannot be read ({reason_of(error)})") from None
+    expected = {"step": int, "epoch": int, "rows_in_epoch": int, "identity": dict}
+    wrong = [
+        name for name, kind in expected.items() if not isinstance(state, dict) or not isinstance(state.get(name), kind)
+    ]
+    if wrong:
         raise CheckpointError(
-            f"checkpoint {directory} is incomplete: "
-            + "; ".join(
-                part
-                for part in (
-                    missing and f"missing {', '.join(missing)}",
-                    altered and f"changed since saved: {', '.join(altered)}",
-                )
-                if part
-            )
+            f"checkpoint {directory}: its {STATE_FILE} is not a training state (no valid {', '.join(wrong)})"
         )
-    return json.loads((directory / STATE_FILE).read_text())
+    return state
 
 
 def latest_checkpoint(folder: Path) -> Path:
-    """The complete checkpoint of `folder` with the highest step (`step-N`, `interrupted-step-N`); incomplete ones are skipped."""
+    """The complete checkpoint of `folder` with the highest step (`step-N`, `interrupted-step-N`); incomplete ones,
+    and the hidden folders of saves under way or killed (`.step-N.partial`, `.step-N.previous-...`), are skipped."""
     named = (
-        [path for path in folder.iterdir() if path.is_dir() and path.name.rsplit("-", 1)[-1].isdigit()]
+        [
+            path
+            for path in folder.iterdir()
+            if path.is_dir() and not path.name.startswith(".") and path.name.rsplit("-", 1)[-1].isdigit()
+        ]
         if folder.is_dir()
         else []
     )
@@ -125,13 +146,21 @@ def load_checkpoint(directory: Path, accelerator, optimizer, scheduler) -> dict:
     The model's weights are loaded by the caller (`from_pretrained` of the same folder), before `prepare`.
     """
     state = verify_checkpoint(directory)
-    optimizer.load_state_dict(_read_state(directory, "optimizer"))
-    scheduler.load_state_dict(_read_state(directory, "scheduler"))
-    if accelerator.scaler is not None and (directory / "scaler.json").exists():
-        accelerator.scaler.load_state_dict(_read_state(directory, "scaler"))
-    rng = f"rng-{accelerator.process_index}"
-    if (directory / f"{rng}.json").exists():  # absent for a process that the saving run did not have
-        _set_rng_state(_read_state(directory, rng))
+    name = "optimizer"
+    try:
+        optimizer.load_state_dict(_read_state(directory, name))
+        name = "scheduler"
+        scheduler.load_state_dict(_read_state(directory, name))
+        name = "scaler"
+        if accelerator.scaler is not None and (directory / "scaler.json").exists():
+            accelerator.scaler.load_state_dict(_read_state(directory, name))
+        name = f"rng-{accelerator.process_index}"
+        if (directory / f"{name}.json").exists():  # absent for a process that the saving run did not have
+            _set_rng_state(_read_state(directory, name))
+    except (OSError, ValueError, KeyError, IndexError, TypeError, SafetensorError) as error:
+        raise CheckpointError(
+            f"checkpoint {directory}: its {name} state cannot be restored ({reason_of(error)})"
+        ) from None
     return state
 
 
@@ -140,7 +169,8 @@ def check_same_run(directory: Path, identity: dict) -> None:
     differences = _differences(verify_checkpoint(directory)["identity"], identity)
     if differences:
         raise CheckpointError(
-            f"checkpoint {directory} is from another run ({'; '.join(differences)}); pass --resume-allow-changes to resume anyway"
+            f"checkpoint {directory} is from another run ({'; '.join(differences)}); "
+            "pass --resume-allow-changes to resume anyway"
         )
 
 

@@ -3,8 +3,9 @@
 The flags are the fields of the arguments dataclasses, written as `transformers.HfArgumentParser` writes them
 (without importing transformers, so that `--help` answers at once): `aro train` takes those of
 `NegCLIPTrainingArguments` (`--learning-rate`, `--no-hard-negatives`, ...), `aro mine` those of `MiningParameters`
-and `MiningOutput`. `--args-file run.yaml` (or `.json`) reads the same names from a file;
-flags given after it override it. For several GPUs: `accelerate launch -m aro.cli train ...` (or `torchrun`).
+and `MiningOutput`. `--args-file run.yaml` (or `.json`) reads the same names from a file, each value checked as its
+flag would be; flags given after it override it. For several GPUs: `accelerate launch -m aro.cli train ...` (or
+`torchrun`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from aro.core.errors import InvalidInput
+
+from .arguments import MiningParameters, NegCLIPTrainingArguments
+
 
 @dataclass
 class MiningOutput:
@@ -24,7 +31,8 @@ class MiningOutput:
     out: str | None = field(
         default=None,
         metadata={
-            "help": "the Parquet cache to write; unset: <dataset>/negclip-mining/<config>-<split>.parquet for a local dataset"
+            "help": "the Parquet cache to write (new, or an earlier cache); "
+            "unset: <dataset>-negclip-mining/<config>-<split>.parquet beside a local dataset"
         },
     )
     batch_size: int = field(default=256, metadata={"help": "images per batch when embedding"})
@@ -32,8 +40,6 @@ class MiningOutput:
 
 
 def register(subparsers) -> None:
-    from .arguments import MiningParameters, NegCLIPTrainingArguments
-
     mine = _add_dataclass_parser(
         subparsers,
         "mine",
@@ -63,7 +69,7 @@ def _add_dataclass_parser(subparsers, name: str, dataclass_types: tuple, summary
         default=None,
         help="a YAML or JSON file of these options (their names with underscores); flags after it override it",
     )
-    parser.set_defaults(dataclass_types=dataclass_types)
+    parser.set_defaults(dataclass_types=dataclass_types, args_file_error=None)
     return parser
 
 
@@ -113,56 +119,88 @@ def _to_bool(value: str) -> bool:
 
 
 class _ArgsFile(argparse.Action):
-    """Sets the options named in a YAML/JSON file when met on the command line, so later flags override them."""
+    """Sets the options named in a YAML/JSON file when met on the command line, so later flags override them.
+
+    Each value is converted and checked as its flag's text would be; the first problem (an unreadable file, an
+    unknown option, a value its flag would refuse) is kept and reported in one line when the command runs.
+    """
 
     def __call__(self, parser, namespace, path, option_string=None):
-        import yaml
-
+        flags = {}
+        for action in parser._actions:
+            flags.setdefault(action.dest, action)  # a `--no-x` switch comes after the flag that takes a value
+        known = {option.name for cls in namespace.dataclass_types for option in dataclasses.fields(cls)}
         try:
-            values = (
-                yaml.safe_load(Path(path).read_text())
-                if Path(path).suffix in (".yaml", ".yml")
-                else json.loads(Path(path).read_text())
-            )
+            text = Path(path).read_text()
+            values = yaml.safe_load(text) if Path(path).suffix in (".yaml", ".yml") else json.loads(text)
+            if not isinstance(values, dict):
+                raise ValueError(f"holds a {type(values).__name__}, not a mapping of option names to values")
+            unknown = sorted(str(name) for name in values if name not in known)
+            if unknown:
+                raise ValueError(f"unknown options {', '.join(unknown)}")
+            for name, value in values.items():
+                setattr(namespace, name, _file_value(flags[name], value, name))
         except (OSError, ValueError, yaml.YAMLError) as error:
-            parser.error(f"{option_string} {path}: {error}")
-        names = {field.name for cls in namespace.dataclass_types for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values or {}) - names) if isinstance(values, dict) else ["(not a mapping)"]
-        if unknown:
-            parser.error(f"{option_string} {path}: unknown options {', '.join(unknown)}")
-        converters = {action.dest: action.type for action in parser._actions}
-        for name, value in values.items():
-            # YAML reads "1e-5" as a string, as the command line would: convert it as the flag's own type does.
-            setattr(
-                namespace, name, converters[name](value) if isinstance(value, str) and converters.get(name) else value
-            )
+            reason = " ".join(str(error).split()) or type(error).__name__
+            namespace.args_file_error = namespace.args_file_error or f"{option_string} {path}: {reason}"
+
+
+def _file_value(flag: argparse.Action, value, name: str):
+    """`value` from an options file as the flag `flag` would take it: text converted by the flag's type (YAML reads
+    "1e-5" as a string, as the command line would), a list item by item, the choices checked; a ValueError naming
+    the option otherwise."""
+    kind = "true or false" if flag.type is _to_bool else f"{flag.type.__name__} value"
+
+    def convert(item):
+        if isinstance(item, bool) and flag.type is _to_bool:
+            return item
+        if item is None or isinstance(item, (list, dict)):
+            raise ValueError(f"{name}: expected one {kind}, not {item!r}")
+        try:
+            converted = flag.type(str(item))
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            raise ValueError(f"{name}: {item!r} is not a valid {kind}") from None
+        if flag.choices and converted not in flag.choices:
+            raise ValueError(f"{name}: {converted!r} is not one of {', '.join(map(repr, flag.choices))}")
+        return converted
+
+    if value is None and flag.default is None:
+        return None
+    if flag.nargs == "+":
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"{name}: expected a list of values, not {value!r}")
+        return [convert(item) for item in value]
+    return convert(value)
 
 
 def _instances(args: argparse.Namespace) -> list:
-    """The dataclasses filled from the parsed flags."""
+    """The dataclasses filled from the parsed flags (a problem of `--args-file` is refused here, in one line)."""
+    if args.args_file_error:
+        raise InvalidInput(args.args_file_error)
     return [
-        cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+        cls(**{option.name: getattr(args, option.name) for option in dataclasses.fields(cls)})
         for cls in args.dataclass_types
     ]
 
 
 def _run_mine(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
-    from .mining import mine
-
     parameters, output = _instances(args)
+    from accelerate import PartialState  # here: accelerate, torch and the miner would make `--help` take seconds
+
+    from .mining import NegativeShare, load_cache, mine
+
     processes = PartialState()  # one process, or each of `accelerate launch`'s: they share the work
     device = output.device or (str(processes.device) if processes.num_processes > 1 else None)
     path = mine(parameters, output.out, batch_size=output.batch_size, device=device, distributed=processes)
     if processes.is_main_process:
-        print(f"mining cache written to {path}")
+        share = NegativeShare.of(load_cache(path, "--out")[0])
+        print(f"mining cache written to {path}: {share} have a swapped-word negative")
     return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .training import train
-
     (arguments,) = _instances(args)
+    from .training import train  # here: torch, transformers and datasets would make `--help` take seconds
+
     print(f"model, processor, logs and card in {train(arguments)}")
     return 0

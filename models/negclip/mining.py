@@ -10,26 +10,35 @@
 `mine_negatives` runs both over an image-caption dataset (sharded over processes when given a distributed state),
 `write_cache` writes them once to a Parquet cache (one row per dataset row: `negatives`, `neighbours`) with the
 mining parameters in the file's metadata, and `mine` does both, on one process or shared over several; `aro mine`
-is its CLI.
+is its CLI. A cache is written beside the dataset, never inside it (`default_cache_path`), and replaces only an
+earlier cache (`check_cache_output`): the training data is never an output. `NegativeShare` counts the rows that got
+a swapped-word negative, which training checks against a floor.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from accelerate.utils import gather_object
+from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
-from aro.core.errors import InvalidInput, MissingInput, OutputRefused
+from aro.builders.text import load_spacy
+from aro.core.errors import InvalidInput
+from aro.core.io import check_output_file, staged_file
+from aro.metrics.scoring import Scorer
 
 from .arguments import MiningParameters
+from .loading import load_clip, load_processor, load_rows, reason_of
+
+CACHE_METADATA = b"negclip_mining"  # the Parquet metadata key that holds the mining parameters: a cache's mark
 
 SWAPPABLE_TAGS = {
     "noun": ("NN", "NNS", "NNP", "NNPS"),
@@ -100,8 +109,6 @@ def swap_negatives(
     `nlp` is a spaCy pipeline or its name; it needs the tagger and the parser (for noun phrases). Each caption's
     choice is seeded by (seed, its index in the dataset): `first_index` is the index of `captions[0]`.
     """
-    from aro.builders.text import load_spacy
-
     if nlp is None or isinstance(nlp, str):
         nlp = load_spacy(nlp, keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
     docs = nlp.pipe(captions, batch_size=batch_size)
@@ -130,11 +137,88 @@ def nearest_images(
     return [neighbours_of_id[image_id] for image_id in image_ids]
 
 
+@dataclass(frozen=True)
+class NegativeShare:
+    """How many training rows have a swapped-word negative: on captions with no possible swap (all alike, empty, one
+    word) hard-negative training is CLIP's plain loss, whatever its name says.
+
+    >>> str(NegativeShare.of([["a b"], [], ["c d", "d c"]]))
+    '2 of 3 rows (66.7%)'
+    """
+
+    rows: int
+    rows_with_negative: int
+
+    @classmethod
+    def of(cls, negatives: Sequence[Sequence[str]]) -> NegativeShare:
+        return cls(len(negatives), sum(1 for row in negatives if row))
+
+    @property
+    def share(self) -> float:
+        return self.rows_with_negative / self.rows if self.rows else 0.0
+
+    def __str__(self) -> str:
+        return f"{self.rows_with_negative} of {self.rows} rows ({self.share:.1%})"
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "share": self.share}
+
+    @classmethod
+    def from_json(cls, record: dict | None) -> NegativeShare | None:
+        """The share `to_json` wrote (None for a run without hard negatives, or from before shares were recorded)."""
+        return cls(record["rows"], record["rows_with_negative"]) if record else None
+
+    def check(self, floor: float, source: str) -> None:
+        """Refuse training on `source` when fewer than `floor` of its rows have a negative."""
+        if self.share < floor:
+            raise InvalidInput(
+                f"{source}: only {self} have a swapped-word negative, below --min-negative-share {floor:g}: its "
+                "captions offer no swaps to learn from; pass --min-negative-share 0 to train anyway, or "
+                "--no-hard-negatives for the plain CLIP loss"
+            )
+
+
 def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
-    """Next to a local dataset: `<dataset>/negclip-mining/<config>-<split>.parquet`."""
-    if not Path(dataset).is_dir():
-        raise InvalidInput(f"{dataset} is not a local folder: pass an output path for the mining cache")
-    return Path(dataset) / "negclip-mining" / f"{config or 'default'}-{split}.parquet"
+    """Beside a local dataset folder, never inside it (the dataset is an input):
+    `<dataset>-negclip-mining/<config>-<split>.parquet`."""
+    folder = Path(dataset).expanduser()
+    if not folder.is_dir():
+        raise InvalidInput(
+            f"--dataset {dataset} is not a local folder: "
+            "name the mining cache (aro mine --out, aro train --mining-cache)"
+        )
+    folder = folder.resolve()
+    return folder.parent / f"{folder.name}-negclip-mining" / f"{config or 'default'}-{split}.parquet"
+
+
+def read_parameters(path: str | Path, option: str = "--mining-cache") -> dict:
+    """The mining parameters of a cache, from its metadata alone; refused when `path` is not a mining cache."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as error:
+        raise InvalidInput(f"{option} {path}: not a readable Parquet file ({reason_of(error)})") from None
+    try:
+        parameters = json.loads(metadata[CACHE_METADATA])
+    except (KeyError, ValueError):
+        parameters = None
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"{option} {path} is not a mining cache: its metadata holds no {CACHE_METADATA.decode()}")
+    return parameters
+
+
+def is_mining_cache(path: str | Path) -> bool:
+    """Whether `path` is a cache `aro mine` wrote (a Parquet file marked with its parameters)."""
+    try:
+        read_parameters(path)
+    except InvalidInput:
+        return False
+    return True
+
+
+def check_cache_output(path: str | Path, inputs: list, option: str) -> None:
+    """Refuse, before any work, a cache path that is a folder, one of the run's inputs (the dataset, a model), or an
+    existing file that is not a mining cache (the training Parquet, anything of the user's)."""
+    check_output_file(path, inputs, is_mining_cache, "a mining cache (a Parquet file written by aro mine)", option)
 
 
 def mine_negatives(
@@ -146,25 +230,17 @@ def mine_negatives(
     processes and the results gathered on every process, so every process must call it; the results do not depend
     on the number of processes.
     """
-    from accelerate.utils import gather_object
-    from datasets import Image as ImageFeature
-    from transformers import AutoModel, AutoProcessor
-
-    from aro.metrics.scoring import Scorer, load_split
-
-    data = load_split(parameters.dataset, parameters.dataset_config, parameters.split)
-    for column in (parameters.image_column, parameters.caption_column, parameters.image_id_column):
-        if column not in data.column_names:
-            raise InvalidInput(
-                f"{parameters.dataset} ({parameters.split}) has no column {column!r}; it has {data.column_names}"
-            )
-    try:  # before spaCy's minutes, so that a wrong model name fails at once
-        model = AutoModel.from_pretrained(parameters.clip_model)
-        processor = AutoProcessor.from_pretrained(parameters.clip_model)
-    except OSError as error:
-        raise MissingInput(
-            f"cannot load the mining model {parameters.clip_model}: {str(error).splitlines()[0]}"
-        ) from None
+    columns = [parameters.image_column, parameters.caption_column, parameters.image_id_column]
+    data = load_rows(parameters.dataset, parameters.dataset_config, parameters.split, columns)
+    image_ids = [str(image_id) for image_id in data[parameters.image_id_column]]
+    if len(set(image_ids)) < 2:
+        raise InvalidInput(
+            f"--dataset {parameters.dataset} ({parameters.split}) has {len(data)} rows of {len(set(image_ids))} "
+            "images: mining nearest images needs at least 2"
+        )
+    # Before spaCy's minutes, so that a wrong model name fails at once.
+    model = load_clip(parameters.clip_model, "--clip-model")
+    processor = load_processor(parameters.clip_model, "--clip-model")
     scorer = Scorer(model, processor, device=device, batch_size=batch_size, distributed=distributed)
     process, processes = scorer.runtime.process_index, scorer.runtime.num_processes
 
@@ -180,7 +256,6 @@ def mine_negatives(
     if processes > 1:
         negatives = [row for shard in gather_object([negatives]) for row in shard]
 
-    image_ids = [str(image_id) for image_id in data[parameters.image_id_column]]
     unique_rows = sorted({image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}.values())
     raw = data.cast_column(parameters.image_column, ImageFeature(decode=False))
     embeddings = torch.zeros(len(data), model.config.projection_dim)
@@ -195,11 +270,9 @@ def write_cache(
 ) -> Path:
     """Write the cache beside its final name and move it into place, so a reader never sees half a file."""
     table = pa.table({"negatives": negatives, "neighbours": neighbours})
-    table = table.replace_schema_metadata({"negclip_mining": json.dumps(asdict(parameters))})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, partial)
-    os.replace(partial, path)
+    table = table.replace_schema_metadata({CACHE_METADATA: json.dumps(asdict(parameters))})
+    with staged_file(path) as partial:
+        pq.write_table(table, partial)
     return path
 
 
@@ -209,10 +282,12 @@ def mine(
     batch_size: int = 256,
     device: str | None = None,
     distributed=None,
+    option: str = "--out",
 ) -> Path:
     """Mine text and image negatives for every row of the dataset; write and return the Parquet cache.
 
-    With `distributed`, every process mines its share (every process must call this) and the main one writes.
+    `output` (default: `default_cache_path`) is new or an earlier cache; `option` names it in errors. With
+    `distributed`, every process mines its share (every process must call this) and the main one writes.
     """
     parameters.check()
     if batch_size < 1:
@@ -220,8 +295,7 @@ def mine(
     output = (
         Path(output) if output else default_cache_path(parameters.dataset, parameters.dataset_config, parameters.split)
     )
-    if output.is_dir():
-        raise OutputRefused(f"--out {output} is a folder; the mining cache is one Parquet file")
+    check_cache_output(output, [parameters.dataset, parameters.clip_model], option)
     negatives, neighbours = mine_negatives(parameters, batch_size=batch_size, device=device, distributed=distributed)
     if getattr(distributed, "is_main_process", True):
         write_cache(output, negatives, neighbours, parameters)
@@ -230,12 +304,11 @@ def mine(
     return output
 
 
-def read_parameters(path: str | Path) -> dict:
-    """The mining parameters of a cache, from its metadata alone."""
-    return json.loads(pq.read_schema(path).metadata[b"negclip_mining"])
-
-
-def load_cache(path: str | Path) -> tuple[list[list[str]], list[list[int]], dict]:
+def load_cache(path: str | Path, option: str = "--mining-cache") -> tuple[list[list[str]], list[list[int]], dict]:
     """The negatives, neighbours and mining parameters written by `mine`."""
-    table = pq.read_table(path)
-    return table.column("negatives").to_pylist(), table.column("neighbours").to_pylist(), read_parameters(path)
+    parameters = read_parameters(path, option)
+    try:
+        table = pq.read_table(path, columns=["negatives", "neighbours"])
+    except (OSError, pa.ArrowException) as error:
+        raise InvalidInput(f"{option} {path}: cannot read its negatives ({reason_of(error)})") from None
+    return table.column("negatives").to_pylist(), table.column("neighbours").to_pylist(), parameters

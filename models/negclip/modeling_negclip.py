@@ -46,7 +46,9 @@ class NegCLIPModel(CLIPModel):
     >>> from transformers import AutoModel, AutoProcessor
     >>> model = AutoModel.from_pretrained("negclip-run")  # doctest: +SKIP
     >>> processor = AutoProcessor.from_pretrained("negclip-run")  # doctest: +SKIP
-    >>> model(**processor(text=["a dog on a couch", "a couch on a dog"], images=image, return_tensors="pt", padding=True)).logits_per_image  # doctest: +SKIP
+    >>> texts = ["a dog on a couch", "a couch on a dog"]
+    >>> inputs = processor(text=texts, images=image, return_tensors="pt", padding=True)  # doctest: +SKIP
+    >>> model(**inputs).logits_per_image  # doctest: +SKIP
     ```
 
     Trained as NegCLIP (rows pair up: image i, caption i, hard negative i):
@@ -56,7 +58,8 @@ class NegCLIPModel(CLIPModel):
     >>> batch = processor(images=images, text=captions + negatives, padding=True, return_tensors="pt")  # doctest: +SKIP
     >>> n = len(images)  # doctest: +SKIP
     >>> model(pixel_values=batch.pixel_values, input_ids=batch.input_ids[:n], attention_mask=batch.attention_mask[:n],
-    ...       negative_input_ids=batch.input_ids[n:], negative_attention_mask=batch.attention_mask[n:], return_loss=True).loss  # doctest: +SKIP
+    ...       negative_input_ids=batch.input_ids[n:], negative_attention_mask=batch.attention_mask[n:],
+    ...       return_loss=True).loss  # doctest: +SKIP
     ```"""
 
     def __init__(self, config):

@@ -11,7 +11,8 @@
   between 3:4 and 4:3, resized (bicubic) to the model's input size, drawn from a seeded `random.Random` so that a
   resumed run draws the same crops. The image processor then only rescales and normalises it.
 
->>> optimizer = torch.optim.AdamW(optimizer_groups(model, weight_decay=0.2), lr=1e-6, betas=(0.9, 0.98), eps=1e-6)  # doctest: +SKIP
+>>> groups = optimizer_groups(model, weight_decay=0.2)  # doctest: +SKIP
+>>> optimizer = torch.optim.AdamW(groups, lr=1e-6, betas=(0.9, 0.98), eps=1e-6)  # doctest: +SKIP
 >>> scheduler = warmup_cosine(optimizer, warmup_steps=50, total_steps=2135)  # doctest: +SKIP
 >>> optimizer.step(); clamp_logit_scale(model); scheduler.step()  # doctest: +SKIP
 """
@@ -28,7 +29,8 @@ from PIL import Image
 
 from aro.core.errors import InvalidInput
 
-MAX_LOGIT_SCALE = 100.0
+from .arguments import MAX_LOGIT_SCALE
+
 CROP_AREA = (0.9, 1.0)
 CROP_ASPECT_RATIO = (3 / 4, 4 / 3)
 

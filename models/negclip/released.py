@@ -14,7 +14,9 @@ their validation file is also in the ARO repository as `temp_data/valid_neg_clip
 `load_released` turns such a file into a `datasets.Dataset` (columns `image`, `caption`, `image_id`, the file
 path standing for the image id) plus the negatives and neighbours the trainer takes from a mining cache
 otherwise, so `aro train --train-file mscoco_with_negatives_training.csv --image-root COCO_ROOT` trains on
-exactly the paper's data. Lists are parsed with `ast.literal_eval` (never `eval`).
+exactly the paper's data. Lists are parsed with `ast.literal_eval` (never `eval`). An image path leading outside
+the image root (through `..`, an absolute path or a symlink) is refused, as `aro build` refuses one leading outside
+its source, unless `allow_outside`.
 
 >>> data, negatives, neighbours = load_released("valid_neg_clip.tsv", image_root="/data")  # doctest: +SKIP
 """
@@ -24,6 +26,8 @@ from __future__ import annotations
 import ast
 import csv
 from pathlib import Path
+
+from datasets import Dataset, Image
 
 from aro.core.errors import InvalidInput, MissingInput
 
@@ -40,27 +44,40 @@ def _literal_list(text: str, kind: type, where: str) -> list:
     return value
 
 
-def load_released(path: str | Path, image_root: str | Path | None = None) -> tuple:
+def _image_path(root: Path, name: str, where: str, allow_outside: bool) -> str:
+    """`root / name`, refused when it resolves outside `root` (unless `allow_outside`)."""
+    file = root / name
+    if not allow_outside and not file.resolve().is_relative_to(root.resolve()):
+        raise InvalidInput(
+            f"{where}, filepath {name!r} leads outside the image root {root}; "
+            "pass --allow-outside-image-root if the images really live elsewhere"
+        )
+    return str(file)
+
+
+def load_released(path: str | Path, image_root: str | Path | None = None, allow_outside: bool = False) -> tuple:
     """The file's rows as a `Dataset` (images resolved under `image_root`, default: the file's folder), their
     negatives (lists of captions) and neighbours (lists of rows)."""
-    from datasets import Dataset, Image
-
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
+    captions, images, negatives, neighbours = [], [], [], []
     with open(path, newline="", encoding="utf-8") as file:
         reader = csv.DictReader(file, delimiter="\t")
-        missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
-        if missing:
-            raise InvalidInput(
-                f"{path}: no column {missing[0]!r}; a released NegCLIP file has {list(COLUMNS)} (tab-separated)"
-            )
-        captions, images, negatives, neighbours = [], [], [], []
-        for line, record in enumerate(reader, start=2):
-            where = f"{path}, line {line}"
-            captions.append(record["title"])
-            images.append(str(root / record["filepath"]))
-            negatives.append(_literal_list(record["neg_caption"], str, f"{where}, neg_caption"))
-            neighbours.append(_literal_list(record["neg_image"], int, f"{where}, neg_image"))
+        try:
+            missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
+            if missing:
+                raise InvalidInput(
+                    f"{path}: no column {missing[0]!r}; a released NegCLIP file has {list(COLUMNS)} (tab-separated)"
+                )
+            for record in reader:
+                where = f"{path}, line {reader.line_num}"
+                captions.append(record["title"])
+                images.append(_image_path(root, record["filepath"], where, allow_outside))
+                negatives.append(_literal_list(record["neg_caption"], str, f"{where}, neg_caption"))
+                neighbours.append(_literal_list(record["neg_image"], int, f"{where}, neg_image"))
+        except (csv.Error, UnicodeDecodeError) as error:  # a field over the csv module's size limit, a binary file
+            line = reader.line_num + 1  # the line being read when it failed
+            raise InvalidInput(f"{path}, line {line}: not a readable tab-separated file ({error})") from None
     for row, rows in enumerate(neighbours):
         outside = [other for other in rows if not 0 <= other < len(captions)]
         if outside:

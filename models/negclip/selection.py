@@ -13,11 +13,13 @@ epochs.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 from aro.core.errors import MissingInput
-from aro.core.io import replace_folder
+from aro.core.io import staged_folder
+from aro.metrics.scoring import retrieval_recall
 
 METRIC = "text_to_image_recall@1"
 
@@ -37,8 +39,6 @@ class BestEpoch:
 
     def after_epoch(self, accelerator, model, processor, state: dict) -> float:
         """Score the epoch just finished (`state["epoch"]` epochs done) and keep its weights if it is the best."""
-        from aro.metrics.scoring import retrieval_recall
-
         unwrapped = accelerator.unwrap_model(model)
         recall = retrieval_recall(
             unwrapped,
@@ -56,10 +56,8 @@ class BestEpoch:
             state["best_epoch"] = state["epoch"]
             if accelerator.is_main_process:
                 # Written beside the folder and moved into place, so a kill never leaves half a best epoch.
-                staging = self.directory.with_name(f".{self.directory.name}.partial")
-                shutil.rmtree(staging, ignore_errors=True)
-                unwrapped.save_pretrained(staging, safe_serialization=True)
-                replace_folder(staging, self.directory)
+                with staged_folder(self.directory) as staging:
+                    unwrapped.save_pretrained(staging, safe_serialization=True)
         accelerator.wait_for_everyone()
         return recall
 
@@ -68,8 +66,6 @@ class BestEpoch:
         into a part of the next one, with `max_steps`)."""
         if state.get("best_epoch") is None:
             return
-        from safetensors.torch import load_file
-
         if not (self.directory / "model.safetensors").exists():
             raise MissingInput(
                 f"the best epoch ({state['best_epoch']}) was saved to {self.directory}, which no longer holds it"

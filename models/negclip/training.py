@@ -22,23 +22,31 @@ verified, and resume is exact: the data order and every random draw derive from 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from aro.core.errors import InvalidInput
-from aro.core.io import push_folder
+from aro.core.io import MARKER, is_output_of, push_folder, sha256_of_blocks, write_manifest
+from aro.metrics.scoring.report import write_eval_results
+from aro.metrics.scoring.runtime import Runtime
 
-from .arguments import NegCLIPTrainingArguments
+from . import NegCLIPModel
+from .arguments import TRAIN_COMMAND, NegCLIPTrainingArguments
 from .batches import NegCLIPBatches, rows_per_epoch
+from .card import model_card
 from .checkpointing import check_same_run, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
+from .loading import load_clip, load_processor, load_rows
 from .loss_negclip import NegCLIPLoss
+from .mining import NegativeShare, check_cache_output, default_cache_path, load_cache, mine, read_parameters
 from .recipe import clamp_logit_scale, optimizer_groups, warmup_cosine
+from .released import load_released
 from .selection import BestEpoch
 
 logger = logging.getLogger(__name__)
@@ -64,6 +72,7 @@ class TrainingRun:
     total_steps: int
     validation: object | None
     selection: BestEpoch | None
+    negative_share: NegativeShare | None  # with hard negatives: how many training rows have one
 
     @property
     def output_dir(self) -> Path:
@@ -103,10 +112,6 @@ def train(args: NegCLIPTrainingArguments) -> Path:
 
 def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     """Load the data, the negatives (mined on first use), the model and the optimizer; restore a checkpoint."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-    from transformers import AutoProcessor
-
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
@@ -120,8 +125,10 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     epoch_size = rows_per_epoch(data[args.image_id_column], args.epoch_rows)
     if epoch_size < args.batch_size * accelerator.num_processes:
         raise InvalidInput(
-            f"{args.train_file or args.dataset} has {epoch_size} rows per epoch ({args.epoch_rows}), fewer than one batch of {args.batch_size} x {accelerator.num_processes} processes"
+            f"{args.train_file or args.dataset} has {epoch_size} rows per epoch ({args.epoch_rows}), "
+            f"fewer than one batch of {args.batch_size} x {accelerator.num_processes} processes"
         )
+    validation = _validation_data(args)
     cache, mining = _mining(args)
     identity = {
         "settings": args.resume_settings(),
@@ -129,12 +136,18 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
         "dataset": _dataset_identity(args, data),
         "mining": mining,
     }
-    if (
-        checkpoint and not args.resume_allow_changes
-    ):  # before any mining or model loading, so that a wrong resume fails at once
+    # Everything that can be refused is, before mining's minutes: a checkpoint of another run, a model that is no CLIP.
+    if checkpoint and not args.resume_allow_changes:
         check_same_run(checkpoint, identity)
-    negatives, neighbours = released or _negatives(data, cache, mining, args.batch_size, accelerator)
-    validation = _validation_data(args)
+    if checkpoint:
+        model = load_clip(str(checkpoint), "--resume-from", NegCLIPModel)
+    else:
+        model = load_clip(args.model_name_or_path, "--model-name-or-path", NegCLIPModel)
+    processor = load_processor(args.model_name_or_path, "--model-name-or-path")
+    negatives, neighbours = released or _negatives(args, data, cache, accelerator)
+    negative_share = NegativeShare.of(negatives) if args.hard_negatives else None
+    if negative_share:
+        negative_share.check(args.min_negative_share, args.train_file or str(cache))
     selection = (
         BestEpoch(validation, args, output_dir / "checkpoints" / "best-epoch")
         if args.select_best and validation is not None
@@ -144,12 +157,7 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
         logger.warning(
             "no validation data (--validation-split or --validation-file): the last epoch is kept, not the best"
         )
-
-    processor = AutoProcessor.from_pretrained(args.model_name_or_path)
-    model = _load_model(str(checkpoint) if checkpoint else args.model_name_or_path)
-    model.negclip_loss = NegCLIPLoss(
-        accelerator.process_index, accelerator.num_processes
-    )  # the training loss spans all processes
+    model.negclip_loss = NegCLIPLoss(accelerator.process_index, accelerator.num_processes)  # spans all processes
     steps_per_epoch = epoch_size // (args.batch_size * accelerator.num_processes) // args.gradient_accumulation_steps
     total_steps = steps_per_epoch * args.epochs
     optimizer = torch.optim.AdamW(
@@ -170,8 +178,8 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
             for name in ("epoch", "step", "rows_in_epoch", "validation", "best_epoch")
             if name in saved
         }
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:  # after `prepare`, a collective: every process has checked the folder by now
+        mark_run_folder(output_dir)
     accelerator.init_trackers("negclip", config=_flat_config(args))
     log = StepLog(output_dir / "log.csv", after_step=state["step"], enabled=accelerator.is_main_process)
     return TrainingRun(
@@ -189,6 +197,7 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
         total_steps,
         validation,
         selection,
+        negative_share,
     )
 
 
@@ -258,6 +267,8 @@ def finish(run: TrainingRun) -> dict:
     """Validation and ARO evaluation (on every process), then the model, card and push (main process); the results."""
     args, accelerator = run.args, run.accelerator
     results = {}
+    if run.negative_share:
+        results["negatives"] = run.negative_share.to_json()
     if run.selection:
         run.selection.restore(accelerator, run.model, run.state)
         results["selection"] = {key: run.state[key] for key in ("validation", "best_epoch") if key in run.state}
@@ -275,17 +286,14 @@ def finish(run: TrainingRun) -> dict:
     if args.eval_dataset:
         results["aro"] = evaluate_aro(run)
     if accelerator.is_main_process:
-        from aro.metrics.scoring.report import write_eval_results
-
-        from .card import model_card
-
         accelerator.unwrap_model(run.model).save_pretrained(run.output_dir, safe_serialization=True)
         run.processor.save_pretrained(run.output_dir)
         (run.output_dir / "training_state.json").write_text(json.dumps(run.state, indent=2))
         (run.output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
         (run.output_dir / "training_results.json").write_text(json.dumps(results, indent=2))
         (run.output_dir / "README.md").write_text(
-            model_card(args, results.get("aro"), selection=results.get("selection")), encoding="utf-8"
+            model_card(args, results.get("aro"), selection=results.get("selection"), negatives=run.negative_share),
+            encoding="utf-8",
         )
         if results.get("aro"):
             write_eval_results(results["aro"], run.output_dir)  # .eval_results/aro.yaml, where the dataset has a Hub id
@@ -306,8 +314,6 @@ def validation_loss(
     The batches are shared out over the processes of `distributed` (every process must call this) and each is
     scored whole on one process, so the result is the same on any number of processes. `model` is unwrapped.
     """
-    from aro.metrics.scoring.runtime import Runtime
-
     device = next(model.parameters()).device
     loss = NegCLIPLoss()  # one batch at a time, on one process: no collective
 
@@ -390,6 +396,15 @@ class StepLog:
             self.file.close()
 
 
+def mark_run_folder(folder: Path) -> None:
+    """Make `folder` the run's, if it is not already an earlier run's: the marker of `aro.core.io` naming
+    `aro train`, written while the folder is empty (its `files` stay empty: the checkpoints carry their own records).
+    `--resume-from` continues only in a folder so marked (`NegCLIPTrainingArguments.check_output_dir`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not is_output_of(folder, TRAIN_COMMAND):
+        write_manifest(folder, MARKER, written_by=TRAIN_COMMAND)
+
+
 def _checkpoint_to_resume(args: NegCLIPTrainingArguments) -> Path | None:
     """The verified checkpoint of `--resume-from` (`latest`: the newest complete one), or None."""
     if not args.resume_from:
@@ -403,38 +418,27 @@ def _checkpoint_to_resume(args: NegCLIPTrainingArguments) -> Path | None:
 def _training_data(args: NegCLIPTrainingArguments) -> tuple:
     """The training rows, with the negatives and neighbours of the authors' file when training from one (else None)."""
     if args.train_file:
-        from .released import load_released
-
-        data, negatives, neighbours = load_released(args.train_file, args.image_root)
+        data, negatives, neighbours = load_released(args.train_file, args.image_root, args.allow_outside_image_root)
         return data, (negatives, neighbours)
-    from aro.metrics.scoring import load_split
-
-    data = load_split(args.dataset, args.dataset_config, args.split)
-    for column in (args.image_column, args.caption_column, args.image_id_column):
-        if column not in data.column_names:
-            raise InvalidInput(f"{args.dataset} ({args.split}) has no column {column!r}; it has {data.column_names}")
-    return data, None
+    columns = [args.image_column, args.caption_column, args.image_id_column]
+    return load_rows(args.dataset, args.dataset_config, args.split, columns), None
 
 
 def _validation_data(args: NegCLIPTrainingArguments):
     """The validation rows: the authors' validation file, a split of the dataset, or None."""
     if args.validation_file:
-        from .released import load_released
-
-        return load_released(args.validation_file, args.image_root)[0]
+        return load_released(args.validation_file, args.image_root, args.allow_outside_image_root)[0]
     if args.validation_split:
-        from aro.metrics.scoring import load_split
-
-        return load_split(args.dataset, args.dataset_config, args.validation_split)
+        columns = [args.image_column, args.caption_column]
+        return load_rows(args.dataset, args.dataset_config, args.validation_split, columns, "--validation-split")
     return None
 
 
 def _mining(args: NegCLIPTrainingArguments) -> tuple[Path | None, dict | None]:
-    """The mining cache and its parameters: those it was mined with, or those it will be mined with on first use."""
+    """The mining cache and its parameters: those it was mined with, or those it will be mined with on first use
+    (then its path is checked now, before any work, as an output of this run)."""
     if args.train_file or not (args.hard_negatives or args.image_negatives):
         return None, None
-    from .mining import MiningParameters, default_cache_path, read_parameters
-
     cache = (
         Path(args.mining_cache)
         if args.mining_cache
@@ -442,34 +446,24 @@ def _mining(args: NegCLIPTrainingArguments) -> tuple[Path | None, dict | None]:
     )
     if cache.exists():
         return cache, read_parameters(cache)
-    return cache, asdict(
-        MiningParameters(
-            dataset=args.dataset,
-            dataset_config=args.dataset_config,
-            split=args.split,
-            image_column=args.image_column,
-            caption_column=args.caption_column,
-            image_id_column=args.image_id_column,
-            clip_model=args.mining_model or args.model_name_or_path,
-            negatives_per_caption=args.negatives_per_caption,
-            neighbours=args.neighbours,
-            seed=args.seed,
-            spacy_pipeline=args.spacy_pipeline,
-        )
-    )
+    check_cache_output(cache, args.inputs(), "--mining-cache")
+    return cache, asdict(args.mining_parameters())
 
 
 def _negatives(
-    data, cache: Path | None, mining: dict | None, batch_size: int, accelerator
+    args: NegCLIPTrainingArguments, data, cache: Path | None, accelerator
 ) -> tuple[list | None, list | None]:
     """The cache's negatives and neighbours; on first use mined by every process (sharded), written by the main one."""
     if cache is None:
         return None, None
-    from .mining import MiningParameters, load_cache, mine
-
     if not cache.exists():
         mine(
-            MiningParameters(**mining), cache, batch_size=batch_size, device=accelerator.device, distributed=accelerator
+            args.mining_parameters(),
+            cache,
+            batch_size=args.batch_size,
+            device=accelerator.device,
+            distributed=accelerator,
+            option="--mining-cache",
         )
     negatives, neighbours, _ = load_cache(cache)
     if len(negatives) != len(data):
@@ -481,16 +475,17 @@ def _negatives(
 
 def _dataset_identity(args: NegCLIPTrainingArguments, data) -> dict:
     """Which rows a run trains on: the dataset's name, config, split, size and a hash of its captions and image ids."""
-    digest = hashlib.sha256()
-    for column in (args.caption_column, args.image_id_column):
-        digest.update(json.dumps([str(value) for value in data[column]]).encode())
     name = Path(args.train_file).name if args.train_file else args.dataset
+    columns = (
+        json.dumps([str(value) for value in data[column]]).encode()
+        for column in (args.caption_column, args.image_id_column)
+    )
     return {
         "name": name,
         "config": args.dataset_config,
         "split": args.split,
         "rows": len(data),
-        "sha256": digest.hexdigest(),
+        "sha256": sha256_of_blocks(columns),
     }
 
 
@@ -506,12 +501,6 @@ def _flat_config(args: NegCLIPTrainingArguments) -> dict:
         name: value if isinstance(value, (int, float, str, bool)) else str(value)
         for name, value in asdict(args).items()
     }
-
-
-def _load_model(path: str):
-    from . import NegCLIPModel
-
-    return NegCLIPModel.from_pretrained(path)  # a CLIP checkpoint or a NegCLIP one: the same CLIPModel weights
 
 
 def push_checkpoint(folder: Path, repo_id: str, private: bool = False) -> None:

@@ -5,24 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from aro.core.command_line import HelpFormatter
+
+from .configs import OPEN_CLIP_MODELS
+
 
 def register(subparsers) -> None:
-    from aro.core.command_line import HelpFormatter
-
-    from .configs import OPEN_CLIP_MODELS
-
     convert = subparsers.add_parser(
         "convert",
         help="convert an open_clip checkpoint into a transformers CLIPModel folder",
-        description="Convert an open_clip ViT CLIP checkpoint (a state dict or a training checkpoint, read without executing "
-        "pickled code) into a CLIPModel folder with a model card recording the converted model's features on fixed inputs.",
+        description="Convert an open_clip ViT CLIP checkpoint (a state dict or a training checkpoint, read without "
+        "executing pickled code) into a CLIPModel folder with a model card recording the converted model's features on "
+        "fixed inputs.",
         formatter_class=HelpFormatter,
     )
     convert.add_argument("checkpoint", type=Path, help="open_clip checkpoint: .pt, .pth, .bin or .safetensors")
     convert.add_argument(
         "--open-clip-config",
         required=True,
-        help=f"open_clip model name ({', '.join(OPEN_CLIP_MODELS)}) or JSON file (a model config or an open_clip_config.json)",
+        help=f"open_clip model name ({', '.join(OPEN_CLIP_MODELS)}) or JSON file "
+        "(a model config or an open_clip_config.json)",
     )
     convert.add_argument("--out", type=Path, required=True, help="new folder for the converted model")
     convert.add_argument(
@@ -39,7 +41,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .convert import convert_open_clip
+    from .convert import convert_open_clip  # here: torch and transformers would make `--help` take seconds
 
     out = convert_open_clip(
         args.checkpoint,

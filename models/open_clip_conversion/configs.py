@@ -192,7 +192,8 @@ def _check_options(section: str, options: dict, source: str) -> None:
         plain = _PLAIN_CLIP[section][key]
         if value not in (plain if isinstance(plain, tuple) else (plain,)):
             raise InvalidInput(
-                f"{source}: open_clip option {where}{key}={value!r} has no CLIPModel counterpart (a plain CLIP has {plain!r})"
+                f"{source}: open_clip option {where}{key}={value!r} has no CLIPModel counterpart "
+                f"(a plain CLIP has {plain!r})"
             )
 
 
@@ -226,19 +227,20 @@ class OpenCLIPConfig:
 
     @property
     def end_token_id(self) -> int:
-        """open_clip pools the text at the highest token id, which in its tokenizers is the end token (vocab_size - 1)."""
+        """open_clip pools the text at the highest token id: in its tokenizers the end token (vocab_size - 1)."""
         return self.vocab_size - 1
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> OpenCLIPConfig:
-        """A carried open_clip model name (`OPEN_CLIP_MODELS`) or a JSON file: a model config, or an `open_clip_config.json`
-        (its `model_cfg`, and the image normalisation of its `preprocess_cfg`)."""
+        """A carried open_clip model name (`OPEN_CLIP_MODELS`) or a JSON file: a model config, or an
+        `open_clip_config.json` (its `model_cfg`, and the image normalisation of its `preprocess_cfg`)."""
         if str(name_or_path) in OPEN_CLIP_MODELS:
             return cls.from_dict(OPEN_CLIP_MODELS[str(name_or_path)], str(name_or_path))
         path = Path(name_or_path)
         if not path.is_file():
             raise MissingInput(
-                f"{name_or_path} is neither an open_clip model name we carry ({', '.join(OPEN_CLIP_MODELS)}) nor a JSON file"
+                f"{name_or_path} is neither an open_clip model name we carry ({', '.join(OPEN_CLIP_MODELS)}) "
+                "nor a JSON file"
             )
         try:
             config = json.loads(path.read_text())
@@ -296,7 +298,7 @@ class OpenCLIPConfig:
 
     def clip_config(self) -> CLIPConfig:
         """The `CLIPConfig` of the same network: sizes, head counts, activation, and pooling at the end token."""
-        from transformers import CLIPConfig
+        from transformers import CLIPConfig  # here: `aro convert --help` reads this module's model names, not torch
 
         shared = dict(
             hidden_act=self.activation, layer_norm_eps=1e-5, projection_dim=self.embed_dim
@@ -310,7 +312,8 @@ class OpenCLIPConfig:
                 num_attention_heads=self.text_heads,
                 vocab_size=self.vocab_size,
                 max_position_embeddings=self.context_length,
-                # transformers pools at the first end token: open_clip's argmax pooling whenever the end token closes the text.
+                # transformers pools at the first end token: open_clip's argmax pooling whenever the end token closes
+                # the text.
                 eos_token_id=self.end_token_id,
                 bos_token_id=self.end_token_id - 1,
                 pad_token_id=0,

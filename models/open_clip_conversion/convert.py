@@ -18,11 +18,13 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import AutoProcessor, CLIPModel
+from transformers import CLIPModel
 
 from aro.cards import render
 from aro.core.errors import InvalidInput
 from aro.core.io import check_output_folder, output_folder, push_folder, sha256_of
+from aro.models.negclip import NegCLIPModel
+from aro.models.negclip.loading import load_processor
 
 from .configs import OPEN_CLIP_MODELS, OpenCLIPConfig
 from .weights import read_checkpoint, to_clip_state_dict
@@ -86,8 +88,6 @@ class FeatureCheck:
 
 def build_model(checkpoint: str | Path, config: OpenCLIPConfig, negclip: bool = False) -> CLIPModel:
     """The open_clip weights in `checkpoint`, loaded into a `CLIPModel` (`NegCLIPModel`) shaped by `config`."""
-    from aro.models.negclip import NegCLIPModel
-
     model_class = NegCLIPModel if negclip else CLIPModel
     model = model_class(config.clip_config())
     weights = to_clip_state_dict(read_checkpoint(checkpoint), config)
@@ -95,33 +95,36 @@ def build_model(checkpoint: str | Path, config: OpenCLIPConfig, negclip: bool = 
     for name, tensor in weights.items():
         if tensor.shape != shapes[name]:
             raise InvalidInput(
-                f"{Path(checkpoint).name}: {name} has shape {tuple(tensor.shape)}, open_clip {config.source} needs {tuple(shapes[name])}"
+                f"{Path(checkpoint).name}: {name} has shape {tuple(tensor.shape)}, "
+                f"open_clip {config.source} needs {tuple(shapes[name])}"
             )
     model.load_state_dict(weights, strict=True)
     return model.eval()
 
 
 def checked_processor(name_or_path: str, config: OpenCLIPConfig):
-    """The processor to ship with the model, refused if it would feed the model other inputs than open_clip's."""
-    processor = AutoProcessor.from_pretrained(name_or_path)
+    """The processor to ship with the model (a Hub id or folder, `--processor`), refused if it is not a CLIP's or
+    would feed the model other inputs than open_clip's."""
+    processor = load_processor(name_or_path, "--processor")
     tokenizer, image_processor = processor.tokenizer, processor.image_processor
-    if tokenizer.convert_tokens_to_ids(tokenizer.eos_token) != config.end_token_id:
+    end_token_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
+    if end_token_id != config.end_token_id:
         raise InvalidInput(
-            f"{name_or_path}: its end token has id {tokenizer.convert_tokens_to_ids(tokenizer.eos_token)}; open_clip {config.source} "
+            f"{name_or_path}: its end token has id {end_token_id}; open_clip {config.source} "
             f"pools at the highest id, {config.end_token_id}"
         )
     if len(tokenizer) > config.vocab_size:
         raise InvalidInput(f"{name_or_path}: its vocabulary has {len(tokenizer)} tokens, the model {config.vocab_size}")
     for name, expected in (("image_mean", config.image_mean), ("image_std", config.image_std)):
-        if not torch.allclose(
-            torch.tensor(getattr(image_processor, name), dtype=torch.float64),
-            torch.tensor(expected, dtype=torch.float64),
-            atol=1e-6,
+        given = getattr(image_processor, name, None)
+        values = torch.tensor(given if given is not None else [], dtype=torch.float64).flatten()
+        if values.shape != (len(expected),) or not torch.allclose(
+            values, torch.tensor(expected, dtype=torch.float64), atol=1e-6
         ):
             raise InvalidInput(
-                f"{name_or_path}: its {name} is {getattr(image_processor, name)}, open_clip {config.source} normalises with {expected}"
+                f"{name_or_path}: its {name} is {given}, open_clip {config.source} normalises with {expected}"
             )
-    crop = image_processor.crop_size or {}
+    crop = getattr(image_processor, "crop_size", None) or {}
     if (crop.get("height"), crop.get("width")) != (config.image_size, config.image_size):
         raise InvalidInput(
             f"{name_or_path}: it crops images to {crop}, the model takes {config.image_size}x{config.image_size}"
@@ -148,8 +151,8 @@ def _card(
         "tags": ["clip", "open_clip", *(["negclip", "aro"] if negclip else [])],
     }
     activation = (
-        "QuickGELU (`x * sigmoid(1.702 x)`, `hidden_act: quick_gelu`), as in the source model. Loading these weights with "
-        "GELU instead changes every feature"
+        "QuickGELU (`x * sigmoid(1.702 x)`, `hidden_act: quick_gelu`), as in the source model. Loading these weights "
+        "with GELU instead changes every feature"
         if config.quick_gelu
         else "GELU (the exact, erf-based one; `hidden_act: gelu`), as in the source model. Loading these weights with "
         "QuickGELU instead changes every feature"
@@ -171,7 +174,10 @@ def _card(
         config=config.source,
         activation=activation,
         heads=f"{config.vision_heads} (image), {config.text_heads} (text)",
-        logit_scale=f"{model.logit_scale.item():.4f} (a temperature of 1/{model.logit_scale.exp().item():.2f}), kept from the checkpoint",
+        logit_scale=(
+            f"{model.logit_scale.item():.4f} (a temperature of 1/{model.logit_scale.exp().item():.2f}), "
+            "kept from the checkpoint"
+        ),
         build_model=(
             f'open_clip.create_model("{config.source}", pretrained="{checkpoint.name}").eval()'
             if config.source in OPEN_CLIP_MODELS

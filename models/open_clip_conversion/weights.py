@@ -16,8 +16,11 @@ import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from aro.core.errors import InvalidInput, MissingInput
+from aro.models.negclip.loading import reason_of
 
 from .configs import OpenCLIPConfig
 
@@ -42,16 +45,22 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise InvalidInput(f"{path}: expected an open_clip checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
     if not path.is_file():
         raise MissingInput(f"{path}: no such checkpoint")
+    if path.stat().st_size == 0:
+        raise InvalidInput(f"{path}: the file is empty, not an open_clip checkpoint")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        content = load_file(path)
+        try:
+            content = load_file(path)
+        except SafetensorError as error:
+            raise InvalidInput(f"{path}: not a readable safetensors file ({reason_of(error)})") from None
     else:
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError) as error:
-            reason = str(error).strip().splitlines()[0]
-            raise InvalidInput(f"{path}: cannot be read as tensors without executing pickled code ({reason})") from None
+        except (pickle.UnpicklingError, RuntimeError) as error:  # code it would have to run, a broken archive
+            raise InvalidInput(
+                f"{path}: cannot be read as tensors without executing pickled code ({reason_of(error)})"
+            ) from None
+        except (EOFError, KeyError, ValueError, UnicodeDecodeError):  # what pickle makes of a text or other file
+            raise InvalidInput(f"{path}: not a PyTorch checkpoint (a text file, or another format)") from None
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not content:
