@@ -80,9 +80,10 @@ class Scorer:
         self.runtime = runtime or Runtime(**runtime_options)
         adapter = adapter or adapter_class(model)
         generative = {name: value for name, value in (("score", score), ("prompts", prompts)) if value is not None}
-        if generative and adapter is not GenerativeAdapter:
+        if generative and not issubclass(adapter, GenerativeAdapter):
             raise InvalidInput(
-                f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the {adapter.family} adapter"
+                f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the "
+                f"{adapter.family} adapter"
             )
         self.adapter = adapter(model, processor, self.runtime, **generative)
 
