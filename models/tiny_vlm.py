@@ -5,7 +5,11 @@ the generative scorer.
 
 Each builder returns a randomly initialised (seeded) model of the real transformers class and the real processor
 of its family, so both save with `save_pretrained` and load back with `AutoModelForImageTextToText` and
-`AutoProcessor`, exactly as a Hub checkpoint does.
+`AutoProcessor`, exactly as a Hub checkpoint does. Weights that transformers initialises to a constant and that
+would hide a bug are made random too (`random_query_tokens`, Mllama's gates).
+
+Each builder imports its family's classes itself: importing all eight families takes 4 to 6 s on the 2-core test
+machine, where a test needs one (`python -X importtime`, measured for issue 22).
 
 >>> model, processor = make_tiny_vlm("llava", ["a", "red", "circle"])
 >>> type(model).__name__, type(processor).__name__
@@ -17,13 +21,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
 # The words of the scorer's default prompts and of the chat template, so that prompts are never unknown tokens.
-PROMPT_WORDS = 'does this figure show please answer yes or no Yes No Does Please Write write a short caption for this the image " ? . : user assistant'.split()
+PROMPT_WORDS = (
+    'does this figure show please answer yes or no Yes No Does Please Write write a short caption for this the image " '
+    "? . : user assistant"
+).split()
 # A ChatML template over typed content parts, as Hub processors ship; `image_token` is filled in per family.
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}" + TURN_START + "{{ message['role'] }}\n"
@@ -257,6 +265,14 @@ def _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type: st
     return configs, tokenizer, BlipImageProcessorPil(size={"height": image_size, "width": image_size})
 
 
+def random_query_tokens(model):
+    """`model` with seeded random learned queries (BLIP-2, InstructBLIP): transformers starts them at zero, and then
+    every query is the same, so reading one query where all should be read (the matching head's mean) goes unseen."""
+    with torch.no_grad():
+        model.query_tokens.normal_()
+    return model
+
+
 def _blip2(words, hidden_size, num_layers, image_size, text_model_type: str = "opt"):
     """BLIP-2 with an OPT (or Flan-T5) language model; no chat template (its prompts are "Question: ... Answer:")."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
@@ -265,7 +281,7 @@ def _blip2(words, hidden_size, num_layers, image_size, text_model_type: str = "o
     processor = Blip2Processor(
         image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=configs["num_query_tokens"]
     )
-    return Blip2ForConditionalGeneration(Blip2Config(**configs)), processor
+    return random_query_tokens(Blip2ForConditionalGeneration(Blip2Config(**configs))), processor
 
 
 def _instructblip(words, hidden_size, num_layers, image_size):
@@ -279,12 +295,11 @@ def _instructblip(words, hidden_size, num_layers, image_size):
         qformer_tokenizer=chat_word_tokenizer(words),
         num_query_tokens=configs["num_query_tokens"],
     )
-    return InstructBlipForConditionalGeneration(InstructBlipConfig(**configs)), processor
+    return random_query_tokens(InstructBlipForConditionalGeneration(InstructBlipConfig(**configs))), processor
 
 
 def _mllama(words, hidden_size, num_layers, image_size):
     """Llama 3.2 Vision: text layers cross-attend to the image's states (one tile here), after an `<|image|>` token."""
-    import torch
     from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
 
     tokenizer = chat_word_tokenizer(words, ["<|image|>"])
@@ -335,8 +350,6 @@ def make_tiny_vlm(
     family: str, words: Iterable[str], hidden_size: int = 32, num_layers: int = 1, image_size: int = 32, seed: int = 0
 ):
     """A seeded random (model, processor) of `family` (one of `FAMILIES`), in eval mode, for captions of `words`."""
-    import torch
-
     torch.manual_seed(seed)
     model, processor = FAMILIES[family](list(words), hidden_size, num_layers, image_size)
     return model.eval(), processor
