@@ -85,7 +85,12 @@ def _text_config(tokenizer, hidden_size: int, num_layers: int) -> dict:
 
 
 def _llava(words, hidden_size, num_layers, image_size):
-    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (  # this family's classes only: see the module docstring
+        CLIPImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = chat_word_tokenizer(words, ["<image>"])
     vision = dict(
@@ -118,7 +123,7 @@ def _llava(words, hidden_size, num_layers, image_size):
 
 
 def _idefics3(words, hidden_size, num_layers, image_size):
-    from transformers import (
+    from transformers import (  # this family's classes only: see the module docstring
         Idefics3Config,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessorPil,
@@ -156,7 +161,12 @@ def _idefics3(words, hidden_size, num_layers, image_size):
 
 
 def _gemma3(words, hidden_size, num_layers, image_size):
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+    from transformers import (  # this family's classes only: see the module docstring
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+    )
 
     tokens = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
     tokenizer = chat_word_tokenizer(words, tokens)  # Gemma 3's processor reads its image tokens from the tokenizer
@@ -195,7 +205,7 @@ def _gemma3(words, hidden_size, num_layers, image_size):
 
 def _paligemma(words, hidden_size, num_layers, image_size):
     """PaliGemma has no chat template: its prompt is "<image>...<bos>{prompt}\\n", the answer a suffix."""
-    from transformers import (
+    from transformers import (  # this family's classes only: see the module docstring
         PaliGemmaConfig,
         PaliGemmaForConditionalGeneration,
         PaliGemmaProcessor,
@@ -230,7 +240,7 @@ def _paligemma(words, hidden_size, num_layers, image_size):
 
 def _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type: str):
     """The vision, Q-Former and text configs and the processor parts shared by BLIP-2 and InstructBLIP."""
-    from transformers import BlipImageProcessorPil
+    from transformers import BlipImageProcessorPil  # this family's class only: see the module docstring
 
     tokenizer = chat_word_tokenizer(words, ["<image>"])  # the processors name their image token themselves
     vision = dict(
@@ -275,7 +285,11 @@ def random_query_tokens(model):
 
 def _blip2(words, hidden_size, num_layers, image_size, text_model_type: str = "opt"):
     """BLIP-2 with an OPT (or Flan-T5) language model; no chat template (its prompts are "Question: ... Answer:")."""
-    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
+    from transformers import (  # this family's classes only: see the module docstring
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+    )
 
     configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type)
     processor = Blip2Processor(
@@ -286,7 +300,11 @@ def _blip2(words, hidden_size, num_layers, image_size, text_model_type: str = "o
 
 def _instructblip(words, hidden_size, num_layers, image_size):
     """InstructBLIP with a Llama (Vicuna) language model: its Q-Former reads the prompt with its own tokenizer."""
-    from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor
+    from transformers import (  # this family's classes only: see the module docstring
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,
+    )
 
     configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, "llama")
     processor = InstructBlipProcessor(
@@ -300,7 +318,12 @@ def _instructblip(words, hidden_size, num_layers, image_size):
 
 def _mllama(words, hidden_size, num_layers, image_size):
     """Llama 3.2 Vision: text layers cross-attend to the image's states (one tile here), after an `<|image|>` token."""
-    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
+    from transformers import (  # this family's classes only: see the module docstring
+        MllamaConfig,
+        MllamaForConditionalGeneration,
+        MllamaImageProcessorPil,
+        MllamaProcessor,
+    )
 
     tokenizer = chat_word_tokenizer(words, ["<|image|>"])
     vision = dict(

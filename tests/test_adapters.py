@@ -368,7 +368,8 @@ calls = []
 def score(images, captions):
     """Prefers captions whose word count matches the image's mean red level, to be checkable by hand."""
     calls.append(len(captions))
-    return [float(-abs(np.asarray(image)[..., 0].mean() / 40 - len(caption.split()))) for image, caption in zip(images, captions)]
+    red = [np.asarray(image)[..., 0].mean() / 40 for image in images]
+    return [float(-abs(level - len(caption.split()))) for level, caption in zip(red, captions)]
 '''
 
 
@@ -560,7 +561,9 @@ class NoTorch:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: None if name.split(".")[0] == "torch" else find_spec(name, package)
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.split(".")[0] == "torch" else find_spec(name, package)
+)
 sys.meta_path.insert(0, NoTorch())
 
 import evaluate
