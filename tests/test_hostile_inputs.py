@@ -17,7 +17,6 @@ from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
 from aro.builders.writer import configs_yaml
 from aro.core.contract import config_features
 from aro.metrics.scoring import load_split, score_items
@@ -27,18 +26,10 @@ MISSING_MODEL = "/no/such/model"
 SHARD = "test-00000-of-00001.parquet"
 
 
-@pytest.fixture(scope="module")
-def aro_folder(tmp_path_factory) -> Path:
-    """A small synthetic ARO folder: the four configs, coco_retrieval and the scenes."""
-    folder = tmp_path_factory.mktemp("synthetic") / "aro"
-    build_synthetic_aro(
-        folder,
-        seed=0,
-        sizes=SyntheticSizes(
-            train_scenes=4, test_scenes=2, relation_per_relation=2, attribution_per_pair=1, order_captions=4
-        ),
-    )
-    return folder
+@pytest.fixture
+def aro_folder(scenes) -> Path:
+    """The session's synthetic ARO folder (conftest's `scenes`): the four configs, coco_retrieval and the scenes."""
+    return scenes
 
 
 def snapshot(*paths: Path) -> dict[Path, bytes]:
@@ -78,20 +69,17 @@ def one_config(source: Path, folder: Path, config: str, table: pa.Table | None =
 # A config the folder lacks, or holds under another name ------------------------------------------------------------
 
 
-def test_a_config_the_folder_lacks_is_named_with_what_it_has(aro_folder, tmp_path, capfd):
-    only_coco = one_config(aro_folder, tmp_path / "only-coco", "coco_order")
+@pytest.mark.parametrize(
+    ("held", "asked", "message"),
+    [
+        ("coco_order", "relation", "has no config relation (it has coco_order)"),
+        ("relation", "all", "has no config attribution (it has relation)"),
+    ],
+)
+def test_a_config_the_folder_lacks_is_named_with_what_it_has(aro_folder, tmp_path, capfd, held, asked, message):
+    folder = one_config(aro_folder, tmp_path / f"only-{held}", held)
     refused_unchanged(
-        capfd,
-        eval_args(MISSING_MODEL, only_coco, tmp_path, "--config", "relation"),
-        f"dataset {only_coco} has no config relation (it has coco_order)",
-        only_coco,
-    )
-    only_relation = one_config(aro_folder, tmp_path / "only-relation", "relation")
-    refused_unchanged(
-        capfd,
-        eval_args(MISSING_MODEL, only_relation, tmp_path, "--config", "all"),
-        f"dataset {only_relation} has no config attribution (it has relation)",
-        only_relation,
+        capfd, eval_args(MISSING_MODEL, folder, tmp_path, "--config", asked), f"dataset {folder} {message}", folder
     )
 
 
@@ -112,42 +100,39 @@ def test_a_single_default_config_is_read_only_as_the_one_config_it_can_be(aro_fo
 # Parquet that cannot be scored, named before the model loads ---------------------------------------------------------
 
 
-def relation_table(aro_folder: Path) -> pa.Table:
-    return pq.read_table(aro_folder / "relation" / SHARD)
+def without_false_caption(table: pa.Table) -> pa.Table:
+    return table.drop(["false_caption"])
 
 
-def test_a_parquet_without_false_caption_is_named(aro_folder, tmp_path, capfd):
-    folder = one_config(aro_folder, tmp_path / "aro", "relation", relation_table(aro_folder).drop(["false_caption"]))
-    line = refused_unchanged(
-        capfd,
-        eval_args(MISSING_MODEL, folder, tmp_path, "--config", "relation"),
-        f"{folder}/relation/{SHARD} has the columns",
-        folder,
-    )
-    assert "not those of relation (image, true_caption, false_caption)" in line
-
-
-def test_a_null_caption_is_named_by_item_and_column(aro_folder, tmp_path, capfd):
-    table = relation_table(aro_folder)
+def with_a_null_caption(table: pa.Table) -> pa.Table:
     captions = table.column("false_caption").to_pylist()
     captions[3] = None
-    table = table.set_column(table.schema.get_field_index("false_caption"), "false_caption", pa.array(captions))
+    return table.set_column(table.schema.get_field_index("false_caption"), "false_caption", pa.array(captions))
+
+
+def without_rows(table: pa.Table) -> pa.Table:
+    return table.slice(0, 0)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            without_false_caption,
+            " has the columns {columns}, not those of relation (image, true_caption, false_caption)",
+        ),
+        (with_a_null_caption, ": item 3 (item_id {item_id}) has false_caption None: every caption must be text"),
+        (without_rows, ": the relation config has no rows to score"),
+    ],
+)
+def test_parquet_that_cannot_be_scored_is_named_before_the_model_loads(aro_folder, tmp_path, capfd, damage, message):
+    table = damage(pq.read_table(aro_folder / "relation" / SHARD))
     folder = one_config(aro_folder, tmp_path / "aro", "relation", table)
-    item_id = table.column("item_id")[3].as_py()
+    item_id = pq.read_table(aro_folder / "relation" / SHARD).column("item_id")[3].as_py()
     refused_unchanged(
         capfd,
         eval_args(MISSING_MODEL, folder, tmp_path, "--config", "relation"),
-        f"{folder}/relation/{SHARD}: item 3 (item_id {item_id}) has false_caption None: every caption must be text",
-        folder,
-    )
-
-
-def test_a_config_without_rows_is_named(aro_folder, tmp_path, capfd):
-    folder = one_config(aro_folder, tmp_path / "aro", "relation", relation_table(aro_folder).slice(0, 0))
-    refused_unchanged(
-        capfd,
-        eval_args(MISSING_MODEL, folder, tmp_path, "--config", "relation"),
-        f"{folder}/relation/{SHARD}: the relation config has no rows to score",
+        f"{folder}/relation/{SHARD}" + message.format(columns=table.column_names, item_id=item_id),
         folder,
     )
 
