@@ -10,7 +10,6 @@ For several processes: `accelerate launch -m aro.cli retrieval ...` (or `torchru
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from aro.core.command_line import HelpFormatter
@@ -75,12 +74,15 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from aro.metrics.scoring.checks import check_at_least_one, read_results_json
     from aro.metrics.scoring.downstream import downstream_table, evaluate_downstream
     from aro.metrics.scoring.launch import launch_state
     from aro.metrics.scoring.zero_shot import ZeroShotTask
 
     if args.dataset is None and args.zero_shot is None:
         raise InvalidInput("give --dataset (retrieval), --zero-shot DATASET, or both")
+    check_at_least_one("--max-images", args.max_images)
+    base = read_results_json(args.base_results) if args.base_results else None  # before the run, not after it
     task = None
     if args.zero_shot:
         given = {
@@ -116,6 +118,5 @@ def _run(args: argparse.Namespace) -> int:
         if args.card:
             from aro.models.negclip.card import write_card_with_downstream
 
-            base = json.loads(args.base_results.read_text()) if args.base_results else None
             print(f"card rewritten: {write_card_with_downstream(args.model, results, base)}")
     return 0

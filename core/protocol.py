@@ -1,4 +1,5 @@
 """The evaluation protocols for ARO: which groups count towards macro accuracy, how ties count, which number leads.
+Each protocol is named after the code whose numbers it reproduces.
 
 - `paper`, the ARO paper's protocol (the default):
   - VG-Relation: macro accuracy over relations, without the 157 relations the authors exclude.
@@ -6,9 +7,13 @@
   - COCO-Order and Flickr30k-Order: plain (micro) accuracy over items (no groups).
   - Ties are wrong: an item is right only when the true caption scores strictly above every other option.
 - `none`: the paper's protocol without its exclusions (every group enters the macro accuracy).
-- `mteb`: the rule of mteb (AROVisualRelation, AROVisualAttribution, AROCocoOrder, AROFlickrOrder) and
-  CLIP_benchmark: the prediction is an argmax, which on a tie returns the first option, the true caption, so ties
-  that involve the true caption are right; nothing is excluded; micro accuracy is the headline.
+- `clip_benchmark`: the rule of CLIP_benchmark's ARO (its `compositionality_tasks` branch,
+  `metrics/image_caption_selection.py`): an item is right when its true caption scores strictly above every other
+  option (`pos.min() > neg.max()`), so ties are wrong; nothing is excluded; micro accuracy (its `text_acc`) is the
+  headline.
+- `mteb`: the rule of mteb's ARO tasks (AROVisualRelation, AROVisualAttribution, AROCocoOrder, AROFlickrOrder): the
+  prediction is an argmax, which on a tie returns the first option, the true caption, so ties that involve the true
+  caption are right; nothing is excluded; micro accuracy is the headline.
 
 This file needs only numpy and the contract beside it: the `aro_accuracy` evaluate module (published as a Space)
 carries both as they are, and computes its results with `accuracy_results`, as the scoring library does.
@@ -16,8 +21,9 @@ carries both as they are, and computes its results with `accuracy_results`, as t
 >>> groups = ["on", "on", "holding", "holding"]
 >>> accuracy_results([0, 1, 0, -1], [0, 0, 0, 0], groups=groups, config="relation")["macro_accuracy"]
 0.5
->>> predict(np.array([[0.3, 0.3], [0.1, 0.2]]), protocol="mteb"), predict(np.array([[0.3, 0.3], [0.1, 0.2]]))
-([0, 1], [-1, 1])
+>>> tied = np.array([[0.3, 0.3], [0.1, 0.2]])
+>>> predict(tied, protocol="mteb"), predict(tied, protocol="clip_benchmark"), predict(tied)
+([0, 1], [-1, 1], [-1, 1])
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Protocol:
 PROTOCOLS = {
     "paper": Protocol("paper", exclusions=True, ties_right=False, headline="macro_accuracy"),
     "none": Protocol("none", exclusions=False, ties_right=False, headline="macro_accuracy"),
+    "clip_benchmark": Protocol("clip_benchmark", exclusions=False, ties_right=False, headline="accuracy"),
     "mteb": Protocol("mteb", exclusions=False, ties_right=True, headline="accuracy"),
 }
 
@@ -222,9 +229,9 @@ def get_protocol(name: str) -> Protocol:
 def predict(scores: np.ndarray, protocol: str = "paper") -> list[int]:
     """The chosen option of each row of an [N, K] score array.
 
-    Under a ties-wrong protocol, the index of the strictly highest score, or -1 where the highest score is shared;
-    under `mteb`, the argmax (the first of the tied options). NaN marks an option that is not a candidate (its text
-    is the true caption's): it is ignored.
+    Under a ties-wrong protocol (`paper`, `none`, `clip_benchmark`), the index of the strictly highest score, or -1
+    where the highest score is shared; under `mteb`, the argmax (the first of the tied options). NaN marks an option
+    that is not a candidate (its text is the true caption's): it is ignored.
     """
     scores = np.asarray(scores, dtype=float)
     with np.errstate(invalid="ignore"):
@@ -249,8 +256,8 @@ def counts_towards_macro(config: str | None, group: str, size: int, protocol: st
 def accuracy_results(predictions, references, groups=None, config: str | None = None, protocol: str = "paper") -> dict:
     """Micro accuracy over items, macro accuracy over the groups `protocol` keeps, and a per-group table.
 
-    `headline` names the number the protocol reports first: the macro accuracy where the config has groups (paper,
-    none), else the micro `accuracy`. A prediction of -1 is a tie and never equals a reference, so ties count as
+    `headline` names the number the protocol reports first: the macro accuracy where the config has groups (`paper`,
+    `none`), else the micro `accuracy`. A prediction of -1 is a tie and never equals a reference, so ties count as
     wrong; under `mteb` the predictions are argmaxes (see `predict`), which have no -1.
     """
     rules = get_protocol(protocol)

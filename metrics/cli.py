@@ -59,7 +59,9 @@ def register(subparsers) -> None:
         "--protocol",
         default="paper",
         choices=tuple(PROTOCOLS),
-        help="paper (default); none: every group in the macro accuracy; mteb: mteb's and CLIP_benchmark's rule (ties with the true caption right, nothing excluded, micro accuracy first)",
+        help="paper (default); none: every group in the macro accuracy; clip_benchmark: CLIP_benchmark's rule (ties "
+        "wrong, nothing excluded, micro accuracy first); mteb: mteb's rule (ties with the true caption right, nothing "
+        "excluded, micro accuracy first)",
     )
     parser.add_argument(
         "--limit", type=int, help="score a seeded random subsample of N items per config (a sanity run)"

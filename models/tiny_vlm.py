@@ -5,7 +5,11 @@ the generative scorer.
 
 Each builder returns a randomly initialised (seeded) model of the real transformers class and the real processor
 of its family, so both save with `save_pretrained` and load back with `AutoModelForImageTextToText` and
-`AutoProcessor`, exactly as a Hub checkpoint does.
+`AutoProcessor`, exactly as a Hub checkpoint does. Weights that transformers initialises to a constant and that
+would hide a bug are made random too (`random_query_tokens`, Mllama's gates).
+
+Each builder imports its family's classes itself: importing all eight families takes 4 to 6 s on the 2-core test
+machine, where a test needs one (`python -X importtime`, measured for issue 22).
 
 >>> model, processor = make_tiny_vlm("llava", ["a", "red", "circle"])
 >>> type(model).__name__, type(processor).__name__
@@ -17,13 +21,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
 # The words of the scorer's default prompts and of the chat template, so that prompts are never unknown tokens.
-PROMPT_WORDS = 'does this figure show please answer yes or no Yes No Does Please Write write a short caption for this the image " ? . : user assistant'.split()
+PROMPT_WORDS = (
+    'does this figure show please answer yes or no Yes No Does Please Write write a short caption for this the image " '
+    "? . : user assistant"
+).split()
 # A ChatML template over typed content parts, as Hub processors ship; `image_token` is filled in per family.
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}" + TURN_START + "{{ message['role'] }}\n"
@@ -77,7 +85,12 @@ def _text_config(tokenizer, hidden_size: int, num_layers: int) -> dict:
 
 
 def _llava(words, hidden_size, num_layers, image_size):
-    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (  # this family's classes only: see the module docstring
+        CLIPImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = chat_word_tokenizer(words, ["<image>"])
     vision = dict(
@@ -110,7 +123,7 @@ def _llava(words, hidden_size, num_layers, image_size):
 
 
 def _idefics3(words, hidden_size, num_layers, image_size):
-    from transformers import (
+    from transformers import (  # this family's classes only: see the module docstring
         Idefics3Config,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessorPil,
@@ -148,7 +161,12 @@ def _idefics3(words, hidden_size, num_layers, image_size):
 
 
 def _gemma3(words, hidden_size, num_layers, image_size):
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+    from transformers import (  # this family's classes only: see the module docstring
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+    )
 
     tokens = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
     tokenizer = chat_word_tokenizer(words, tokens)  # Gemma 3's processor reads its image tokens from the tokenizer
@@ -187,7 +205,7 @@ def _gemma3(words, hidden_size, num_layers, image_size):
 
 def _paligemma(words, hidden_size, num_layers, image_size):
     """PaliGemma has no chat template: its prompt is "<image>...<bos>{prompt}\\n", the answer a suffix."""
-    from transformers import (
+    from transformers import (  # this family's classes only: see the module docstring
         PaliGemmaConfig,
         PaliGemmaForConditionalGeneration,
         PaliGemmaProcessor,
@@ -222,7 +240,7 @@ def _paligemma(words, hidden_size, num_layers, image_size):
 
 def _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type: str):
     """The vision, Q-Former and text configs and the processor parts shared by BLIP-2 and InstructBLIP."""
-    from transformers import BlipImageProcessorPil
+    from transformers import BlipImageProcessorPil  # this family's class only: see the module docstring
 
     tokenizer = chat_word_tokenizer(words, ["<image>"])  # the processors name their image token themselves
     vision = dict(
@@ -257,20 +275,36 @@ def _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type: st
     return configs, tokenizer, BlipImageProcessorPil(size={"height": image_size, "width": image_size})
 
 
+def random_query_tokens(model):
+    """`model` with seeded random learned queries (BLIP-2, InstructBLIP): transformers starts them at zero, and then
+    every query is the same, so reading one query where all should be read (the matching head's mean) goes unseen."""
+    with torch.no_grad():
+        model.query_tokens.normal_()
+    return model
+
+
 def _blip2(words, hidden_size, num_layers, image_size, text_model_type: str = "opt"):
     """BLIP-2 with an OPT (or Flan-T5) language model; no chat template (its prompts are "Question: ... Answer:")."""
-    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
+    from transformers import (  # this family's classes only: see the module docstring
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+    )
 
     configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, text_model_type)
     processor = Blip2Processor(
         image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=configs["num_query_tokens"]
     )
-    return Blip2ForConditionalGeneration(Blip2Config(**configs)), processor
+    return random_query_tokens(Blip2ForConditionalGeneration(Blip2Config(**configs))), processor
 
 
 def _instructblip(words, hidden_size, num_layers, image_size):
     """InstructBLIP with a Llama (Vicuna) language model: its Q-Former reads the prompt with its own tokenizer."""
-    from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor
+    from transformers import (  # this family's classes only: see the module docstring
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,
+    )
 
     configs, tokenizer, image_processor = _blip2_parts(words, hidden_size, num_layers, image_size, "llama")
     processor = InstructBlipProcessor(
@@ -279,13 +313,17 @@ def _instructblip(words, hidden_size, num_layers, image_size):
         qformer_tokenizer=chat_word_tokenizer(words),
         num_query_tokens=configs["num_query_tokens"],
     )
-    return InstructBlipForConditionalGeneration(InstructBlipConfig(**configs)), processor
+    return random_query_tokens(InstructBlipForConditionalGeneration(InstructBlipConfig(**configs))), processor
 
 
 def _mllama(words, hidden_size, num_layers, image_size):
     """Llama 3.2 Vision: text layers cross-attend to the image's states (one tile here), after an `<|image|>` token."""
-    import torch
-    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
+    from transformers import (  # this family's classes only: see the module docstring
+        MllamaConfig,
+        MllamaForConditionalGeneration,
+        MllamaImageProcessorPil,
+        MllamaProcessor,
+    )
 
     tokenizer = chat_word_tokenizer(words, ["<|image|>"])
     vision = dict(
@@ -335,8 +373,6 @@ def make_tiny_vlm(
     family: str, words: Iterable[str], hidden_size: int = 32, num_layers: int = 1, image_size: int = 32, seed: int = 0
 ):
     """A seeded random (model, processor) of `family` (one of `FAMILIES`), in eval mode, for captions of `words`."""
-    import torch
-
     torch.manual_seed(seed)
     model, processor = FAMILIES[family](list(words), hidden_size, num_layers, image_size)
     return model.eval(), processor

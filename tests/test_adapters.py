@@ -21,6 +21,7 @@ from aro.metrics.scoring import load_model, load_split, predict, score_items
 from aro.metrics.scoring.adapters import BlindAdapter
 from aro.metrics.scoring.loading import load_blind_model
 from aro.models.tiny_clip import make_tiny_clip, tiny_clip_processor, word_tokenizer
+from aro.models.tiny_vlm import random_query_tokens
 
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 VISION = dict(TOWER, image_size=32, patch_size=8)
@@ -149,7 +150,7 @@ def blip2():
         use_qformer_text_input=True,
     )
     config = tf.Blip2Config(vision_config=VISION, qformer_config=qformer, num_query_tokens=4, image_text_hidden_size=16)
-    return tf.Blip2ForImageTextRetrieval(config), processor
+    return random_query_tokens(tf.Blip2ForImageTextRetrieval(config)), processor
 
 
 def vilt():
@@ -367,7 +368,8 @@ calls = []
 def score(images, captions):
     """Prefers captions whose word count matches the image's mean red level, to be checkable by hand."""
     calls.append(len(captions))
-    return [float(-abs(np.asarray(image)[..., 0].mean() / 40 - len(caption.split()))) for image, caption in zip(images, captions)]
+    red = [np.asarray(image)[..., 0].mean() / 40 for image in images]
+    return [float(-abs(level - len(caption.split()))) for level, caption in zip(red, captions)]
 '''
 
 
@@ -559,7 +561,9 @@ class NoTorch:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: None if name.split(".")[0] == "torch" else find_spec(name, package)
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.split(".")[0] == "torch" else find_spec(name, package)
+)
 sys.meta_path.insert(0, NoTorch())
 
 import evaluate

@@ -14,11 +14,14 @@ import torch
 from conftest import TINY_WORDS, random_image
 from datasets import Dataset, Features, Sequence, Value
 from datasets import Image as ImageFeature
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
+from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
 from aro.cli import main
-from aro.metrics.scoring import score_items
+from aro.metrics.scoring import Runtime, Scorer, adapter_class, load_model, load_split, score_items
+from aro.metrics.scoring.adapters.generative import ImagePrefix, PerPairAdapter, SharedPrefixAdapter
 from aro.metrics.scoring.adapters.prompts import GenerativePrompts, answer_token_id, common_prefix_length
-from aro.models.tiny_vlm import make_tiny_vlm
+from aro.models.tiny_vlm import chat_word_tokenizer, make_tiny_vlm
 
 FAMILIES = ["llava", "idefics3", "gemma3"]
 # Families whose pairs run whole, and why results.json says so; they have no chat template.
@@ -29,6 +32,7 @@ PER_PAIR_FAMILIES = {
     "blip2-t5": "language model is an encoder-decoder (t5)",
     "mllama": "differ from its full forward",
 }
+DEFAULT_PROMPTS = GenerativePrompts()
 TEMPLATE = GenerativePrompts(template="user : {prompt} assistant :")  # PaliGemma's processor places the image itself
 CAPTIONS = [
     "a red circle",
@@ -52,7 +56,7 @@ def order_dataset():
 
 
 @torch.no_grad()
-def full_forward_scores(model, processor, dataset, score: str, prompts=GenerativePrompts()) -> np.ndarray:
+def full_forward_scores(model, processor, dataset, score: str, prompts=DEFAULT_PROMPTS) -> np.ndarray:
     """The naive computation: the processor and one full forward per (image, caption) pair. A processor that takes
     the answer as a suffix (PaliGemma) gets the caption there, and its training labels mark the caption's tokens; an
     encoder-decoder reads the prompt and is scored by its own loss on the caption as labels (likelihood), or by its
@@ -117,6 +121,7 @@ def full_forward_scores(model, processor, dataset, score: str, prompts=Generativ
 @pytest.mark.parametrize("family", FAMILIES)
 def test_shared_prefix_scores_equal_a_full_forward_per_pair(family, score, order_dataset):
     model, processor = make_tiny_vlm(family, TINY_WORDS, seed=1)
+    assert adapter_class(model) is SharedPrefixAdapter
     reference = full_forward_scores(model, processor, order_dataset, score)
     assert np.ptp(reference) > 1e-4  # the captions really are told apart
     for batch_size in (1, 3, 16):
@@ -137,8 +142,6 @@ def one_thread():
 @pytest.mark.parametrize("score", ["vqa", "likelihood"])
 @pytest.mark.parametrize("family", PER_PAIR_FAMILIES)
 def test_pairs_that_cannot_share_a_prefix_run_whole_and_equal_a_full_forward(family, score, order_dataset):
-    from aro.metrics.scoring import Scorer
-
     model, processor = make_tiny_vlm(family, TINY_WORDS, seed=4)
     prompts = (
         GenerativePrompts() if getattr(processor, "chat_template", None) else TEMPLATE
@@ -148,6 +151,7 @@ def test_pairs_that_cannot_share_a_prefix_run_whole_and_equal_a_full_forward(fam
     for batch_size in (1, 3, 16):
         scorer = Scorer(model, processor, score=score, prompts=prompts, batch_size=batch_size)
         np.testing.assert_allclose(scorer.score(order_dataset).scores, reference, rtol=1e-4, atol=1e-5)
+    assert isinstance(scorer.adapter, PerPairAdapter)
     settings = scorer.adapter.settings()
     assert settings["prefix"] == "per pair" and PER_PAIR_FAMILIES[family] in settings["per_pair_because"]
     # The vision encoder's output is shared over an image's pairs unless it reads the prompt (InstructBLIP's Q-Former).
@@ -202,8 +206,6 @@ def test_a_model_without_chat_template_or_image_token_gets_one_clear_line(order_
 
 
 def test_score_options_are_refused_for_models_that_are_not_generative(order_dataset, tiny_clip_dir):
-    from aro.metrics.scoring import load_model
-
     with pytest.raises(
         ValueError,
         match="--score and the prompts apply to generative models; CLIPModel is scored by the dual-encoder adapter",
@@ -213,8 +215,6 @@ def test_score_options_are_refused_for_models_that_are_not_generative(order_data
 
 @pytest.fixture(scope="module")
 def aro_folder(tmp_path_factory):
-    from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
-
     folder = tmp_path_factory.mktemp("synthetic") / "aro"
     build_synthetic_aro(
         folder,
@@ -238,8 +238,6 @@ def idefics3_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("score", ["vqa", "likelihood"])
 def test_aro_eval_scores_a_saved_generative_model(score, aro_folder, idefics3_folder, tmp_path, capsys):
-    from aro.metrics.scoring import load_model, load_split
-
     folder = idefics3_folder
     out = tmp_path / "eval"
     arguments = [
@@ -274,8 +272,6 @@ def test_aro_eval_scores_a_saved_generative_model(score, aro_folder, idefics3_fo
 
 
 def test_aro_eval_scores_a_saved_paligemma_pair_by_pair(aro_folder, tmp_path, capsys):
-    from aro.metrics.scoring import load_model, load_split
-
     model, processor = make_tiny_vlm("paligemma", TINY_WORDS, seed=5)
     folder = tmp_path / "tiny-paligemma"
     model.save_pretrained(folder)
@@ -336,15 +332,14 @@ from aro.metrics.scoring import load_model, load_split, score_items
 
 state = PartialState()
 model, processor = load_model(sys.argv[1])
-result = score_items(model, processor, load_split(sys.argv[2], "coco_order"), score="likelihood", batch_size=2, distributed=state)
+data = load_split(sys.argv[2], "coco_order")
+result = score_items(model, processor, data, score="likelihood", batch_size=2, distributed=state)
 if state.is_main_process:
     np.save(sys.argv[3], result.scores)
 """
 
 
 def test_two_processes_score_as_one(aro_folder, idefics3_folder, tmp_path):
-    from aro.metrics.scoring import load_model, load_split
-
     script = tmp_path / "score_sharded.py"
     script.write_text(SHARDED_SCRIPT)
     environment = os.environ | {
@@ -382,12 +377,6 @@ def test_two_processes_score_as_one(aro_folder, idefics3_folder, tmp_path):
 def test_multimodal_rope_positions_continue_after_the_image():
     """Qwen2-VL's text positions after the image are shifted by the image's M-RoPE delta; its processor needs
     torchvision (absent here), so the model's inputs are built by hand: a 4 x 4 patch grid merged into 4 tokens."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-    from aro.metrics.scoring import Runtime
-    from aro.metrics.scoring.adapters.generative import GenerativeAdapter, ImagePrefix
-    from aro.models.tiny_vlm import chat_word_tokenizer
-
     names = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     tokenizer = chat_word_tokenizer(TINY_WORDS, names)
     ids = dict(
@@ -424,7 +413,8 @@ def test_multimodal_rope_positions_continue_after_the_image():
         + "<|image_pad|>" * 4
         + "<|vision_end|> {prompt} <|im_end|> <|im_start|> assistant "
     )
-    adapter = GenerativeAdapter(model, tokenizer, Runtime(device="cpu"), score="likelihood", prompts=prompts)
+    assert adapter_class(model) is SharedPrefixAdapter
+    adapter = SharedPrefixAdapter(model, tokenizer, Runtime(device="cpu"), score="likelihood", prompts=prompts)
 
     image_inputs = {"pixel_values": torch.randn(16, 3 * 2 * 8 * 8), "image_grid_thw": torch.tensor([[1, 4, 4]])}
     bare = tokenizer(prompts.text("likelihood", "", None))["input_ids"]

@@ -1,6 +1,7 @@
 """Publishing and comparing: Hub cards and formats parsed by huggingface_hub, the other harnesses' protocol and
 datasets, bootstrap intervals, per-perturbation numbers, per-item scores, several models in one run."""
 
+import asyncio
 import importlib.util
 import json
 from pathlib import Path
@@ -19,7 +20,7 @@ from test_build import sources  # noqa: F401 - the fixture of original-format so
 
 from aro.builders.build import AroSources, build_aro
 from aro.cli import main
-from aro.core.protocol import EXCLUDED_RELATIONS, predict
+from aro.core.protocol import EXCLUDED_RELATIONS, PROTOCOLS, predict
 from aro.metrics.scoring.bootstrap import Bootstrap
 from aro.metrics.scoring.breakdown import config_numbers
 from aro.metrics.scoring.hub_copies import as_aro_config
@@ -223,19 +224,40 @@ def load_app():
     return app
 
 
-def test_space_form_computes_and_its_interface_builds():
+def test_space_form_computes_what_the_module_computes():
+    """The Space's form, built and run through Gradio's own processing of its inputs (no server), gives the module's
+    results for the strings a user types; it offers every config and protocol."""
     import evaluate
+    import gradio  # here, not at the top: importing gradio takes 3.4 to 4 s, which no other test here needs
+    from gradio.state_holder import SessionState
 
     app = load_app()
     module = evaluate.load(str(METRIC_DIR))
-    results = app.compute(module, "0, 1, 0, -1", "0,0,0,0", "on, on, holding, holding", "relation", "paper")
-    assert (results["accuracy"], results["macro_accuracy"], results["num_ties"]) == (0.5, 0.5, 1)
-    assert "error" in app.compute(module, "0, 1", "0", "", "relation", "paper")
-    gradio = pytest.importorskip("gradio")  # the Space provides Gradio; the package does not depend on it
     interface = app.build_interface(module)
-    assert isinstance(interface, gradio.Interface)
     card = yaml.safe_load((METRIC_DIR / "README.md").read_text().split("---")[1])
     assert card["sdk_version"] == gradio.__version__  # the version this test built the form with
+    config_box, protocol_box = interface.input_components[3:]
+    assert [value for value, _ in config_box.choices] == list(ARO_CONFIGS)
+    assert [value for value, _ in protocol_box.choices] == list(PROTOCOLS)
+    inputs = [component._id for component in interface.input_components]
+    submit = next(function for function in interface.fns.values() if [b._id for b in function.inputs] == inputs)
+
+    def form(*values: str) -> dict:
+        output = asyncio.run(interface.process_api(block_fn=submit, inputs=list(values), state=SessionState(interface)))
+        return output["data"][0].root
+
+    typed = ("0, 1, 0, -1", "0,0,0,0", "on, on\nholding, holding")
+    for protocol in PROTOCOLS:
+        expected = module.compute(
+            predictions=[0, 1, 0, -1],
+            references=[0, 0, 0, 0],
+            groups=["on", "on", "holding", "holding"],
+            config="relation",
+            protocol=protocol,
+        )
+        assert form(*typed, "relation", protocol) == json.loads(json.dumps(expected))
+    assert (form(*typed, "relation", "paper")["accuracy"], form(*typed, "relation", "paper")["num_ties"]) == (0.5, 1)
+    assert "predictions (2) and references (1)" in form("0, 1", "0", "", "coco_order", "paper")["error"]
 
 
 # Comparable numbers

@@ -2,19 +2,25 @@
 
 evaluate's own `launch_gradio_widget` builds its form with `gr.inputs`/`gr.outputs`, which Gradio 4 removed, so
 the form is built here with today's components (tested with the Gradio version the card's `sdk_version` names).
-`build_interface` makes the form without launching it; the Space runs this file, which launches it.
+Its config and protocol choices are those of the module's own `contract.py` and `protocol.py`, the copies that
+evaluate loaded beside the module's script. `build_interface` makes the form without launching it; the Space runs
+this file, which launches it.
 """
 
+import importlib
 from pathlib import Path
 
 import evaluate
-
-CONFIG_CHOICES = ["relation", "attribution", "coco_order", "flickr30k_order"]
-PROTOCOL_CHOICES = ["paper", "none", "mteb"]
+import gradio as gr
 
 
 def _values(text: str) -> list[str]:
     return [value.strip() for value in text.replace("\n", ",").split(",") if value.strip()]
+
+
+def beside(module, name: str):
+    """The copy of `name` (`contract`, `protocol`) that evaluate loaded beside the script of `module`."""
+    return importlib.import_module(f"{type(module).__module__.rpartition('.')[0]}.{name}")
 
 
 def compute(module, predictions: str, references: str, groups: str, config: str, protocol: str) -> dict:
@@ -31,10 +37,10 @@ def compute(module, predictions: str, references: str, groups: str, config: str,
         return {"error": str(error)}
 
 
-def build_interface(module):
+def build_interface(module) -> gr.Interface:
     """The Gradio form: predictions, references, groups, config and protocol in; the results as JSON out."""
-    import gradio as gr
-
+    configs = list(beside(module, "contract").ARO_CONFIGS)
+    protocols = list(beside(module, "protocol").PROTOCOLS)
     return gr.Interface(
         fn=lambda *inputs: compute(module, *inputs),
         inputs=[
@@ -49,8 +55,8 @@ def build_interface(module):
                 placeholder="on, on, holding, holding",
                 info="relation or attribute pair per item",
             ),
-            gr.Dropdown(CONFIG_CHOICES, value="relation", label="config"),
-            gr.Dropdown(PROTOCOL_CHOICES, value="paper", label="protocol"),
+            gr.Dropdown(configs, value=configs[0], label="config"),
+            gr.Dropdown(protocols, value="paper", label="protocol"),
         ],
         outputs=gr.JSON(label="results"),
         title="ARO accuracy",

@@ -31,9 +31,10 @@ Args:
     config (`str`, *optional*): `relation`, `attribution`, `coco_order` or `flickr30k_order`, when the module was
         loaded without a config name; selects the protocol's rules for the macro accuracy.
     protocol (`str`, defaults to `"paper"`): `"paper"` leaves out the 157 relations the authors exclude and the
-        attribute pairs with fewer than 25 items; `"none"` averages over every group; `"mteb"` is the rule of mteb
-        and CLIP_benchmark (nothing excluded, micro accuracy first, ties with the true caption right: pass argmax
-        predictions, or `model_id`, which predicts by the protocol's rule).
+        attribute pairs with fewer than 25 items; `"none"` averages over every group; `"clip_benchmark"` is
+        CLIP_benchmark's rule (nothing excluded, micro accuracy first, ties wrong); `"mteb"` is mteb's (nothing
+        excluded, micro accuracy first, ties with the true caption right: pass argmax predictions, or `model_id`,
+        which predicts by the protocol's rule).
     model_id (`str`, *optional*): instead of predictions, a Hub id or local path of a model to score, with
         `dataset` (a Hub id or local path of an ARO dataset, or a `datasets.Dataset`) and `config`.
         Further options: `revision`, `trust_remote_code`, `batch_size`, `device`, `dtype` (`bf16`/`fp16`),

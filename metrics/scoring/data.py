@@ -4,9 +4,12 @@ An ARO item is an image and K candidate captions, the true one first: `caption_o
 (the Order sets), else `[true_caption, false_caption]` (the VG sets). An option whose text equals the true caption
 (a shuffle of "a a a" gives it back) is not a negative: it is left out of the item's comparison, and an item left
 with no negative cannot be won or lost and is left out of the accuracy (`Items.same_as_true`). This is how the
-original code's argmax treated identical options, while ties between distinct captions stay wrong. The VG sets crop one image per item while
-the Order sets show each image with five captions, so images are deduplicated by a hash of all their bytes (JPEG
-crops of one photograph share their headers) before anything is encoded.
+original code's argmax treated identical options, while ties between distinct captions stay wrong. The VG sets crop
+one image per item while the Order sets show each image with five captions, so images are deduplicated by a hash of
+all their bytes (JPEG crops of one photograph share their headers) before anything is encoded.
+
+A dataset is read by config name (`load_split`); which of its configs holds an ARO config, and whether its files can
+be scored at all, is decided before any model loads (`check_dataset`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import Image as ImageFeature
+from datasets import config as datasets_config
+from datasets import get_dataset_config_names, load_dataset, load_dataset_builder
 from PIL import Image
 from tqdm.auto import tqdm
 
-from aro.core.contract import candidates_of
-from aro.core.errors import InvalidInput
+from aro.core.contract import ARO_CONFIGS, RETRIEVAL_CONFIGS, VISUAL_GENOME_OPTIONS, candidates_of
+from aro.core.errors import InvalidInput, MissingInput
+
+from .checks import OPTIONS_COLUMN, check_captions, check_parquet_files
 
 
 def local_dataset(dataset: str) -> Path | None:
@@ -39,24 +47,57 @@ def local_dataset(dataset: str) -> Path | None:
     return None
 
 
-def check_dataset(dataset: str, configs: list[str]) -> None:
-    """Refuse, before any model loads, a dataset that is neither a folder nor a Hub id, or configs its folder lacks."""
+def config_names(dataset: str, revision: str | None = None) -> list[str]:
+    """The config names of `dataset` (a local folder or a Hub id), or one line saying why there are none."""
     folder = local_dataset(dataset)
-    if folder is None:
-        return
-    from datasets import get_dataset_config_names
-
     try:
-        available = get_dataset_config_names(str(folder))
-    except FileNotFoundError:  # datasets' EmptyDatasetError
+        return get_dataset_config_names(str(folder) if folder else dataset, revision=revision)
+    except (ConnectionError, FileNotFoundError) as error:  # datasets' EmptyDatasetError; not on the Hub, or no Hub
+        if folder is not None:
+            raise MissingInput(
+                f"dataset folder {dataset} holds no dataset (no Parquet files, no README.md configs)"
+            ) from None
+        raise hub_unreachable(dataset, error) from None
+
+
+def config_to_read(dataset: str, names: list[str], config: str, asked: int = 1) -> str:
+    """The config of `dataset` (whose configs are `names`) that holds ARO's `config`: the one of that name, or the
+    single config of a copy whose config is not one of ours (a Hub copy's `default`) when `config` is the only one
+    asked for. A folder holding only `coco_order` is not scored as `relation`, nor one config under four names."""
+    if config in names:
+        return config
+    ours = set(ARO_CONFIGS) | set(RETRIEVAL_CONFIGS)
+    if len(names) == 1 and names[0] not in ours:
+        if asked == 1:
+            return names[0]
         raise InvalidInput(
-            f"dataset folder {dataset} holds no dataset (no Parquet files, no README.md configs)"
-        ) from None
-    missing = [config for config in configs if config not in available]
-    if missing and len(available) > 1:  # a single config (a Hub copy's `default`) serves every config asked for
-        raise InvalidInput(
-            f"dataset folder {dataset} has no config {', '.join(missing)} (it has {', '.join(available)})"
+            f"dataset {dataset} has a single config ({names[0]}), which holds one ARO config, not {asked}: name the "
+            f"one it holds (--config {config}, or another)"
         )
+    raise no_such_config(dataset, config, names)
+
+
+def no_such_config(dataset: str, config: str, names: list[str]) -> MissingInput:
+    return MissingInput(f"dataset {dataset} has no config {config} (it has {', '.join(names)})")
+
+
+def check_dataset(dataset: str, configs: list[str], revision: str | None = None) -> None:
+    """Refuse, before any model loads, a dataset that is neither a folder nor a Hub id, an ARO config it does not
+    hold (see `config_to_read`), and, in a local folder, Parquet that cannot be scored: a file that is not Parquet,
+    the columns of another config, a null caption, no rows."""
+    names = config_names(dataset, revision)
+    folder = local_dataset(dataset)
+    for config in configs:
+        name = config_to_read(dataset, names, config, asked=len(configs))
+        if folder is not None:
+            data_files = load_dataset_builder(str(folder), name).config.data_files
+            files = [Path(path) for path in data_files.get("test", [])]
+            if not files:
+                raise MissingInput(f"dataset folder {dataset}: config {name} has no test split")
+            parquet = [path for path in files if path.suffix == ".parquet"]  # others are read by `datasets` alone
+            shown = {path: str(Path(dataset) / path.resolve().relative_to(folder.resolve())) for path in parquet}
+            if parquet:
+                check_parquet_files(parquet, config, shown)
 
 
 def hub_unreachable(dataset: str, error: Exception) -> ValueError:
@@ -70,11 +111,13 @@ def load_split(dataset: str, config: str | None, split: str = "test", revision: 
     `datasets` caches a local folder's Arrow conversion under its folder name and config alone, so a folder rebuilt
     in place, or another folder of the same name, would be served from a stale cache. A local folder therefore gets
     a cache directory named after its resolved path and its files' sizes and modification times, and only the
-    newest such copy of a folder is kept.
+    newest such copy of a folder is kept. A config the dataset does not have is refused in one line.
     """
-    from datasets import config as datasets_config
-    from datasets import load_dataset
-
+    names = config_names(dataset, revision)
+    if config is None and len(names) > 1:
+        raise InvalidInput(f"dataset {dataset} has several configs ({', '.join(names)}): name the one to read")
+    if config is not None and config not in names:
+        raise no_such_config(dataset, config, names)
     folder = local_dataset(dataset)
     if folder is None:
         try:
@@ -102,8 +145,8 @@ def image_key(encoded: dict) -> str:
 class Items:
     """N items over a dataset whose image column holds bytes (`Image(decode=False)`).
 
-    `image_rows[i]` is a row showing unique image i, `image_of_item[n]` the unique image of item n, and
-    `candidates[n]` its captions, the true one first.
+    `image_rows[i]` is a row showing unique image i, `image_of_item[n]` the unique image of item n,
+    `candidates[n]` its captions, the true one first, and `item_ids[n]` its `item_id` where the dataset has them.
     """
 
     dataset: object
@@ -111,23 +154,24 @@ class Items:
     image_rows: list[int]
     image_of_item: list[int]
     candidates: list[list[str]]
+    item_ids: list | None = None
 
     @classmethod
     def from_dataset(cls, dataset, image_column: str = "image") -> Items:
-        """The items of an ARO-shaped `datasets.Dataset`, its images deduplicated."""
-        from datasets import Image as ImageFeature
-
+        """The items of an ARO-shaped `datasets.Dataset`, its images deduplicated; one line naming the item of a
+        caption that cannot be scored (see `checks.check_captions`)."""
         columns = set(dataset.column_names)
-        if image_column not in columns or not (
-            "caption_options" in columns or {"true_caption", "false_caption"} <= columns
-        ):
+        if image_column not in columns or not (OPTIONS_COLUMN in columns or set(VISUAL_GENOME_OPTIONS) <= columns):
             raise InvalidInput(
                 f"the dataset has columns {dataset.column_names}: an ARO config needs `{image_column}` and either "
-                "`caption_options` or `true_caption` and `false_caption`"
+                f"`{OPTIONS_COLUMN}` or `true_caption` and `false_caption`"
             )
         raw = dataset.cast_column(image_column, ImageFeature(decode=False))
-        text_columns = [column for column in ("caption_options", "true_caption", "false_caption") if column in columns]
-        candidates = [candidates_of(row) for row in raw.select_columns(text_columns).to_list()]
+        text_columns = [OPTIONS_COLUMN] if OPTIONS_COLUMN in columns else list(VISUAL_GENOME_OPTIONS)
+        rows = raw.select_columns(text_columns).to_list()
+        item_ids = list(dataset["item_id"]) if "item_id" in columns else None
+        check_captions(rows, text_columns, "the dataset", item_ids)
+        candidates = [candidates_of(row) for row in rows]
         index_of_key: dict[str, int] = {}
         image_rows, image_of_item = [], []
         for row, record in enumerate(tqdm(raw.select_columns([image_column]), desc="hashing images", leave=False)):
@@ -136,7 +180,7 @@ class Items:
                 index_of_key[key] = len(image_rows)
                 image_rows.append(row)
             image_of_item.append(index_of_key[key])
-        return cls(raw, image_column, image_rows, image_of_item, candidates)
+        return cls(raw, image_column, image_rows, image_of_item, candidates, item_ids)
 
     def same_as_true(self) -> np.ndarray:
         """[N, K] booleans: True where an option other than the first has the true caption's text (not a negative)."""

@@ -26,7 +26,8 @@ from aro.core.protocol import accuracy_results, get_protocol, predict
 from .adapters import BlindAdapter, hook_name
 from .bootstrap import DEFAULT_DRAWS, Bootstrap
 from .breakdown import config_numbers
-from .data import check_dataset, hub_unreachable, load_split
+from .checks import check_at_least_one
+from .data import check_dataset, config_names, config_to_read, load_split
 from .hub_copies import as_aro_config
 from .loading import load_blind_model, load_model
 from .provenance import dataset_commit, hub_id, model_commit, name_of
@@ -57,16 +58,10 @@ def resolve_configs(configs: str | list[str]) -> list[str]:
 
 def load_config(dataset: str, config: str, revision: str | None = None):
     """The test split of `config`; a dataset with a single config of another name (a Hub copy, whose config is
-    `default`) gives that one."""
-    from datasets import get_dataset_config_names
-
-    try:
-        names = get_dataset_config_names(dataset, revision=revision)
-    except (ConnectionError, FileNotFoundError) as error:  # not on the Hub, or the Hub out of reach
-        raise hub_unreachable(dataset, error) from None
-    if config not in names and len(names) == 1:
-        config = names[0]
-    return load_split(dataset, config, "test", revision=revision)
+    `default`) gives that one (see `data.config_to_read`)."""
+    return load_split(
+        dataset, config_to_read(dataset, config_names(dataset, revision), config), "test", revision=revision
+    )
 
 
 def subsample(data, limit: int | None, seed: int):
@@ -120,13 +115,14 @@ def evaluate_model(
     beside the model's (`configs[config]["blind"]`, see `blind_results`).
     """
     get_protocol(protocol)
+    check_at_least_one("--limit", limit)
     configs = resolve_configs(configs)
     runtime = Runtime(
         device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed
     )
     if output_dir is not None:
         check_output_folder(output_dir, EVAL_COMMAND, inputs=[dataset, model if isinstance(model, str) else None])
-    check_dataset(dataset, configs)
+    check_dataset(dataset, configs, dataset_revision)
     if isinstance(model, str):
         reference = model
         model, processor = load_model(reference, revision=revision, trust_remote_code=trust_remote_code)

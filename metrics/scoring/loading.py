@@ -3,7 +3,9 @@
 A checkpoint is built as the first of its `config.architectures` that an adapter scores (a BLIP matching
 checkpoint as `BlipForImageTextRetrieval`, not as the `BlipModel` that `AutoModel` would build), else by
 `AutoModel`. Weights the checkpoint lacks would be left random and give silently wrong scores, so a checkpoint
-with any `missing_keys` is refused, naming the parts (heads, towers) it lacks.
+with any `missing_keys` is refused, naming the parts (heads, towers) it lacks. A folder without a processor or
+weights, or with a weights file that is corrupt or cut short, is refused in one line too; the processor is loaded
+first, as it takes a fraction of the weights' time.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-from aro.core.errors import InvalidInput
+import transformers
+from safetensors import SafetensorError, safe_open
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor, AutoTokenizer
+from transformers.utils import logging
+
+from aro.core.errors import InvalidInput, MissingInput
 
 from .adapters import ADAPTERS, is_generative
 
@@ -20,20 +27,63 @@ class MissingWeights(InvalidInput):
     """The checkpoint has no weights for part of the model it would be scored with."""
 
 
+def first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def unreadable_weights(model_id: str) -> str:
+    """The local weights files of `model_id` that safetensors cannot open (what a corrupt or truncated file gives)."""
+    broken = []
+    for path in sorted(Path(model_id).expanduser().glob("*.safetensors")):
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except SafetensorError:
+            broken.append(path.name)
+    return ", ".join(broken) or "a weights file"
+
+
+@contextmanager
+def loading(model_id: str, what: str):
+    """One line instead of a traceback where `model_id` has no `what` (its weights, its processor) that loads, or a
+    weights file that is corrupt or truncated."""
+    try:
+        yield
+    except SafetensorError as error:
+        raise InvalidInput(
+            f"model {model_id}: {unreadable_weights(model_id)} cannot be read ({error}): the file is corrupt or "
+            "truncated; save or download it again"
+        ) from None
+    except OSError as error:  # transformers' "no file named ...", "Can't load image processor ..."
+        raise MissingInput(f"model {model_id} has no {what} that can be loaded: {first_line(error)}") from None
+
+
 def load_processor(model_id: str, revision: str | None = None, trust_remote_code: bool = False):
     """The checkpoint's processor, with the PIL image backend pinned where there is a choice.
 
     transformers 5 has a torchvision and a PIL image backend that differ slightly; scores must not depend on
     whether torchvision happens to be installed.
     """
-    from transformers import AutoProcessor
+    with loading(model_id, "processor"):
+        try:
+            processor = AutoProcessor.from_pretrained(
+                model_id, revision=revision, trust_remote_code=trust_remote_code, backend="pil"
+            )
+        except (TypeError, ValueError):
+            processor = AutoProcessor.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    refuse_empty_tokenizer(model_id, getattr(processor, "tokenizer", processor))
+    return processor
 
-    try:
-        return AutoProcessor.from_pretrained(
-            model_id, revision=revision, trust_remote_code=trust_remote_code, backend="pil"
+
+def refuse_empty_tokenizer(model_id: str, tokenizer) -> None:
+    """transformers builds a tokenizer of its special tokens alone from a folder without tokenizer files: every
+    caption would read as unknown tokens, and every item would tie. `MissingInput` for such a tokenizer."""
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    if special and len(tokenizer) <= len(special):
+        raise MissingInput(
+            f"model {model_id} has no tokenizer files: its tokenizer knows only its {len(tokenizer)} special tokens, "
+            "so every caption would read as unknown tokens (save the processor with the model)"
         )
-    except (TypeError, ValueError):
-        return AutoProcessor.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
 
 
 def refuse_missing_weights(model_id: str, model, missing_keys: list[str]) -> None:
@@ -41,15 +91,13 @@ def refuse_missing_weights(model_id: str, model, missing_keys: list[str]) -> Non
     if missing_keys:
         parts = sorted({key.split(".")[0] for key in missing_keys})
         raise MissingWeights(
-            f"{model_id} has no weights for {', '.join(parts)} of {type(model).__name__} ({len(missing_keys)} tensors missing): "
-            "scoring with them would use random weights; give a checkpoint trained with that head"
+            f"{model_id} has no weights for {', '.join(parts)} of {type(model).__name__} ({len(missing_keys)} tensors "
+            "missing): scoring with them would use random weights; give a checkpoint trained with that head"
         )
 
 
 def model_config(model_id: str, revision: str | None = None, trust_remote_code: bool = False):
     """The checkpoint's config; a one-line `ValueError` when `model_id` is a file, a missing path or unreachable."""
-    from transformers import AutoConfig
-
     path = Path(model_id).expanduser()
     if path.is_file() or (model_id.startswith((".", "/", "~")) and not path.exists()):
         raise InvalidInput(
@@ -58,14 +106,12 @@ def model_config(model_id: str, revision: str | None = None, trust_remote_code: 
     try:
         return AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as error:  # not a folder, not on the Hub, or the Hub out of reach: transformers says which
-        raise InvalidInput(f"model {model_id!r} cannot be loaded: {str(error).splitlines()[0]}") from None
+        raise InvalidInput(f"model {model_id!r} cannot be loaded: {first_line(error)}") from None
 
 
 @contextmanager
 def quiet_load_report():
     """Silence transformers' multi-line load report: missing weights are refused in one line instead."""
-    from transformers.utils import logging
-
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
@@ -74,24 +120,29 @@ def quiet_load_report():
         logging.set_verbosity(verbosity)
 
 
-def load_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
-    """(model, processor) of `model_id`, the model built as the architecture its config names."""
-    import transformers
-    from transformers import AutoModel
-
-    config = model_config(model_id, revision, trust_remote_code)
-    architecture = next((name for name in config.architectures or [] if name in ADAPTERS or is_generative(name)), None)
-    model_class = getattr(transformers, architecture) if architecture else AutoModel
-    with quiet_load_report():
+def load_weights(model_class, model_id: str, revision: str | None, trust_remote_code: bool, dtype):
+    """`model_class.from_pretrained(model_id)` in eval mode, refused in one line where weights are missing (in part,
+    or as files) or unreadable."""
+    with loading(model_id, "weights"), quiet_load_report():
         model, info = model_class.from_pretrained(
             model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, output_loading_info=True
         )
     refuse_missing_weights(model_id, model, info["missing_keys"])
-    return model.eval(), load_processor(model_id, revision, trust_remote_code)
+    return model.eval()
+
+
+def load_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
+    """(model, processor) of `model_id`, the model built as the architecture its config names."""
+    config = model_config(model_id, revision, trust_remote_code)
+    architecture = next((name for name in config.architectures or [] if name in ADAPTERS or is_generative(name)), None)
+    processor = load_processor(model_id, revision, trust_remote_code)
+    model_class = getattr(transformers, architecture) if architecture else AutoModel
+    return load_weights(model_class, model_id, revision, trust_remote_code, dtype), processor
 
 
 def model_and_processor(model, processor=None, revision: str | None = None, trust_remote_code: bool = False):
-    """(name, model, processor) of a Hub id or local path (loaded here), or of a model already loaded with its processor."""
+    """(name, model, processor) of a Hub id or local path (loaded here), or of a model already loaded with its
+    processor."""
     if isinstance(model, str):
         return (model, *load_model(model, revision=revision, trust_remote_code=trust_remote_code))
     if processor is None:
@@ -101,12 +152,8 @@ def model_and_processor(model, processor=None, revision: str | None = None, trus
 
 def load_blind_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
     """(causal language model, tokenizer) of `model_id`, for the text-only baseline."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     model_config(model_id, revision, trust_remote_code)
-    with quiet_load_report():
-        model, info = AutoModelForCausalLM.from_pretrained(
-            model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, output_loading_info=True
-        )
-    refuse_missing_weights(model_id, model, info["missing_keys"])
-    return model.eval(), AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    with loading(model_id, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    refuse_empty_tokenizer(model_id, tokenizer)
+    return load_weights(AutoModelForCausalLM, model_id, revision, trust_remote_code, dtype), tokenizer

@@ -2,7 +2,8 @@
 
 A model's score of an item is one number per candidate; the prediction is the candidate with the strictly highest
 score, or -1 on a tie. An option with the true caption's text is no negative: its score is NaN and it is ignored;
-an item with no negative left is not counted (`ScoreResult.counted`).
+an item with no negative left is not counted (`ScoreResult.counted`). A score that a model or scorer gives as NaN
+or infinity is refused, naming the item and the option (`checks.check_scores_finite`).
 
 >>> model, processor = load_model("openai/clip-vit-base-patch32")  # doctest: +SKIP
 >>> result = score_items(model, processor, load_dataset("ORG/aro", "relation", split="test"))  # doctest: +SKIP
@@ -19,6 +20,7 @@ from aro.core.errors import InvalidInput
 from aro.core.protocol import predict
 
 from .adapters import Adapter, GenerativeAdapter, adapter_class
+from .checks import check_scores_finite
 from .data import Items
 from .runtime import Runtime
 
@@ -80,9 +82,10 @@ class Scorer:
         self.runtime = runtime or Runtime(**runtime_options)
         adapter = adapter or adapter_class(model)
         generative = {name: value for name, value in (("score", score), ("prompts", prompts)) if value is not None}
-        if generative and adapter is not GenerativeAdapter:
+        if generative and not issubclass(adapter, GenerativeAdapter):
             raise InvalidInput(
-                f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the {adapter.family} adapter"
+                f"--score and the prompts apply to generative models; {type(model).__name__} is scored by the "
+                f"{adapter.family} adapter"
             )
         self.adapter = adapter(model, processor, self.runtime, **generative)
 
@@ -90,9 +93,11 @@ class Scorer:
         """Score every item of an ARO-shaped `datasets.Dataset`; `protocol` decides how ties predict."""
         items = Items.from_dataset(dataset)
         same = items.same_as_true()
-        (_, scores), *others = (
-            (head, np.where(same, np.nan, scores)) for head, scores in self.adapter.score_heads(items).items()
-        )
+        heads = self.adapter.score_heads(items)
+        for head, scores in heads.items():
+            named = self.adapter.scorer_name + (f" (its {head} head)" if len(heads) > 1 else "")
+            check_scores_finite(scores, items.candidates, items.item_ids, named)
+        (_, scores), *others = ((head, np.where(same, np.nan, scores)) for head, scores in heads.items())
         groups = (
             [str(group) for group in dataset[group_column]]
             if group_column and group_column in dataset.column_names

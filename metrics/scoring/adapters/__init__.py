@@ -2,18 +2,21 @@
 `config.architectures`) or its model type, never from what `AutoModel` happens to build.
 
 A new family is an `Adapter` subclass naming the `architectures` (or `model_types`) it scores, added to `FAMILIES`.
+A generative model gets one of two adapters: `SharedPrefixAdapter` where its pairs can share the image's prefix,
+`PerPairAdapter` where they cannot (`why_no_shared_prefix` says why).
 """
 
 from __future__ import annotations
 
 import torch
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from aro.core.errors import InvalidInput
 
 from .base import Adapter
 from .blind import BlindAdapter
 from .dual import DualEncoderAdapter, FlavaAdapter
-from .generative import GenerativeAdapter
+from .generative import GenerativeAdapter, PerPairAdapter, SharedPrefixAdapter, why_no_shared_prefix
 from .hook import CallableAdapter, HookError, hook_name, load_hook
 from .matching import Blip2MatchingAdapter, BlipMatchingAdapter, BridgeTowerMatchingAdapter, ViltMatchingAdapter
 
@@ -40,8 +43,6 @@ SUPPORTED_FAMILIES = tuple(
 
 def is_generative(architecture: str) -> bool:
     """Whether `architecture` is one that `AutoModelForImageTextToText` builds (a generative vision-language model)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
     return architecture in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.values()
 
 
@@ -60,7 +61,7 @@ def adapter_class(model) -> type[Adapter]:
     if model_type in MODEL_TYPES:
         return MODEL_TYPES[model_type]
     if is_generative(name):
-        return GenerativeAdapter
+        return SharedPrefixAdapter if why_no_shared_prefix(model) is None else PerPairAdapter
     if hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
         return DualEncoderAdapter
     raise UnsupportedModel(f"{name} cannot be scored on ARO. Supported: {'; '.join(SUPPORTED_FAMILIES)}.")
@@ -81,6 +82,8 @@ __all__ = [
     "FlavaAdapter",
     "GenerativeAdapter",
     "HookError",
+    "PerPairAdapter",
+    "SharedPrefixAdapter",
     "UnsupportedModel",
     "ViltMatchingAdapter",
     "adapter_class",

@@ -65,6 +65,11 @@ class Adapter:
         self.text_limit = text_limit(getattr(model.config, "text_config", model.config), self.tokenizer)
         self.padding = "max_length" if model.config.model_type in PAD_TO_LIMIT else True
 
+    @property
+    def scorer_name(self) -> str:
+        """What gave the scores, as error messages name it."""
+        return type(self.model).__name__
+
     def score(self, items: Items) -> np.ndarray:
         raise NotImplementedError
 

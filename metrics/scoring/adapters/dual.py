@@ -17,7 +17,10 @@ from .base import Adapter, ImagePreprocess, features_of
 
 class DualEncoderAdapter(Adapter):
     family = "dual-encoder"
-    summary = "dual encoders with get_image_features/get_text_features (CLIP, NegCLIP, SigLIP, SigLIP 2, ALIGN, AltCLIP, Chinese-CLIP)"
+    summary = (
+        "dual encoders with get_image_features/get_text_features (CLIP, NegCLIP, SigLIP, SigLIP 2, ALIGN, AltCLIP, "
+        "Chinese-CLIP)"
+    )
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return features_of(self.model.get_image_features(pixel_values=pixel_values))

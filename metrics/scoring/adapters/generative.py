@@ -1,9 +1,9 @@
 """Generative vision-language models (what `AutoModelForImageTextToText` builds: LLaVA, LLaVA-NeXT, Qwen2-VL/2.5-VL,
 Idefics3/SmolVLM, Gemma 3, PaliGemma, BLIP-2, InstructBLIP...), scored by VQAScore or by caption likelihood (see
-`prompts.py`).
+`prompts.py`), by one of two adapters that `adapters.adapter_class` chooses from the model (`why_no_shared_prefix`).
 
 The candidates of an item differ only in their caption, so where the model allows, everything before the caption
-is computed once (the shared prefix):
+is computed once (`SharedPrefixAdapter`):
 
 - each unique image is preprocessed once, and its text with an empty caption is put through the processor once;
   each pair's token ids are that text's ids with the tokens from the caption on replaced by the pair's own, as the
@@ -15,15 +15,17 @@ is computed once (the shared prefix):
   caption on) is run, the candidates of all the batch's items together, left-padded with explicit positions, so
   the answer position is the last one of every row and only its logits are computed for VQAScore.
 
-Where the image's states depend on the caption, no prefix can be shared, and each pair runs whole (per pair): the
-candidates of a batch's items in one right-padded forward through the model's own processor and `forward`. That
-is so for PaliGemma (its prompt is read bidirectionally, so the image tokens see the caption in the question) and
-InstructBLIP (its Q-Former reads the prompt), and for BLIP-2, whose `forward` takes no key/value cache. A vision
-encoder that reads the image alone (PaliGemma's, BLIP-2's) still runs once per image: its output goes to the
-forward as `mm_encoder_outputs`, row by row to the image's pairs.
+Where the image's states depend on the caption, no prefix can be shared, and each pair runs whole
+(`PerPairAdapter`): the candidates of a batch's items in one right-padded forward through the model's own processor
+and `forward`. That is so for PaliGemma (its prompt is read bidirectionally, so the image tokens see the caption in
+the question) and InstructBLIP (its Q-Former reads the prompt), and for BLIP-2, whose `forward` takes no key/value
+cache. A vision encoder that reads the image alone (PaliGemma's, BLIP-2's) still runs once per image: its output
+goes to the forward as `mm_encoder_outputs`, row by row to the image's pairs.
 
-Both ways, the scores equal one full forward per pair through the model's own `forward` (tests/test_generative.py).
-The vision tower and the prefix are not cached across batches: a prefix's cache is as large as a batch of captions.
+Both adapters share their prompts, answer tokens, the reading of scores from logits and the walk from items to
+images and back (`GenerativeAdapter`); both give the scores of one full forward per pair through the model's own
+`forward` (tests/test_generative.py). The vision tower and the prefix are not cached across batches: a prefix's
+cache is as large as a batch of captions.
 """
 
 from __future__ import annotations
@@ -80,13 +82,16 @@ class ImagePrefix:
 
 
 class GenerativeAdapter(Adapter):
-    """Scores (image, caption) pairs by `score` ("vqa" or "likelihood") with `prompts` (see `GenerativePrompts`)."""
+    """What both generative adapters share: the score ("vqa" or "likelihood") and its `prompts` (see
+    `GenerativePrompts`), the answer tokens, the processor call, reading scores from logits, and the walk from a batch
+    of items to its unique images and back. Subclasses implement `score_images` and name their `prefix`."""
 
     family = "generative"
     summary = (
         "generative models that AutoModelForImageTextToText builds (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics3/SmolVLM, "
         "Gemma 3, PaliGemma, BLIP-2, InstructBLIP...), scored by --score vqa or likelihood"
     )
+    prefix = ""  # how results.json names the way each image's pairs run: "shared" or "per pair"
 
     def __init__(self, model, processor, runtime, score: str = "vqa", prompts: GenerativePrompts | None = None):
         super().__init__(model, processor, runtime)
@@ -95,53 +100,24 @@ class GenerativeAdapter(Adapter):
         # What the model's class cannot do is said before what its processor lacks (a chat template, say).
         if model.config.model_type in NOT_SCORED:
             raise InvalidInput(f"{type(model).__name__} is not scored: {NOT_SCORED[model.config.model_type]}")
-        parameters = inspect.signature(model.forward).parameters
-        self.per_pair_reason = _why_no_shared_prefix(model, parameters)
         self.score_name, self.prompts = score, prompts or GenerativePrompts()
-        # An encoder-decoder language model (BLIP-2 Flan-T5) reads the prompt in its encoder; its decoder writes the
-        # answer, or the caption, after its start token.
-        text_config = getattr(model.config, "text_config", model.config)
-        self.decoder_start = text_config.decoder_start_token_id if _is_encoder_decoder(model.config) else None
-        # PaliGemma's processor takes the answer as a suffix, read causally after the prompt: the caption goes there.
-        self.caption_as_suffix = score == "likelihood" and "suffix" in inspect.signature(processor.__call__).parameters
-        self.scored_ids = (
-            "input_ids" if self.decoder_start is None else "decoder_input_ids"
-        )  # the tokens whose logits are read
         self.family = f"generative-{score}"
+        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.notes = {}
         if score == "vqa":  # P(answer) and P(negative answer) at the answer position
-            bare_turn = None if self.decoder_start is not None else self.prompts.text("vqa", "", processor)
             self.answer_ids = [
-                answer_token_id(self.tokenizer, bare_turn, answer)
+                answer_token_id(self.tokenizer, self.answer_context(), answer)
                 for answer in (self.prompts.answer, self.prompts.negative_answer)
             ]
-        # Per pair, the vision encoder runs once per image where the forward takes its output and it reads the image
-        # alone (not InstructBLIP's, whose Q-Former reads the prompt): the names of the inputs it reads.
-        encoder_parameters = (
-            inspect.signature(model.get_image_features).parameters if hasattr(model, "get_image_features") else {}
-        )
-        shares_encoder = "mm_encoder_outputs" in parameters and not {"qformer_input_ids", "input_ids"} & set(
-            encoder_parameters
-        )
-        self.image_encoder_inputs = (
-            [name for name in encoder_parameters if name not in ("self", "kwargs")] if shares_encoder else []
-        )
-        self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
-        self.keeps_logits = "logits_to_keep" in parameters
-        self.notes = {}
+
+    def answer_context(self) -> str | None:
+        """The text the answer is written after, to find its token there (None: a decoder's first token)."""
+        return self.prompts.text("vqa", "", self.processor)
 
     def settings(self) -> dict:
         """What results.json records about how this model was scored."""
-        settings = {
-            "score": self.score_name,
-            "prompts": self.prompts.record(),
-            "prefix": "shared" if self.per_pair_reason is None else "per pair",
-        }
-        if self.per_pair_reason is not None:
-            settings["per_pair_because"] = self.per_pair_reason
-            settings["vision_encoder"] = "once per image" if self.image_encoder_inputs else "once per pair"
+        settings = {"score": self.score_name, "prompts": self.prompts.record(), "prefix": self.prefix}
         return settings | ({"answer_token_ids": self.answer_ids} if self.score_name == "vqa" else {})
-
-    # Token bookkeeping -------------------------------------------------------------------------------------------
 
     def processor_inputs(self, text: str, image, **suffix) -> dict:
         try:
@@ -152,6 +128,77 @@ class GenerativeAdapter(Adapter):
                 f"({' '.join(str(error).split())}); "
                 "check that the prompt places the image token as the processor expects (--prompt-template)"
             ) from error
+
+    def read_scores(self, logits: torch.Tensor, input_ids: torch.Tensor, reads: list[range]) -> list[torch.Tensor]:
+        """Each row's score from the logits of its last positions: P(answer) and P(negative answer) at position
+        `read.start`, just after the row's tokens (vqa), or the mean log-probability of the row's tokens at positions
+        `read` (likelihood)."""
+        offset = input_ids.shape[1] - logits.shape[1]  # the logits of the first `offset` positions were not computed
+        log_probs = logits.float().log_softmax(dim=-1)
+        if self.score_name == "vqa":
+            return [
+                log_probs[row, read.start - 1 - offset, self.answer_ids].exp().cpu() for row, read in enumerate(reads)
+            ]
+        scores = []
+        for row, read in enumerate(reads):
+            predicted_at = torch.arange(read.start - 1, read.stop - 1, device=logits.device) - offset
+            scores.append(log_probs[row, predicted_at, input_ids[row, read.start : read.stop]].mean().reshape(1).cpu())
+        return scores
+
+    def forward(self, keep: int, **inputs):
+        """The model's forward under autocast, computing the logits of the last `keep` positions only where the
+        model can (the language-model head over a large vocabulary costs as much as a layer)."""
+        with self.runtime.autocast():
+            return self.model(**inputs, **({"logits_to_keep": keep} if self.keeps_logits else {}))
+
+    def score_batch(self, items: Items, item_indices: list[int]) -> torch.Tensor:
+        """Scores [n, K, ...] of a batch of items: each unique image's pairs run together."""
+        images = sorted({items.image_of_item[item] for item in item_indices})
+        decoder = ImageRows(items.dataset, [items.image_rows[image] for image in images], items.image_column)
+        captions = {image: [] for image in images}
+        for item in item_indices:
+            captions[items.image_of_item[item]].extend(items.candidates[item])
+        pictures = {image: decoder[position] for position, image in enumerate(images)}
+        pair_scores = self.score_images(pictures, captions)
+        # Back from image order to item order: each image's pairs are its items' candidates, item after item.
+        taken = {image: 0 for image in images}
+        rows = []
+        for item in item_indices:
+            image, count = items.image_of_item[item], len(items.candidates[item])
+            rows.append(torch.stack(pair_scores[image][taken[image] : taken[image] + count]))
+            taken[image] += count
+        return torch.stack(rows)
+
+    def score_images(self, pictures: dict, captions: dict) -> dict[int, list[torch.Tensor]]:
+        """Per unique image of a batch, the scores of its pairs (`captions[image]`, in order)."""
+        raise NotImplementedError
+
+    def score(self, items: Items) -> np.ndarray:
+        order = sorted(range(len(items.candidates)), key=items.image_of_item.__getitem__)
+        scored = self.runtime.gathered(
+            lambda share: self.runtime.batched(lambda batch: self.score_batch(items, batch), share, "items"), order
+        )
+        scores = torch.empty_like(scored)
+        scores[torch.tensor(order)] = scored
+        if self.score_name == "vqa":
+            says_yes = (scores[..., 0] > scores[..., 1]).numpy()
+            negatives = ~items.same_as_true()[:, 1:]  # an option with the true caption's text is no false caption
+            self.notes = {
+                "yes_rate_true_caption": float(says_yes[:, 0].mean()),
+                "yes_rate_false_captions": float(says_yes[:, 1:][negatives].mean()),
+            }
+        return scores[..., 0].numpy()
+
+
+class SharedPrefixAdapter(GenerativeAdapter):
+    """Each image's prefix (the image and the prompt before the caption) runs once, its key/value cache expanded
+    over the image's candidates; only the rest of each pair runs."""
+
+    prefix = "shared"
+
+    def __init__(self, model, processor, runtime, score: str = "vqa", prompts: GenerativePrompts | None = None):
+        super().__init__(model, processor, runtime, score, prompts)
+        self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def image_prefix(self, image, captions: list[str]) -> ImagePrefix:
         """Processor inputs and token ids of one image's pairs with `captions`, and their shared prefix length."""
@@ -179,14 +226,12 @@ class GenerativeAdapter(Adapter):
         length = min(min(common_prefix_length(bare_ids, ids) for ids in pair_ids), min(scored_from) - 1)
         if length < expansion_end:
             raise InvalidInput(
-                f"the processor of {type(self.model).__name__} writes the image (or other tokens) into the prompt after "
-                f"the caption or around it ({bare_text!r}): the scorer shares the image and the text before the caption, "
-                "so the prompt must show the image first (--prompt-template)"
+                f"the processor of {type(self.model).__name__} writes the image (or other tokens) into the prompt "
+                f"after the caption or around it ({bare_text!r}): the scorer shares the image and the text before the "
+                "caption, so the prompt must show the image first (--prompt-template)"
             )
         token_inputs = {name: inputs.pop(name)[:, :length] for name in PER_TOKEN_INPUTS if name in inputs}
         return ImagePrefix(inputs, token_inputs, pair_ids, scored_from, length)
-
-    # Forward passes ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def score_group(self, prefixes: list[ImagePrefix]) -> list[torch.Tensor]:
@@ -241,29 +286,58 @@ class GenerativeAdapter(Adapter):
         reads = [range(width - len(rest) + start, width) for rest, start in zip(rests, scored_from)]
         return self.read_scores(output.logits, rest_ids, reads)
 
-    def read_scores(self, logits: torch.Tensor, input_ids: torch.Tensor, reads: list[range]) -> list[torch.Tensor]:
-        """Each row's score from the logits of its last positions: P(answer) and P(negative answer) at position
-        `read.start`, just after the row's tokens (vqa), or the mean log-probability of the row's tokens at positions
-        `read` (likelihood)."""
-        offset = input_ids.shape[1] - logits.shape[1]  # the logits of the first `offset` positions were not computed
-        log_probs = logits.float().log_softmax(dim=-1)
-        if self.score_name == "vqa":
-            return [
-                log_probs[row, read.start - 1 - offset, self.answer_ids].exp().cpu() for row, read in enumerate(reads)
-            ]
-        scores = []
-        for row, read in enumerate(reads):
-            predicted_at = torch.arange(read.start - 1, read.stop - 1, device=logits.device) - offset
-            scores.append(log_probs[row, predicted_at, input_ids[row, read.start : read.stop]].mean().reshape(1).cpu())
-        return scores
+    def score_images(self, pictures: dict, captions: dict) -> dict[int, list[torch.Tensor]]:
+        """Per image, the scores of its pairs: each image prefixed once, images of one prefix shape together."""
+        prefixes = {image: self.image_prefix(picture, captions[image]) for image, picture in pictures.items()}
+        pair_scores = {}
+        for members in _by_shape(
+            {image: prefix.image_inputs for image, prefix in prefixes.items()},
+            [prefix.length for prefix in prefixes.values()],
+        ):
+            flat = iter(self.score_group([prefixes[image] for image in members]))
+            for image in members:
+                pair_scores[image] = [next(flat) for _ in prefixes[image].pair_ids]
+        return pair_scores
 
-    def forward(self, keep: int, **inputs):
-        """The model's forward under autocast, computing the logits of the last `keep` positions only where the
-        model can (the language-model head over a large vocabulary costs as much as a layer)."""
-        with self.runtime.autocast():
-            return self.model(**inputs, **({"logits_to_keep": keep} if self.keeps_logits else {}))
 
-    # Per pair ----------------------------------------------------------------------------------------------------
+class PerPairAdapter(GenerativeAdapter):
+    """Each pair runs whole, the pairs of a batch in one right-padded forward; the vision encoder runs once per image
+    where the forward takes its output and it reads the image alone."""
+
+    prefix = "per pair"
+
+    def __init__(self, model, processor, runtime, score: str = "vqa", prompts: GenerativePrompts | None = None):
+        super().__init__(model, processor, runtime, score, prompts)
+        parameters = inspect.signature(model.forward).parameters
+        self.per_pair_reason = why_no_shared_prefix(model)
+        # An encoder-decoder language model (BLIP-2 Flan-T5) reads the prompt in its encoder; its decoder writes the
+        # answer, or the caption, after its start token.
+        text_config = getattr(model.config, "text_config", model.config)
+        self.decoder_start = text_config.decoder_start_token_id if _is_encoder_decoder(model.config) else None
+        # PaliGemma's processor takes the answer as a suffix, read causally after the prompt: the caption goes there.
+        self.caption_as_suffix = score == "likelihood" and "suffix" in inspect.signature(processor.__call__).parameters
+        # The tokens whose logits are read.
+        self.scored_ids = "input_ids" if self.decoder_start is None else "decoder_input_ids"
+        # The vision encoder runs once per image where the forward takes its output and it reads the image alone
+        # (not InstructBLIP's, whose Q-Former reads the prompt): the names of the inputs it reads.
+        encoder_parameters = (
+            inspect.signature(model.get_image_features).parameters if hasattr(model, "get_image_features") else {}
+        )
+        shares_encoder = "mm_encoder_outputs" in parameters and not {"qformer_input_ids", "input_ids"} & set(
+            encoder_parameters
+        )
+        self.image_encoder_inputs = (
+            [name for name in encoder_parameters if name not in ("self", "kwargs")] if shares_encoder else []
+        )
+
+    def answer_context(self) -> str | None:
+        return None if _is_encoder_decoder(self.model.config) else super().answer_context()
+
+    def settings(self) -> dict:
+        return super().settings() | {
+            "per_pair_because": self.per_pair_reason,
+            "vision_encoder": "once per image" if self.image_encoder_inputs else "once per pair",
+        }
 
     def pair_inputs(self, image, caption: str) -> dict:
         """The processor's inputs for one (image, caption) pair, the caption where the model reads answers."""
@@ -303,7 +377,8 @@ class GenerativeAdapter(Adapter):
             end = len(ids) - (len(bare) - start)  # what follows the caption (PaliGemma's end token) is not scored
             if ids[end:] != bare[start:] or end <= start:
                 raise InvalidInput(
-                    f"the processor of {type(self.model).__name__} does not write the caption {caption!r} as one span of the prompt's tokens"
+                    f"the processor of {type(self.model).__name__} does not write the caption {caption!r} as one span "
+                    "of the prompt's tokens"
                 )
             scored.append((inputs, range(start, end)))
         return scored
@@ -341,39 +416,7 @@ class GenerativeAdapter(Adapter):
         output = self.forward(keep, **batch)
         return self.read_scores(output.logits[:, -keep:], batch[self.scored_ids], reads)
 
-    def score_batch(self, items: Items, item_indices: list[int]) -> torch.Tensor:
-        """Scores [n, K, ...] of a batch of items: each unique image's pairs run together."""
-        images = sorted({items.image_of_item[item] for item in item_indices})
-        decoder = ImageRows(items.dataset, [items.image_rows[image] for image in images], items.image_column)
-        captions = {image: [] for image in images}
-        for item in item_indices:
-            captions[items.image_of_item[item]].extend(items.candidates[item])
-        pictures = {image: decoder[position] for position, image in enumerate(images)}
-        score_images = self.score_images_shared if self.per_pair_reason is None else self.score_images_per_pair
-        pair_scores = score_images(pictures, captions)
-        # Back from image order to item order: each image's pairs are its items' candidates, item after item.
-        taken = {image: 0 for image in images}
-        rows = []
-        for item in item_indices:
-            image, count = items.image_of_item[item], len(items.candidates[item])
-            rows.append(torch.stack(pair_scores[image][taken[image] : taken[image] + count]))
-            taken[image] += count
-        return torch.stack(rows)
-
-    def score_images_shared(self, pictures: dict, captions: dict) -> dict[int, list[torch.Tensor]]:
-        """Per image, the scores of its pairs: each image prefixed once, images of one prefix shape together."""
-        prefixes = {image: self.image_prefix(picture, captions[image]) for image, picture in pictures.items()}
-        pair_scores = {}
-        for members in _by_shape(
-            {image: prefix.image_inputs for image, prefix in prefixes.items()},
-            [prefix.length for prefix in prefixes.values()],
-        ):
-            flat = iter(self.score_group([prefixes[image] for image in members]))
-            for image in members:
-                pair_scores[image] = [next(flat) for _ in prefixes[image].pair_ids]
-        return pair_scores
-
-    def score_images_per_pair(self, pictures: dict, captions: dict) -> dict[int, list[torch.Tensor]]:
+    def score_images(self, pictures: dict, captions: dict) -> dict[int, list[torch.Tensor]]:
         """Per image, the scores of its pairs, each pair run whole, the pairs of one image shape together."""
         pairs = {image: self.image_pairs(picture, captions[image]) for image, picture in pictures.items()}
         pair_scores = {}
@@ -383,22 +426,6 @@ class GenerativeAdapter(Adapter):
             for image in members:
                 pair_scores[image] = [next(flat) for _ in pairs[image]]
         return pair_scores
-
-    def score(self, items: Items) -> np.ndarray:
-        order = sorted(range(len(items.candidates)), key=items.image_of_item.__getitem__)
-        scored = self.runtime.gathered(
-            lambda share: self.runtime.batched(lambda batch: self.score_batch(items, batch), share, "items"), order
-        )
-        scores = torch.empty_like(scored)
-        scores[torch.tensor(order)] = scored
-        if self.score_name == "vqa":
-            says_yes = (scores[..., 0] > scores[..., 1]).numpy()
-            negatives = ~items.same_as_true()[:, 1:]  # an option with the true caption's text is no false caption
-            self.notes = {
-                "yes_rate_true_caption": float(says_yes[:, 0].mean()),
-                "yes_rate_false_captions": float(says_yes[:, 1:][negatives].mean()),
-            }
-        return scores[..., 0].numpy()
 
 
 def _common_suffix_length(first: list[int], second: list[int]) -> int:
@@ -436,14 +463,19 @@ def _is_encoder_decoder(config) -> bool:
     )
 
 
-def _why_no_shared_prefix(model, forward_parameters) -> str | None:
-    """Why the pairs of an image cannot share its prefix (None: they can)."""
+def why_no_shared_prefix(model) -> str | None:
+    """Why the pairs of an image cannot share its prefix (None: they can): `adapters.adapter_class` then chooses
+    `PerPairAdapter` over `SharedPrefixAdapter`."""
+    name, forward_parameters = type(model).__name__, inspect.signature(model.forward).parameters
     if _is_encoder_decoder(model.config):
-        return f"{type(model).__name__}'s language model is an encoder-decoder ({_language_model_type(model.config)}): the prompt goes to its encoder"
+        return (
+            f"{name}'s language model is an encoder-decoder ({_language_model_type(model.config)}): "
+            "the prompt goes to its encoder"
+        )
     if model.config.model_type in PER_PAIR_MODEL_TYPES:
         return PER_PAIR_MODEL_TYPES[model.config.model_type]
     if "qformer_input_ids" in forward_parameters:
-        return f"{type(model).__name__}'s Q-Former reads the prompt, so the image's tokens depend on the caption"
+        return f"{name}'s Q-Former reads the prompt, so the image's tokens depend on the caption"
     if not {"cache", "past_key_values"} & set(forward_parameters):
-        return f"{type(model).__name__}.forward takes no key/value cache"
+        return f"{name}.forward takes no key/value cache"
     return None

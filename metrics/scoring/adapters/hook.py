@@ -59,6 +59,10 @@ class CallableAdapter(PairAdapter):
     def preprocess(self):
         return pil_images
 
+    @property
+    def scorer_name(self) -> str:
+        return f"the scorer {hook_name(self.model)}"
+
     def encode_images(self, images: list) -> list:
         return images
 
@@ -67,7 +71,8 @@ class CallableAdapter(PairAdapter):
         scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
         if scores.shape != (len(pairs),):
             raise HookError(
-                f"the scorer {hook_name(self.model)} returned shape {scores.shape} for {len(pairs)} pairs: it must return one number per pair"
+                f"{self.scorer_name} returned shape {scores.shape} for {len(pairs)} pairs: it must return one number "
+                "per pair"
             )
         return torch.from_numpy(scores)
 

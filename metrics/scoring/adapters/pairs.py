@@ -9,6 +9,7 @@ large the config.
 
 from __future__ import annotations
 
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 
@@ -66,10 +67,10 @@ class PairAdapter(Adapter):
                 for position, (_, captions) in enumerate(by_image[start : start + size])
                 for caption in captions
             ]
-
-            def run(batch: list[tuple[int, str]]) -> torch.Tensor:
-                with self.runtime.autocast():
-                    return match(states, batch).float().cpu()
-
-            scores.append(self.runtime.batched(run, chunk, "pairs"))
+            scores.append(self.runtime.batched(partial(self.match_batch, match, states), chunk, "pairs"))
         return torch.cat(scores)
+
+    def match_batch(self, match, states, batch: list[tuple[int, str]]) -> torch.Tensor:
+        """`match(states, batch)` under autocast, as float32 on the CPU."""
+        with self.runtime.autocast():
+            return match(states, batch).float().cpu()

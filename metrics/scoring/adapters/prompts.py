@@ -90,8 +90,9 @@ def answer_token_id(tokenizer, prompt_text: str | None, answer: str) -> int:
     added = with_answer[shared:]
     if shared != len(without) or len(added) != 1:
         pieces = tokenizer.convert_ids_to_tokens(added)
+        where = "after the prompt" if prompt_text is not None else "alone"
         raise InvalidInput(
-            f"the tokenizer writes the answer {answer!r} {'after the prompt' if prompt_text is not None else 'alone'} as {pieces} (not one new "
-            "token): VQAScore needs a single-token answer; choose another answer word (--answer) or --prompt-template"
+            f"the tokenizer writes the answer {answer!r} {where} as {pieces} (not one new token): VQAScore needs a "
+            "single-token answer; choose another answer word (--answer) or --prompt-template"
         )
     return added[0]

@@ -1,0 +1,142 @@
+"""Checks of what a user gives the scorer, each refusing in one line that names the file, the item or the option.
+
+What can be checked before a model loads is checked then (`aro eval` calls these through `data.check_dataset` and
+`evaluate_model`): an option out of range, a config whose Parquet has no caption column, a null caption or no rows.
+What only scoring shows is checked where it arises: a score that is NaN or infinite (a user's scorer, or a model in
+half precision) would make every comparison false and the item a tie, so it is refused instead of counted wrong.
+
+>>> check_at_least_one("--limit", 0)
+Traceback (most recent call last):
+    ...
+aro.core.errors.InvalidInput: --limit must be at least 1, not 0
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aro.core.contract import VISUAL_GENOME_CONFIGS, VISUAL_GENOME_OPTIONS
+from aro.core.errors import InvalidInput, MissingInput
+
+from .hub_copies import ORDER_COPY_IMAGE_COLUMN, ORDER_COPY_TEXT_COLUMNS
+
+OPTIONS_COLUMN = "caption_options"
+# The columns that hold a config's image and candidate captions, the true caption first: ours, then those of the
+# Hub copies that `hub_copies` maps (mteb's Order copies).
+VISUAL_GENOME_LAYOUTS = (("image", *VISUAL_GENOME_OPTIONS),)
+ORDER_LAYOUTS = (("image", OPTIONS_COLUMN), (ORDER_COPY_IMAGE_COLUMN, *ORDER_COPY_TEXT_COLUMNS))
+
+
+def check_at_least_one(option: str, value: int | None) -> None:
+    """Refuse a count option (`--limit`, `--max-images`) below 1; None means the option was not given."""
+    if value is not None and value < 1:
+        raise InvalidInput(f"{option} must be at least 1, not {value}")
+
+
+def item_name(item: int, item_ids: list | None) -> str:
+    """`item 3`, or `item 3 (item_id 17)` where the dataset has ids."""
+    return f"item {item}" + (f" (item_id {item_ids[item]})" if item_ids is not None else "")
+
+
+def caption_columns(columns: list[str], config: str, where: str) -> list[str]:
+    """The columns of a dataset with `columns` that hold `config`'s candidate captions (ours, or a Hub copy's), the
+    true caption's first; `InvalidInput` naming what `config` needs, so that an Order config read as a VG config (or
+    the other way) is refused rather than scored under the wrong name."""
+    layouts = VISUAL_GENOME_LAYOUTS if config in VISUAL_GENOME_CONFIGS else ORDER_LAYOUTS
+    for image, *texts in layouts:
+        if {image, *texts} <= set(columns):
+            return texts
+    needs = " or ".join(", ".join(layout) for layout in layouts)
+    raise InvalidInput(f"{where} has the columns {columns}, not those of {config} ({needs})")
+
+
+def check_captions(rows: list[dict], columns: list[str], where: str, item_ids: list | None = None) -> None:
+    """Refuse rows (of the text `columns`) that cannot be scored: none at all, a caption that is not text (a null),
+    or a row with another number of options than the first; the error names `where`, the item and the column."""
+    if not rows:
+        raise InvalidInput(f"{where} has no rows: there is nothing to score")
+    width = None
+    for item, row in enumerate(rows):
+        if columns == [OPTIONS_COLUMN]:
+            options = row[OPTIONS_COLUMN]
+            if not isinstance(options, list):
+                raise InvalidInput(
+                    f"{where}: {item_name(item, item_ids)} has {OPTIONS_COLUMN} {options!r}, not a list of captions"
+                )
+            labels = [f"{OPTIONS_COLUMN}[{position}]" for position in range(len(options))]
+        else:
+            options, labels = [row[column] for column in columns], columns
+        for position, caption in enumerate(options):
+            if not isinstance(caption, str):
+                raise InvalidInput(
+                    f"{where}: {item_name(item, item_ids)} has {labels[position]} {caption!r}: "
+                    "every caption must be text"
+                )
+        width = len(options) if width is None else width
+        if len(options) != width:
+            raise InvalidInput(
+                f"{where}: {item_name(item, item_ids)} has {len(options)} caption options and item 0 has {width}: "
+                "every item of a config has as many"
+            )
+
+
+def check_parquet_files(files: list[Path], config: str, shown: dict[Path, str]) -> None:
+    """Read the caption columns of a local config's Parquet `files` (read as ARO's `config`) and refuse, naming the
+    file as `shown` gives it, one that cannot be read, lacks the config's columns or holds a null caption, and a
+    config whose files hold no rows at all."""
+    rows = 0
+    for path in files:
+        where = shown[path]
+        try:
+            schema = pq.read_schema(path)
+            columns = caption_columns(schema.names, config, where)
+            table = pq.read_table(path, columns=columns + (["item_id"] if "item_id" in schema.names else []))
+        except (pa.ArrowException, OSError) as error:
+            raise InvalidInput(f"{where} cannot be read as Parquet ({error})") from None
+        rows += table.num_rows
+        if table.num_rows:
+            item_ids = table.column("item_id").to_pylist() if "item_id" in table.column_names else None
+            check_captions(table.select(columns).to_pylist(), columns, where, item_ids)
+    if not rows:
+        raise InvalidInput(f"{', '.join(shown[path] for path in files)}: the {config} config has no rows to score")
+
+
+def check_scores_finite(scores: np.ndarray, candidates: list[list[str]], item_ids: list | None, source: str) -> None:
+    """Refuse an [N, K] score array holding NaN or an infinity, naming the first such item and option: such a score
+    makes every comparison false, and the item would be counted as a tie (wrong) instead of as the scorer's bug."""
+    bad = np.argwhere(~np.isfinite(np.asarray(scores, dtype=float)))
+    if len(bad):
+        item, option = (int(index) for index in bad[0])
+        raise InvalidInput(
+            f"{source} gave the score {scores[item, option]} to {item_name(item, item_ids)}, option {option} "
+            f"({candidates[item][option]!r}), and {len(bad) - 1} other pair(s) a non-finite score: scores must be "
+            "finite numbers"
+        )
+
+
+def read_results_json(path: str | Path) -> dict:
+    """The results of `aro retrieval` saved at `path` (`--base-results`), checked before the run: a JSON object
+    with `retrieval` or `zero_shot` results."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInput(f"--base-results {path}: no such file (give the results.json of `aro retrieval`)")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInput(
+            f"--base-results {path} is not JSON ({error}): give the results.json of `aro retrieval`"
+        ) from None
+    shapes = {"retrieval": "variants", "zero_shot": "accuracy"}  # what the card reads of each
+    given = [name for name in shapes if isinstance(results, dict) and name in results]
+    if not given or any(not isinstance(results[name], dict) or shapes[name] not in results[name] for name in given):
+        found = sorted(results) if isinstance(results, dict) else type(results).__name__
+        raise InvalidInput(
+            f"--base-results {path} holds {found}, not the results of `aro retrieval` (`retrieval` with its "
+            "`variants`, or `zero_shot` with its `accuracy`)"
+        )
+    return results
