@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import refused
+from conftest import TINY_WORDS, refused
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
@@ -18,6 +18,7 @@ from aro.cli import main
 from aro.core.contract import config_features
 from aro.metrics.scoring import load_split
 from aro.metrics.scoring.evaluation import evaluate_model
+from aro.models.tiny_clip import make_tiny_clip
 
 MISSING_MODEL = "/no/such/model"
 
@@ -52,6 +53,8 @@ def eval_args(model, dataset, *extra) -> list[str]:
         (["--batch-size", "0"], "batch size must be at least 1, not 0"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--dtype", "fp16", "--device", "cpu"], "dtype fp16 (autocast) runs on CUDA only, and this run is on cpu"),
+        (["--limit", "0"], "--limit must be at least 1 item per config, not 0"),
+        (["--bootstrap", "-1"], "--bootstrap must be 0 (no intervals) or more draws, not -1"),
     ],
 )
 def test_bad_options_are_refused_before_the_model_loads(aro_folder, capfd, extra, message):
@@ -191,9 +194,9 @@ def test_results_count_items_with_identical_options_and_leave_out_those_without_
     ]
     folder = tmp_path / "aro"
     write_config(folder, "coco_order", [row | {"image": {"bytes": encode(row["image"]), "path": None}} for row in rows])
-    numbers = evaluate_model(str(tiny_clip_dir), str(folder), "coco_order")["configs"]["coco_order"]
-    assert numbers["items_with_identical_options"] == 2 and numbers["items_without_negative"] == 1
-    assert numbers["num_items"] == 2
+    numbers = evaluate_model(str(tiny_clip_dir), str(folder), "coco_order").configs["coco_order"]
+    assert numbers.items_with_identical_options == 2 and numbers.items_without_negative == 1
+    assert numbers.num_items == 2
 
 
 def encode(image: Image.Image) -> bytes:

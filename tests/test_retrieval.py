@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_image, refused
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset
 from datasets import Image as ImageFeature
 from PIL import Image, ImageDraw
@@ -18,7 +19,9 @@ from transformers import CLIPModel, CLIPProcessor
 
 from aro.builders.build import AroSources, build_aro
 from aro.cli import main
-from aro.metrics.scoring.retrieval import ranks_of_truth, recall_at
+from aro.metrics.scoring.retrieval import dual_encoder, ranks_of_truth, recall_at
+from aro.metrics.scoring.runtime import Runtime
+from aro.metrics.scoring.zero_shot import class_embeddings
 
 # Captions in the tiny CLIP's words, five per image; images 0 and 1 share a caption, so image-to-text has exact ties.
 SHARED = "a red circle above a blue square"
