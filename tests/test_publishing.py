@@ -373,6 +373,103 @@ def test_per_perturbation_numbers_add_up():
     assert "tie" in chosen or protocol == "mteb"
 
 
+def test_order_breakdown_leaves_out_options_equal_to_the_true_caption_as_the_accuracy_does():
+    # Four Order items, four shuffles; NaN marks a shuffle with the true caption's text (no negative).
+    scores = np.array(
+        [
+            [0.9, np.nan, 0.5, 0.95, 0.1],  # loses to shuffle 3 only
+            [0.5, np.nan, np.nan, 0.2, 0.6],  # loses to shuffle 4 only
+            [0.7, 0.3, 0.7, 0.1, 0.2],  # ties shuffle 2
+            [0.8, 0.1, 0.2, 0.3, 0.4],  # beats every shuffle
+        ]
+    )
+    names = ["original", "one", "two", "three", "four"]
+    paper = config_result(scores, "coco_order", option_names=names, bootstrap=Bootstrap(draws=0))
+    mteb = config_result(scores, "coco_order", protocol="mteb", option_names=names, bootstrap=Bootstrap(draws=0))
+    assert (paper.accuracy, mteb.accuracy) == (1 / 4, 2 / 4)
+    pairwise = {row.perturbation: (row.accuracy, row.left_out) for row in paper.perturbations.pairwise}
+    # "one": items 2 and 3 only (both won); "two": items 0, 2 (a tie: wrong under paper), 3.
+    assert pairwise == {"one": (1.0, 2), "two": (2 / 3, 1), "three": (3 / 4, 0), "four": (3 / 4, 0)}
+    assert {row.perturbation: row.accuracy for row in mteb.perturbations.pairwise}["two"] == 1.0
+    with_draws = config_result(scores, "coco_order", option_names=names, bootstrap=Bootstrap(draws=50))
+    assert with_draws.perturbations.pairwise[0].accuracy_ci == [1.0, 1.0]  # only won pairs to resample
+
+
+def test_ties_are_counted_from_the_scores_whatever_the_protocol_makes_of_them():
+    scores = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1], [0.3, 0.3]])
+    for protocol in ("paper", "none", "mteb"):
+        assert config_result(scores, "relation", protocol=protocol, bootstrap=Bootstrap(draws=0)).num_ties == 2
+    order = np.array([[0.1, 0.3, 0.3, 0.0, 0.0], [0.6, 0.6, 0.1, 0.2, 0.3], [0.9, 0.1, 0.2, 0.3, 0.4]])
+    assert config_result(order, "coco_order", protocol="mteb", bootstrap=Bootstrap(draws=0)).num_ties == 2
+
+
+def percentile_interval(draws: np.ndarray) -> list[float]:
+    """The central 95% of a statistic's bootstrap draws: the 2.5th and 97.5th percentiles."""
+    return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+
+
+def test_bootstrap_intervals_equal_an_independent_percentile_computation():
+    draws, seed = 60, 7  # fewer draws than one batch: the draws are one `integers` call of a generator seeded so
+    rng = np.random.default_rng(0)
+    vg = rng.random((12, 2))
+    groups = ["on", "on", "on", "in", "in", "in", "in", "near", "near", "near", "near", "near"]
+    result = config_result(vg, "relation", groups, "none", bootstrap=Bootstrap(draws=draws, seed=seed))
+    drawn = np.random.default_rng(seed).integers(0, 12, (draws, 12))  # item indices of each resample
+    correct = vg[:, 0] > vg[:, 1]
+    micro = correct[drawn].mean(axis=1)
+    codes = np.array([sorted(set(groups)).index(group) for group in groups])
+    with np.errstate(invalid="ignore"):
+        per_group = np.stack(
+            [(correct[drawn] & (codes[drawn] == g)).sum(1) / (codes[drawn] == g).sum(1) for g in range(3)], axis=1
+        )
+    macro = np.nanmean(per_group, axis=1)
+    assert result.accuracy_ci == pytest.approx(percentile_interval(micro), abs=1e-6)
+    assert result.macro_accuracy_ci == pytest.approx(percentile_interval(macro), abs=1e-6)
+    assert result.accuracy_ci != pytest.approx(list(np.percentile(micro, [5, 95])), abs=1e-6)  # the tails matter
+
+    order = rng.random((12, 3))
+    order[[1, 4, 5], 2] = np.nan  # a shuffle equal to the true caption: left out of its pair
+    result = config_result(order, "coco_order", bootstrap=Bootstrap(draws=draws, seed=seed))
+    wins, compared = order[:, :1] > np.nan_to_num(order[:, 1:], nan=np.inf), ~np.isnan(order[:, 1:])
+    for column, row in enumerate(result.perturbations.pairwise):
+        pair = (wins[drawn, column] & compared[drawn, column]).sum(1) / compared[drawn, column].sum(1)
+        assert row.accuracy_ci == pytest.approx(percentile_interval(pair[~np.isnan(pair)]), abs=1e-6)
+
+
+def test_ties_under_mteb_are_counted_in_the_report(tiny_clip_dir, tmp_path):
+    # The tiny tokenizer reads unknown words as one token: "a red zebra" and "a red okapi" score exactly alike.
+    tied = ["a red zebra", "a red okapi", "a red lemur", "a red koala", "a red gecko"]
+    distinct = [
+        "a red circle above a blue square",
+        "a blue circle above a red square",
+        "a red square above a blue circle",
+        "above a red circle a blue square",
+        "a blue square a red circle above",
+    ]
+    rows = [
+        {
+            "item_id": index,
+            "image": {"bytes": encode(random_image(index)), "path": None},
+            "image_id": str(index),
+            "caption_id": f"{index}#0",
+            "caption_options": tied if index < 3 else distinct,
+            "perturbations": ["original", "a", "b", "c", "d"],
+        }
+        for index in range(5)
+    ]
+    folder = tmp_path / "aro"
+    write_config(folder, "coco_order", rows)
+    counts = {}
+    for protocol in ("paper", "mteb"):
+        out = tmp_path / protocol
+        argv = ["eval", "--model", str(tiny_clip_dir), "--dataset", str(folder), "--config", "coco_order"]
+        assert main([*argv, "--num-workers", "0", "--protocol", protocol, "--out", str(out)]) == 0
+        numbers = json.loads((out / "results.json").read_text())["configs"]["coco_order"]
+        counts[protocol] = numbers["num_ties"]
+        assert "| coco_order | micro accuracy |" in (out / "results.md").read_text()
+    assert counts == {"paper": 3, "mteb": 3}
+
+
 def images(count: int, size=(40, 36)) -> list[Image.Image]:
     return [
         Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size[::-1], 3), dtype=np.uint8))
