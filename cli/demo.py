@@ -20,11 +20,16 @@ import argparse
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aro.builders.synthetic import IMAGE_SIZE, SyntheticSizes
 from aro.core.command_line import HelpFormatter
 from aro.core.contract import ARO_CONFIGS, CHANCE
 from aro.core.io import output_folder
+
+if TYPE_CHECKING:  # types only: importing them imports torch, which `aro demo --help` must not
+    from aro.metrics.scoring.downstream import DownstreamResult
+    from aro.metrics.scoring.results import EvalResult
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,9 @@ def _say(message: str) -> None:
     print(f"[aro demo] {message}", flush=True)
 
 
-def _write_card(args, scores, name: str, downstream, base_downstream) -> None:
+def _write_card(
+    args, scores: EvalResult, name: str, downstream: DownstreamResult, base_downstream: DownstreamResult | None
+) -> None:
     """Rewrite the trained model's card with the demo's ARO and retrieval results and what the model is."""
     from aro.models.negclip.card import model_card
 

@@ -53,8 +53,8 @@ def eval_args(model, dataset, *extra) -> list[str]:
         (["--batch-size", "0"], "batch size must be at least 1, not 0"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--dtype", "fp16", "--device", "cpu"], "dtype fp16 (autocast) runs on CUDA only, and this run is on cpu"),
-        (["--limit", "0"], "--limit must be at least 1 item per config, not 0"),
-        (["--bootstrap", "-1"], "--bootstrap must be 0 (no intervals) or more draws, not -1"),
+        (["--limit", "0"], "the limit (--limit) must be at least 1 item per config, not 0"),
+        (["--bootstrap", "-1"], "bootstrap draws (--bootstrap) must be 0 (no intervals) or more, not -1"),
     ],
 )
 def test_bad_options_are_refused_before_the_model_loads(aro_folder, capfd, extra, message):

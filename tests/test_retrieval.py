@@ -348,7 +348,11 @@ def test_no_local_path_in_anything_eval_or_retrieval_writes(built, tiny_clip_dir
 
 def test_retrieval_refuses_bad_options_before_the_model_loads(built, tmp_path, capfd):
     missing = ["retrieval", "--model", "/no/such/model"]
-    refused(capfd, [*missing, "--zero-shot", str(tmp_path), "--max-images", "0"], "--max-images must be at least 1")
+    refused(
+        capfd,
+        [*missing, "--zero-shot", str(tmp_path), "--max-images", "0"],
+        "max_images (--max-images) must be at least 1, not 0",
+    )
     refused(capfd, [*missing, "--dataset", str(built), "--config", "relation"], "has no config relation (it has")
     base = tmp_path / "base.json"
     base.write_text("[1, 2]\n")

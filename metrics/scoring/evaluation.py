@@ -78,9 +78,11 @@ class EvalOptions:
     def __post_init__(self):
         get_protocol(self.protocol)
         if self.limit is not None and self.limit < 1:
-            raise InvalidInput(f"--limit must be at least 1 item per config, not {self.limit}")
+            raise InvalidInput(f"the limit (--limit) must be at least 1 item per config, not {self.limit}")
         if self.bootstrap_draws < 0:
-            raise InvalidInput(f"--bootstrap must be 0 (no intervals) or more draws, not {self.bootstrap_draws}")
+            raise InvalidInput(
+                f"bootstrap draws (--bootstrap) must be 0 (no intervals) or more, not {self.bootstrap_draws}"
+            )
 
     def aro_scoring_options(self) -> list[str]:
         """The names of ARO's scoring options given other values than their defaults."""

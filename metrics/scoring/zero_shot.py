@@ -51,7 +51,7 @@ class ZeroShotTask:
                 f"every zero-shot template needs a {{}} where the class name goes: {bad or 'none given'}"
             )
         if self.max_images is not None and self.max_images < 1:
-            raise InvalidInput(f"--max-images must be at least 1, not {self.max_images}")
+            raise InvalidInput(f"max_images (--max-images) must be at least 1, not {self.max_images}")
 
 
 def class_names_and_labels(data, task: ZeroShotTask) -> tuple[list[str], list[int]]:
