@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aro.builders.synthetic import IMAGE_SIZE, SyntheticSizes
 from aro.core.command_line import HelpFormatter
 from aro.core.contract import ARO_CONFIGS, CHANCE
 from aro.core.io import output_folder
+
+if TYPE_CHECKING:  # types only: importing them imports torch, which `aro demo --help` must not
+    from aro.metrics.scoring.downstream import DownstreamResult
+    from aro.metrics.scoring.results import EvalResult
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,14 @@ def run_demo(
 
 def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None) -> None:
     """Steps 1 to 6 of the demo, written into `out`."""
+    # Here, not at the top: `aro demo --help` must not import torch, transformers or datasets.
     import torch
 
     from aro.builders.synthetic import build_synthetic_aro, usual_pairs, world_words
     from aro.metrics.scoring import RetrievalSet, load_model, load_split, retrieval_results, score_items
-    from aro.metrics.scoring.downstream import plot_retrieval
+    from aro.metrics.scoring.downstream import DownstreamResult
     from aro.metrics.scoring.evaluation import evaluate_model
+    from aro.metrics.scoring.plots import plot_retrieval, plot_side_by_side
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
     from aro.models.tiny_clip import make_tiny_clip
 
@@ -199,23 +206,22 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
             loaded, str(data), "all", processor=loaded_processor, output_dir=out / "eval" / name.lower()
         )
         # Named relative to the model's card (models/<name>/README.md), which shows these numbers.
-        retrieval = {"dataset": "../../data", "config": "coco_retrieval"} | retrieval_results(
-            loaded, loaded_processor, held_out
+        retrieval = replace(
+            retrieval_results(loaded, loaded_processor, held_out), dataset="../../data", config="coco_retrieval"
         )
         results["models"][name] = {
             "path": path,
-            "aro": {config: numbers["accuracy"] for config, numbers in scores["configs"].items()},
-            "macro": {config: numbers["macro_accuracy"] for config, numbers in scores["configs"].items()},
+            "aro": {config: numbers.accuracy for config, numbers in scores.configs.items()},
+            "macro": {config: numbers.macro_accuracy for config, numbers in scores.configs.items()},
             # Recall@1/5/10 both ways per caption variant: "original", then each perturbation in its place.
-            "retrieval": retrieval["variants"],
+            "retrieval": retrieval.variants,
             "attribution_by_usual_pairs_in_swap": _accuracy_per_group(
                 score_items(loaded, loaded_processor, attribution), usual_in_swap
             ),
         }
         # CLIP-FT and NegCLIP are fine-tuned from the CLIP: their cards say what that kept of its retrieval.
-        retrievals[name] = retrieval
-        base = None if name == "CLIP" else {"retrieval": retrievals["CLIP"]}
-        _write_card(args, scores, name, {"retrieval": retrieval}, base)
+        retrievals[name] = DownstreamResult(model=name, retrieval=retrieval)
+        _write_card(args, scores, name, retrievals[name], None if name == "CLIP" else retrievals["CLIP"])
 
     _say("6/6 writing results, plot and cards")
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -247,7 +253,9 @@ def _say(message: str) -> None:
     print(f"[aro demo] {message}", flush=True)
 
 
-def _write_card(args, scores: dict, name: str, downstream: dict, base_downstream: dict | None) -> None:
+def _write_card(
+    args, scores: EvalResult, name: str, downstream: DownstreamResult, base_downstream: DownstreamResult | None
+) -> None:
     """Rewrite the trained model's card with the demo's ARO and retrieval results and what the model is."""
     from aro.models.negclip.card import model_card
 
@@ -310,35 +318,3 @@ def summary(results: dict) -> str:
         by_usual = numbers["attribution_by_usual_pairs_in_swap"]
         lines.append(f"{name:<8} " + " ".join(f"{by_usual[usual]:>16.3f}" for usual in items))
     return "\n".join(lines)
-
-
-def plot_side_by_side(accuracies: dict[str, dict[str, float]], path: Path) -> None:
-    """Bars of each model's accuracy per config, with each config's chance level drawn across its group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(accuracies)
-    width = 0.8 / len(models)
-    figure, axes = plt.subplots(figsize=(7, 3.5))
-    for offset, model in enumerate(models):
-        xs = [index + (offset - (len(models) - 1) / 2) * width for index in range(len(ARO_CONFIGS))]
-        axes.bar(xs, [accuracies[model][config] for config in ARO_CONFIGS], width, label=model)
-    for index, config in enumerate(ARO_CONFIGS):
-        axes.hlines(
-            CHANCE[config],
-            index - 0.45,
-            index + 0.45,
-            colors="black",
-            linestyles="dashed",
-            label="chance" if index == 0 else None,
-        )
-    axes.set_xticks(range(len(ARO_CONFIGS)), ARO_CONFIGS)
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("accuracy")
-    axes.set_title("Synthetic ARO: " + ", ".join(models), pad=28)
-    axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(models) + 1, frameon=False)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)

@@ -2,7 +2,8 @@
 "why"), and optionally zero-shot classification, for any dual encoder.
 
     aro retrieval --model openai/clip-vit-base-patch32 --dataset ORG/aro --config coco_retrieval
-    aro retrieval --model ./negclip --dataset ORG/aro --zero-shot uoft-cs/cifar10 --image-column img --label-column label
+    aro retrieval --model ./negclip --dataset ORG/aro --zero-shot uoft-cs/cifar10 --image-column img \
+        --label-column label
 
 For several processes: `accelerate launch -m aro.cli retrieval ...` (or `torchrun -m aro.cli retrieval ...`).
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from aro.core.command_line import HelpFormatter
 from aro.core.errors import InvalidInput
+from aro.metrics.cli import add_runtime_arguments, runtime_from
 
 
 def register(subparsers) -> None:
@@ -63,10 +65,7 @@ def register(subparsers) -> None:
         type=Path,
         help="results.json of `aro retrieval` on the base model, for the card to compare with",
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype on GPU")
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("aro-retrieval"), help="folder for results.json, results.md, retrieval.png"
     )
@@ -74,15 +73,16 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from aro.metrics.scoring.checks import check_at_least_one, read_results_json
-    from aro.metrics.scoring.downstream import downstream_table, evaluate_downstream
+    # Here, not at the top: `aro retrieval --help` must not import torch, transformers or datasets.
+    from aro.metrics.scoring.downstream import DownstreamResult, evaluate_downstream
+    from aro.metrics.scoring.evaluation import EvalOptions
     from aro.metrics.scoring.launch import launch_state
+    from aro.metrics.scoring.tables import downstream_table
     from aro.metrics.scoring.zero_shot import ZeroShotTask
+    from aro.models.negclip.card import write_card_with_downstream
 
     if args.dataset is None and args.zero_shot is None:
         raise InvalidInput("give --dataset (retrieval), --zero-shot DATASET, or both")
-    check_at_least_one("--max-images", args.max_images)
-    base = read_results_json(args.base_results) if args.base_results else None  # before the run, not after it
     task = None
     if args.zero_shot:
         given = {
@@ -95,28 +95,28 @@ def _run(args: argparse.Namespace) -> int:
             "max_images": args.max_images,
         }
         task = ZeroShotTask(args.zero_shot, **{name: value for name, value in given.items() if value is not None})
+    base = (
+        DownstreamResult.read(args.base_results, "--base-results") if args.base_results else None
+    )  # checked before the run
     distributed = launch_state()
-    results = evaluate_downstream(
+    options = EvalOptions(
+        runtime=runtime_from(args, distributed),
+        revision=args.revision,
+        trust_remote_code=args.trust_remote_code,
+        dataset_revision=args.dataset_revision,
+    )
+    result = evaluate_downstream(
         args.model,
         args.dataset,
         args.config,
         zero_shot=task,
         output_dir=args.out,
         perturbations=not args.no_perturbations,
-        revision=args.revision,
-        dataset_revision=args.dataset_revision,
-        trust_remote_code=args.trust_remote_code,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        num_workers=args.num_workers,
-        distributed=distributed,
+        options=options,
     )
-    if getattr(distributed, "is_main_process", True):
-        print(downstream_table(results))
+    if distributed.is_main_process:
+        print(downstream_table(result))
         print(f"\nresults and the retrieval plot are in {args.out}/")
         if args.card:
-            from aro.models.negclip.card import write_card_with_downstream
-
-            print(f"card rewritten: {write_card_with_downstream(args.model, results, base)}")
+            print(f"card rewritten: {write_card_with_downstream(args.model, result, base)}")
     return 0

@@ -10,6 +10,8 @@ the module).
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
 from aro.core.command_line import HelpFormatter
@@ -37,7 +39,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--blind",
         metavar="MODEL",
-        help="also score a causal language model's text-only baseline (Hub id or path) and report it beside the model (default: none)",
+        help="also score a causal language model's text-only baseline (Hub id or path) and report it beside the "
+        "model (default: none)",
     )
     parser.add_argument("--revision", help="model revision (default: the default branch)")
     parser.add_argument(
@@ -84,24 +87,15 @@ def register(subparsers) -> None:
         metavar="ORG/MODEL",
         help="open a pull request adding .eval_results/aro.yaml to this model repo",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=64,
-        help="images, captions or pairs per forward pass; items for generative models (halved on CUDA out-of-memory)",
-    )
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument(
-        "--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)"
-    )
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+    add_runtime_arguments(parser)
     generative = parser.add_argument_group(
         "generative models (LLaVA, Qwen2-VL, Idefics3, Gemma 3, PaliGemma, BLIP-2...)"
     )
     generative.add_argument(
         "--score",
         choices=("vqa", "likelihood"),
-        help="vqa: VQAScore, P(Yes) to a yes/no question about the caption; likelihood: the caption's mean log-probability (default: vqa)",
+        help="vqa: VQAScore, P(Yes) to a yes/no question about the caption; likelihood: the caption's mean "
+        "log-probability (default: vqa)",
     )
     generative.add_argument(
         "--prompt-template",
@@ -109,11 +103,13 @@ def register(subparsers) -> None:
     )
     generative.add_argument(
         "--question",
-        help="the VQAScore question around {caption} (default: 'Does this figure show \"{caption}\"? Please answer yes or no.')",
+        help='the VQAScore question around {caption} (default: \'Does this figure show "{caption}"? Please answer '
+        "yes or no.')",
     )
     generative.add_argument(
         "--caption-prompt",
-        help="the request that the caption answers for --score likelihood (default: 'Write a short caption for this image.')",
+        help="the request that the caption answers for --score likelihood (default: 'Write a short caption for "
+        "this image.')",
     )
     generative.add_argument(
         "--answer", help="the answer whose probability is VQAScore, one token at the answer position (default: 'Yes')"
@@ -125,7 +121,8 @@ def register(subparsers) -> None:
         "--out",
         type=Path,
         default=Path("aro-eval"),
-        help="folder for results.json, results.md, plots, model-index.yaml, .eval_results/ (an earlier run's is replaced)",
+        help="folder for results.json, results.md, plots, model-index.yaml, .eval_results/ (an earlier run's is "
+        "replaced)",
     )
     parser.set_defaults(func=_run_eval)
 
@@ -137,12 +134,42 @@ def register(subparsers) -> None:
     push.set_defaults(func=_run_push)
 
 
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of where and how a model runs (`Runtime`'s), as `aro eval` and `aro retrieval` take them."""
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images, captions or pairs per forward pass; items for generative models (halved on CUDA out-of-memory)",
+    )
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument(
+        "--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)"
+    )
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+
+
+def runtime_from(args: argparse.Namespace, distributed=None):
+    """The `Runtime` of the options `add_runtime_arguments` added (checked here, before any model loads)."""
+    from aro.metrics.scoring.runtime import Runtime  # here: `aro eval --help` must not import torch
+
+    return Runtime(
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        distributed=distributed,
+    )
+
+
 def _run_eval(args: argparse.Namespace) -> int:
+    # Here, not at the top: `aro eval --help` must not import torch, transformers or datasets.
     from aro.metrics.scoring.adapters import load_hook
     from aro.metrics.scoring.adapters.prompts import GenerativePrompts
-    from aro.metrics.scoring.evaluation import read_models_file
+    from aro.metrics.scoring.evaluation import EvalOptions, read_models_file
+    from aro.metrics.scoring.hub_files import push_eval_results
     from aro.metrics.scoring.launch import evaluate_launched
-    from aro.metrics.scoring.report import blind_table, push_eval_results, results_table
+    from aro.metrics.scoring.tables import blind_table, results_table
 
     models = read_models_file(args.models_file) if args.models_file else args.model or []
     if args.push_results and len(models) > 1:
@@ -155,36 +182,31 @@ def _run_eval(args: argparse.Namespace) -> int:
         "negative_answer": args.negative_answer,
     }
     prompt_options = {name: value for name, value in prompt_options.items() if value is not None}
-    configs = args.config if args.config == "all" else args.config.split(",")
-    runs, is_main = evaluate_launched(
-        [load_hook(args.scorer)] if args.scorer else models,
-        args.dataset,
-        args.out,
-        configs=configs,
+    options = EvalOptions(
+        runtime=runtime_from(args),
         revision=args.revision,
-        dataset_revision=args.dataset_revision,
         trust_remote_code=args.trust_remote_code,
+        dataset_revision=args.dataset_revision,
+        dataset_id=args.dataset_id,
         protocol=args.protocol,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        num_workers=args.num_workers,
         limit=args.limit,
         seed=args.seed,
         bootstrap_draws=args.bootstrap,
         save_scores=args.save_scores,
-        dataset_id=args.dataset_id,
         blind=args.blind,
         score=args.score,
         prompts=GenerativePrompts(**prompt_options) if prompt_options else None,
     )
+    configs = args.config if args.config == "all" else args.config.split(",")
+    models = [load_hook(args.scorer)] if args.scorer else models
+    runs, is_main = evaluate_launched(models, args.dataset, args.out, configs, options)
     if not is_main:
         return 0
-    for results in runs:
-        print(f"## {results['model']}\n\n{results_table(results)}\n")
+    for result in runs:
+        print(f"## {result.model}\n\n{results_table(result)}\n")
         if args.blind:
-            print(blind_table(results) + "\n")
-        for line in results["not_written"]:
+            print(blind_table(result) + "\n")
+        for line in result.not_written:
             print(f"note: {line}")
     if len(runs) > 1:
         print((args.out / "comparison.md").read_text())
@@ -200,9 +222,6 @@ def push_metric(repo_id: str, private: bool = False) -> str:
     The folder's `protocol.py` and `contract.py` are links to `aro.core`'s; the upload carries copies of the files, so
     the Space is self-contained.
     """
-    import shutil
-    import tempfile
-
     with tempfile.TemporaryDirectory() as staging:
         folder = shutil.copytree(
             METRIC_FOLDER, Path(staging) / "aro_accuracy", ignore=shutil.ignore_patterns("__pycache__", "__init__.py")

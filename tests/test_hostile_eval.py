@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import refused
+from conftest import TINY_WORDS, refused
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
@@ -18,6 +18,7 @@ from aro.cli import main
 from aro.core.contract import config_features
 from aro.metrics.scoring import load_split
 from aro.metrics.scoring.evaluation import evaluate_model
+from aro.models.tiny_clip import make_tiny_clip
 
 MISSING_MODEL = "/no/such/model"
 
@@ -52,6 +53,8 @@ def eval_args(model, dataset, *extra) -> list[str]:
         (["--batch-size", "0"], "batch size must be at least 1, not 0"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--dtype", "fp16", "--device", "cpu"], "dtype fp16 (autocast) runs on CUDA only, and this run is on cpu"),
+        (["--limit", "0"], "the limit (--limit) must be at least 1 item per config, not 0"),
+        (["--bootstrap", "-1"], "bootstrap draws (--bootstrap) must be 0 (no intervals) or more, not -1"),
     ],
 )
 def test_bad_options_are_refused_before_the_model_loads(aro_folder, capfd, extra, message):
@@ -149,6 +152,69 @@ def test_the_local_dataset_cache_keeps_only_the_newest_copy_of_a_folder(aro_fold
     assert all(len(list(copy.iterdir())) == 1 for copy in copies)
 
 
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under `folder`, hidden ones included."""
+    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None for path in folder.rglob("*")}
+
+
+def test_out_dot_in_a_project_folder_is_refused_and_nothing_is_touched(
+    aro_folder, tiny_clip_dir, tmp_path, capfd, monkeypatch
+):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print('mine')\n")
+    (project / ".git").mkdir()
+    (project / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (project / "results.json").write_text('{"mine": true}\n')  # a file of the same name as eval's own
+    before = snapshot(project)
+    monkeypatch.chdir(project)
+    refused(
+        capfd,
+        eval_args(tiny_clip_dir, aro_folder, "--config", "relation", "--out", "."),
+        "holds other files than an earlier aro eval output (.git, results.json, src)",
+    )
+    assert snapshot(project) == before
+
+
+def test_a_notebook_added_to_an_earlier_eval_folder_is_named_and_kept(aro_folder, tiny_clip_dir, tmp_path, capfd):
+    out = tmp_path / "eval"
+    argv = eval_args(tiny_clip_dir, aro_folder, "--config", "relation", "--bootstrap", "0", "--out", str(out))
+    assert main(argv) == 0
+    (out / "analysis.ipynb").write_text('{"cells": [], "nbformat": 4}\n')
+    before = snapshot(out)
+    refused(capfd, argv, "analysis.ipynb (not written by aro)")
+    assert snapshot(out) == before
+
+
+def test_several_models_share_one_output_replaced_whole_and_a_file_added_inside_is_named(
+    aro_folder, tiny_clip_dir, tmp_path, capfd
+):
+    other = tmp_path / "other-clip"
+    model, processor = make_tiny_clip(TINY_WORDS, image_size=32, seed=5)
+    model.save_pretrained(other)
+    processor.save_pretrained(other)
+    out = tmp_path / "eval"
+    common = ["--config", "relation", "--bootstrap", "0", "--out", str(out)]
+    both = ["eval", "--model", str(tiny_clip_dir), "--model", str(other), "--dataset", str(aro_folder), *common]
+    assert main([*both, "--num-workers", "0"]) == 0
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        [".aro-output.json", "comparison.csv", "comparison.md", "comparison.png", tiny_clip_dir.name, "other-clip"]
+    )
+    notebook = out / "other-clip" / "analysis.ipynb"
+    notebook.write_text('{"cells": []}\n')
+    before = snapshot(out)
+    refused(capfd, [*both, "--num-workers", "0"], "other-clip/analysis.ipynb (not written by aro)")
+    assert snapshot(out) == before
+    notebook.unlink()  # the folder is again exactly what eval wrote: a new run replaces it whole, never merged
+    assert main(eval_args(other, aro_folder, *common)) == 0
+    assert sorted(path.name for path in out.iterdir()) == [
+        ".aro-output.json",
+        "relation.png",
+        "results.json",
+        "results.md",
+    ]
+
+
 # identical options -----------------------------------------------------------------------------------------------
 
 
@@ -191,9 +257,9 @@ def test_results_count_items_with_identical_options_and_leave_out_those_without_
     ]
     folder = tmp_path / "aro"
     write_config(folder, "coco_order", [row | {"image": {"bytes": encode(row["image"]), "path": None}} for row in rows])
-    numbers = evaluate_model(str(tiny_clip_dir), str(folder), "coco_order")["configs"]["coco_order"]
-    assert numbers["items_with_identical_options"] == 2 and numbers["items_without_negative"] == 1
-    assert numbers["num_items"] == 2
+    numbers = evaluate_model(str(tiny_clip_dir), str(folder), "coco_order").configs["coco_order"]
+    assert numbers.items_with_identical_options == 2 and numbers.items_without_negative == 1
+    assert numbers.num_items == 2
 
 
 def encode(image: Image.Image) -> bytes:

@@ -141,7 +141,7 @@ def test_limit_zero_is_refused_before_the_model_loads(aro_folder, tmp_path, capf
     refused_unchanged(
         capfd,
         eval_args(MISSING_MODEL, aro_folder, tmp_path, "--config", "relation", "--limit", "0"),
-        "--limit must be at least 1, not 0",
+        "the limit (--limit) must be at least 1 item per config, not 0",
         aro_folder,
     )
 
@@ -280,6 +280,6 @@ def test_max_images_zero_is_refused_before_the_run(aro_folder, tmp_path, capfd):
     refused_unchanged(
         capfd,
         [*argv, "--max-images", "0", "--out", str(tmp_path / "out")],
-        "--max-images must be at least 1, not 0",
+        "max_images (--max-images) must be at least 1, not 0",
         aro_folder,
     )

@@ -10,28 +10,69 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import TINY_WORDS
+from conftest import TINY_WORDS, random_image
 from datasets import Dataset, Features, Value, load_dataset
 from datasets import Image as ImageFeature
 from huggingface_hub import DatasetCard, ModelCard, parse_eval_result_entries
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 from test_build import sources  # noqa: F401 - the fixture of original-format sources
+from test_hostile_eval import encode, write_config
 
 from aro.builders.build import AroSources, build_aro
 from aro.cli import main
 from aro.core.protocol import EXCLUDED_RELATIONS, PROTOCOLS, predict
 from aro.metrics.scoring.bootstrap import Bootstrap
-from aro.metrics.scoring.breakdown import config_numbers
+from aro.metrics.scoring.breakdown import config_result
 from aro.metrics.scoring.hub_copies import as_aro_config
+from aro.metrics.scoring.hub_files import EVAL_RESULTS_PATH, eval_results_operations, push_eval_results
 from aro.metrics.scoring.provenance import content_hash
-from aro.metrics.scoring.report import EVAL_RESULTS_PATH, eval_results_operations, push_eval_results
+from aro.metrics.scoring.results import EvalResult
 from aro.models.negclip.card import model_card
 from aro.models.negclip.training import NegCLIPTrainingArguments
 from aro.models.tiny_clip import make_tiny_clip
 
 METRIC_DIR = Path(__file__).resolve().parents[1] / "metrics" / "aro_accuracy"
 ARO_CONFIGS = ["relation", "attribution", "coco_order", "flickr30k_order"]
+# The keys of results.json, in order, as the README documents them (a config's `perturbations` for the Order sets).
+RESULTS_KEYS = [
+    "model",
+    "model_revision",
+    "model_commit",
+    "dataset",
+    "dataset_id",
+    "dataset_revision",
+    "dataset_commit",
+    "protocol",
+    "limit",
+    "seed",
+    "date",
+    "adapter",
+    "image_processor",
+    "blind_model",
+    "device",
+    "dtype",
+    "scoring",
+    "versions",
+    "warnings",
+    "configs",
+]
+CONFIG_KEYS = [
+    "accuracy",
+    "num_items",
+    "num_ties",
+    "macro_accuracy",
+    "headline",
+    "per_group",
+    "accuracy_ci",
+    "macro_accuracy_ci",
+    "bootstrap",
+    "truncated_captions",
+    "unique_images",
+    "unique_captions",
+    "items_with_identical_options",
+    "items_without_negative",
+]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +183,34 @@ def test_eval_writes_model_index_and_eval_results_the_hub_parses(
         and "macro accuracy" in entries[0].notes
     )
     assert entries[0].dataset_revision is None  # a content hash is no Hub revision
+
+    # The intervals in both Hub files are results.json's, micro and macro each in its own place.
+    relation_ci, relation_macro_ci = (saved["configs"]["relation"][key] for key in ("accuracy_ci", "macro_accuracy_ci"))
+    coco_ci = saved["configs"]["coco_order"]["accuracy_ci"]
+    assert relation_ci != relation_macro_ci  # else a swap would go unseen
+    assert relation["micro"].metric_args["ci95"] == [round(bound, 4) for bound in relation_ci]
+    assert relation["macro"].metric_args["ci95"] == [round(bound, 4) for bound in relation_macro_ci]
+    (coco,) = [result for result in results if result.dataset_config == "coco_order"]
+    assert coco.metric_args["ci95"] == [round(bound, 4) for bound in coco_ci]
+    assert entries[0].notes == "macro accuracy, paper protocol, 95% CI [{:.4f}, {:.4f}]".format(*relation_macro_ci)
+    assert entries[1].notes == "micro accuracy, paper protocol, 95% CI [{:.4f}, {:.4f}]".format(*coco_ci)
+
+    # results.json keeps the keys readers and the README rely on, and reads back into the same result.
+    assert list(saved) == RESULTS_KEYS
+    assert list(saved["configs"]["relation"]) == CONFIG_KEYS
+    assert list(saved["configs"]["coco_order"]) == CONFIG_KEYS[:6] + ["perturbations"] + CONFIG_KEYS[6:]
+    assert list(saved["configs"]["relation"]["per_group"][0]) == [
+        "group",
+        "accuracy",
+        "count",
+        "in_macro",
+        "accuracy_ci",
+    ]
+    breakdown = saved["configs"]["coco_order"]["perturbations"]
+    assert list(breakdown["pairwise"][0]) == ["perturbation", "accuracy", "accuracy_ci", "left_out"]
+    assert list(breakdown["chosen"][0]) == ["option", "share"]
+    assert saved["configs"]["relation"]["bootstrap"] == {"draws": 200, "seed": 0, "confidence": 0.95}
+    assert EvalResult.from_json(saved).to_json() == saved
     assert_no_local_path(hub_texts(out), tmp_path, tiny_clip_dir, aro_folder)
 
     # --push-results: a pull request adding exactly that file (huggingface_hub is the boundary).
@@ -198,7 +267,7 @@ def test_model_card_names_hub_ids_only(tmp_path):
         dataset="org/coco-captions",
         push_to_hub="org/negclip",
     )
-    data = ModelCard(model_card(hub, results)).data
+    data = ModelCard(model_card(hub, EvalResult.from_json(results))).data
     assert data.pipeline_tag == "zero-shot-image-classification" and data.language == ["en"]
     assert data.base_model == "openai/clip-vit-base-patch32" and data.datasets == ["org/coco-captions", "org/aro"]
     assert data.model_name == "org/negclip"
@@ -210,7 +279,7 @@ def test_model_card_names_hub_ids_only(tmp_path):
     local = NegCLIPTrainingArguments(
         output_dir=str(tmp_path / "negclip"), model_name_or_path=str(base), dataset=str(tmp_path)
     )
-    text = model_card(local, results | {"dataset_id": None})
+    text = model_card(local, EvalResult.from_json(results | {"dataset_id": None}))
     data = ModelCard(text).data
     assert data.base_model is None and data.datasets is None and data.eval_results is None
     assert "leaves out the fields that would name it" in text
@@ -270,33 +339,33 @@ def test_protocols_on_hand_computed_ties():
     assert predict(vg) == [-1, 1, 0] and predict(vg, "mteb") == [0, 1, 0]
     relation = ["on", "on", "adjusting"]  # `adjusting` is one of the paper's excluded relations
     assert "adjusting" in EXCLUDED_RELATIONS
-    paper = config_numbers(vg, "relation", relation, "paper", bootstrap=Bootstrap(draws=0))
-    mteb = config_numbers(vg, "relation", relation, "mteb", bootstrap=Bootstrap(draws=0))
-    assert (paper["accuracy"], paper["macro_accuracy"], paper["headline"]) == (1 / 3, 0.0, "macro_accuracy")
-    assert (mteb["accuracy"], mteb["macro_accuracy"], mteb["headline"]) == (2 / 3, 0.75, "accuracy")
+    paper = config_result(vg, "relation", relation, "paper", bootstrap=Bootstrap(draws=0))
+    mteb = config_result(vg, "relation", relation, "mteb", bootstrap=Bootstrap(draws=0))
+    assert (paper.accuracy, paper.macro_accuracy, paper.headline) == (1 / 3, 0.0, "macro_accuracy")
+    assert (mteb.accuracy, mteb.macro_accuracy, mteb.headline) == (2 / 3, 0.75, "accuracy")
     order = np.array([[0.1, 0.3, 0.3, 0.0, 0.0], [0.6, 0.6, 0.1, 0.2, 0.3], [0.9, 0.1, 0.2, 0.3, 0.4]])
     assert predict(order) == [-1, -1, 0] and predict(order, "mteb") == [1, 0, 0]
-    assert config_numbers(order, "coco_order", protocol="paper", bootstrap=Bootstrap(draws=0))["accuracy"] == 1 / 3
-    assert config_numbers(order, "coco_order", protocol="mteb", bootstrap=Bootstrap(draws=0))["accuracy"] == 2 / 3
+    assert config_result(order, "coco_order", protocol="paper", bootstrap=Bootstrap(draws=0)).accuracy == 1 / 3
+    assert config_result(order, "coco_order", protocol="mteb", bootstrap=Bootstrap(draws=0)).accuracy == 2 / 3
 
 
 def test_bootstrap_intervals_contain_the_estimate_and_follow_the_seed():
     rng = np.random.default_rng(0)
     scores = rng.random((300, 5))
     groups = [f"g{index % 7}" for index in range(300)]
-    numbers = config_numbers(scores[:, :2], "relation", groups, "none", bootstrap=Bootstrap(draws=500, seed=1))
-    assert numbers["accuracy_ci"][0] <= numbers["accuracy"] <= numbers["accuracy_ci"][1]
-    assert numbers["macro_accuracy_ci"][0] <= numbers["macro_accuracy"] <= numbers["macro_accuracy_ci"][1]
-    for row in numbers["per_group"]:
-        assert row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
-    assert 0 < numbers["accuracy_ci"][1] - numbers["accuracy_ci"][0] < 0.2
-    again = config_numbers(scores[:, :2], "relation", groups, "none", bootstrap=Bootstrap(draws=500, seed=1))
-    other = config_numbers(scores[:, :2], "relation", groups, "none", bootstrap=Bootstrap(draws=500, seed=2))
-    assert again == numbers and other["accuracy_ci"] != numbers["accuracy_ci"]
-    order = config_numbers(scores, "coco_order", bootstrap=Bootstrap(draws=500, seed=1))
-    for row in order["perturbations"]["pairwise"]:
-        assert row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
-    assert config_numbers(scores, "coco_order", bootstrap=Bootstrap(draws=0))["accuracy_ci"] is None
+    numbers = config_result(scores[:, :2], "relation", groups, "none", bootstrap=Bootstrap(draws=500, seed=1))
+    assert numbers.accuracy_ci[0] <= numbers.accuracy <= numbers.accuracy_ci[1]
+    assert numbers.macro_accuracy_ci[0] <= numbers.macro_accuracy <= numbers.macro_accuracy_ci[1]
+    for row in numbers.per_group:
+        assert row.accuracy_ci[0] <= row.accuracy <= row.accuracy_ci[1]
+    assert 0 < numbers.accuracy_ci[1] - numbers.accuracy_ci[0] < 0.2
+    again = config_result(scores[:, :2], "relation", groups, "none", bootstrap=Bootstrap(draws=500, seed=1))
+    other = config_result(scores[:, :2], "relation", groups, "none", bootstrap=Bootstrap(draws=500, seed=2))
+    assert again == numbers and other.accuracy_ci != numbers.accuracy_ci
+    order = config_result(scores, "coco_order", bootstrap=Bootstrap(draws=500, seed=1))
+    for row in order.perturbations.pairwise:
+        assert row.accuracy_ci[0] <= row.accuracy <= row.accuracy_ci[1]
+    assert config_result(scores, "coco_order", bootstrap=Bootstrap(draws=0)).accuracy_ci is None
 
 
 def test_per_perturbation_numbers_add_up():
@@ -305,20 +374,122 @@ def test_per_perturbation_numbers_add_up():
     scores[::7, 2] = np.nan  # an option with the true caption's text: no negative, ignored
     names = ["original", "nouns_adjectives", "all_but", "within_trigrams", "trigrams"]
     for protocol in ("paper", "mteb"):
-        numbers = config_numbers(
+        numbers = config_result(
             scores, "coco_order", protocol=protocol, option_names=names, bootstrap=Bootstrap(draws=0)
         )
-        chosen = {row["option"]: row["share"] for row in numbers["perturbations"]["chosen"]}
+        chosen = {row.option: row.share for row in numbers.perturbations.chosen}
         assert sum(chosen.values()) == pytest.approx(1.0)
-        assert chosen["original"] == pytest.approx(numbers["accuracy"])
-        pairwise = {row["perturbation"]: row["accuracy"] for row in numbers["perturbations"]["pairwise"]}
+        assert chosen["original"] == pytest.approx(numbers.accuracy)
+        pairwise = {row.perturbation: row for row in numbers.perturbations.pairwise}
         assert list(pairwise) == names[1:]
         # An item is right exactly when the true caption beats all four shuffles.
         compare = np.greater_equal if protocol == "mteb" else np.greater
         beats_all = (compare(scores[:, :1], scores[:, 1:]) | np.isnan(scores[:, 1:])).all(axis=1)
-        assert numbers["accuracy"] == pytest.approx(beats_all.mean())
-        assert all(value >= numbers["accuracy"] for value in pairwise.values())
+        assert numbers.accuracy == pytest.approx(beats_all.mean())
+        # Each pair over the items where the shuffle is a negative (the NaN option is left out, and counted).
+        for column, name in enumerate(names[1:], start=1):
+            negative = ~np.isnan(scores[:, column])
+            expected = compare(scores[negative, 0], scores[negative, column]).mean()
+            assert pairwise[name].accuracy == pytest.approx(expected)
+            assert pairwise[name].left_out == (~negative).sum() == (58 if name == "all_but" else 0)
     assert "tie" in chosen or protocol == "mteb"
+
+
+def test_order_breakdown_leaves_out_options_equal_to_the_true_caption_as_the_accuracy_does():
+    # Four Order items, four shuffles; NaN marks a shuffle with the true caption's text (no negative).
+    scores = np.array(
+        [
+            [0.9, np.nan, 0.5, 0.95, 0.1],  # loses to shuffle 3 only
+            [0.5, np.nan, np.nan, 0.2, 0.6],  # loses to shuffle 4 only
+            [0.7, 0.3, 0.7, 0.1, 0.2],  # ties shuffle 2
+            [0.8, 0.1, 0.2, 0.3, 0.4],  # beats every shuffle
+        ]
+    )
+    names = ["original", "one", "two", "three", "four"]
+    paper = config_result(scores, "coco_order", option_names=names, bootstrap=Bootstrap(draws=0))
+    mteb = config_result(scores, "coco_order", protocol="mteb", option_names=names, bootstrap=Bootstrap(draws=0))
+    assert (paper.accuracy, mteb.accuracy) == (1 / 4, 2 / 4)
+    pairwise = {row.perturbation: (row.accuracy, row.left_out) for row in paper.perturbations.pairwise}
+    # "one": items 2 and 3 only (both won); "two": items 0, 2 (a tie: wrong under paper), 3.
+    assert pairwise == {"one": (1.0, 2), "two": (2 / 3, 1), "three": (3 / 4, 0), "four": (3 / 4, 0)}
+    assert {row.perturbation: row.accuracy for row in mteb.perturbations.pairwise}["two"] == 1.0
+    with_draws = config_result(scores, "coco_order", option_names=names, bootstrap=Bootstrap(draws=50))
+    assert with_draws.perturbations.pairwise[0].accuracy_ci == [1.0, 1.0]  # only won pairs to resample
+
+
+def test_ties_are_counted_from_the_scores_whatever_the_protocol_makes_of_them():
+    scores = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1], [0.3, 0.3]])
+    for protocol in ("paper", "none", "mteb"):
+        assert config_result(scores, "relation", protocol=protocol, bootstrap=Bootstrap(draws=0)).num_ties == 2
+    order = np.array([[0.1, 0.3, 0.3, 0.0, 0.0], [0.6, 0.6, 0.1, 0.2, 0.3], [0.9, 0.1, 0.2, 0.3, 0.4]])
+    assert config_result(order, "coco_order", protocol="mteb", bootstrap=Bootstrap(draws=0)).num_ties == 2
+
+
+def percentile_interval(draws: np.ndarray) -> list[float]:
+    """The central 95% of a statistic's bootstrap draws: the 2.5th and 97.5th percentiles."""
+    return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+
+
+def test_bootstrap_intervals_equal_an_independent_percentile_computation():
+    draws, seed = 60, 7  # fewer draws than one batch: the draws are one `integers` call of a generator seeded so
+    rng = np.random.default_rng(0)
+    vg = rng.random((12, 2))
+    groups = ["on", "on", "on", "in", "in", "in", "in", "near", "near", "near", "near", "near"]
+    result = config_result(vg, "relation", groups, "none", bootstrap=Bootstrap(draws=draws, seed=seed))
+    drawn = np.random.default_rng(seed).integers(0, 12, (draws, 12))  # item indices of each resample
+    correct = vg[:, 0] > vg[:, 1]
+    micro = correct[drawn].mean(axis=1)
+    codes = np.array([sorted(set(groups)).index(group) for group in groups])
+    with np.errstate(invalid="ignore"):
+        per_group = np.stack(
+            [(correct[drawn] & (codes[drawn] == g)).sum(1) / (codes[drawn] == g).sum(1) for g in range(3)], axis=1
+        )
+    macro = np.nanmean(per_group, axis=1)
+    assert result.accuracy_ci == pytest.approx(percentile_interval(micro), abs=1e-6)
+    assert result.macro_accuracy_ci == pytest.approx(percentile_interval(macro), abs=1e-6)
+    assert result.accuracy_ci != pytest.approx(list(np.percentile(micro, [5, 95])), abs=1e-6)  # the tails matter
+
+    order = rng.random((12, 3))
+    order[[1, 4, 5], 2] = np.nan  # a shuffle equal to the true caption: left out of its pair
+    result = config_result(order, "coco_order", bootstrap=Bootstrap(draws=draws, seed=seed))
+    wins, compared = order[:, :1] > np.nan_to_num(order[:, 1:], nan=np.inf), ~np.isnan(order[:, 1:])
+    for column, row in enumerate(result.perturbations.pairwise):
+        pair = (wins[drawn, column] & compared[drawn, column]).sum(1) / compared[drawn, column].sum(1)
+        assert row.accuracy_ci == pytest.approx(percentile_interval(pair[~np.isnan(pair)]), abs=1e-6)
+
+
+def test_ties_under_mteb_are_counted_in_the_report(tiny_clip_dir, tmp_path):
+    # The tiny tokenizer reads unknown words as one token: "a red zebra" and "a red okapi" score exactly alike.
+    tied = ["a red zebra", "a red okapi", "a red lemur", "a red koala", "a red gecko"]
+    distinct = [
+        "a red circle above a blue square",
+        "a blue circle above a red square",
+        "a red square above a blue circle",
+        "above a red circle a blue square",
+        "a blue square a red circle above",
+    ]
+    rows = [
+        {
+            "item_id": index,
+            "image": {"bytes": encode(random_image(index)), "path": None},
+            "image_id": str(index),
+            "caption_id": f"{index}#0",
+            "caption_options": tied if index < 3 else distinct,
+            "perturbations": ["original", "a", "b", "c", "d"],
+        }
+        for index in range(5)
+    ]
+    folder = tmp_path / "aro"
+    write_config(folder, "coco_order", rows)
+    counts = {}
+    for protocol in ("paper", "mteb"):
+        out = tmp_path / protocol
+        argv = ["eval", "--model", str(tiny_clip_dir), "--dataset", str(folder), "--config", "coco_order"]
+        assert main([*argv, "--num-workers", "0", "--protocol", protocol, "--out", str(out)]) == 0
+        numbers = json.loads((out / "results.json").read_text())["configs"]["coco_order"]
+        counts[protocol] = numbers["num_ties"]
+        assert "| coco_order | micro accuracy |" in (out / "results.md").read_text()
+    assert counts == {"paper": 3, "mteb": 3}
 
 
 def images(count: int, size=(40, 36)) -> list[Image.Image]:

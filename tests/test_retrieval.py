@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_image
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset
 from datasets import Image as ImageFeature
 from PIL import Image, ImageDraw
@@ -18,7 +19,9 @@ from transformers import CLIPModel, CLIPProcessor
 
 from aro.builders.build import AroSources, build_aro
 from aro.cli import main
-from aro.metrics.scoring.retrieval import ranks_of_truth, recall_at
+from aro.metrics.scoring.retrieval import dual_encoder, ranks_of_truth, recall_at
+from aro.metrics.scoring.runtime import Runtime
+from aro.metrics.scoring.zero_shot import class_embeddings
 
 # Captions in the tiny CLIP's words, five per image; images 0 and 1 share a caption, so image-to-text has exact ties.
 SHARED = "a red circle above a blue square"
@@ -286,6 +289,61 @@ def test_zero_shot_accuracy_equals_a_hand_computed_case(tiny_clip_dir, tmp_path)
     expected = sum(p == label for p, label in zip(predicted, labels)) / len(labels)
     assert results["accuracy"] == pytest.approx(expected)
     assert results["classes"] == names and results["images"] == 6 and results["templates"] == ["a {}", "the {} is red"]
+
+
+def test_zero_shot_classes_are_renormalised_after_averaging_their_templates(tiny_clip_dir, tmp_path):
+    names = ["triangle", "green triangle"]
+    # The templates disagree more for one class than the other: their means differ in length, not only direction.
+    templates = ("{}", "a small green triangle above a large blue square and {}")
+    model, processor = CLIPModel.from_pretrained(tiny_clip_dir).eval(), CLIPProcessor.from_pretrained(tiny_clip_dir)
+    classes = class_embeddings(dual_encoder(model, processor, Runtime(device="cpu")), names, templates)
+    assert torch.allclose(classes.norm(dim=-1), torch.ones(2), atol=1e-6)
+
+    # By hand: the mean of each class's normalised template features, with and without normalising it again.
+    pictures = [random_image(seed) for seed in range(8)]
+    with torch.no_grad():
+        texts = model.get_text_features(
+            **processor(text=[t.format(n) for n in names for t in templates], return_tensors="pt", padding=True)
+        ).pooler_output
+        images = model.get_image_features(**processor(images=pictures, return_tensors="pt")).pooler_output
+    means = torch.nn.functional.normalize(texts, dim=-1).view(2, 2, -1).mean(dim=1)
+    images = torch.nn.functional.normalize(images, dim=-1)
+    renormalised = (images @ torch.nn.functional.normalize(means, dim=-1).T).argmax(dim=1)
+    plain = (images @ means.T).argmax(dim=1)
+    assert (renormalised != plain).any()  # a case where leaving out the normalisation changes predictions
+
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    features = Features({"picture": ImageFeature(), "shape": ClassLabel(names=["triangle", "green_triangle"])})
+    Dataset.from_dict({"picture": pictures, "shape": renormalised.tolist()}, features=features).to_parquet(
+        folder / "test.parquet"
+    )
+    argv = ["retrieval", "--model", str(tiny_clip_dir), "--zero-shot", str(folder), "--image-column", "picture"]
+    argv += ["--label-column", "shape", "--templates", *templates, "--num-workers", "0", "--out", str(tmp_path / "z")]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "z" / "results.json").read_text())["zero_shot"]
+    assert results["classes"] == names and results["accuracy"] == 1.0
+
+
+def test_no_local_path_in_anything_eval_or_retrieval_writes(built, tiny_clip_dir, tmp_path):
+    shapes = tmp_path / "shapes"
+    shapes.mkdir()
+    features = Features({"img": ImageFeature(), "label": ClassLabel(names=["circle", "square"])})
+    Dataset.from_dict(
+        {"img": [draw(index) for index in range(4)], "label": [0, 1, 0, 1]}, features=features
+    ).to_parquet(shapes / "test.parquet")
+    model = ["--model", str(tiny_clip_dir), "--num-workers", "0"]
+    retrieval = ["retrieval", *model, "--dataset", str(built), "--zero-shot", str(shapes)]
+    assert main([*retrieval, "--out", str(tmp_path / "retrieval")]) == 0
+    aro = ["eval", *model, "--dataset", str(built), "--config", "coco_order", "--bootstrap", "0"]
+    assert main([*aro, "--out", str(tmp_path / "eval")]) == 0
+    root = str(tmp_path.parent).encode()  # holds every folder of this session: the dataset, the model, the outputs
+    for out in (tmp_path / "retrieval", tmp_path / "eval"):
+        for path in out.rglob("*"):
+            assert not path.is_file() or root not in path.read_bytes(), f"{path} names a local path"
+    results = json.loads((tmp_path / "retrieval" / "results.json").read_text())
+    assert results["model"] == tiny_clip_dir.name
+    assert results["retrieval"]["dataset"] == "aro" and results["zero_shot"]["dataset"] == "shapes"
 
 
 def test_zero_shot_names_a_missing_column_and_a_template_without_a_slot(tiny_clip_dir, tmp_path, capsys):

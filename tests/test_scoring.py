@@ -101,8 +101,8 @@ def aro_folder(tmp_path_factory):
 
 def test_evaluate_model_and_cli_write_json_table_plots_and_model_index(aro_folder, tmp_path, tiny_clip_dir, capsys):
     results = evaluate_model(str(tiny_clip_dir), str(aro_folder), "all")
-    assert set(results["configs"]) == {"relation", "attribution", "coco_order", "flickr30k_order"}
-    assert results["configs"]["relation"]["num_items"] == 20 and results["image_processor"] == "CLIPImageProcessorPil"
+    assert set(results.configs) == {"relation", "attribution", "coco_order", "flickr30k_order"}
+    assert results.configs["relation"].num_items == 20 and results.image_processor == "CLIPImageProcessorPil"
 
     out = tmp_path / "eval"
     assert (
@@ -128,7 +128,7 @@ def test_evaluate_model_and_cli_write_json_table_plots_and_model_index(aro_folde
     printed = capsys.readouterr().out
     assert "| relation |" in printed and "| coco_order |" in printed
     saved = json.loads((out / "results.json").read_text())
-    assert saved["configs"]["relation"] == results["configs"]["relation"]  # the same numbers whatever the entry point
+    assert saved["configs"]["relation"] == results.to_json()["configs"]["relation"]  # whatever the entry point
     assert {"torch", "transformers", "datasets"} <= set(saved["versions"])
     assert (out / "relation.png").stat().st_size > 1000 and (out / "coco_order.png").exists()
     assert "model-index" in (out / "model-index.yaml").read_text()

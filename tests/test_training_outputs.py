@@ -92,7 +92,7 @@ def test_a_config_a_folder_without_a_card_lacks_is_one_line(command, data, start
         if command == "mine"
         else [str(word) for word in train_argv(tmp_path / "run", dataset=folder)]
     )
-    refused(capfd, argv, f"--dataset {folder} (config scenes, split train): BuilderConfig 'scenes' not found")
+    refused(capfd, argv, f"dataset {folder} has no config scenes (it has default)")
     assert not (tmp_path / "cache.parquet").exists() and not (tmp_path / "run").exists()
 
 

@@ -47,7 +47,9 @@ Returns:
     num_items (`int`), num_ties (`int`).
 Examples:
     >>> aro_accuracy = evaluate.load("aro_accuracy", "relation")
-    >>> results = aro_accuracy.compute(predictions=[0, 1, 0, -1], references=[0, 0, 0, 0], groups=["on", "on", "holding", "holding"])
+    >>> results = aro_accuracy.compute(
+    ...     predictions=[0, 1, 0, -1], references=[0, 0, 0, 0], groups=["on", "on", "holding", "holding"]
+    ... )
     >>> results["accuracy"], results["macro_accuracy"], results["num_ties"]
     (0.5, 0.5, 1)
 """
@@ -110,9 +112,10 @@ def score_model(
     predicted by `protocol`'s rule), over the items that have a negative (an option with the true caption's text is
     none)."""
     try:
-        from aro.metrics.scoring import load_model, load_split, score_items
+        from aro.metrics.scoring import Runtime, load_model, load_split, score_items
     except ImportError:
         raise ImportError(INSTALL_HINT) from None
+    runtime = Runtime(**runtime_options)  # checked before the model loads
     if isinstance(dataset, str):
         if config is None:
             raise ValueError(
@@ -121,6 +124,6 @@ def score_model(
         dataset = load_split(dataset, config, split)
     model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code)
     scored = score_items(
-        model, processor, dataset, group_column=GROUP_COLUMNS.get(config), protocol=protocol, **runtime_options
+        model, processor, dataset, group_column=GROUP_COLUMNS.get(config), protocol=protocol, runtime=runtime
     )
     return scored.counted()  # items whose every option equals the true caption cannot be won: left out

@@ -6,8 +6,11 @@ reports (`downstream.py`, behind `aro retrieval`).
 `aro eval`, the NegCLIP trainer and miner, the demo and the `aro_accuracy` evaluate module all score through it;
 it never imports from the module's Space folder (`metrics/aro_accuracy/`).
 
->>> from aro.metrics.scoring import evaluate_model
->>> results = evaluate_model("openai/clip-vit-base-patch32", "ORG/aro", "all", output_dir="eval")  # doctest: +SKIP
+>>> from aro.metrics.scoring import EvalOptions, Runtime, evaluate_model
+>>> options = EvalOptions(runtime=Runtime(batch_size=256), protocol="paper")  # doctest: +SKIP
+>>> model = "openai/clip-vit-base-patch32"
+>>> result = evaluate_model(model, "ORG/aro", output_dir="eval", options=options)  # doctest: +SKIP
+>>> result.configs["relation"].macro_accuracy  # doctest: +SKIP
 
 Names are imported on first use, so that the command line's help loads no torch.
 """
@@ -34,20 +37,26 @@ _EXPORTS = {
     "Scorer": "scorer",
     "ScoreResult": "scorer",
     "score_items": "scorer",
+    "EvalOptions": "evaluation",
     "evaluate_model": "evaluation",
     "evaluate_models": "evaluation",
+    "EvalResult": "results",
+    "ConfigResult": "results",
     "RetrievalSet": "retrieval",
+    "RetrievalResult": "retrieval",
     "retrieval_recall": "retrieval",
     "retrieval_results": "retrieval",
     "ZeroShotTask": "zero_shot",
+    "ZeroShotResult": "zero_shot",
     "zero_shot_accuracy": "zero_shot",
+    "DownstreamResult": "downstream",
     "evaluate_downstream": "downstream",
     "BlindAdapter": "adapters",
     "CallableAdapter": "adapters",
     "load_hook": "adapters",
     "load_blind_model": "loading",
     "evaluate_launched": "launch",
-    "results_table": "report",
+    "results_table": "tables",
     "write_outputs": "report",
 }
 

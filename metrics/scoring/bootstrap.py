@@ -6,7 +6,8 @@ so that a batch of draws is one matrix product per statistic; an interval is the
 number's draws (the percentile method).
 
 >>> correct = np.array([1, 1, 0, 1, 0, 1, 1, 1], dtype=float)
->>> low, high = Bootstrap(draws=1000, seed=0).intervals(len(correct), lambda weights: weights @ correct / len(correct))[0]
+>>> micro = lambda weights: weights @ correct / len(correct)  # the accuracy of each resample
+>>> low, high = Bootstrap(draws=1000, seed=0).intervals(len(correct), micro)[0]
 >>> bool(low <= correct.mean() <= high)
 True
 """
@@ -72,8 +73,9 @@ def accuracy_intervals(
     column's pairwise accuracy.
 
     `correct` is [N] booleans; `group_codes` [N] integers 0..G-1 naming each item's group; `macro_groups` [G]
-    booleans, the groups the protocol keeps in the macro accuracy; `pairwise` [N, P] booleans (the true caption
-    against each Order perturbation).
+    booleans, the groups the protocol keeps in the macro accuracy; `pairwise` [N, P], the true caption against each
+    Order perturbation: 1 where it wins, 0 where not, NaN where the perturbation is no negative (its text is the
+    true caption's), which leaves the item out of that perturbation's accuracy.
 
     Returns `{"accuracy": (low, high), "macro_accuracy": ..., "per_group": [...], "pairwise": [...]}`, None where
     there is nothing to resample.
@@ -82,6 +84,9 @@ def accuracy_intervals(
     num_items = len(correct)
     num_groups = int(group_codes.max()) + 1 if group_codes is not None and num_items else 0
     num_pairwise = pairwise.shape[1] if pairwise is not None else 0
+    if num_pairwise:
+        compared = (~np.isnan(pairwise)).astype(float)
+        wins = np.nan_to_num(pairwise, nan=0.0)
     if num_groups:
         # Items sorted by group, so that a group's draws are one contiguous slice to sum (`reduceat`).
         order = np.argsort(group_codes, kind="stable")
@@ -103,7 +108,8 @@ def accuracy_intervals(
                 )
             columns += [macro, *per_group.T]
         if num_pairwise:
-            columns += list((weights @ pairwise.astype(float) / num_items).T)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                columns += list((weights @ wins / (weights @ compared)).T)
         return np.stack(columns, axis=1)
 
     intervals = bootstrap.intervals(num_items, statistics)

@@ -1,14 +1,18 @@
-"""Every number a report gives for one config, from the [N, K] scores: accuracies by the protocol, Order sets broken
-down by perturbation, and bootstrap intervals for all of them.
+"""Every number a report gives for one config, from the [N, K] scores: accuracies by the protocol, ties, Order sets
+broken down by perturbation, and bootstrap intervals for all of them.
+
+One rule for options with the true caption's text (scored NaN): they are no negatives. The item's accuracy ignores
+them, and so does the breakdown: such a pair is left out of that perturbation's accuracy, and counted (`left_out`).
 
 The Order breakdown answers "which shuffle fools the model": `pairwise` is the accuracy of the true caption against
-each perturbation alone (an item counts right against a shuffle when the true caption outscores it, ties by the
-protocol's rule; an option with the true caption's text, scored NaN, does not beat it), and `chosen` the share of items on which each option was the model's choice (plus ties under a
-ties-wrong protocol), which adds up to 1; the share of `original` is the micro accuracy.
+each perturbation alone (right when the true caption outscores it, ties by the protocol's rule), and `chosen` the
+share of items on which each option was the model's choice (plus ties under a ties-wrong protocol), which adds up
+to 1; the share of `original` is the micro accuracy.
 
->>> numbers = config_numbers(np.array([[0.9, 0.1, 0.95], [0.8, 0.2, 0.1]]), "coco_order", option_names=["original", "a", "b"])
->>> numbers["accuracy"], [row["accuracy"] for row in numbers["perturbations"]["pairwise"]]
-(0.5, [1.0, 0.5])
+>>> scores = np.array([[0.9, 0.1, 0.95], [0.8, 0.2, 0.1], [0.7, np.nan, 0.1]])
+>>> result = config_result(scores, "coco_order", option_names=["original", "a", "b"], bootstrap=Bootstrap(draws=0))
+>>> result.accuracy, [(row.accuracy, row.left_out) for row in result.perturbations.pairwise]
+(0.6666666666666666, [(1.0, 1), (0.6666666666666666, 0)])
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from aro.core.protocol import accuracy_results, get_protocol, predict
 
 from .bootstrap import Bootstrap, accuracy_intervals
+from .results import ChosenShare, ConfigResult, GroupAccuracy, PairwiseAccuracy, PerturbationBreakdown
 
 TIE = "tie"
 
@@ -26,50 +31,85 @@ def _rounded(interval: tuple[float, float] | None) -> list[float] | None:
     return [round(interval[0], 6), round(interval[1], 6)] if interval else None
 
 
-def config_numbers(
+def tied_items(scores: np.ndarray) -> int:
+    """Items whose highest score is shared by two options, whatever the protocol then counts them as (mteb's argmax
+    takes a tie with the true caption as right): the ties-wrong rule marks exactly those items -1."""
+    return predict(scores, "paper").count(-1)
+
+
+def pairwise_wins(scores: np.ndarray, protocol: str) -> np.ndarray:
+    """[N, K-1]: 1 where the true caption (column 0) beats the option alone (ties by the protocol's rule), 0 where
+    not, NaN where the option has the true caption's text and is no negative."""
+    true, others = scores[:, :1], scores[:, 1:]
+    beats = true >= others if get_protocol(protocol).ties_right else true > others
+    return np.where(np.isnan(others), np.nan, beats.astype(float))
+
+
+def config_result(
     scores: np.ndarray,
     config: str,
     groups: list[str] | None = None,
     protocol: str = "paper",
     option_names: list[str] | None = None,
-    bootstrap: Bootstrap = Bootstrap(),
-) -> dict:
-    """`accuracy_results` of the protocol's predictions (the true caption is option 0), a 95% interval (`*_ci`) for
-    every accuracy, and, for configs with more than two options, the per-perturbation breakdown."""
+    bootstrap: Bootstrap | None = None,
+) -> ConfigResult:
+    """`accuracy_results` of the protocol's predictions (the true caption is option 0), the ties counted from the
+    scores, a 95% interval for every accuracy, and, for configs with more than two options, the per-perturbation
+    breakdown."""
     scores = np.asarray(scores, dtype=float)
+    bootstrap = bootstrap or Bootstrap()
     predictions = predict(scores, protocol)
-    references = [0] * len(scores)
-    numbers = accuracy_results(predictions, references, groups=groups, config=config, protocol=protocol)
+    numbers = accuracy_results(predictions, [0] * len(scores), groups=groups, config=config, protocol=protocol)
     correct = np.asarray(predictions) == 0
     group_codes = macro_groups = None
     if groups is not None and numbers["per_group"]:
         index_of = {row["group"]: index for index, row in enumerate(numbers["per_group"])}
         group_codes = np.array([index_of[group] for group in groups])
         macro_groups = np.array([row["in_macro"] for row in numbers["per_group"]])
-    pairwise = None
-    if scores.shape[1] > 2:
-        names = list(option_names or ["original"] + [f"option_{index}" for index in range(1, scores.shape[1])])
-        true, others = scores[:, :1], scores[:, 1:]
-        beats = true >= others if get_protocol(protocol).ties_right else true > others
-        pairwise = beats | np.isnan(others)  # an option with the true caption's text (NaN) is no negative to lose to
-        counts = np.bincount(np.asarray(predictions) + 1, minlength=scores.shape[1] + 1)  # index 0 counts ties (-1)
-        chosen = [{"option": name, "share": float(count / len(scores))} for name, count in zip(names, counts[1:])]
-        if not get_protocol(protocol).ties_right:
-            chosen.append({"option": TIE, "share": float(counts[0] / len(scores))})
-        numbers["perturbations"] = {
-            "pairwise": [
-                {"perturbation": name, "accuracy": float(column.mean())} for name, column in zip(names[1:], pairwise.T)
-            ],
-            "chosen": chosen,
-        }
-    intervals = accuracy_intervals(correct, group_codes, macro_groups, pairwise, bootstrap)
-    numbers["accuracy_ci"] = _rounded(intervals["accuracy"])
-    numbers["macro_accuracy_ci"] = (
-        _rounded(intervals["macro_accuracy"]) if numbers["macro_accuracy"] is not None else None
+    wins = pairwise_wins(scores, protocol) if scores.shape[1] > 2 else None
+    intervals = accuracy_intervals(correct, group_codes, macro_groups, wins, bootstrap)
+    return ConfigResult(
+        accuracy=numbers["accuracy"],
+        macro_accuracy=numbers["macro_accuracy"],
+        headline=numbers["headline"],
+        num_items=numbers["num_items"],
+        num_ties=tied_items(scores),
+        per_group=[
+            GroupAccuracy(**row, accuracy_ci=_rounded(interval))
+            for row, interval in zip(numbers["per_group"], intervals["per_group"])
+        ],
+        perturbations=None
+        if wins is None
+        else breakdown(scores, wins, predictions, protocol, option_names, intervals["pairwise"]),
+        accuracy_ci=_rounded(intervals["accuracy"]),
+        macro_accuracy_ci=_rounded(intervals["macro_accuracy"]) if numbers["macro_accuracy"] is not None else None,
+        bootstrap=bootstrap,
     )
-    for row, interval in zip(numbers["per_group"], intervals["per_group"]):
-        row["accuracy_ci"] = _rounded(interval)
-    for row, interval in zip(numbers.get("perturbations", {}).get("pairwise", []), intervals["pairwise"]):
-        row["accuracy_ci"] = _rounded(interval)
-    numbers["bootstrap"] = {"draws": bootstrap.draws, "seed": bootstrap.seed, "confidence": bootstrap.confidence}
-    return numbers
+
+
+def breakdown(
+    scores: np.ndarray,
+    wins: np.ndarray,
+    predictions: list[int],
+    protocol: str,
+    option_names: list[str] | None,
+    intervals: list,
+) -> PerturbationBreakdown:
+    """The pairwise accuracy of the true caption against each perturbation (over the items where it is a negative)
+    and the share of items on which each option was chosen."""
+    names = list(option_names or ["original"] + [f"option_{index}" for index in range(1, scores.shape[1])])
+    compared = ~np.isnan(wins)
+    pairwise = [
+        PairwiseAccuracy(
+            perturbation=name,
+            accuracy=float(np.nanmean(column)) if counted.any() else None,
+            accuracy_ci=_rounded(interval),
+            left_out=int((~counted).sum()),
+        )
+        for name, column, counted, interval in zip(names[1:], wins.T, compared.T, intervals)
+    ]
+    counts = np.bincount(np.asarray(predictions) + 1, minlength=scores.shape[1] + 1)  # index 0 counts ties (-1)
+    chosen = [ChosenShare(name, float(count / len(scores))) for name, count in zip(names, counts[1:])]
+    if not get_protocol(protocol).ties_right:
+        chosen.append(ChosenShare(TIE, float(counts[0] / len(scores))))
+    return PerturbationBreakdown(pairwise, chosen)

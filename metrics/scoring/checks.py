@@ -1,19 +1,18 @@
 """Checks of what a user gives the scorer, each refusing in one line that names the file, the item or the option.
 
-What can be checked before a model loads is checked then (`aro eval` calls these through `data.check_dataset` and
-`evaluate_model`): an option out of range, a config whose Parquet has no caption column, a null caption or no rows.
+What can be checked before a model loads is checked then (`aro eval` calls these through `data.check_dataset`): a
+config whose Parquet has no caption column, a null caption or no rows.
 What only scoring shows is checked where it arises: a score that is NaN or infinite (a user's scorer, or a model in
 half precision) would make every comparison false and the item a tie, so it is refused instead of counted wrong.
 
->>> check_at_least_one("--limit", 0)
+>>> check_scores_finite(np.array([[0.3, float("nan")]]), [["a dog", "a cat"]], None, "the scorer")
 Traceback (most recent call last):
     ...
-aro.core.errors.InvalidInput: --limit must be at least 1, not 0
+aro.core.errors.InvalidInput: the scorer gave the score nan to item 0, option 1 ('a cat'), and 0 other pair(s) a non-finite score: scores must be finite numbers
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aro.core.contract import VISUAL_GENOME_CONFIGS, VISUAL_GENOME_OPTIONS
-from aro.core.errors import InvalidInput, MissingInput
+from aro.core.errors import InvalidInput
 
 from .hub_copies import ORDER_COPY_IMAGE_COLUMN, ORDER_COPY_TEXT_COLUMNS
 
@@ -30,12 +29,6 @@ OPTIONS_COLUMN = "caption_options"
 # Hub copies that `hub_copies` maps (mteb's Order copies).
 VISUAL_GENOME_LAYOUTS = (("image", *VISUAL_GENOME_OPTIONS),)
 ORDER_LAYOUTS = (("image", OPTIONS_COLUMN), (ORDER_COPY_IMAGE_COLUMN, *ORDER_COPY_TEXT_COLUMNS))
-
-
-def check_at_least_one(option: str, value: int | None) -> None:
-    """Refuse a count option (`--limit`, `--max-images`) below 1; None means the option was not given."""
-    if value is not None and value < 1:
-        raise InvalidInput(f"{option} must be at least 1, not {value}")
 
 
 def item_name(item: int, item_ids: list | None) -> str:
@@ -117,26 +110,3 @@ def check_scores_finite(scores: np.ndarray, candidates: list[list[str]], item_id
             f"({candidates[item][option]!r}), and {len(bad) - 1} other pair(s) a non-finite score: scores must be "
             "finite numbers"
         )
-
-
-def read_results_json(path: str | Path) -> dict:
-    """The results of `aro retrieval` saved at `path` (`--base-results`), checked before the run: a JSON object
-    with `retrieval` or `zero_shot` results."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"--base-results {path}: no such file (give the results.json of `aro retrieval`)")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidInput(
-            f"--base-results {path} is not JSON ({error}): give the results.json of `aro retrieval`"
-        ) from None
-    shapes = {"retrieval": "variants", "zero_shot": "accuracy"}  # what the card reads of each
-    given = [name for name in shapes if isinstance(results, dict) and name in results]
-    if not given or any(not isinstance(results[name], dict) or shapes[name] not in results[name] for name in given):
-        found = sorted(results) if isinstance(results, dict) else type(results).__name__
-        raise InvalidInput(
-            f"--base-results {path} holds {found}, not the results of `aro retrieval` (`retrieval` with its "
-            "`variants`, or `zero_shot` with its `accuracy`)"
-        )
-    return results

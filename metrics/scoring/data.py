@@ -82,14 +82,14 @@ def no_such_config(dataset: str, config: str, names: list[str]) -> MissingInput:
 
 
 def check_dataset(dataset: str, configs: list[str], revision: str | None = None) -> None:
-    """Refuse, before any model loads, a dataset that is neither a folder nor a Hub id, an ARO config it does not
-    hold (see `config_to_read`), and, in a local folder, Parquet that cannot be scored: a file that is not Parquet,
-    the columns of another config, a null caption, no rows."""
+    """Refuse, before any model loads, a dataset that is neither a folder nor a Hub id, a config it does not hold
+    (see `config_to_read`), and, for the ARO configs of a local folder, Parquet that cannot be scored: a file that
+    is not Parquet, the columns of another config, a null caption, no rows."""
     names = config_names(dataset, revision)
     folder = local_dataset(dataset)
     for config in configs:
         name = config_to_read(dataset, names, config, asked=len(configs))
-        if folder is not None:
+        if folder is not None and config in ARO_CONFIGS:  # the caption-choice layouts; retrieval rows differ
             data_files = load_dataset_builder(str(folder), name).config.data_files
             files = [Path(path) for path in data_files.get("test", [])]
             if not files:

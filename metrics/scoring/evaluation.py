@@ -1,18 +1,21 @@
 """Score models on ARO configs; with an output folder, write the reports of `report.py` there.
 
 `aro eval` is a thin wrapper over `evaluate_models`; the NegCLIP trainer and the demo call `evaluate_model` directly
-with a model already in memory.
+with a model already in memory. What to do is one `EvalOptions` (where and how the model runs is its `Runtime`);
+what comes back is an `EvalResult` (`results.py`), read through attributes, whose `to_json()` is `results.json`.
 
->>> results = evaluate_model("openai/clip-vit-base-patch32", "ORG/aro", "all", output_dir="eval")  # doctest: +SKIP
->>> results["configs"]["relation"]["macro_accuracy"], results["configs"]["relation"]["macro_accuracy_ci"]  # doctest: +SKIP
->>> runs = evaluate_models(["openai/clip-vit-base-patch32", "ORG/negclip"], "ORG/aro", output_dir="eval")  # doctest: +SKIP
+>>> options = EvalOptions(runtime=Runtime(device="cuda", dtype="bf16", batch_size=256), limit=500)  # doctest: +SKIP
+>>> model = "openai/clip-vit-base-patch32"
+>>> result = evaluate_model(model, "ORG/aro", output_dir="eval", options=options)  # doctest: +SKIP
+>>> result.configs["relation"].macro_accuracy, result.configs["relation"].macro_accuracy_ci  # doctest: +SKIP
+>>> runs = evaluate_models(["openai/clip-vit-base-patch32", "ORG/negclip"], "ORG/aro", "eval")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import datetime
 import importlib.metadata
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +27,74 @@ from aro.core.io import check_output_folder, output_folder
 from aro.core.protocol import accuracy_results, get_protocol, predict
 
 from .adapters import BlindAdapter, hook_name
+from .adapters.prompts import GenerativePrompts
 from .bootstrap import DEFAULT_DRAWS, Bootstrap
-from .breakdown import config_numbers
-from .checks import check_at_least_one
+from .breakdown import config_result
 from .data import check_dataset, config_names, config_to_read, load_split
 from .hub_copies import as_aro_config
 from .loading import load_blind_model, load_model
 from .provenance import dataset_commit, hub_id, model_commit, name_of
 from .report import EVAL_COMMAND, scores_table, write_comparison, write_outputs
+from .results import BlindAccuracy, ConfigResult, EvalResult, HeadAccuracy
 from .runtime import Runtime
 from .scorer import Scorer, ScoreResult
 
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "aro")
 
 
-def _versions() -> dict[str, str]:
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate; every option is checked when the options are made, before any model loads.
+
+    - Where the model runs: `runtime` (device, autocast dtype, batch size, image-decoding workers, the distributed
+      state of several processes).
+    - What is loaded: the model's `revision`, `trust_remote_code`, the `dataset_revision`; `dataset_id` names the Hub
+      repo a local dataset folder is published as, for the Hub files (`model-index.yaml`, `.eval_results/`).
+    - How ARO is scored: the `protocol` (see `aro.core.protocol`); `limit` scores a seeded subsample of that many
+      items per config; every accuracy gets a 95% bootstrap interval over `bootstrap_draws` resamples seeded with
+      `seed` (0 draws: none); `save_scores` also writes every item's scores; `blind` (a causal language model's Hub
+      id or path) adds the text-only baseline; a generative model is scored by `score` ("vqa", the default, or
+      "likelihood") with `prompts` (`GenerativePrompts`).
+
+    `evaluate_downstream` (retrieval, zero-shot) reads the runtime and what is loaded, and refuses ARO's scoring
+    options rather than ignore them.
+    """
+
+    runtime: Runtime = field(default_factory=Runtime)
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dataset_revision: str | None = None
+    dataset_id: str | None = None
+    protocol: str = "paper"
+    limit: int | None = None
+    seed: int = 0
+    bootstrap_draws: int = DEFAULT_DRAWS
+    save_scores: bool = False
+    blind: str | None = None
+    score: str | None = None
+    prompts: GenerativePrompts | None = None
+
+    def __post_init__(self):
+        get_protocol(self.protocol)
+        if self.limit is not None and self.limit < 1:
+            raise InvalidInput(f"the limit (--limit) must be at least 1 item per config, not {self.limit}")
+        if self.bootstrap_draws < 0:
+            raise InvalidInput(
+                f"bootstrap draws (--bootstrap) must be 0 (no intervals) or more, not {self.bootstrap_draws}"
+            )
+
+    def aro_scoring_options(self) -> list[str]:
+        """The names of ARO's scoring options given other values than their defaults."""
+        loading = {"runtime", "revision", "trust_remote_code", "dataset_revision"}
+        default = EvalOptions(runtime=self.runtime)
+        return [
+            option.name
+            for option in fields(self)
+            if option.name not in loading and getattr(self, option.name) != getattr(default, option.name)
+        ]
+
+
+def library_versions() -> dict[str, str]:
     versions = {}
     for library in LIBRARIES:
         try:
@@ -79,139 +135,128 @@ def evaluate_model(
     configs: str | list[str] = "all",
     output_dir: str | Path | None = None,
     processor=None,
-    protocol: str = "paper",
-    revision: str | None = None,
-    dataset_revision: str | None = None,
-    trust_remote_code: bool = False,
-    batch_size: int = 64,
-    device: str | None = None,
-    dtype: str | None = None,
-    num_workers: int = 0,
-    distributed=None,
-    score: str | None = None,
-    prompts=None,
-    limit: int | None = None,
-    seed: int = 0,
-    bootstrap_draws: int = DEFAULT_DRAWS,
-    save_scores: bool = False,
-    dataset_id: str | None = None,
-    blind: str | None = None,
-) -> dict:
+    options: EvalOptions | None = None,
+) -> EvalResult:
     """Score `model` (a Hub id, a local path, a loaded model with its `processor`, or a scoring function
-    `score(images, captions)`) on `configs` of `dataset`.
+    `score(images, captions)`) on `configs` of `dataset` (a Hub id, a local folder of our build, or a Hub copy: see
+    `hub_copies`), as `options` say.
 
-    `dataset` is a Hub id or a local folder of our build, or a Hub copy (see `hub_copies`); `dataset_id` names the
-    Hub repo of a local folder for the Hub formats. `limit` scores a seeded subsample of each config; every accuracy
-    gets a 95% bootstrap interval over `bootstrap_draws` resamples seeded with `seed` (0 draws: none). Options equal
-    to the true caption are no negatives, and items with none left are not in the accuracy (`ScoreResult.counted`).
+    Options equal to the true caption are no negatives, and items with none left are not in the accuracy
+    (`ScoreResult.counted`). With `output_dir`, also writes the files of `report.write_outputs` there (and with
+    `options.save_scores` `scores/<config>.parquet`), replacing an earlier run's folder as a whole. The dataset and
+    the output folder are checked before the model loads.
 
-    Returns `{"model", "model_commit", "dataset", "dataset_id", "dataset_commit", "protocol", ..., "configs":
-    {config: numbers}}` (see `breakdown.config_numbers`); with `output_dir`, also writes the files of
-    `report.write_outputs` there (and with `save_scores` `scores/<config>.parquet`), replacing an earlier run's
-    folder as a whole. The options, the dataset and the output folder are checked before the model loads. A
-    generative model is scored by `score` ("vqa", the default, or "likelihood") with `prompts` (a
-    `GenerativePrompts`), both recorded under "scoring".
-    With `blind` (a causal language model's Hub id or path), each config also gets the text-only baseline's results
-    beside the model's (`configs[config]["blind"]`, see `blind_results`).
+    >>> result = evaluate_model(model, "ORG/aro", "relation", processor=processor)  # doctest: +SKIP
+    >>> result.configs["relation"].headline_number()  # doctest: +SKIP
+    ('macro accuracy', 0.61, [0.58, 0.64])
     """
-    get_protocol(protocol)
-    check_at_least_one("--limit", limit)
+    options = options or EvalOptions()
     configs = resolve_configs(configs)
-    runtime = Runtime(
-        device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers, distributed=distributed
-    )
     if output_dir is not None:
         check_output_folder(output_dir, EVAL_COMMAND, inputs=[dataset, model if isinstance(model, str) else None])
-    check_dataset(dataset, configs, dataset_revision)
-    if isinstance(model, str):
-        reference = model
-        model, processor = load_model(reference, revision=revision, trust_remote_code=trust_remote_code)
-        model_name, commit = name_of(reference), model_commit(reference, model)
-    elif isinstance(model, torch.nn.Module):
-        if processor is None:
-            raise InvalidInput("a loaded model needs its processor")
-        model_name, commit = name_of(getattr(model.config, "_name_or_path", "") or type(model).__name__), None
-    else:
-        model_name, commit = hook_name(model), None
-    scorer = Scorer(model, processor, runtime, score=score, prompts=prompts)
-    blind_scorer = (
-        Scorer(*load_blind_model(blind, trust_remote_code=trust_remote_code), runtime, adapter=BlindAdapter)
-        if blind
-        else None
-    )
+    check_dataset(dataset, configs, options.dataset_revision)
+    model, processor, model_name, commit = loaded_model(model, processor, options)
+    scorer = Scorer(model, processor, options.runtime, score=options.score, prompts=options.prompts)
+    blind_scorer = None
+    if options.blind:
+        blind_model = load_blind_model(options.blind, trust_remote_code=options.trust_remote_code)
+        blind_scorer = Scorer(*blind_model, options.runtime, adapter=BlindAdapter)
     image_processor = scorer.adapter.image_processor
-    results = {
-        "model": model_name,
-        "model_revision": revision,
-        "model_commit": commit,
-        "dataset": name_of(dataset),
-        "dataset_id": dataset_id or hub_id(dataset),
-        "dataset_revision": dataset_revision,
-        "dataset_commit": dataset_commit(dataset, dataset_revision),
-        "protocol": protocol,
-        "limit": limit,
-        "seed": seed,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "adapter": scorer.adapter.family,
-        "image_processor": type(image_processor).__name__ if image_processor is not None else None,
-        "blind_model": blind,
-        "device": runtime.device.type,
-        "dtype": runtime.dtype or "fp32",
-        "scoring": scorer.adapter.settings(),
-        "versions": _versions(),
-        "warnings": [],
-        "configs": {},
-    }
-    bootstrap = Bootstrap(draws=bootstrap_draws, seed=seed)
+    result = EvalResult(
+        model=model_name,
+        model_revision=options.revision,
+        model_commit=commit,
+        dataset=name_of(dataset),
+        dataset_id=options.dataset_id or hub_id(dataset),
+        dataset_revision=options.dataset_revision,
+        dataset_commit=dataset_commit(dataset, options.dataset_revision),
+        protocol=options.protocol,
+        limit=options.limit,
+        seed=options.seed,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        adapter=scorer.adapter.family,
+        image_processor=type(image_processor).__name__ if image_processor is not None else None,
+        blind_model=options.blind,
+        device=options.runtime.device.type,
+        dtype=options.runtime.dtype or "fp32",
+        scoring=scorer.adapter.settings(),
+        versions=library_versions(),
+    )
+    bootstrap = Bootstrap(draws=options.bootstrap_draws, seed=options.seed)
     score_tables = {}
     was_training = getattr(model, "training", False)
     for config in configs:
-        data, warnings = as_aro_config(load_config(dataset, config, dataset_revision), config)
-        results["warnings"] += warnings
-        data, rows = subsample(data, limit, seed)
-        scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=protocol)
-        options = (
-            list(data[0]["perturbations"])
-            if "perturbations" in data.column_names
-            else ["true_caption", "false_caption"]
-        )
-        kept = scored.kept()
-        groups = None if scored.groups is None else [scored.groups[item] for item in kept]
-        numbers = config_numbers(scored.scores[kept], config, groups, protocol, options, bootstrap)
-        numbers |= {
-            "truncated_captions": scored.truncated_captions,
-            "unique_images": scored.unique_images,
-            "unique_captions": scored.unique_captions,
-            # Options equal to the true caption are no negatives; items with none left are not in the accuracy.
-            "items_with_identical_options": scored.identical_options,
-            "items_without_negative": len(scored.without_negative),
-        } | scored.notes
-        if save_scores:
-            item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
-            score_tables[config] = scores_table(
-                item_ids, scored.groups, scored.scores, options, scored.predictions, kept
-            )
-        for head, scores in scored.other_heads.items():
-            head_result = replace(scored, scores=scores, predictions=predict(scores, protocol))
-            numbers.setdefault("other_heads", {})[head] = accuracies(
-                accuracy_results(*head_result.counted(), config=config, protocol=protocol)
-            )
+        data, warnings = as_aro_config(load_config(dataset, config, options.dataset_revision), config)
+        result.warnings += warnings
+        data, rows = subsample(data, options.limit, options.seed)
+        scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=options.protocol)
+        result.configs[config] = scored_config(scored, data, config, options.protocol, bootstrap)
         if blind_scorer is not None:
-            blind_scored = blind_scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=protocol)
-            numbers["blind"] = blind_results(scored, blind_scored, config, protocol)
-        results["configs"][config] = numbers
+            blind_scored = blind_scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=options.protocol)
+            result.configs[config].blind = blind_accuracy(scored, blind_scored, config, options.protocol)
+        if options.save_scores:
+            item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
+            options_of_item = option_names(data)
+            score_tables[config] = scores_table(
+                item_ids, scored.groups, scored.scores, options_of_item, scored.predictions, scored.kept()
+            )
     if was_training:
         model.train()
     if output_dir is not None:
-        results["not_written"] = write_outputs(results, Path(output_dir), score_tables)
-    return results
+        result.not_written = write_outputs(result, Path(output_dir), score_tables)
+    return result
 
 
-def evaluate_models(models: list, dataset: str, output_dir: str | Path | None, **options) -> list[dict]:
+def loaded_model(model, processor, options: EvalOptions) -> tuple:
+    """(model, processor, the model's name in reports, its commit) of a Hub id or path (loaded here), a loaded model
+    with its processor, or a scoring function."""
+    if isinstance(model, str):
+        loaded, processor = load_model(model, revision=options.revision, trust_remote_code=options.trust_remote_code)
+        return loaded, processor, name_of(model), model_commit(model, loaded)
+    if isinstance(model, torch.nn.Module):
+        if processor is None:
+            raise InvalidInput("a loaded model needs its processor")
+        return model, processor, name_of(getattr(model.config, "_name_or_path", "") or type(model).__name__), None
+    return model, processor, hook_name(model), None
+
+
+def option_names(data) -> list[str]:
+    """The names of an item's candidates: the Order sets' perturbations, else the VG sets' two captions."""
+    if "perturbations" in data.column_names:
+        return list(data[0]["perturbations"])
+    return ["true_caption", "false_caption"]
+
+
+def scored_config(scored: ScoreResult, data, config: str, protocol: str, bootstrap: Bootstrap) -> ConfigResult:
+    """The numbers of one config's scores: over the items that have a negative, with the scorer's counts and the
+    accuracy of every further head of the model."""
+    kept = scored.kept()
+    groups = None if scored.groups is None else [scored.groups[item] for item in kept]
+    result = config_result(scored.scores[kept], config, groups, protocol, option_names(data), bootstrap)
+    result.truncated_captions = scored.truncated_captions
+    result.unique_images = scored.unique_images
+    result.unique_captions = scored.unique_captions
+    result.items_with_identical_options = scored.identical_options
+    result.items_without_negative = len(scored.without_negative)
+    result.notes = dict(scored.notes)
+    for head, scores in scored.other_heads.items():
+        head_result = replace(scored, scores=scores, predictions=predict(scores, protocol))
+        numbers = accuracy_results(*head_result.counted(), config=config, protocol=protocol)
+        result.other_heads[head] = HeadAccuracy(numbers["accuracy"], numbers["macro_accuracy"])
+    return result
+
+
+def evaluate_models(
+    models: list,
+    dataset: str,
+    output_dir: str | Path | None = None,
+    configs: str | list[str] = "all",
+    options: EvalOptions | None = None,
+) -> list[EvalResult]:
     """`evaluate_model` for each model, each into `output_dir/<model name>/`, then `comparison.md`, `.csv` and
     `.png` in `output_dir`; one model writes straight into `output_dir`, and none is written without one."""
     if output_dir is None or len(models) == 1:
-        return [evaluate_model(model, dataset, output_dir=output_dir, **options) for model in models]
+        return [evaluate_model(model, dataset, configs, output_dir, options=options) for model in models]
     output_dir = Path(output_dir)
     folders = [name_of(model).replace("/", "__") for model in models]
     if len(set(folders)) < len(folders):
@@ -221,28 +266,26 @@ def evaluate_models(models: list, dataset: str, output_dir: str | Path | None, *
     )
     with output_folder(output_dir, EVAL_COMMAND) as staging:  # all models' results, or none, replace an earlier run's
         runs = [
-            evaluate_model(model, dataset, output_dir=staging / folder, **options)
+            evaluate_model(model, dataset, configs, staging / folder, options=options)
             for model, folder in zip(models, folders)
         ]
         write_comparison(runs, staging)
     return runs
 
 
-def accuracies(numbers: dict) -> dict:
-    """Micro and macro accuracy of `accuracy_results`, without the per-group table."""
-    return {"accuracy": numbers["accuracy"], "macro_accuracy": numbers["macro_accuracy"]}
-
-
-def blind_results(model: ScoreResult, blind: ScoreResult, config: str, protocol: str) -> dict:
+def blind_accuracy(model: ScoreResult, blind: ScoreResult, config: str, protocol: str) -> BlindAccuracy:
     """The blind baseline's accuracy (micro and macro, as the model's) and `right_where_model_right`: of the items
     the model gets right, the share the blind model also gets right (high: text priors explain the model's hits)."""
     model_predictions, references, _ = model.counted()
     blind_predictions, _, groups = blind.counted()
     model_right = np.asarray(model_predictions) == np.asarray(references)
     blind_right = np.asarray(blind_predictions) == np.asarray(references)
-    numbers = accuracies(accuracy_results(blind_predictions, references, groups, config, protocol))
-    numbers["right_where_model_right"] = float(blind_right[model_right].mean()) if model_right.any() else None
-    return numbers
+    numbers = accuracy_results(blind_predictions, references, groups, config, protocol)
+    return BlindAccuracy(
+        accuracy=numbers["accuracy"],
+        macro_accuracy=numbers["macro_accuracy"],
+        right_where_model_right=float(blind_right[model_right].mean()) if model_right.any() else None,
+    )
 
 
 def read_models_file(path: str | Path) -> list[str]:

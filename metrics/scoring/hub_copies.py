@@ -13,7 +13,8 @@ A copy that carries a bounding box (`bbox` as [x, y, w, h], or the original anno
 and are passed through unchanged. Where the group column is missing, one warning line says that the headline falls
 back to micro accuracy.
 
->>> dataset, warnings = as_aro_config(load_dataset("gowitheflow/ARO-COCO-order", split="test"), "coco_order")  # doctest: +SKIP
+>>> copy = load_dataset("gowitheflow/ARO-COCO-order", split="test")  # doctest: +SKIP
+>>> dataset, warnings = as_aro_config(copy, "coco_order")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def as_aro_config(dataset: Dataset, config: str) -> tuple[Dataset, list[str]]:
     elif not ({"image", "true_caption", "false_caption"} <= columns or {"image", "caption_options"} <= columns):
         raise InvalidInput(
             f"{config}: the dataset has columns {dataset.column_names}, neither ARO's nor those of a known Hub copy "
-            f"(VG: image, true_caption, false_caption; Order: {ORDER_COPY_IMAGE_COLUMN}, {', '.join(ORDER_COPY_TEXT_COLUMNS)})"
+            f"(VG: image, true_caption, false_caption; Order: {ORDER_COPY_IMAGE_COLUMN}, "
+            f"{', '.join(ORDER_COPY_TEXT_COLUMNS)})"
         )
     if "bbox" in columns or set(BBOX_KEYS) <= columns:
         dataset = _cropped(dataset)
@@ -51,7 +53,8 @@ def as_aro_config(dataset: Dataset, config: str) -> tuple[Dataset, list[str]]:
     group_column = GROUP_COLUMNS.get(config)
     if group_column and group_column not in dataset.column_names:
         warnings.append(
-            f"{config}: no `{group_column}` column, so no macro accuracy: the headline is micro accuracy, which the paper does not report for {config}"
+            f"{config}: no `{group_column}` column, so no macro accuracy: the headline is micro accuracy, which the "
+            f"paper does not report for {config}"
         )
     return dataset, warnings
 

@@ -10,24 +10,34 @@ launcher as well.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from .evaluation import evaluate_models
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+
+from .evaluation import EvalOptions, evaluate_models
+from .results import EvalResult
 
 
-def launch_state():
+def launch_state() -> PartialState:
     """accelerate's `PartialState` for the processes of this launch; on CPU processes when `ACCELERATE_USE_CPU` is
     set, as `Accelerator` reads it (a plain `PartialState()` would not start the gloo group there)."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
-def evaluate_launched(models: list, dataset: str, output_dir: str | Path, **options) -> tuple[list[dict], bool]:
-    """`evaluate_models` over the processes of the launch; the outputs are written by the main process. Returns the
-    results (on every process) and whether this is the main process."""
+def evaluate_launched(
+    models: list,
+    dataset: str,
+    output_dir: str | Path,
+    configs: str | list[str] = "all",
+    options: EvalOptions | None = None,
+) -> tuple[list[EvalResult], bool]:
+    """`evaluate_models` over the processes of the launch (its state goes into the options' runtime); the outputs
+    are written by the main process. Returns the results (on every process) and whether this is the main process."""
+    options = options or EvalOptions()
     state = launch_state()
-    runs = evaluate_models(models, dataset, output_dir if state.is_main_process else None, distributed=state, **options)
+    options = replace(options, runtime=replace(options.runtime, distributed=state))
+    runs = evaluate_models(models, dataset, output_dir if state.is_main_process else None, configs, options)
     state.wait_for_everyone()
     return runs, state.is_main_process

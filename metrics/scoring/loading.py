@@ -140,16 +140,6 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
     return load_weights(model_class, model_id, revision, trust_remote_code, dtype), processor
 
 
-def model_and_processor(model, processor=None, revision: str | None = None, trust_remote_code: bool = False):
-    """(name, model, processor) of a Hub id or local path (loaded here), or of a model already loaded with its
-    processor."""
-    if isinstance(model, str):
-        return (model, *load_model(model, revision=revision, trust_remote_code=trust_remote_code))
-    if processor is None:
-        raise InvalidInput("a loaded model needs its processor")
-    return getattr(model.config, "_name_or_path", type(model).__name__), model, processor
-
-
 def load_blind_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
     """(causal language model, tokenizer) of `model_id`, for the text-only baseline."""
     model_config(model_id, revision, trust_remote_code)

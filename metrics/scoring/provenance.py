@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-CHUNK_BYTES = 1 << 20
+from huggingface_hub import HfApi
+
+from aro.core.io import sha256_of
 
 
 def is_local(reference: str) -> bool:
@@ -31,13 +33,10 @@ def name_of(reference: str) -> str:
 
 
 def content_hash(files: list[Path], root: Path) -> str:
-    """`sha256:<hex>` over the relative paths and bytes of `files`, in path order."""
+    """`sha256:<hex>` over the relative path and the SHA-256 of each of `files`, in path order."""
     digest = hashlib.sha256()
-    for path in sorted(files, key=lambda path: path.relative_to(root).as_posix()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK_BYTES):
-                digest.update(chunk)
+    for name, path in sorted((path.relative_to(root).as_posix(), path) for path in files):
+        digest.update(f"{name}\0{sha256_of(path)}\n".encode())
     return "sha256:" + digest.hexdigest()
 
 
@@ -61,8 +60,6 @@ def dataset_commit(reference: str, revision: str | None = None) -> str | None:
             if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
         ]
         return content_hash(files, folder)
-    from huggingface_hub import HfApi
-
     try:
         return HfApi().dataset_info(reference, revision=revision).sha
     except Exception:  # noqa: BLE001 - offline or gated: the commit stays unknown, and the results say so

@@ -16,8 +16,9 @@ captions, then with each perturbation's captions in their place, against the sam
   contrastive head; that re-ranking is not implemented, and such models are refused with `UnsupportedModel`.
 
 >>> data = load_split("ORG/aro", "coco_retrieval")  # doctest: +SKIP
->>> results = retrieval_results(model, processor, RetrievalSet.from_retrieval_config(data))  # doctest: +SKIP
->>> results["variants"]["shuffle_trigrams"]["text_to_image"]["recall@1"]  # doctest: +SKIP
+>>> retrieval_set = RetrievalSet.from_retrieval_config(data)  # doctest: +SKIP
+>>> result = retrieval_results(model, processor, retrieval_set, Runtime(batch_size=256))  # doctest: +SKIP
+>>> result.variants["shuffle_trigrams"]["text_to_image"]["recall@1"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from datasets import Image as ImageFeature
 
 from aro.core.errors import InvalidInput
 
 from .adapters import DualEncoderAdapter, UnsupportedModel
+from .runtime import Runtime
 from .scorer import Scorer
 
 KS = (1, 5, 10)
@@ -50,8 +53,6 @@ class RetrievalSet:
     @classmethod
     def from_retrieval_config(cls, dataset, perturbations: bool = True, image_column: str = "image") -> RetrievalSet:
         """A retrieval config as `aro build` writes it: one row per image, `captions` and `perturbed_captions`."""
-        from datasets import Image as ImageFeature
-
         needed = {image_column, "captions"} | ({"perturbed_captions"} if perturbations else set())
         if not needed <= set(dataset.column_names):
             raise InvalidInput(
@@ -67,7 +68,8 @@ class RetrievalSet:
         for name, captions in variants.items():
             if len(captions) != len(owner):
                 raise InvalidInput(
-                    f"{name}: {len(captions)} captions for {len(owner)} originals; every image needs each caption perturbed"
+                    f"{name}: {len(captions)} captions for {len(owner)} originals; every image needs each caption "
+                    "perturbed"
                 )
         raw = dataset.cast_column(image_column, ImageFeature(decode=False))
         return cls(raw, image_column, list(range(len(dataset))), owner, variants)
@@ -76,9 +78,8 @@ class RetrievalSet:
     def from_caption_rows(
         cls, dataset, image_column: str = "image", caption_column: str = "caption", image_id_column: str = "image_id"
     ) -> RetrievalSet:
-        """An image-caption split with one caption per row (COCO-style), its images deduplicated by `image_id_column`."""
-        from datasets import Image as ImageFeature
-
+        """An image-caption split with one caption per row (COCO-style), its images deduplicated by
+        `image_id_column`."""
         image_of_id: dict[str, int] = {}
         image_rows, owner = [], []
         for row, image_id in enumerate(str(image_id) for image_id in dataset[image_id_column]):
@@ -120,26 +121,57 @@ def retrieval_recalls(
     }
 
 
-def dual_encoder(model, processor, **runtime_options) -> DualEncoderAdapter:
+def dual_encoder(model, processor, runtime: Runtime) -> DualEncoderAdapter:
     """The dual-encoder adapter of `model`; `UnsupportedModel` for a family that cannot retrieve here."""
-    adapter = Scorer(model, processor, **runtime_options).adapter
+    adapter = Scorer(model, processor, runtime).adapter
     if not isinstance(adapter, DualEncoderAdapter):
         raise UnsupportedModel(
-            f"{type(model).__name__} ({adapter.family}) cannot be scored on retrieval: ranking a shortlist from a matching "
-            "model's contrastive head is not implemented; retrieval takes dual encoders (CLIP, NegCLIP, SigLIP, ...)"
+            f"{type(model).__name__} ({adapter.family}) cannot be scored on retrieval: ranking a shortlist from a "
+            "matching model's contrastive head is not implemented; retrieval takes dual encoders (CLIP, NegCLIP, "
+            "SigLIP, ...)"
         )
     return adapter
 
 
-@torch.no_grad()
-def retrieval_results(model, processor, retrieval_set: RetrievalSet, ks=KS, **runtime_options) -> dict:
-    """Recall@k both ways for every caption variant of `retrieval_set` (options: those of `Runtime`).
+@dataclass
+class RetrievalResult:
+    """Recall@k both ways for every caption variant, the original captions first: `variants[variant][direction]
+    ["recall@k"]`, directions `text_to_image` and `image_to_text`. `dataset` (named by Hub id or folder name, never
+    a local path), its revision and `config` say what was retrieved, where that was a dataset's config."""
 
-    Returns `{"images", "captions", "ks", "variants": {variant: {"text_to_image": {"recall@k": ...},
-    "image_to_text": {...}}}}`, the original captions first.
-    """
+    images: int
+    captions: int
+    distinct_captions: int
+    ks: list[int]
+    variants: dict[str, dict[str, dict[str, float]]]
+    dataset: str | None = None
+    dataset_revision: str | None = None
+    config: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "dataset_revision": self.dataset_revision,
+            "config": self.config,
+            "images": self.images,
+            "captions": self.captions,
+            "distinct_captions": self.distinct_captions,
+            "ks": self.ks,
+            "variants": self.variants,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> RetrievalResult:
+        return cls(**data)
+
+
+@torch.no_grad()
+def retrieval_results(
+    model, processor, retrieval_set: RetrievalSet, runtime: Runtime | None = None, ks=KS
+) -> RetrievalResult:
+    """Recall@k both ways for every caption variant of `retrieval_set`, the model run as `runtime` says."""
     was_training = model.training
-    adapter = dual_encoder(model, processor, **runtime_options)
+    adapter = dual_encoder(model, processor, runtime or Runtime())
     runtime = adapter.runtime
     images = runtime.gathered(
         lambda rows: adapter.image_features(retrieval_set.dataset, rows, retrieval_set.image_column),
@@ -156,13 +188,9 @@ def retrieval_results(model, processor, retrieval_set: RetrievalSet, ks=KS, **ru
         for name, captions in retrieval_set.variants.items()
     }
     model.train(was_training)
-    return {
-        "images": len(images),
-        "captions": len(owner),
-        "distinct_captions": len(distinct),
-        "ks": list(ks),
-        "variants": variants,
-    }
+    return RetrievalResult(
+        images=len(images), captions=len(owner), distinct_captions=len(distinct), ks=list(ks), variants=variants
+    )
 
 
 def retrieval_recall(
@@ -172,17 +200,19 @@ def retrieval_recall(
     image_column="image",
     caption_column="caption",
     image_id_column="image_id",
+    runtime: Runtime | None = None,
     **runtime_options,
 ) -> dict:
-    """Recall@1/5/10 both ways over an image-caption split with one caption per row (several rows per image).
+    """Recall@1/5/10 both ways over an image-caption split with one caption per row (several rows per image), the
+    model run by `runtime` (or one made of `Runtime`'s options, as the trainer passes them).
 
     Flat keys (`text_to_image_recall@1`, ...), as logged during training and in the demo.
     """
     retrieval_set = RetrievalSet.from_caption_rows(data, image_column, caption_column, image_id_column)
-    results = retrieval_results(model, processor, retrieval_set, **runtime_options)
+    result = retrieval_results(model, processor, retrieval_set, runtime or Runtime(**runtime_options))
     flat = {
         f"{direction}_{name}": value
-        for direction, recalls in results["variants"]["original"].items()
+        for direction, recalls in result.variants["original"].items()
         for name, value in recalls.items()
     }
-    return flat | {"images": results["images"], "captions": results["captions"]}
+    return flat | {"images": result.images, "captions": result.captions}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from aro.core.errors import InvalidInput
@@ -72,7 +73,8 @@ class Runtime:
         if AUTOCAST_DTYPES[self.dtype] is not None and self.device.type != "cuda":
             # CPU autocast would change the numbers, not the speed: run in fp32 and say so.
             raise InvalidInput(
-                f"dtype {self.dtype} (autocast) runs on CUDA only, and this run is on {self.device.type}: leave the dtype out"
+                f"dtype {self.dtype} (autocast) runs on CUDA only, and this run is on {self.device.type}: "
+                "leave the dtype out"
             )
 
     @property
@@ -109,8 +111,6 @@ class Runtime:
         """`encode(items)`, split over the processes and gathered in input order on every process."""
         if self.num_processes == 1:
             return encode(items)
-        from accelerate.utils import gather_object
-
         size = -(-len(items) // self.num_processes)
         share = list(range(self.process_index * size, min(len(items), (self.process_index + 1) * size)))
         local = encode([items[index] for index in share]) if share else None

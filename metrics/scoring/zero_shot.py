@@ -8,21 +8,24 @@ Class names come from the label column's `ClassLabel` names (underscores read as
 of a string label column, or from `class_names` given in label order.
 
 >>> task = ZeroShotTask("uoft-cs/cifar10", image_column="img", label_column="label")  # doctest: +SKIP
->>> zero_shot_accuracy(model, processor, task)["accuracy"]  # doctest: +SKIP
+>>> zero_shot_accuracy(model, processor, task, Runtime(batch_size=256)).accuracy  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
+from datasets import Image as ImageFeature
 
 from aro.core.errors import InvalidInput
 from aro.core.protocol import predict
 
 from .data import load_split
+from .provenance import name_of
 from .retrieval import dual_encoder
+from .runtime import Runtime
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -47,6 +50,8 @@ class ZeroShotTask:
             raise InvalidInput(
                 f"every zero-shot template needs a {{}} where the class name goes: {bad or 'none given'}"
             )
+        if self.max_images is not None and self.max_images < 1:
+            raise InvalidInput(f"max_images (--max-images) must be at least 1, not {self.max_images}")
 
 
 def class_names_and_labels(data, task: ZeroShotTask) -> tuple[list[str], list[int]]:
@@ -71,29 +76,55 @@ def class_names_and_labels(data, task: ZeroShotTask) -> tuple[list[str], list[in
     out_of_range = [row for row, label in enumerate(labels) if not 0 <= label < len(names)]
     if out_of_range:
         raise InvalidInput(
-            f"{task.dataset}: row {out_of_range[0]} has label {labels[out_of_range[0]]}, but there are {len(names)} class names"
+            f"{task.dataset}: row {out_of_range[0]} has label {labels[out_of_range[0]]}, but there are {len(names)} "
+            "class names"
         )
     return names, labels
 
 
 def class_embeddings(adapter, names: list[str], templates: tuple[str, ...]) -> torch.Tensor:
-    """One normalised text embedding per class: the mean of its templates' embeddings."""
+    """One unit-length text embedding per class: the mean of its templates' (unit-length) embeddings, normalised
+    again, since a mean of unit vectors is shorter the more its templates disagree."""
     texts = [template.format(name) for name in names for template in templates]
     features = adapter.runtime.gathered(adapter.text_features, texts).view(len(names), len(templates), -1)
     return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
 
 
-@torch.no_grad()
-def zero_shot_accuracy(model, processor, task: ZeroShotTask, **runtime_options) -> dict:
-    """Top-1 zero-shot accuracy of a dual encoder on `task` (options: those of `Runtime`)."""
-    from datasets import Image as ImageFeature
+@dataclass
+class ZeroShotResult:
+    """Top-1 accuracy of a zero-shot `task` (its dataset named by Hub id or folder name, never a local path)."""
 
+    task: ZeroShotTask
+    classes: list[str]
+    images: int
+    correct: int
+    accuracy: float
+
+    def to_json(self) -> dict:
+        return asdict(self.task) | {
+            "classes": self.classes,
+            "images": self.images,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> ZeroShotResult:
+        task = {name: data[name] for name in ZeroShotTask.__dataclass_fields__ if name in data}
+        task["templates"] = tuple(task.get("templates", DEFAULT_TEMPLATES))
+        task["class_names"] = tuple(task["class_names"]) if task.get("class_names") else None
+        return cls(ZeroShotTask(**task), data["classes"], data["images"], data["correct"], data["accuracy"])
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, processor, task: ZeroShotTask, runtime: Runtime | None = None) -> ZeroShotResult:
+    """Top-1 zero-shot accuracy of a dual encoder on `task`, the model run as `runtime` says."""
     was_training = model.training
     data = load_split(task.dataset, task.config, task.split, revision=task.revision)
     if task.max_images is not None:
         data = data.select(range(min(task.max_images, len(data))))
     names, labels = class_names_and_labels(data, task)
-    adapter = dual_encoder(model, processor, **runtime_options)
+    adapter = dual_encoder(model, processor, runtime or Runtime())
     classes = class_embeddings(adapter, names, task.templates)
     raw = data.cast_column(task.image_column, ImageFeature(decode=False))
     images = adapter.runtime.gathered(
@@ -102,9 +133,10 @@ def zero_shot_accuracy(model, processor, task: ZeroShotTask, **runtime_options) 
     predictions = predict((images @ classes.T).numpy())
     model.train(was_training)
     correct = int(np.sum(np.asarray(predictions) == np.asarray(labels)))
-    return asdict(task) | {
-        "classes": names,
-        "images": len(labels),
-        "correct": correct,
-        "accuracy": correct / len(labels) if labels else float("nan"),
-    }
+    return ZeroShotResult(
+        task=replace(task, dataset=name_of(task.dataset)),
+        classes=names,
+        images=len(labels),
+        correct=correct,
+        accuracy=correct / len(labels) if labels else float("nan"),
+    )

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from aro.cards import render
 from aro.core.errors import MissingInput
-from aro.metrics.scoring.downstream import downstream_table
+from aro.metrics.scoring.hub_files import model_index
 from aro.metrics.scoring.provenance import hub_id, name_of
-from aro.metrics.scoring.report import model_index
+from aro.metrics.scoring.results import EvalResult
+from aro.metrics.scoring.tables import downstream_table
 
 from .arguments import NegCLIPTrainingArguments
 from .mining import NegativeShare
 from .recipe import FIXED_HERE, FORK_SETTINGS
 from .selection import METRIC
 
+if TYPE_CHECKING:  # a type only: importing it would import torch, which no other part of a card needs
+    from aro.metrics.scoring.downstream import DownstreamResult
+
 NO_DOWNSTREAM = (
     "Not measured with this training. Hard negatives should raise ARO without costing retrieval or zero-shot "
-    "accuracy;\ncheck with `aro retrieval --model <this model> --dataset <ARO built by aro build> "
-    "--zero-shot uoft-cs/cifar10`."
+    "accuracy;\ncheck with `aro retrieval --model <this model> --dataset <ARO built by aro build> --zero-shot "
+    "uoft-cs/cifar10`."
 )
 
 
@@ -54,23 +59,24 @@ def selection_summary(selection: dict | None, epochs: int) -> str:
 
 def model_card(
     args,
-    aro_results: dict | None = None,
+    aro_results: EvalResult | None = None,
     title: str | None = None,
     summary: str | None = None,
-    downstream: dict | None = None,
-    base_downstream: dict | None = None,
+    downstream: DownstreamResult | None = None,
+    base_downstream: DownstreamResult | None = None,
     selection: dict | None = None,
     negatives: NegativeShare | None = None,
 ) -> str:
-    """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results if any, and its
-    retrieval and zero-shot results (`evaluate_downstream`'s) if any, compared with the base model's when given, and
-    with hard negatives the share of training rows that had one (`negatives`).
+    """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results
+    (`evaluate_model`'s) if any, its retrieval and zero-shot results (`evaluate_downstream`'s `DownstreamResult`)
+    if any, compared with the base model's when given, and with hard negatives the share of training rows that had
+    one (`negatives`).
 
     Hub fields name Hub ids only: a local base model or dataset is left out of the metadata, and the card says so.
     """
     name = args.push_to_hub or Path(args.output_dir).name  # the Hub repo, else the name of the folder the card sits in
     base_model = hub_id(args.model_name_or_path)
-    datasets = [dataset for dataset in (hub_id(args.dataset), aro_results and aro_results.get("dataset_id")) if dataset]
+    datasets = [dataset for dataset in (hub_id(args.dataset), aro_results and aro_results.dataset_id) if dataset]
     metadata = {
         "library_name": "transformers",
         "license": "mit",
@@ -96,10 +102,10 @@ def model_card(
     )
     if aro_results:
         rows = [
-            f"| {config} | {numbers['accuracy']:.3f} | "
-            + (f"{numbers['macro_accuracy']:.3f}" if numbers.get("macro_accuracy") is not None else "-")
+            f"| {config} | {numbers.accuracy:.3f} | "
+            + (f"{numbers.macro_accuracy:.3f}" if numbers.macro_accuracy is not None else "-")
             + " |"
-            for config, numbers in aro_results["configs"].items()
+            for config, numbers in aro_results.configs.items()
         ]
         results = "| config | micro accuracy | macro accuracy |\n| --- | --- | --- |\n" + "\n".join(rows)
     else:
@@ -117,13 +123,13 @@ def model_card(
         else "the plain CLIP contrastive loss (no hard negatives)"
     )
     limitations = (
-        "Hard negatives teach the model to mind word order and attribute binding on captions like its training\n"
-        'data; they do not make it understand language. Swapped-word negatives can be true captions by accident ("a\n'
-        'dog next to a cat" swapped is still true; the miner only rules out swapped coordinated phrases, "a dog and a\n'
-        "cat\"), and nearest-neighbour images come from the starting model's own notion of similarity."
+        "Hard negatives teach the model to mind word order and attribute binding on captions like its training "
+        "data;\nthey do not make it understand language. Swapped-word negatives can be true captions by accident "
+        '("a dog next\nto a cat" swapped is still true; the miner only rules out swapped coordinated phrases, "a dog '
+        "and a cat\"),\nand nearest-neighbour images come from the starting model's own notion of similarity."
         if args.hard_negatives
-        else "The plain contrastive loss does not reward minding word order or which attribute goes with which\n"
-        "object: expect a bag of words on ARO's relation, attribution and Order sets, as the paper found for CLIP."
+        else "The plain contrastive loss does not reward minding word order or which attribute goes with which "
+        "object:\nexpect a bag of words on ARO's relation, attribution and Order sets, as the paper found for CLIP."
     )
     return render(
         "model_card.md",
@@ -148,7 +154,9 @@ def model_card(
     )
 
 
-def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_downstream: dict | None = None) -> Path:
+def write_card_with_downstream(
+    model_dir: str | Path, downstream: DownstreamResult, base_downstream: DownstreamResult | None = None
+) -> Path:
     """Rewrite the card of a model trained by `aro train` with retrieval and zero-shot results (`evaluate_downstream`'s)
     beside its ARO results, compared with its base model's when given; return the card's path.
 
@@ -161,8 +169,8 @@ def write_card_with_downstream(model_dir: str | Path, downstream: dict, base_dow
         )
     args = NegCLIPTrainingArguments(**json.loads((folder / "training_args.json").read_text()))
     training_results = folder / "training_results.json"
-    aro_results = json.loads(training_results.read_text()).get("aro") if training_results.is_file() else None
     recorded = json.loads(training_results.read_text()) if training_results.is_file() else {}
+    aro_results = EvalResult.from_json(recorded["aro"]) if recorded.get("aro") else None
     negatives = NegativeShare.from_json(recorded.get("negatives"))
     card = folder / "README.md"
     card.write_text(

@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 
 from aro.core.errors import InvalidInput
 from aro.core.io import MARKER, is_output_of, push_folder, sha256_of_blocks, write_manifest
-from aro.metrics.scoring.report import write_eval_results
+from aro.metrics.scoring.evaluation import EvalOptions, evaluate_model
+from aro.metrics.scoring.hub_files import write_eval_results
 from aro.metrics.scoring.runtime import Runtime
 
 from . import NegCLIPModel
@@ -283,8 +284,9 @@ def finish(run: TrainingRun) -> dict:
             distributed=accelerator,
         )
         accelerator.log({"validation/loss": results["validation_loss"]}, step=run.state["step"])
-    if args.eval_dataset:
-        results["aro"] = evaluate_aro(run)
+    aro = evaluate_aro(run) if args.eval_dataset else None
+    if aro is not None:
+        results["aro"] = aro.to_json()
     if accelerator.is_main_process:
         accelerator.unwrap_model(run.model).save_pretrained(run.output_dir, safe_serialization=True)
         run.processor.save_pretrained(run.output_dir)
@@ -292,11 +294,11 @@ def finish(run: TrainingRun) -> dict:
         (run.output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
         (run.output_dir / "training_results.json").write_text(json.dumps(results, indent=2))
         (run.output_dir / "README.md").write_text(
-            model_card(args, results.get("aro"), selection=results.get("selection"), negatives=run.negative_share),
+            model_card(args, aro, selection=results.get("selection"), negatives=run.negative_share),
             encoding="utf-8",
         )
-        if results.get("aro"):
-            write_eval_results(results["aro"], run.output_dir)  # .eval_results/aro.yaml, where the dataset has a Hub id
+        if aro is not None:
+            write_eval_results(aro, run.output_dir)  # .eval_results/aro.yaml, where the dataset has a Hub id
         if args.push_to_hub:
             push_checkpoint(run.output_dir, args.push_to_hub, private=args.private)
     run.log.close()
@@ -347,24 +349,22 @@ def validation_loss(
     return float(losses.mean())
 
 
-def evaluate_aro(run: TrainingRun) -> dict:
-    """ARO accuracy on `eval_configs` of `eval_dataset`, sharded over every process, logged by the main one."""
-    from aro.metrics.scoring.evaluation import evaluate_model
-
+def evaluate_aro(run: TrainingRun):
+    """ARO accuracy (an `EvalResult`) on `eval_configs` of `eval_dataset`, sharded over every process, logged by the
+    main one."""
     args, accelerator = run.args, run.accelerator
-    results = evaluate_model(
+    runtime = Runtime(batch_size=args.batch_size, device=accelerator.device, distributed=accelerator)
+    result = evaluate_model(
         accelerator.unwrap_model(run.model),
         args.eval_dataset,
         args.eval_configs,
         processor=run.processor,
-        batch_size=args.batch_size,
-        device=accelerator.device,
-        distributed=accelerator,
+        options=EvalOptions(runtime=runtime),
     )
     accelerator.log(
-        {f"aro/{config}": numbers["accuracy"] for config, numbers in results["configs"].items()}, step=run.state["step"]
+        {f"aro/{config}": numbers.accuracy for config, numbers in result.configs.items()}, step=run.state["step"]
     )
-    return results
+    return result
 
 
 class StepLog:
