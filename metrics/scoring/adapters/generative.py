@@ -40,11 +40,19 @@ from aro.core.errors import InvalidInput
 
 from ..data import ImageRows, Items
 from .base import Adapter
-from .prompts import SCORES, GenerativePrompts, answer_token_id, common_prefix_length
+from .prompts import (
+    SCORES,
+    GenerativePrompts,
+    answer_token_id,
+    common_prefix_length,
+    end_tokens,
+    without_end,
+)
 
 # Processor outputs that hold one value per token: the prefix forward takes their first P columns, and the rest of
-# a pair is text, which these mark as such by leaving them out (Gemma 3's token types, Qwen2-VL's modality types).
-PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
+# a pair is text, which these mark as such by leaving them out (Gemma 3's token types, Qwen2-VL's modality types,
+# Kosmos-2's mask of the image's positions).
+PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids", "image_embeds_position_mask")
 # Processor outputs that are text, padded on the right when pairs run whole (InstructBLIP's Q-Former reads the prompt).
 TEXT_INPUTS = (
     "input_ids",
@@ -67,6 +75,7 @@ PER_PAIR_MODEL_TYPES = {
     # Found in tests, not explained: over a cached prefix, a tiny Mllama's caption log-probabilities were up to 3e-3
     # away from its full forward (a padding-free single pair too), so its pairs run whole, as its own forward runs them.
     "mllama": "Llama 3.2 Vision's scores over a cached prefix differ from its full forward",
+    "kosmos-2": "Kosmos-2's forward asks for the image (pixel values or embeddings) at every call, over a cache too",
 }
 
 
@@ -103,6 +112,9 @@ class GenerativeAdapter(Adapter):
         self.score_name, self.prompts = score, prompts or GenerativePrompts()
         self.family = f"generative-{score}"
         self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        # The tokens the tokenizer writes after every text (XLM-R's `</s>`) close it: a decoder's prompt ends with its
+        # last word, and the answer is the first token the model would write after it.
+        self.end_tokens = end_tokens(self.tokenizer)
         self.notes = {}
         if score == "vqa":  # P(answer) and P(negative answer) at the answer position
             self.answer_ids = [
@@ -204,11 +216,11 @@ class SharedPrefixAdapter(GenerativeAdapter):
         """Processor inputs and token ids of one image's pairs with `captions`, and their shared prefix length."""
         bare_text = self.prompts.text(self.score_name, "", self.processor)
         inputs = self.processor_inputs(bare_text, image)
-        bare_ids = inputs.pop("input_ids")[0].tolist()
+        bare_ids = without_end(inputs.pop("input_ids")[0].tolist(), self.end_tokens)
         inputs.pop("attention_mask", None)
         texts = [self.prompts.text(self.score_name, caption, self.processor) for caption in captions]
         tokens = self.tokenizer([bare_text, *texts])["input_ids"]
-        bare_tokens, pair_tokens = tokens[0], tokens[1:]
+        bare_tokens, *pair_tokens = (without_end(ids, self.end_tokens) for ids in tokens)
         # The processor's ids of the bare text are its tokenizer's with the image placeholder expanded in place; a
         # pair's ids are the bare ids up to where the pair's text departs from the bare text, then the pair's own
         # tokens. The expansion must end before the captions begin, and the shared prefix must hold all of it.
@@ -356,7 +368,13 @@ class PerPairAdapter(GenerativeAdapter):
         else:
             inputs = self.processor_inputs(self.prompts.text(self.score_name, caption, self.processor), image)
         inputs.pop("labels", None)  # PaliGemma's processor writes training labels
-        return inputs
+        return inputs if self.decoder_start is not None else self.without_end_tokens(inputs)
+
+    def without_end_tokens(self, inputs: dict) -> dict:
+        """A decoder's processor inputs without the tokenizer's end tokens after the text, in every per-token input."""
+        ids = inputs["input_ids"][0].tolist()
+        cut = len(ids) - len(without_end(ids, self.end_tokens))
+        return {name: value[:, : len(ids) - cut] if name in TEXT_INPUTS else value for name, value in inputs.items()}
 
     def image_pairs(self, image, captions: list[str]) -> list[tuple[dict, range]]:
         """Each pair's inputs and the positions of its scored tokens (among the decoder's, for an encoder-decoder):
