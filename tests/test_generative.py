@@ -29,7 +29,7 @@ PER_PAIR_FAMILIES = {
     "paligemma": "reads its prompt bidirectionally",
     "blip2": "takes no key/value cache",
     "instructblip": "Q-Former reads the prompt",
-    "blip2-t5": "language model is an encoder-decoder (t5)",
+    "blip2-t5": "language model is an encoder-decoder",
     "mllama": "differ from its full forward",
 }
 TEMPLATE = GenerativePrompts(template="user : {prompt} assistant :")  # PaliGemma's processor places the image itself

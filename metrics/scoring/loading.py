@@ -28,7 +28,7 @@ from transformers.utils import is_torchvision_available, logging
 
 from aro.core.errors import InvalidInput, MissingInput
 
-from .adapters import ADAPTERS, is_generative
+from .adapters import ADAPTERS, is_generative, refuse_unscored
 
 
 class MissingWeights(InvalidInput):
@@ -165,8 +165,9 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
     """(model, processor) of `model_id`, the model built as the architecture its config names."""
     config = model_config(model_id, revision, trust_remote_code)
     architecture = next((name for name in config.architectures or [] if name in ADAPTERS or is_generative(name)), None)
-    processor = load_processor(model_id, revision, trust_remote_code)
     model_class = getattr(transformers, architecture) if architecture else AutoModel
+    refuse_unscored(model_class, config)  # before the processor and the weights load
+    processor = load_processor(model_id, revision, trust_remote_code)
     return load_weights(model_class, model_id, revision, trust_remote_code, dtype), processor
 
 
