@@ -73,10 +73,10 @@ def load_processor(model_id: str, revision: str | None = None, trust_remote_code
     processors of the README's measurement), so the backend is pinned: scores must not depend on whether torchvision
     happens to be installed. Only the image processor is asked for PIL (the rest of the processor, a video processor
     that exists only for torchvision, say, is built as its checkpoint says); a processor that cannot be built without
-    torchvision is refused in one line saying so.
+    torchvision, or another package, is refused in one line saying which.
     """
     options = dict(revision=revision, trust_remote_code=trust_remote_code)
-    with loading(model_id, "processor"), needing_torchvision(model_id):
+    with loading(model_id, "processor"), needing_packages(model_id):
         try:
             image_processor = AutoImageProcessor.from_pretrained(model_id, backend="pil", **options)
         except (OSError, ValueError):  # no image processor saved (a text-only tokenizer folder): the processor says
@@ -91,18 +91,23 @@ def load_processor(model_id: str, revision: str | None = None, trust_remote_code
 
 
 @contextmanager
-def needing_torchvision(model_id: str):
-    """One line instead of transformers' ImportError where the processor needs torchvision and it is not installed
-    (Qwen2-VL's video processor, an image processor with no PIL backend)."""
+def needing_packages(model_id: str):
+    """One line instead of transformers' ImportError where the processor needs a package that is not installed:
+    torchvision (Qwen2-VL's video processor, an image processor with no PIL backend), num2words (SmolVLM's)."""
     try:
         yield
     except (ImportError, ValueError) as error:
-        if is_torchvision_available() or "torchvision" not in str(error).lower():
-            raise
-        raise InvalidInput(
-            f"model {model_id}: its processor needs torchvision, which is not installed: install the torchvision "
-            f"release that matches torch {torch.__version__.split('+')[0]} (see the README's quick start)"
-        ) from None
+        message = " ".join(str(error).split())
+        if "torchvision" in message.lower() and not is_torchvision_available():
+            raise InvalidInput(
+                f"model {model_id}: its processor needs torchvision, which is not installed: install the torchvision "
+                f"release that matches torch {torch.__version__.split('+')[0]} (see the README's quick start)"
+            ) from None
+        if isinstance(error, ImportError):
+            raise InvalidInput(
+                f"model {model_id}: its processor needs a package that is not installed: {message}"
+            ) from None
+        raise
 
 
 def refuse_empty_tokenizer(model_id: str, tokenizer) -> None:
