@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from aro.builders.images import MAX_IMAGE_PIXELS  # PIL and numpy only: --help stays fast
-from aro.core.command_line import HelpFormatter
+from aro.core.command_line import HelpFormatter, hub_repo_id
 
 
 def register(subparsers) -> None:
@@ -54,7 +54,9 @@ def register(subparsers) -> None:
         default=MAX_IMAGE_PIXELS,
         help="refuse larger images (decompression bombs) before decoding them; raise it for genuine huge images",
     )
-    parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the built folder as this dataset repo")
+    parser.add_argument(
+        "--push-to-hub", type=hub_repo_id, metavar="ORG/NAME", help="upload the built folder as this dataset repo"
+    )
     parser.add_argument("--private", action="store_true", help="make the pushed repo private")
     parser.set_defaults(func=_run)
 

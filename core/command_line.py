@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .io import repo_id_problem
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Descriptions as written, and every option's default after its help, unless the help states it in words
@@ -13,3 +15,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.required or "(default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+def hub_repo_id(value: str) -> str:
+    """An argparse `type` for options naming a Hub repo: a malformed id is refused as the command starts."""
+    problem = repo_id_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputRefused
+from .errors import InvalidInput, OutputRefused
 
 MARKER = ".aro-output.json"
 SHOWN_PATHS = 3  # paths named in a refusal; the rest are counted
@@ -267,6 +267,27 @@ def check_output_file(out: str | Path, inputs: Iterable[object], is_ours, what: 
         raise OutputRefused(f"{option} {out} exists and is not {what}: choose another file name; nothing was replaced")
 
 
+def repo_id_problem(repo_id: str) -> str | None:
+    """What is wrong with `repo_id` as a Hub repo id (ORG/NAME), or None."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        reason = str(error).split(". ")[0]  # huggingface_hub's first sentence says what is wrong
+        return f"{repo_id!r} is not a Hub repo id (ORG/NAME): {reason}"
+    return None
+
+
+def check_repo_id(repo_id: str, option: str) -> None:
+    """Refuse a malformed `repo_id` in one line naming `option`, before any work, so that a long run does not fail
+    at its upload."""
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise InvalidInput(f"{option} {problem}")
+
+
 def push_folder(
     folder: str | Path,
     repo_id: str,
@@ -280,6 +301,7 @@ def push_folder(
     (a local record); return the repo's URL."""
     from huggingface_hub import HfApi
 
+    check_repo_id(repo_id, "repo")
     api = HfApi()
     sdk = {"space_sdk": space_sdk} if space_sdk else {}
     url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **sdk)

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from aro.core.command_line import HelpFormatter
+from aro.core.command_line import HelpFormatter, hub_repo_id
 from aro.core.errors import InvalidInput
 from aro.core.io import push_folder
 from aro.core.protocol import PROTOCOLS
@@ -84,6 +84,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--push-results",
+        type=hub_repo_id,
         metavar="ORG/MODEL",
         help="open a pull request adding .eval_results/aro.yaml to this model repo",
     )
@@ -129,7 +130,7 @@ def register(subparsers) -> None:
     push = subparsers.add_parser(
         "push-metric", help="publish the aro_accuracy evaluate module as a Space", formatter_class=HelpFormatter
     )
-    push.add_argument("repo_id", metavar="ORG/aro_accuracy", help="the Space to create or update")
+    push.add_argument("repo_id", type=hub_repo_id, metavar="ORG/aro_accuracy", help="the Space to create or update")
     push.add_argument("--private", action="store_true", help="make the Space private")
     push.set_defaults(func=_run_push)
 

@@ -55,6 +55,7 @@ def eval_args(model, dataset, *extra) -> list[str]:
         (["--dtype", "fp16", "--device", "cpu"], "dtype fp16 (autocast) runs on CUDA only, and this run is on cpu"),
         (["--limit", "0"], "the limit (--limit) must be at least 1 item per config, not 0"),
         (["--bootstrap", "-1"], "bootstrap draws (--bootstrap) must be 0 (no intervals) or more, not -1"),
+        (["--seed", "-5"], "the seed (--seed) must be 0 or more, not -5"),
     ],
 )
 def test_bad_options_are_refused_before_the_model_loads(aro_folder, capfd, extra, message):
@@ -93,6 +94,51 @@ def test_a_hub_dataset_out_of_reach_is_one_line(tiny_clip_dir, tmp_path, capfd):
 )
 def test_a_model_that_does_not_exist_is_one_line(aro_folder, capfd, model, message):
     refused(capfd, eval_args(model, aro_folder, "--config", "relation"), message)
+
+
+def test_a_dataset_folder_given_as_the_model_is_one_line(aro_folder, capfd):
+    refused(capfd, eval_args(aro_folder, aro_folder, "--config", "relation"), f"model '{aro_folder}' cannot be loaded")
+
+
+def test_a_clip_given_as_the_blind_language_model_is_one_line(aro_folder, tiny_clip_dir, tmp_path, capfd):
+    refused(
+        capfd,
+        eval_args(tiny_clip_dir, aro_folder, "--config", "relation", "--blind", str(tiny_clip_dir), "--out", "o"),
+        f"--blind {tiny_clip_dir} is a clip model, not a language model that writes text",
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding", "message"),
+    [(None, None, "cannot be read (No such file or directory)"), ("mod\xe8le\n", "latin-1", "cannot be read")],
+)
+def test_a_models_file_that_cannot_be_read_is_one_line(aro_folder, tmp_path, capfd, content, encoding, message):
+    listing = tmp_path / "models.txt"
+    if content is not None:
+        listing.write_text(content, encoding=encoding)
+    argv = ["eval", "--models-file", str(listing), "--dataset", str(aro_folder)]
+    refused(capfd, argv, f"--models-file {listing} {message}")
+
+
+BROKEN_SCORERS = {
+    "raises": ("def score(images, captions):\n    return 1 / 0\n", "ZeroDivisionError: division by zero (at {file}:2)"),
+    "words": (
+        "def score(images, captions):\n    return ['high'] * len(captions)\n",
+        "list values that are not numbers",
+    ),
+    "syntax": ("def score(images, captions)\n    return []\n", "fails as it loads: SyntaxError"),
+    "import": ("raise RuntimeError('no GPU here')\n", "fails as it loads: RuntimeError: no GPU here (at {file}:1)"),
+}
+
+
+@pytest.mark.parametrize("kind", BROKEN_SCORERS)
+def test_a_scorer_that_fails_is_one_line_naming_where(aro_folder, tmp_path, capfd, kind):
+    source, message = BROKEN_SCORERS[kind]
+    scorer = tmp_path / f"scorer_{kind}.py"
+    scorer.write_text(source)
+    argv = ["eval", "--scorer", f"{scorer}:score", "--dataset", str(aro_folder), "--config", "relation"]
+    refused(capfd, [*argv, "--num-workers", "0", "--out", str(tmp_path / "out")], message.format(file=scorer))
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_output_that_is_a_file_or_someone_elses_folder_is_refused(aro_folder, tmp_path, capfd):
@@ -271,7 +317,8 @@ def encode(image: Image.Image) -> bytes:
 
 
 def test_help_imports_no_torch():
-    """`aro --help` and `aro <command> --help` load only the command's parser module: no torch, transformers or datasets."""
+    """`aro --help` and `aro <command> --help` load only the command's parser module: no torch, transformers or
+    datasets."""
     import subprocess
 
     for command in (
@@ -286,8 +333,10 @@ def test_help_imports_no_torch():
         ["mine"],
     ):
         code = (
-            "import sys\nfrom aro.cli import main\ntry:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(name for name in ('torch', 'transformers', 'datasets') if name in sys.modules), file=sys.stderr)"
+            "import sys\nfrom aro.cli import main\n"
+            "try:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = ('torch', 'transformers', 'datasets')\n"
+            "print(sorted(name for name in heavy if name in sys.modules), file=sys.stderr)"
         )
         finished = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, timeout=120)
         assert finished.stderr.strip().splitlines()[-1] == "[]", (command, finished.stderr)

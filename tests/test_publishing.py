@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import TINY_WORDS, random_image
+from conftest import TINY_WORDS, random_image, refused
 from datasets import Dataset, Features, Value, load_dataset
 from datasets import Image as ImageFeature
 from huggingface_hub import DatasetCard, ModelCard, parse_eval_result_entries
@@ -677,3 +677,24 @@ def test_several_models_get_a_combined_table_csv_and_plot(aro_folder, tiny_clip_
     assert (out / tiny_clip_dir.name / "results.json").exists() and (out / "other-clip" / "relation.png").exists()
     assert "| other-clip |" in capsys.readouterr().out
     assert_no_local_path(hub_texts(out), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "--vg-dir", "vg", "--push-to-hub"],
+        ["push-metric"],
+        ["convert", "model.pt", "--open-clip-config", "ViT-B-32", "--out", "out", "--push-to-hub"],
+        ["eval", "--model", "org/model", "--push-results"],
+    ],
+)
+def test_a_malformed_hub_repo_id_is_refused_as_the_command_starts(capfd, argv):
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "org/bad name!"])
+    assert stopped.value.code == 2
+    assert "'org/bad name!' is not a Hub repo id (ORG/NAME)" in capfd.readouterr().err
+
+
+def test_training_refuses_a_malformed_hub_repo_id_before_anything_loads(tmp_path, capfd):
+    argv = ["train", "--model-name-or-path", "missing", "--output-dir", str(tmp_path / "run")]
+    refused(capfd, [*argv, "--push-to-hub", "a/b/c"], "--push-to-hub 'a/b/c' is not a Hub repo id (ORG/NAME)")

@@ -78,6 +78,8 @@ class EvalOptions:
         get_protocol(self.protocol)
         if self.limit is not None and self.limit < 1:
             raise InvalidInput(f"the limit (--limit) must be at least 1 item per config, not {self.limit}")
+        if self.seed < 0:  # numpy's generators take none
+            raise InvalidInput(f"the seed (--seed) must be 0 or more, not {self.seed}")
         if self.bootstrap_draws < 0:
             raise InvalidInput(
                 f"bootstrap draws (--bootstrap) must be 0 (no intervals) or more, not {self.bootstrap_draws}"
@@ -291,7 +293,13 @@ def blind_accuracy(model: ScoreResult, blind: ScoreResult, config: str, protocol
 def read_models_file(path: str | Path) -> list[str]:
     """Model references listed one per line (blank lines and `#` comments ignored), as CLIP_benchmark's
     `--pretrained_model models.txt`."""
-    lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidInput(
+            f"--models-file {path} cannot be read ({getattr(error, 'strerror', None) or error})"
+        ) from None
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     models = [line for line in lines if line]
     if not models:
         raise InvalidInput(f"{path} lists no model")

@@ -24,6 +24,7 @@ from transformers import (
     AutoProcessor,
     AutoTokenizer,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 from transformers.utils import is_torchvision_available, logging
 
 from aro.core.errors import InvalidInput, MissingInput
@@ -140,7 +141,9 @@ def model_config(model_id: str, revision: str | None = None, trust_remote_code: 
         )
     try:
         return AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
-    except OSError as error:  # not a folder, not on the Hub, or the Hub out of reach: transformers says which
+    # OSError: not a folder, not on the Hub, or the Hub out of reach; ValueError: a folder without a model config
+    # (a dataset folder, say). transformers says which.
+    except (OSError, ValueError) as error:
         raise InvalidInput(f"model {model_id!r} cannot be loaded: {first_line(error)}") from None
 
 
@@ -178,7 +181,13 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
 
 def load_blind_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
     """(causal language model, tokenizer) of `model_id`, for the text-only baseline."""
-    model_config(model_id, revision, trust_remote_code)
+    config = model_config(model_id, revision, trust_remote_code)
+    remote_causal_lm = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not remote_causal_lm:
+        raise InvalidInput(
+            f"--blind {model_id} is a {config.model_type} model, not a language model that writes text "
+            "(AutoModelForCausalLM): the blind baseline needs one, such as Qwen/Qwen2.5-0.5B"
+        )
     with loading(model_id, "tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     refuse_empty_tokenizer(model_id, tokenizer)

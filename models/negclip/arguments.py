@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from aro.core.errors import InvalidInput, MissingInput, OutputRefused
-from aro.core.io import check_not_an_input, is_output_of
+from aro.core.io import check_not_an_input, check_repo_id, is_output_of
 
 TRAIN_COMMAND = "aro train"  # the `written_by` of a run folder's marker
 MAX_LOGIT_SCALE = 100.0  # the fork's cap on the logit multiplier (`recipe.clamp_logit_scale`)
@@ -235,6 +235,8 @@ class NegCLIPTrainingArguments(MiningOptions):
     def check(self) -> None:
         """Refuse impossible settings, missing paths and an output folder that is not the run's to write, in one
         line, before anything loads."""
+        if self.push_to_hub:
+            check_repo_id(self.push_to_hub, "--push-to-hub")
         for name in ("batch_size", "epochs", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{_flag(name)} must be at least 1, not {getattr(self, name)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aro.core.command_line import HelpFormatter
+from aro.core.command_line import HelpFormatter, hub_repo_id
 
 from .configs import OPEN_CLIP_MODELS
 
@@ -34,7 +34,11 @@ def register(subparsers) -> None:
         "--processor", default=None, help="Hub id or folder whose processor to copy, e.g. openai/clip-vit-base-patch32"
     )
     convert.add_argument(
-        "--push-to-hub", default=None, metavar="ORG/NAME", help="upload the folder to this Hub model repo"
+        "--push-to-hub",
+        default=None,
+        type=hub_repo_id,
+        metavar="ORG/NAME",
+        help="upload the folder to this Hub model repo",
     )
     convert.add_argument("--private", action="store_true", help="create the Hub repo private")
     convert.set_defaults(func=_run)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,18 @@ def hook_name(function) -> str:
 
 
 class HookError(InvalidInput):
-    """The hook cannot be found, or returned something other than one number per pair."""
+    """The hook cannot be found, failed, or returned something other than one number per pair."""
+
+
+def failure(error: BaseException) -> str:
+    """`TypeName: message (at file:line)`, the line of the user's code where `error` was raised: one line, as aro
+    reports every error in its input."""
+    if isinstance(error, SyntaxError):
+        where = f"{error.filename}:{error.lineno}"
+    else:
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    return f"{type(error).__name__}: {error} (at {where})"
 
 
 class CallableAdapter(PairAdapter):
@@ -67,8 +79,16 @@ class CallableAdapter(PairAdapter):
         return images
 
     def match(self, images: list, pairs: list[tuple[int, str]]) -> torch.Tensor:
-        scores = self.model([images[position] for position, _ in pairs], [caption for _, caption in pairs])
-        scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+        try:
+            scores = self.model([images[position] for position, _ in pairs], [caption for _, caption in pairs])
+        except Exception as error:  # the user's code, not aro's: where it failed, in one line
+            raise HookError(f"{self.scorer_name} raised {failure(error)}") from error
+        try:
+            scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise HookError(
+                f"{self.scorer_name} returned {type(scores).__name__} values that are not numbers ({error})"
+            ) from None
         if scores.shape != (len(pairs),):
             raise HookError(
                 f"{self.scorer_name} returned shape {scores.shape} for {len(pairs)} pairs: it must return one number "
@@ -100,6 +120,8 @@ def load_hook(spec: str):
             module = importlib.import_module(module_name)
     except ImportError as error:
         raise HookError(f"--scorer {spec!r}: cannot import {module_name} ({error})") from None
+    except Exception as error:  # the module itself fails as it loads (a syntax error, a raise at import)
+        raise HookError(f"--scorer {spec!r}: {module_name} fails as it loads: {failure(error)}") from None
     function = getattr(module, function_name, None)
     if not callable(function):
         raise HookError(f"--scorer {spec!r}: {module_name} has no function {function_name}")
