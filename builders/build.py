@@ -23,7 +23,7 @@ import requests
 from aro.builders.images import MAX_IMAGE_PIXELS
 from aro.builders.perturbations import OrderPerturber
 from aro.builders.sources import BuildReport, order_rows, retrieval_rows, visual_genome_rows
-from aro.builders.writer import check_output_parent, configs_yaml, eval_yaml, write_hub_folder
+from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
 from aro.cards import render
 from aro.core.contract import ARO_CONFIGS, RETRIEVAL_CONFIGS, config_features
 from aro.core.errors import DownloadFailed, InvalidInput
@@ -141,7 +141,6 @@ def build_aro(
     if not configs:
         raise InvalidInput("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
     check_output_folder(out_dir, COMMAND, sources.paths(), replace=overwrite)
-    check_output_parent(out_dir)
     perturber = None
     if set(configs) - {"relation", "attribution"}:
         perturber = OrderPerturber(spacy_pipeline, seed=seed)

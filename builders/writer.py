@@ -10,8 +10,6 @@ is full or read-only is one line naming the folder.
 
 from __future__ import annotations
 
-import errno
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -22,13 +20,11 @@ from datasets import Features
 from PIL import Image
 
 from aro.builders.images import png_bytes
-from aro.core.errors import AroError, InvalidInput, OutputRefused
+from aro.core.errors import InvalidInput
 from aro.core.io import output_folder
 
 ROWS_PER_SHARD = 5000
 ROWS_PER_ROW_GROUP = 500
-# What the disk answers when the output cannot be written there: full, over quota, read-only, not permitted.
-WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def encode_image(image: Image.Image | dict) -> dict:
@@ -122,18 +118,6 @@ def eval_yaml(name: str, description: str, configs: Iterable[str], split: str = 
     )
 
 
-def check_output_parent(out: str | Path, option: str = "--out") -> None:
-    """Refuse, before any work, an output folder that cannot be made: one under a file, or in a folder this process
-    may not write to."""
-    parent = Path(out).expanduser().absolute().parent
-    while not parent.exists():  # the folders that are missing are made; the first one that exists must allow it
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputRefused(f"{option} {out} lies under {parent}, which is a file: choose an output folder elsewhere")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputRefused(f"{option} {out} cannot be made: {parent} is not writable by you")
-
-
 def write_hub_folder(
     out_dir: str | Path,
     tables: Mapping[tuple[str, str], Iterable[dict]],
@@ -149,25 +133,16 @@ def write_hub_folder(
     `out_dir` as `command`'s output, refused if it is, holds or lies inside one of `inputs` (see
     `aro.core.io.output_folder`; an earlier output of `command` is replaced only with `overwrite`); return the row
     counts. The rows are consumed here: problems found in them stop the write with the previous output intact."""
-    try:
-        with output_folder(out_dir, command, inputs, replace=overwrite) as staging:
-            counts = {}
-            for (config, split), rows in tables.items():
-                (staging / config).mkdir(exist_ok=True)
-                counts[config, split] = _write_split(rows, features[config], staging / config, split)
-                if not counts[config, split]:
-                    raise InvalidInput(
-                        f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty"
-                    )
-            (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
-            for name, text in (extra_files(counts) if extra_files else {}).items():
-                (staging / name).write_text(text, encoding="utf-8")
-    except AroError:
-        raise  # some are OSErrors too (a missing input), already named
-    except OSError as error:
-        if error.errno not in WRITE_ERRORS:
-            raise
-        raise OutputRefused(
-            f"{out_dir} could not be written ({error.strerror}): nothing was replaced, an earlier output is as it was"
-        ) from None
+    with output_folder(out_dir, command, inputs, replace=overwrite) as staging:
+        counts = {}
+        for (config, split), rows in tables.items():
+            (staging / config).mkdir(exist_ok=True)
+            counts[config, split] = _write_split(rows, features[config], staging / config, split)
+            if not counts[config, split]:
+                raise InvalidInput(
+                    f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty"
+                )
+        (staging / "README.md").write_text(render_card(counts), encoding="utf-8")
+        for name, text in (extra_files(counts) if extra_files else {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
     return counts

@@ -18,6 +18,7 @@ The rule, for every command that writes:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InvalidInput, OutputRefused
+from .errors import AroError, InvalidInput, OutputRefused
 
 MARKER = ".aro-output.json"
 SHOWN_PATHS = 3  # paths named in a refusal; the rest are counted
@@ -109,6 +110,18 @@ def check_not_an_input(out: str | Path, inputs: Iterable[object], option: str = 
             raise OutputRefused(f"{option} {out} {where} the input {source}: choose an output apart from the inputs")
 
 
+def check_output_parent(out: str | Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output that cannot be made: one under a file, or in a folder this process may not
+    write to."""
+    parent = Path(out).expanduser().absolute().parent
+    while not parent.exists():  # the folders that are missing are made; the first one that exists must allow it
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputRefused(f"{option} {out} lies under {parent}, which is a file: choose an output elsewhere")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputRefused(f"{option} {out} cannot be made: {parent} is not writable by you")
+
+
 def check_output_folder(
     out: str | Path, command: str, inputs: Iterable[object] = (), replace: bool = True, option: str = "--out"
 ) -> None:
@@ -118,6 +131,7 @@ def check_output_folder(
     folder = Path(out).expanduser()
     if folder.exists() and not folder.is_dir():
         raise OutputRefused(f"{option} {out} is a file, not a folder: choose another output folder")
+    check_output_parent(out, option)
     check_not_an_input(folder, inputs, option)
     if not folder.is_dir() or not any(folder.iterdir()):
         return
@@ -185,12 +199,46 @@ def sync(path: Path) -> None:
         os.close(descriptor)
 
 
+# What the disk answers when an output cannot be written: full, over quota, too large, read-only; and, for a path
+# of the output itself, not permitted.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+PERMISSION_ERRORS = {errno.EACCES, errno.EPERM}
+
+
+def _is_output_path(error: OSError, target: Path) -> bool:
+    """Whether `error` names `target`, a path inside it, or what is staged beside it (not an input)."""
+    if error.filename is None:
+        return False
+    path = Path(os.fsdecode(error.filename)).absolute()
+    return path.is_relative_to(target) or any(part.startswith(f".{target.name}.") for part in path.parts)
+
+
+@contextmanager
+def write_errors_named(target: Path) -> Iterator[None]:
+    """Turn the disk's refusal to write `target` (or what is staged beside it) into one line; an error reading an
+    input is left as it is."""
+    try:
+        yield
+    except AroError:
+        raise  # some are OSErrors too (a missing input), already named
+    except OSError as error:
+        if not (error.errno in DISK_ERRORS or (error.errno in PERMISSION_ERRORS and _is_output_path(error, target))):
+            raise
+        raise OutputRefused(
+            f"{target} could not be written ({error.strerror}): nothing was replaced, an earlier output is as it was"
+        ) from None
+
+
 def replace_folder(staging: Path, target: Path) -> None:
     """Move the complete folder `staging` to `target`, replacing the folder there; at every moment one of the two
     is whole at `target` or (after a kill) beside it, where `clean_leftovers` puts it back."""
     if target.exists():
         previous = _beside(target, "previous")
-        os.replace(target, previous)  # onto the empty folder just made
+        try:
+            os.replace(target, previous)  # onto the empty folder just made
+        except OSError:
+            previous.rmdir()
+            raise
         os.replace(staging, target)
         shutil.rmtree(previous)
     else:
@@ -203,16 +251,17 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     """Yield an empty folder beside `target`; it replaces `target` when the block completes, and is removed, with
     `target` left as it was, when the block raises (Ctrl-C included). Checks are the caller's (`output_folder`)."""
     target = Path(target).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(target)
-    staging = _beside(target, "staging")
-    try:
-        yield staging
-        os.chmod(staging, 0o755)
-        replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with write_errors_named(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(target)
+        staging = _beside(target, "staging")
+        try:
+            yield staging
+            os.chmod(staging, 0o755)
+            replace_folder(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 @contextmanager
@@ -241,19 +290,20 @@ def staged_file(target: str | Path) -> Iterator[Path]:
     """Yield a path beside `target` to write one file to; it is renamed over `target` when the block completes, and
     removed when it raises. Checks are the caller's (`check_output_file`)."""
     target = Path(target).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(target)
-    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent)
-    os.close(descriptor)
-    partial = Path(name)
-    try:
-        yield partial
-        sync(partial)
-        os.replace(partial, target)
-        sync(target.parent)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with write_errors_named(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(target)
+        descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent)
+        os.close(descriptor)
+        partial = Path(name)
+        try:
+            yield partial
+            sync(partial)
+            os.replace(partial, target)
+            sync(target.parent)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
 
 def check_output_file(out: str | Path, inputs: Iterable[object], is_ours, what: str, option: str = "--out") -> None:
@@ -262,6 +312,7 @@ def check_output_file(out: str | Path, inputs: Iterable[object], is_ours, what: 
     path = Path(out).expanduser()
     if path.is_dir():
         raise OutputRefused(f"{option} {out} is a folder; the output is one file ({what})")
+    check_output_parent(out, option)
     check_not_an_input(path, inputs, option)
     if path.exists() and not is_ours(path):
         raise OutputRefused(f"{option} {out} exists and is not {what}: choose another file name; nothing was replaced")

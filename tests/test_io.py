@@ -1,8 +1,10 @@
 """The output rule of `aro.core.io`, on real folders: what is replaced, what is refused, what survives a failure."""
 
+import errno
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ from aro.core.errors import AroError, OutputRefused
 from aro.core.io import (
     MARKER,
     check_output_file,
+    check_output_folder,
     fingerprint,
     output_folder,
     replace_folder,
@@ -138,6 +141,52 @@ def test_replace_folder_swaps_whole_folders(tmp_path):
     replace_folder(tmp_path / "new", tmp_path / "target")
     assert tree(tmp_path / "target") == {"fresh": b"fresh"}
     assert sorted(path.name for path in tmp_path.iterdir()) == ["target"]
+
+
+def test_a_folder_that_cannot_be_moved_aside_is_left_in_place_with_nothing_beside_it(tmp_path, monkeypatch):
+    write_eval(tmp_path / "eval", "first")
+    before = tree(tmp_path / "eval")
+
+    def cross_device(source, destination):  # what os.replace says when the two lie on different filesystems
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(source))
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    with pytest.raises(OSError, match="cross-device"):
+        write_eval(tmp_path / "eval", "second")
+    assert tree(tmp_path / "eval") == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_is_one_line_and_the_earlier_output_stays(tmp_path):
+    write_eval(tmp_path / "eval", "first")
+    before = tree(tmp_path / "eval")
+    for stage in (output_folder(tmp_path / "eval", "aro eval"), staged_file(tmp_path / "eval" / "results.json")):
+        with pytest.raises(OutputRefused, match=r"could not be written \(No space left on device\)"):
+            with stage, open("/dev/full", "w") as full:
+                full.write("x" * 10_000)
+                full.flush()  # ENOSPC, as a write to a full disk
+    assert tree(tmp_path / "eval") == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval"]
+
+
+def test_an_input_that_cannot_be_read_is_not_reported_as_an_output_error(tmp_path):
+    with pytest.raises(PermissionError):
+        with output_folder(tmp_path / "eval", "aro eval"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "sources" / "image.jpg"))
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_an_output_under_a_file_is_refused_before_any_work(tmp_path, kind):
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "deeper" / "out"
+    with pytest.raises(OutputRefused, match="lies under .*notes.txt, which is a file"):
+        if kind == "folder":
+            check_output_folder(out, "aro eval")
+        else:
+            check_output_file(out, [], lambda path: True, "a table")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_file_outputs_replace_only_their_own_kind_and_never_an_input(tmp_path):
