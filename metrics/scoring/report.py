@@ -28,7 +28,7 @@ from aro.core.io import output_folder
 from .hub_files import EVAL_RESULTS_PATH, write_eval_results, write_model_index
 from .plots import plot_comparison, plot_config
 from .results import EvalResult
-from .tables import blind_table, comparison_table, results_table
+from .tables import artifact_tables, blind_table, comparison_table, results_table
 
 EVAL_COMMAND = "aro eval"
 NO_HUB_ID = (
@@ -42,7 +42,9 @@ def write_outputs(result: EvalResult, output_dir: Path, score_tables: dict | Non
     `output_dir`, then move it into place (see `aro.core.io`); return one line per Hub file not written."""
     with output_folder(output_dir, EVAL_COMMAND) as staging:
         (staging / "results.json").write_text(json.dumps(result.to_json(), indent=2))
-        tables = [results_table(result)] + ([blind_table(result)] if result.blind_model else [])
+        tables = (
+            [results_table(result)] + ([blind_table(result)] if result.blind_model else []) + artifact_tables(result)
+        )
         (staging / "results.md").write_text("\n\n".join(tables) + "\n")
         for config, numbers in result.configs.items():
             plot_config(config, numbers, staging / f"{config}.png")
