@@ -72,6 +72,8 @@ CONFIG_KEYS = [
     "unique_captions",
     "items_with_identical_options",
     "items_without_negative",
+    "same_words_items",
+    "same_words_share",
 ]
 
 
