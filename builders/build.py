@@ -36,6 +36,7 @@ from aro.core.contract import (
     SUGARCREPE_CONFIGS,
     candidates_of,
     config_features,
+    expand_config_names,
     uses_same_words,
 )
 from aro.core.errors import DownloadFailed, InvalidInput
@@ -191,7 +192,7 @@ def build_aro(
     are refused unless `allow_outside_source`; images of more than `max_image_pixels` pixels are refused (or
     skipped).
     """
-    configs = expand_configs(configs or sources.available())
+    configs = expand_config_names(configs or sources.available(), CONFIG_SETS)
     unknown = [config for config in configs if config not in CONFIGS]
     if unknown:
         raise InvalidInput(f"unknown config(s) {unknown}: choose from {list(CONFIGS)} or 'sugarcrepe'")
@@ -270,11 +271,6 @@ def build_aro(
     return counts, report
 
 
-def expand_configs(names) -> tuple[str, ...]:
-    """`names` with each name of `CONFIG_SETS` replaced by its configs, without repeats."""
-    return tuple(dict.fromkeys(config for name in names for config in CONFIG_SETS.get(name, (name,))))
-
-
 def _per_config(counts: dict[str, int]) -> str:
     return ", ".join(f"{config}: {count}" for config, count in counts.items()) or "none"
 
@@ -285,8 +281,7 @@ def _same_words_cell(same_words: int | None, rows: int) -> str:
 
 
 def sugarcrepe_card_section(counts: dict, report: BuildReport) -> str:
-    """The card's SugarCrepe section: which file each split came from (its SHA-256), its items, and what was
-    counted on the way."""
+    """The card's SugarCrepe section, with the file each split came from (and its SHA-256) and its items."""
     rows = []
     for (config, _), items in counts.items():
         if config in SUGARCREPE_CONFIGS:
@@ -386,7 +381,7 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
             f"{FLICKR30K_FORM}, then pass --flickr-dir (the folder holding flickr30k-images/) and "
             f"--flickr-annotations ({KARPATHY_URL.format(name='flickr30k_test.json')})."
         )
-    configs = expand_configs(configs)
+    configs = expand_config_names(configs, CONFIG_SETS)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     vg_dir = coco_dir = sugarcrepe_dir = coco2017_dir = None
@@ -411,7 +406,7 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
         sugarcrepe_dir, coco2017_dir = root / "sugarcrepe", root / "coco2017"
         sugarcrepe_dir.mkdir(exist_ok=True)
         coco2017_dir.mkdir(exist_ok=True)
-        for config in set(SUGARCREPE_CONFIGS) & set(configs):
+        for config in [config for config in SUGARCREPE_CONFIGS if config in configs]:
             name = f"{split_of(config)}.json"
             if not (sugarcrepe_dir / name).exists():
                 fetch(SUGARCREPE_URL.format(name=name), sugarcrepe_dir / name)

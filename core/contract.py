@@ -56,6 +56,16 @@ CHANCE |= dict.fromkeys(SUGARCREPE_CONFIGS, 0.5)
 BBOX_KEYS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
 
 
+def expand_config_names(names, sets: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """`names` with each name of `sets` (a name that stands for several configs) replaced by its configs, in order,
+    without repeats.
+
+    >>> expand_config_names(["relation", "sugarcrepe", "relation"], {"sugarcrepe": ("a", "b")})
+    ('relation', 'a', 'b')
+    """
+    return tuple(dict.fromkeys(config for name in names for config in sets.get(name, (name,))))
+
+
 def option_names(config: str) -> tuple[str, ...]:
     """The names of an item's candidate captions in `config`, the true caption first."""
     return PERTURBATION_NAMES if config in ORDER_CONFIGS else VISUAL_GENOME_OPTIONS

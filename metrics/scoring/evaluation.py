@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aro.core.contract import ARO_CONFIGS, CHOICE_CONFIGS, GROUP_COLUMNS, SUGARCREPE_CONFIGS
+from aro.core.contract import ARO_CONFIGS, CHOICE_CONFIGS, GROUP_COLUMNS, SUGARCREPE_CONFIGS, expand_config_names
 from aro.core.errors import InvalidInput
 from aro.core.io import check_output_folder, output_folder
 from aro.core.protocol import accuracy_results, get_protocol, predict
@@ -109,8 +109,7 @@ def library_versions() -> dict[str, str]:
 def resolve_configs(configs: str | list[str]) -> list[str]:
     """The configs that `configs` names: "all" stands for ARO's four and "sugarcrepe" for SugarCrepe's seven
     splits, alone or in a list."""
-    names = [configs] if isinstance(configs, str) else list(configs)
-    names = list(dict.fromkeys(config for name in names for config in CONFIG_SETS.get(name, (name,))))
+    names = list(expand_config_names([configs] if isinstance(configs, str) else configs, CONFIG_SETS))
     unknown = [name for name in names if name not in CHOICE_CONFIGS]
     if unknown:
         raise InvalidInput(
@@ -210,7 +209,13 @@ def evaluate_model(
             item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
             options_of_item = option_names(data)
             score_tables[config] = scores_table(
-                item_ids, scored.groups, scored.scores, options_of_item, scored.predictions, scored.kept()
+                item_ids,
+                scored.groups,
+                scored.scores,
+                options_of_item,
+                scored.predictions,
+                scored.kept(),
+                scored.same_words,
             )
     result.sugarcrepe = sugarcrepe_summary(right, options.protocol, bootstrap, blind_right or None)
     if was_training:

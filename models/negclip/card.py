@@ -74,9 +74,9 @@ def model_card(
     negatives: NegativeShare | None = None,
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results
-    (`evaluate_model`'s) if any, and SugarCrepe's where they hold its splits, its retrieval and zero-shot results (`evaluate_downstream`'s `DownstreamResult`)
-    if any, compared with the base model's when given, and with hard negatives the share of training rows that had
-    one (`negatives`).
+    (`evaluate_model`'s) if any, SugarCrepe's where they hold its splits, its retrieval and zero-shot results
+    (`evaluate_downstream`'s `DownstreamResult`) if any, compared with the base model's when given, and with hard
+    negatives the share of training rows that had one (`negatives`).
 
     Hub fields name Hub ids only: a local base model or dataset is left out of the metadata, and the card says so.
     """
