@@ -306,7 +306,16 @@ def test_a_bag_of_words_ties_exactly_on_the_same_words_items(built, tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     import bag_of_words
 
-    argv = ["eval", "--scorer", "bag_of_words:score", "--dataset", str(built), "--config", "sugarcrepe"]
+    argv = [
+        "eval",
+        "--scorer",
+        "bag_of_words:score",
+        "--dataset",
+        str(built),
+        "--config",
+        "sugarcrepe",
+        "--save-scores",
+    ]
     assert main(argv + ["--protocol", protocol, "--num-workers", "0", "--bootstrap", "0", "--out", "eval"]) == 0
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     right = {}
@@ -314,6 +323,8 @@ def test_a_bag_of_words_ties_exactly_on_the_same_words_items(built, tmp_path, mo
         data = load_dataset(str(built), config, split="test")
         scores = one_at_a_time(lambda picture, caption: bag_of_words.score([picture], [caption])[0], data)
         ties = scores[:, 0] == scores[:, 1]
+        saved_scores = pq.read_table(tmp_path / "eval" / "scores" / f"{config}.parquet").to_pydict()
+        assert saved_scores["same_words"] == ties.tolist()  # the items only order can solve, named one by one
         assert (
             ties.sum()
             == results["configs"][config]["num_ties"]

@@ -64,11 +64,13 @@ def scores_table(
     options: list[str],
     predictions: list[int],
     counted: list[int],
+    same_words: list[bool],
 ) -> pa.Table:
     """Per-item scores as an Arrow table for `scores/<config>.parquet`: `item_id`, the group where the config has
     one, `score_<option>` for every candidate (the true caption first; NaN for an option with the true caption's
-    text), the `prediction` (option index, -1 for a tie that counts wrong), `correct`, and `counted` (False for an
-    item with no negative, left out of the accuracy)."""
+    text), the `prediction` (option index, -1 for a tie that counts wrong), `correct`, `counted` (False for an
+    item with no negative, left out of the accuracy) and `same_words` (a negative uses exactly the true caption's
+    words: only order can solve the item)."""
     columns = {"item_id": pa.array(item_ids)}
     if groups is not None:
         columns["group"] = pa.array(groups, pa.string())
@@ -78,6 +80,7 @@ def scores_table(
     columns["correct"] = pa.array([prediction == 0 for prediction in predictions])
     kept = set(counted)
     columns["counted"] = pa.array([item in kept for item in range(len(predictions))])
+    columns["same_words"] = pa.array(same_words, pa.bool_())
     return pa.table(columns)
 
 
