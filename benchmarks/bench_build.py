@@ -25,7 +25,7 @@ from PIL import Image
 
 from aro.builders.images import PNG_OPTIONS, ImageJob
 from aro.builders.perturbations import OrderPerturber
-from aro.builders.sources import _prepared
+from aro.builders.sources import prepared_images
 
 WORDS = (
     "a man woman dog cat red blue small large holding riding sitting on next to the street bike table white wooden"
@@ -72,7 +72,7 @@ def main() -> None:
         jobs = photograph_sources(Path(folder), args.items, np.random.default_rng(0))
 
         def prepare_all(workers: int) -> list:
-            return list(_prepared(jobs, workers, "crops"))
+            return list(prepared_images(jobs, workers, "crops"))
 
         prepared = prepare_all(1)
         for workers in (1, 2):

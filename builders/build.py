@@ -1,8 +1,11 @@
 """Build the ARO dataset folder from the original sources, download those sources, and publish the folder.
 
+SugarCrepe's seven splits are built beside ARO's configs from the authors' JSON files and COCO val2017.
+
 >>> sources = AroSources(vg_dir="vg", coco_dir="coco", coco_annotations="coco/coco_karpathy_test.json")
 >>> counts, report = build_aro("aro", sources)  # doctest: +SKIP
 >>> load_dataset("aro", "relation", split="test")  # doctest: +SKIP
+>>> build_aro("aro", AroSources(sugarcrepe_dir="sugar-crepe/data", coco_val2017_dir="coco/val2017"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,15 +26,27 @@ import requests
 from aro.builders.images import MAX_IMAGE_PIXELS
 from aro.builders.perturbations import OrderPerturber
 from aro.builders.sources import BuildReport, order_rows, retrieval_rows, visual_genome_rows
+from aro.builders.sugarcrepe import split_of, sugarcrepe_rows
 from aro.builders.writer import configs_yaml, eval_yaml, write_hub_folder
 from aro.cards import render
-from aro.core.contract import ARO_CONFIGS, RETRIEVAL_CONFIGS, config_features
+from aro.core.contract import (
+    ARO_CONFIGS,
+    CHOICE_CONFIGS,
+    RETRIEVAL_CONFIGS,
+    SUGARCREPE_CONFIGS,
+    candidates_of,
+    config_features,
+    expand_config_names,
+    uses_same_words,
+)
 from aro.core.errors import DownloadFailed, InvalidInput
 from aro.core.io import check_output_folder, push_folder
 
 COMMAND = "aro build"  # the writer named in the output's marker: only an earlier build is ever replaced
 SKIPPED_LIST = "skipped.json"  # inside the output folder: the items left out with skip_missing
-CONFIGS = ARO_CONFIGS + RETRIEVAL_CONFIGS
+CONFIGS = ARO_CONFIGS + RETRIEVAL_CONFIGS + SUGARCREPE_CONFIGS
+# Names that stand for several configs in `configs`.
+CONFIG_SETS = {"sugarcrepe": SUGARCREPE_CONFIGS}
 # The configs built from the COCO and from the Flickr30k Karpathy test split: ARO's Order set and the retrieval set.
 KARPATHY_CONFIGS = {"coco": ("coco_order", "coco_retrieval"), "flickr30k": ("flickr30k_order", "flickr30k_retrieval")}
 # Where the original release keeps its files (see the ARO repository's `dataset_zoo/aro_datasets.py`).
@@ -42,6 +57,11 @@ GOOGLE_DRIVE_IDS = {
 }
 KARPATHY_URL = "https://storage.googleapis.com/sfr-vision-language-research/datasets/{name}"
 COCO_VAL2014_URL = "http://images.cocodataset.org/zips/val2014.zip"
+COCO_VAL2017_URL = "http://images.cocodataset.org/zips/val2017.zip"
+# The authors' split files at the last commit that changed them (November 2023), so that a download is reproducible.
+SUGARCREPE_URL = (
+    "https://raw.githubusercontent.com/RAIVNLab/sugar-crepe/546eb51ecd55859f1d1888636bb9399a8df4cd92/data/{name}"
+)
 FLICKR30K_FORM = "https://forms.illinois.edu/sec/229675"
 DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a connection is given up
 DOWNLOAD_RETRIES = 5
@@ -60,6 +80,10 @@ BENCHMARK_DESCRIPTION = (
     "same words in another order? VG-Relation and VG-Attribution (two captions per image, macro accuracy over "
     "relations or attribute pairs) and COCO-Order and Flickr30k-Order (five captions, accuracy)."
 )
+SUGARCREPE_DESCRIPTION = (
+    " SugarCrepe (Hsieh et al., NeurIPS 2023): the same question with fluent, plausible negatives that replace, swap "
+    "or add an object, attribute or relation (seven splits, two captions per COCO image, accuracy)."
+)
 
 
 @dataclass(frozen=True)
@@ -71,16 +95,33 @@ class AroSources:
     coco_annotations: str | None = None  # coco_karpathy_test.json (default: inside coco_dir)
     flickr_dir: str | None = None  # holds flickr30k-images/ (the user's own copy)
     flickr_annotations: str | None = None  # flickr30k_test.json (default: inside flickr_dir)
+    sugarcrepe_dir: str | None = None  # holds SugarCrepe's seven JSON files (the authors' data/, or their repository)
+    coco_val2017_dir: str | None = None  # holds the COCO val2017 images the SugarCrepe files name
+
+    def __post_init__(self):
+        if (self.sugarcrepe_dir is None) != (self.coco_val2017_dir is None):
+            raise InvalidInput(
+                "--sugarcrepe-dir and --coco-val2017-dir go together: SugarCrepe's JSON files name COCO val2017 images"
+            )
 
     def paths(self) -> list[Path]:
         """Every source folder and file given."""
-        given = (self.vg_dir, self.coco_dir, self.coco_annotations, self.flickr_dir, self.flickr_annotations)
+        given = (
+            self.vg_dir,
+            self.coco_dir,
+            self.coco_annotations,
+            self.flickr_dir,
+            self.flickr_annotations,
+            self.sugarcrepe_dir,
+            self.coco_val2017_dir,
+        )
         return [Path(path) for path in given if path is not None]
 
     def available(self) -> tuple[str, ...]:
         source_of = {"relation": self.vg_dir, "attribution": self.vg_dir}
         source_of |= {config: self.coco_dir for config in KARPATHY_CONFIGS["coco"]}
         source_of |= {config: self.flickr_dir for config in KARPATHY_CONFIGS["flickr30k"]}
+        source_of |= dict.fromkeys(SUGARCREPE_CONFIGS, self.sugarcrepe_dir)
         return tuple(config for config in CONFIGS if source_of[config] is not None)
 
 
@@ -89,7 +130,17 @@ def _tables(
 ) -> dict:
     tables = {}
     for config in configs:
-        if config in ("relation", "attribution"):
+        if config in SUGARCREPE_CONFIGS:
+            tables[config, "test"] = sugarcrepe_rows(
+                config,
+                Path(sources.sugarcrepe_dir),
+                Path(sources.coco_val2017_dir),
+                report,
+                skip_missing,
+                workers,
+                **image_checks,
+            )
+        elif config in ("relation", "attribution"):
             annotations = Path(sources.vg_dir) / f"visual_genome_{config}.json"
             tables[config, "test"] = visual_genome_rows(
                 config, annotations, Path(sources.vg_dir) / "images", report, skip_missing, workers, **image_checks
@@ -105,7 +156,19 @@ def _tables(
             tables[config, "test"] = rows(
                 config, annotations, images_dir, perturber, report, skip_missing, workers, **image_checks
             )
-    return tables
+    return {key: _counting_same_words(rows, key[0], report) for key, rows in tables.items()}
+
+
+def _counting_same_words(rows, config: str, report: BuildReport):
+    """`rows` as they are, counting in `report.same_words` the items of a caption-choice config whose negative uses
+    exactly the true caption's words (`contract.uses_same_words`)."""
+    if config not in CHOICE_CONFIGS:
+        yield from rows
+        return
+    report.same_words[config] = 0
+    for row in rows:
+        report.same_words[config] += uses_same_words(candidates_of(row))
+        yield row
 
 
 def build_aro(
@@ -120,7 +183,8 @@ def build_aro(
     allow_outside_source: bool = False,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> tuple[dict, BuildReport]:
-    """Build `configs` (default: every config whose sources are given) into `out_dir`; return counts and report.
+    """Build `configs` (default: every config whose sources are given; "sugarcrepe" stands for its seven) into
+    `out_dir`; return counts and report.
 
     `out_dir` is refused before any work when it is, holds or lies inside a source, when it cannot be made, or when
     it exists and is not exactly an earlier build (replaced only with `overwrite`). Items left out with
@@ -128,30 +192,37 @@ def build_aro(
     are refused unless `allow_outside_source`; images of more than `max_image_pixels` pixels are refused (or
     skipped).
     """
-    configs = tuple(configs or sources.available())
+    configs = expand_config_names(configs or sources.available(), CONFIG_SETS)
     unknown = [config for config in configs if config not in CONFIGS]
     if unknown:
-        raise InvalidInput(f"unknown config(s) {unknown}: choose from {list(CONFIGS)}")
+        raise InvalidInput(f"unknown config(s) {unknown}: choose from {list(CONFIGS)} or 'sugarcrepe'")
     lacking = [config for config in configs if config not in sources.available()]
     if lacking:
         raise InvalidInput(
-            f"no sources given for {lacking}: pass --vg-dir for the VG configs, "
-            "--coco-dir / --flickr-dir for the Order configs"
+            f"no sources given for {lacking}: pass --vg-dir for the VG configs, --coco-dir / --flickr-dir for the "
+            "Order configs, --sugarcrepe-dir with --coco-val2017-dir for the SugarCrepe configs"
         )
     if not configs:
-        raise InvalidInput("no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir")
+        raise InvalidInput(
+            "no sources given: pass at least one of --vg-dir, --coco-dir, --flickr-dir, --sugarcrepe-dir"
+        )
     check_output_folder(out_dir, COMMAND, sources.paths(), replace=overwrite)
     perturber = None
-    if set(configs) - {"relation", "attribution"}:
+    if set(configs) & {*KARPATHY_CONFIGS["coco"], *KARPATHY_CONFIGS["flickr30k"]}:
         perturber = OrderPerturber(spacy_pipeline, seed=seed)
     report = BuildReport()
     features = {config: config_features(config) for config in configs}
+    sugarcrepe = [config for config in configs if config in SUGARCREPE_CONFIGS]
+    metadata = CARD_METADATA | ({"tags": CARD_METADATA["tags"] + ["sugarcrepe"]} if sugarcrepe else {})
 
     def card(counts: dict) -> str:
         return render(
             "dataset_card.md",
-            yaml=configs_yaml(counts, features, CARD_METADATA),
-            counts="\n".join(f"| {config} | {rows} |" for (config, _), rows in counts.items()),
+            yaml=configs_yaml(counts, features, metadata),
+            counts="\n".join(
+                f"| {config} | {rows} | {_same_words_cell(report.same_words.get(config), rows)} |"
+                for (config, _), rows in counts.items()
+            ),
             seed=seed,
             spacy_pipeline=perturber.nlp.meta["name"] if perturber else "not used",
             outside=_per_config(report.outside_bboxes),
@@ -159,16 +230,17 @@ def build_aro(
             duplicates=_per_config(report.duplicates),
             truncated=_per_config(report.truncated_captions),
             identical=_per_config(report.identical_options),
+            sugarcrepe=sugarcrepe_card_section(counts, report) if sugarcrepe else "",
         )
 
     def extra_files(counts: dict) -> dict[str, str]:
         files = {
             "eval.yaml": eval_yaml(
                 CARD_METADATA["pretty_name"],
-                BENCHMARK_DESCRIPTION,
-                [config for config, _ in counts if config in ARO_CONFIGS],
+                BENCHMARK_DESCRIPTION + (SUGARCREPE_DESCRIPTION if sugarcrepe else ""),
+                [config for config, _ in counts if config in CHOICE_CONFIGS],
             ),
-            "LICENSE.md": render("aro_license.md"),
+            "LICENSE.md": render("aro_license.md", sugarcrepe=render("sugarcrepe_license.md") if sugarcrepe else ""),
         }
         if report.skipped:
             files[SKIPPED_LIST] = json.dumps(report.skipped, indent=1)
@@ -185,13 +257,37 @@ def build_aro(
         max_pixels=max_image_pixels,
     )
     counts = write_hub_folder(
-        out_dir, tables, features, card, overwrite, extra_files, command=COMMAND, inputs=sources.paths()
+        out_dir,
+        tables,
+        features,
+        card,
+        overwrite,
+        extra_files,
+        command=COMMAND,
+        inputs=sources.paths(),
+        images_once=sugarcrepe,
     )
     return counts, report
 
 
 def _per_config(counts: dict[str, int]) -> str:
     return ", ".join(f"{config}: {count}" for config, count in counts.items()) or "none"
+
+
+def _same_words_cell(same_words: int | None, rows: int) -> str:
+    """`12 (3.4%)`: the items whose negative uses the true caption's very words; `-` for a retrieval config."""
+    return "-" if same_words is None else f"{same_words} ({same_words / rows:.1%})"
+
+
+def sugarcrepe_card_section(counts: dict, report: BuildReport) -> str:
+    """The card's SugarCrepe section, with the file each split came from (and its SHA-256) and its items."""
+    rows = []
+    for (config, _), items in counts.items():
+        if config in SUGARCREPE_CONFIGS:
+            name, digest = report.source_files[config]
+            first_release = "" if name == f"{split_of(config)}.json" else " (the first release's file)"
+            rows.append(f"| {config} | `{name}`{first_release} | `{digest}` | {items} |")
+    return render("sugarcrepe_card_section.md", files="\n".join(rows))
 
 
 def fetch(url: str, target: Path, retries: int = DOWNLOAD_RETRIES, timeout: float = DOWNLOAD_TIMEOUT) -> None:
@@ -273,6 +369,7 @@ def extract(archive: Path, folder: str) -> None:
 
 def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
     """Fetch the original files of `configs` into `root` (needs network); Flickr30k images cannot be fetched.
+    SugarCrepe's files come from the authors' repository at a fixed commit, its images in COCO's val2017 archive.
 
     Every file is fetched only when absent, with a timeout, retries and resumption, so a failed run is finished by
     running it again; archives are tested before they are extracted.
@@ -283,9 +380,10 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
             f"{FLICKR30K_FORM}, then pass --flickr-dir (the folder holding flickr30k-images/) and "
             f"--flickr-annotations ({KARPATHY_URL.format(name='flickr30k_test.json')})."
         )
+    configs = expand_config_names(configs, CONFIG_SETS)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    vg_dir = coco_dir = None
+    vg_dir = coco_dir = sugarcrepe_dir = coco2017_dir = None
     if {"relation", "attribution"} & set(configs):
         vg_dir = root / "vg"
         vg_dir.mkdir(exist_ok=True)
@@ -303,7 +401,24 @@ def download_sources(root: str | Path, configs: tuple[str, ...]) -> AroSources:
             if not (coco_dir / "val2014.zip").exists():
                 fetch(COCO_VAL2014_URL, coco_dir / "val2014.zip")
             extract(coco_dir / "val2014.zip", "val2014")
-    return AroSources(vg_dir=str(vg_dir) if vg_dir else None, coco_dir=str(coco_dir) if coco_dir else None)
+    if set(SUGARCREPE_CONFIGS) & set(configs):
+        sugarcrepe_dir, coco2017_dir = root / "sugarcrepe", root / "coco2017"
+        sugarcrepe_dir.mkdir(exist_ok=True)
+        coco2017_dir.mkdir(exist_ok=True)
+        for config in [config for config in SUGARCREPE_CONFIGS if config in configs]:
+            name = f"{split_of(config)}.json"
+            if not (sugarcrepe_dir / name).exists():
+                fetch(SUGARCREPE_URL.format(name=name), sugarcrepe_dir / name)
+        if not (coco2017_dir / "val2017").exists():
+            if not (coco2017_dir / "val2017.zip").exists():
+                fetch(COCO_VAL2017_URL, coco2017_dir / "val2017.zip")
+            extract(coco2017_dir / "val2017.zip", "val2017")
+    return AroSources(
+        vg_dir=str(vg_dir) if vg_dir else None,
+        coco_dir=str(coco_dir) if coco_dir else None,
+        sugarcrepe_dir=str(sugarcrepe_dir) if sugarcrepe_dir else None,
+        coco_val2017_dir=str(coco2017_dir / "val2017") if coco2017_dir else None,
+    )
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:

@@ -1,5 +1,5 @@
-"""`aro build`: the ARO configs (and the retrieval configs) from the original sources into a Hub-ready folder,
-optionally pushed."""
+"""`aro build`: the ARO configs (and the retrieval configs, and SugarCrepe's seven splits) from the original sources
+into a Hub-ready folder, optionally pushed."""
 
 from __future__ import annotations
 
@@ -24,10 +24,17 @@ def register(subparsers) -> None:
     sources.add_argument("--flickr-dir", help="your Flickr30k folder (holding flickr30k-images/)")
     sources.add_argument("--flickr-annotations", help="flickr30k_test.json (default: inside --flickr-dir)")
     sources.add_argument(
+        "--sugarcrepe-dir",
+        help="folder with SugarCrepe's seven JSON files (the authors' data/, or a clone of their repository)",
+    )
+    sources.add_argument("--coco-val2017-dir", help="folder of the COCO val2017 images that SugarCrepe's files name")
+    sources.add_argument(
         "--download", metavar="ROOT", help="fetch the sources of the requested configs into ROOT first (needs network)"
     )
     parser.add_argument(
-        "--configs", default=None, help="comma-separated configs (default: all whose sources are given)"
+        "--configs",
+        default=None,
+        help="comma-separated configs, 'sugarcrepe' for its seven (default: all whose sources are given)",
     )
     parser.add_argument("--out", type=Path, default=Path("aro"), help="output folder, outside every source folder")
     parser.add_argument("--seed", type=int, default=0, help="perturbation seed")
@@ -72,7 +79,13 @@ def _run(args: argparse.Namespace) -> int:
         )
     else:
         sources = AroSources(
-            args.vg_dir, args.coco_dir, args.coco_annotations, args.flickr_dir, args.flickr_annotations
+            args.vg_dir,
+            args.coco_dir,
+            args.coco_annotations,
+            args.flickr_dir,
+            args.flickr_annotations,
+            sugarcrepe_dir=args.sugarcrepe_dir,
+            coco_val2017_dir=args.coco_val2017_dir,
         )
     counts, report = build_aro(
         args.out,
@@ -93,9 +106,12 @@ def _run(args: argparse.Namespace) -> int:
         (report.duplicates, "item(s) repeating an earlier item (kept)"),
         (report.truncated_captions, "caption(s) cut to 30 words"),
         (report.identical_options, "item(s) with an option equal to the true caption"),
+        (report.same_words, "item(s) whose negative uses exactly the true caption's words (a bag of words ties)"),
     ):
         for config, count in counted.items():
             print(f"{config}: {count} {what}")
+    for config, (name, _) in report.source_files.items():
+        print(f"{config}: built from {name}")
     if report.skipped:
         print(
             f"skipped {len(report.skipped)} item(s) whose image could not be used; listed in {args.out / SKIPPED_LIST}"

@@ -43,6 +43,7 @@ VG_KEYS = ("image_path", *BBOX_KEYS, *VISUAL_GENOME_OPTIONS)
 VG_GROUP_KEYS = {"relation": "relation_name", "attribution": "attributes"}
 KARPATHY_KEYS = ("image", "caption")
 SHOWN_PATHS = 5
+ItemIndex = int | str  # an item's place in an annotation list, or its key in an annotation object (SugarCrepe)
 
 
 @dataclass
@@ -54,15 +55,17 @@ class BuildReport:
     duplicates: dict[str, int] = field(default_factory=dict)  # items equal to an earlier item (kept)
     truncated_captions: dict[str, int] = field(default_factory=dict)  # Order captions cut to MAX_CAPTION_WORDS
     identical_options: dict[str, int] = field(default_factory=dict)  # Order items with an option equal to the caption
+    same_words: dict[str, int] = field(default_factory=dict)  # items with a negative of the true caption's words
+    source_files: dict[str, tuple[str, str]] = field(default_factory=dict)  # config: (file name, sha256) read
 
     def skip(self, config: str, job: ImageJob, problem: str) -> None:
         self.skipped.append({"config": config, "item": job.index, "image": job.name, "problem": problem})
 
 
-def read_annotations(path: Path, config: str) -> list[dict]:
-    """The items of an annotation file of `config`: a non-empty JSON list."""
+def read_json(path: Path, object_pairs_hook=None):
+    """The parsed content of a JSON annotation file; one line naming the file when it cannot be read."""
     try:
-        items = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=object_pairs_hook)
     except FileNotFoundError:
         raise MissingInput(f"annotation file {path} does not exist") from None
     except IsADirectoryError:
@@ -75,8 +78,13 @@ def read_annotations(path: Path, config: str) -> list[dict]:
         raise InvalidInput(f"{path} is not valid JSON: {error}") from None
     except RecursionError:
         raise InvalidInput(
-            f"{path} nests JSON arrays or objects too deeply to read: annotation files are a list of items"
+            f"{path} nests JSON arrays or objects too deeply to read: annotation files are flat"
         ) from None
+
+
+def read_annotations(path: Path, config: str) -> list[dict]:
+    """The items of an annotation file of `config`: a non-empty JSON list."""
+    items = read_json(path)
     if not isinstance(items, list):
         raise InvalidInput(f"{path} should hold a JSON list of items, not a {type(items).__name__}")
     if not items:
@@ -88,7 +96,8 @@ def _shown(value) -> str:
     return "null" if value is None else f"{type(value).__name__} {json.dumps(value)[:60]}"
 
 
-def _require(item, keys, path: Path, index: int) -> None:
+def require_keys(item, keys, path: Path, index: ItemIndex) -> None:
+    """Refuse an item that is not an object or lacks one of `keys`."""
     if not isinstance(item, dict):
         raise InvalidInput(f"{path}: item {index} is a {type(item).__name__}, not an object")
     for key in keys:
@@ -96,7 +105,8 @@ def _require(item, keys, path: Path, index: int) -> None:
             raise InvalidInput(f"{path}: item {index} has no {key!r} key")
 
 
-def _check_caption(caption, path: Path, index: int, key: str) -> None:
+def check_caption(caption, path: Path, index: ItemIndex, key: str) -> None:
+    """Refuse a caption (or name) that is not a string or is empty."""
     if not isinstance(caption, str):
         raise InvalidInput(f"{path}: item {index}: {key} should be a string, not {_shown(caption)}")
     if not caption.strip():
@@ -116,13 +126,13 @@ def _check_image_id(item: dict, path: Path, index: int) -> None:
         )
 
 
-def source_file(root: Path, name, path: Path, index: int, key: str, allow_outside: bool = False) -> Path:
+def source_file(root: Path, name, path: Path, index: ItemIndex, key: str, allow_outside: bool = False) -> Path:
     """`root / name` for the `key` field of item `index`, refused when it resolves outside `root`.
 
     A dataset built for the Hub must not embed arbitrary files of the builder's disk: `..`, an absolute path or a
     symlink leading out of `root` is an error unless `allow_outside`.
     """
-    _check_caption(name, path, index, key)
+    check_caption(name, path, index, key)
     if "\0" in name:
         raise InvalidInput(f"{path}: item {index}: {key} {name!r} holds a NUL byte, which no file name can")
     file = Path(root) / name
@@ -140,7 +150,7 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _prepared(jobs: list[ImageJob], workers: int, description: str) -> Iterator[PreparedImage]:
+def prepared_images(jobs: list[ImageJob], workers: int, description: str) -> Iterator[PreparedImage]:
     """Prepare images in order, in `workers` processes (in this process when workers <= 1)."""
     progress = dict(total=len(jobs), desc=description, unit="img")
     if workers <= 1:
@@ -150,7 +160,7 @@ def _prepared(jobs: list[ImageJob], workers: int, description: str) -> Iterator[
         yield from tqdm(pool.imap(prepare, jobs, chunksize=32), **progress)
 
 
-def _check_files(jobs: list[ImageJob], source: Path, skip_missing: bool) -> None:
+def check_files(jobs: list[ImageJob], source: Path, skip_missing: bool) -> None:
     """Fail before any work when image files are missing, unless they are to be skipped."""
     missing = [str(job.path) for job in jobs if not job.path.is_file()]
     if missing and not skip_missing:
@@ -161,7 +171,7 @@ def _check_files(jobs: list[ImageJob], source: Path, skip_missing: bool) -> None
         )
 
 
-def _use(
+def usable(
     prepared: PreparedImage, job: ImageJob, config: str, source: Path, skip_missing: bool, report: BuildReport
 ) -> bool:
     """Whether the prepared image can be used; records or raises its problem otherwise."""
@@ -175,7 +185,8 @@ def _use(
     return False
 
 
-def _count_duplicates(keys: list) -> int:
+def count_duplicates(keys: list) -> int:
+    """How many of `keys` repeat an earlier one."""
     return len(keys) - len(set(keys))
 
 
@@ -194,9 +205,9 @@ def visual_genome_rows(
     items = read_annotations(annotations, config)
     jobs = []
     for index, item in enumerate(items):
-        _require(item, VG_KEYS + (group_key,), annotations, index)
-        _check_caption(item["true_caption"], annotations, index, "true_caption")
-        _check_caption(item["false_caption"], annotations, index, "false_caption")
+        require_keys(item, VG_KEYS + (group_key,), annotations, index)
+        check_caption(item["true_caption"], annotations, index, "true_caption")
+        check_caption(item["false_caption"], annotations, index, "false_caption")
         if item["true_caption"] == item["false_caption"]:
             raise InvalidInput(
                 f"{annotations}: item {index}: the false caption equals the true caption ({item['true_caption']!r})"
@@ -209,24 +220,24 @@ def visual_genome_rows(
                 f"{annotations}: item {index} has an empty bbox (w={item['bbox_w']}, h={item['bbox_h']})"
             )
         if config == "relation":
-            _check_caption(item["relation_name"], annotations, index, "relation_name")
+            check_caption(item["relation_name"], annotations, index, "relation_name")
         elif not isinstance(item["attributes"], list) or len(item["attributes"]) != 2:
             raise InvalidInput(
                 f"{annotations}: item {index} should have a pair of attributes, not {_shown(item['attributes'])}"
             )
         else:
             for attribute in item["attributes"]:
-                _check_caption(attribute, annotations, index, "attributes")
+                check_caption(attribute, annotations, index, "attributes")
         _check_image_id(item, annotations, index)
         file = source_file(images_dir, item["image_path"], annotations, index, "image_path", allow_outside)
         jobs.append(ImageJob(index, file, item["image_path"], bbox, max_pixels))
-    report.duplicates[config] = _count_duplicates(
+    report.duplicates[config] = count_duplicates(
         [(item["image_path"], *(item[key] for key in VG_KEYS[1:]), json.dumps(item[group_key])) for item in items]
     )
-    _check_files(jobs, annotations, skip_missing)
+    check_files(jobs, annotations, skip_missing)
     report.outside_bboxes[config] = 0
-    for job, prepared in zip(jobs, _prepared(jobs, workers, f"{config} crops")):
-        if not _use(prepared, job, config, annotations, skip_missing, report):
+    for job, prepared in zip(jobs, prepared_images(jobs, workers, f"{config} crops")):
+        if not usable(prepared, job, config, annotations, skip_missing, report):
             continue
         item = items[job.index]
         report.outside_bboxes[config] += prepared.outside
@@ -261,7 +272,7 @@ def order_rows(
     items = read_annotations(annotations, config)
     captions, caption_ids, jobs = [], [], []
     for index, item in enumerate(items):
-        _require(item, KARPATHY_KEYS, annotations, index)
+        require_keys(item, KARPATHY_KEYS, annotations, index)
         if not isinstance(item["caption"], list) or not item["caption"]:
             raise InvalidInput(
                 f"{annotations}: item {index} should have a list of captions, not {_shown(item['caption'])}"
@@ -271,20 +282,20 @@ def order_rows(
         _check_image_id(item, annotations, index)
         image_id = str(item.get("image_id", Path(item["image"]).stem))
         for k, caption in enumerate(item["caption"]):
-            _check_caption(caption, annotations, index, f"caption {k}")
+            check_caption(caption, annotations, index, f"caption {k}")
             captions.append(caption)
             caption_ids.append(f"{image_id}#{k}")
-    report.duplicates[config] = _count_duplicates(
+    report.duplicates[config] = count_duplicates(
         [(item["image"], caption) for item in items for caption in item["caption"]]
     )
-    _check_files(jobs, annotations, skip_missing)
+    check_files(jobs, annotations, skip_missing)
     options = perturber.caption_options(captions, caption_ids)
     report.truncated_captions[config] = report.identical_options[config] = 0
     first = 0  # the place of the image's first caption in the flattened list: stable ids, skipped items or not
-    for job, prepared in zip(jobs, _prepared(jobs, workers, f"{config} images")):
+    for job, prepared in zip(jobs, prepared_images(jobs, workers, f"{config} images")):
         positions = range(first, first + len(items[job.index]["caption"]))
         first = positions.stop
-        if not _use(prepared, job, config, annotations, skip_missing, report):
+        if not usable(prepared, job, config, annotations, skip_missing, report):
             continue
         for position in positions:
             caption_id, caption_options = caption_ids[position], options[position]

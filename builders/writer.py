@@ -10,7 +10,7 @@ is full or read-only is one line naming the folder.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,6 +25,7 @@ from aro.core.io import output_folder
 
 ROWS_PER_SHARD = 5000
 ROWS_PER_ROW_GROUP = 500
+UNLIMITED_DICTIONARY = 2**31 - 1  # bytes: Parquet's largest page
 
 
 def encode_image(image: Image.Image | dict) -> dict:
@@ -40,31 +41,48 @@ def _encode_row(row: dict, features: Features) -> dict:
     return {name: encode_image(row[name]) if name == "image" else row[name] for name in features}
 
 
-def _write_split(rows: Iterable[dict], features: Features, folder: Path, split: str) -> int:
-    """Write `rows` as shards `<split>-NNNNN-of-NNNNN.parquet` in `folder`; return the row count."""
+def _write_split(rows: Iterable[dict], features: Features, folder: Path, split: str, images_once: bool = False) -> int:
+    """Write `rows` as shards `<split>-NNNNN-of-NNNNN.parquet` in `folder`; return the row count.
+
+    With `images_once` (rows that come grouped by image, several rows per image), each image's bytes are stored once
+    per file: Parquet's dictionary encoding is given no size limit, so a row group holds each distinct image once in
+    its dictionary and its rows point to it, and row groups and shards end only where the image changes, so the rows
+    of an image share one row group. Readers (`load_dataset`, pyarrow, pandas) still give every row its image.
+    """
     schema = features.arrow_schema
+    options = {"compression": "zstd", "write_statistics": True}
+    if images_once:
+        # Parquet falls back from dictionary to plain encoding once a column chunk's dictionary passes this size; and
+        # the statistics of the image column, its smallest and largest value, would be whole images again, in every
+        # page header and in the file's metadata (Parquet drops only those over 4 kB).
+        options = {"compression": "zstd", "write_statistics": False, "dictionary_pagesize_limit": UNLIMITED_DICTIONARY}
     shard_paths: list[Path] = []
     writer, batch, rows_in_shard, count = None, [], 0, 0
 
     def flush() -> None:
-        writer.write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=ROWS_PER_ROW_GROUP)
+        writer.write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=len(batch))
         batch.clear()
 
     for row in rows:
-        if writer is None:
-            shard_paths.append(folder / f"{split}-{len(shard_paths):05d}.partial")
-            writer = pq.ParquetWriter(shard_paths[-1], schema, compression="zstd", write_statistics=True)
         try:
-            batch.append(_encode_row(row, features))
+            encoded = _encode_row(row, features)
         except (ValueError, TypeError) as error:
             raise InvalidInput(f"{folder.name}/{split} item {count}: {error}") from error
-        count += 1
-        rows_in_shard += 1
-        if len(batch) == ROWS_PER_ROW_GROUP or rows_in_shard == ROWS_PER_SHARD:
+        # Where a row group or a shard may end: anywhere, or with `images_once` where the image changes.
+        cut = not images_once or not batch or encoded["image"]["bytes"] != batch[-1]["image"]["bytes"]
+        if cut and len(batch) >= ROWS_PER_ROW_GROUP:
             flush()
-        if rows_in_shard == ROWS_PER_SHARD:
+        if cut and rows_in_shard >= ROWS_PER_SHARD:
+            if batch:
+                flush()
             writer.close()
             writer, rows_in_shard = None, 0
+        if writer is None:
+            shard_paths.append(folder / f"{split}-{len(shard_paths):05d}.partial")
+            writer = pq.ParquetWriter(shard_paths[-1], schema, **options)
+        batch.append(encoded)
+        count += 1
+        rows_in_shard += 1
     if writer is not None:
         if batch:
             flush()
@@ -128,16 +146,20 @@ def write_hub_folder(
     *,
     command: str,
     inputs: Iterable[str | Path] = (),
+    images_once: Collection[str] = (),
 ) -> dict[tuple[str, str], int]:
     """Write each (config, split) table, the card and the `extra_files` of the row counts (name: text) into
     `out_dir` as `command`'s output, refused if it is, holds or lies inside one of `inputs` (see
     `aro.core.io.output_folder`; an earlier output of `command` is replaced only with `overwrite`); return the row
-    counts. The rows are consumed here: problems found in them stop the write with the previous output intact."""
+    counts. The rows are consumed here: problems found in them stop the write with the previous output intact.
+    The configs in `images_once` come grouped by image and store each image once per file (see `_write_split`)."""
     with output_folder(out_dir, command, inputs, replace=overwrite) as staging:
         counts = {}
         for (config, split), rows in tables.items():
             (staging / config).mkdir(exist_ok=True)
-            counts[config, split] = _write_split(rows, features[config], staging / config, split)
+            counts[config, split] = _write_split(
+                rows, features[config], staging / config, split, images_once=config in images_once
+            )
             if not counts[config, split]:
                 raise InvalidInput(
                     f"{config}/{split} has no items left to write (all were skipped?): a config cannot be empty"

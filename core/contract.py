@@ -9,10 +9,14 @@ takes a second that `aro <command> --help` should not pay.
 ('relation', 'attribution', 'coco_order', 'flickr30k_order')
 >>> GROUP_COLUMNS["relation"], CHANCE["coco_order"], option_names("relation")
 ('relation_name', 0.2, ('true_caption', 'false_caption'))
+>>> SUGARCREPE_GROUPS["swap"], option_names("sugarcrepe_swap_obj")
+(('sugarcrepe_swap_obj', 'sugarcrepe_swap_att'), ('true_caption', 'false_caption'))
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from functools import cache
 
 # The caption-choice tasks that ARO accuracy scores (the benchmark's tasks in eval.yaml).
@@ -21,6 +25,16 @@ ARO_CONFIGS = ("relation", "attribution", "coco_order", "flickr30k_order")
 RETRIEVAL_CONFIGS = ("coco_retrieval", "flickr30k_retrieval")
 VISUAL_GENOME_CONFIGS = ("relation", "attribution")
 ORDER_CONFIGS = ("coco_order", "flickr30k_order")
+# SugarCrepe (Hsieh et al., NeurIPS 2023), built beside ARO from the authors' JSON files and COCO val2017: one config
+# per split, two captions per image as in the VG sets. The paper reports the splits in three groups, in this order.
+SUGARCREPE_GROUPS = {
+    "replace": ("sugarcrepe_replace_obj", "sugarcrepe_replace_att", "sugarcrepe_replace_rel"),
+    "swap": ("sugarcrepe_swap_obj", "sugarcrepe_swap_att"),
+    "add": ("sugarcrepe_add_obj", "sugarcrepe_add_att"),
+}
+SUGARCREPE_CONFIGS = tuple(config for configs in SUGARCREPE_GROUPS.values() for config in configs)
+# Every config scored by picking a caption (ARO accuracy): ARO's four and SugarCrepe's seven.
+CHOICE_CONFIGS = ARO_CONFIGS + SUGARCREPE_CONFIGS
 
 # The two captions of a Visual Genome item, the true one first.
 VISUAL_GENOME_OPTIONS = ("true_caption", "false_caption")
@@ -37,8 +51,19 @@ PERTURBATION_NAMES = (
 GROUP_COLUMNS = {"relation": "relation_name", "attribution": "attribute_pair"}
 # Accuracy of a model that picks a caption at random: two options in the VG sets, five in the Order sets.
 CHANCE = {"relation": 0.5, "attribution": 0.5, "coco_order": 0.2, "flickr30k_order": 0.2}
+CHANCE |= dict.fromkeys(SUGARCREPE_CONFIGS, 0.5)
 # The bounding box in the ARO release's annotations, in this order: [x, y, w, h] in the rows' `bbox`.
 BBOX_KEYS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
+
+
+def expand_config_names(names, sets: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """`names` with each name of `sets` (a name that stands for several configs) replaced by its configs, in order,
+    without repeats.
+
+    >>> expand_config_names(["relation", "sugarcrepe", "relation"], {"sugarcrepe": ("a", "b")})
+    ('relation', 'a', 'b')
+    """
+    return tuple(dict.fromkeys(config for name in names for config in sets.get(name, (name,))))
 
 
 def option_names(config: str) -> tuple[str, ...]:
@@ -51,6 +76,35 @@ def candidates_of(row: dict) -> list[str]:
     if "caption_options" in row:
         return list(row["caption_options"])
     return [row[name] for name in VISUAL_GENOME_OPTIONS]
+
+
+# A word token: a maximal run of letters and digits. Punctuation, spaces, hyphens, apostrophes and other symbols
+# separate tokens and are no tokens themselves.
+_WORD = re.compile(r"[^\W_]+")
+
+
+def word_bag(caption: str) -> Counter:
+    """The multiset of a caption's lower-cased word tokens (see `_WORD`): what a bag-of-words model sees of it.
+
+    >>> word_bag("A dog's ball, on the grass.") == word_bag("the grass on a dog s ball")
+    True
+    """
+    return Counter(_WORD.findall(caption.lower()))
+
+
+def uses_same_words(candidates: list[str]) -> bool:
+    """Whether a negative of an item (an option whose text differs from the true caption, `candidates[0]`) has
+    exactly the true caption's bag of words: a bag-of-words model scores the two alike, so it can only tie there and
+    never get the item right (ties count wrong). Options with the true caption's very text are no negatives.
+
+    >>> uses_same_words(["the horse is eating the grass", "the grass is eating the horse"])
+    True
+    >>> uses_same_words(["a red car", "a red car", "a blue car"])
+    False
+    """
+    true_caption, *options = candidates
+    words = word_bag(true_caption)
+    return any(option != true_caption and word_bag(option) == words for option in options)
 
 
 def retrieval_row(image_id: str, image, caption_ids: list[str], caption_options: list[list[str]]) -> dict:
@@ -92,7 +146,7 @@ def crop_to_bbox(image, bbox: tuple[float, float, float, float]):
 
 @cache
 def config_features(config: str):
-    """The `datasets.Features` of `config`'s rows (any of ARO_CONFIGS and RETRIEVAL_CONFIGS)."""
+    """The `datasets.Features` of `config`'s rows (any of CHOICE_CONFIGS and RETRIEVAL_CONFIGS)."""
     from datasets import Features, Image, List, Value
 
     visual_genome = {
@@ -111,6 +165,14 @@ def config_features(config: str):
         "caption_options": List(Value("string"), length=len(PERTURBATION_NAMES)),
         "perturbations": List(Value("string"), length=len(PERTURBATION_NAMES)),
     }
+    # An item of the authors' JSON (`item_id` is its key there) with its COCO val2017 image (`image_id`: file stem).
+    sugarcrepe = {
+        "item_id": Value("int64"),
+        "image": Image(),
+        "true_caption": Value("string"),
+        "false_caption": Value("string"),
+        "image_id": Value("string"),
+    }
     # One row per image, so each image is stored and encoded once, with all its captions and their shuffles.
     retrieval = {
         "image_id": Value("string"),
@@ -128,6 +190,7 @@ def config_features(config: str):
         },
         **dict.fromkeys(ORDER_CONFIGS, order),
         **dict.fromkeys(RETRIEVAL_CONFIGS, retrieval),
+        **dict.fromkeys(SUGARCREPE_CONFIGS, sugarcrepe),
     }
     if config not in columns:
         raise ValueError(f"unknown config {config!r}: the ARO dataset has {', '.join(columns)}")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .contract import ARO_CONFIGS
+from .contract import CHOICE_CONFIGS
 
 MIN_ATTRIBUTE_PAIR_ITEMS = 25
 
@@ -261,8 +261,8 @@ def accuracy_results(predictions, references, groups=None, config: str | None = 
     wrong; under `mteb` the predictions are argmaxes (see `predict`), which have no -1.
     """
     rules = get_protocol(protocol)
-    if config is not None and config not in ARO_CONFIGS:
-        raise ValueError(f"config must be one of {ARO_CONFIGS}, not {config!r}")
+    if config is not None and config not in CHOICE_CONFIGS:
+        raise ValueError(f"config must be one of {CHOICE_CONFIGS}, not {config!r}")
     predictions, references = np.asarray(predictions), np.asarray(references)
     if predictions.shape != references.shape:
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")

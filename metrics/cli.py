@@ -170,7 +170,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from aro.metrics.scoring.evaluation import EvalOptions, read_models_file
     from aro.metrics.scoring.hub_files import push_eval_results
     from aro.metrics.scoring.launch import evaluate_launched
-    from aro.metrics.scoring.tables import blind_table, results_table
+    from aro.metrics.scoring.tables import artifact_tables, blind_table, results_table
 
     models = read_models_file(args.models_file) if args.models_file else args.model or []
     if args.push_results and len(models) > 1:
@@ -207,6 +207,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"## {result.model}\n\n{results_table(result)}\n")
         if args.blind:
             print(blind_table(result) + "\n")
+        for table in artifact_tables(result):
+            print(table + "\n")
         for line in result.not_written:
             print(f"note: {line}")
     if len(runs) > 1:

@@ -72,6 +72,8 @@ CONFIG_KEYS = [
     "unique_captions",
     "items_with_identical_options",
     "items_without_negative",
+    "same_words_items",
+    "same_words_share",
 ]
 
 
@@ -624,6 +626,7 @@ def test_save_scores_and_limit_round_trip(aro_folder, tiny_clip_dir, tmp_path):
         "prediction",
         "correct",
         "counted",
+        "same_words",
     }
     full = load_dataset(str(aro_folder), "relation", split="test")
     by_id = {row["item_id"]: row["relation_name"] for row in full.select_columns(["item_id", "relation_name"])}

@@ -13,16 +13,34 @@ to 1; the share of `original` is the micro accuracy.
 >>> result = config_result(scores, "coco_order", option_names=["original", "a", "b"], bootstrap=Bootstrap(draws=0))
 >>> result.accuracy, [(row.accuracy, row.left_out) for row in result.perturbations.pairwise]
 (0.6666666666666666, [(1.0, 1), (0.6666666666666666, 0)])
+
+SugarCrepe's splits are averaged as the paper reports them (`sugarcrepe_summary`): per group (REPLACE, SWAP, ADD)
+and over all seven, the unweighted mean of the splits' accuracies; and pooled over all items, mteb's number.
+
+>>> right = {config: np.array([True, False]) for config in SUGARCREPE_CONFIGS}
+>>> right["sugarcrepe_swap_obj"] = np.array([True, True, True, True])
+>>> summary = sugarcrepe_summary(right, "paper", Bootstrap(draws=0))
+>>> summary.averages["swap"].accuracy, summary.averages["mean"].accuracy, summary.averages["pooled"].accuracy
+(0.75, 0.5714285714285714, 0.625)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from aro.core.contract import SUGARCREPE_CONFIGS, SUGARCREPE_GROUPS
 from aro.core.protocol import accuracy_results, get_protocol, predict
 
 from .bootstrap import Bootstrap, accuracy_intervals
-from .results import ChosenShare, ConfigResult, GroupAccuracy, PairwiseAccuracy, PerturbationBreakdown
+from .results import (
+    ChosenShare,
+    ConfigResult,
+    GroupAccuracy,
+    PairwiseAccuracy,
+    PerturbationBreakdown,
+    SugarCrepeAverage,
+    SugarCrepeSummary,
+)
 
 TIE = "tie"
 
@@ -113,3 +131,68 @@ def breakdown(
     if not get_protocol(protocol).ties_right:
         chosen.append(ChosenShare(TIE, float(counts[0] / len(scores))))
     return PerturbationBreakdown(pairwise, chosen)
+
+
+def sugarcrepe_summary(
+    right: dict[str, np.ndarray],
+    protocol: str,
+    bootstrap: Bootstrap,
+    blind_right: dict[str, np.ndarray] | None = None,
+) -> SugarCrepeSummary | None:
+    """SugarCrepe's averages of the splits in `right` (config: per item of its accuracy, whether the model got it
+    right): each group's where all its splits are there, and the mean and pooled accuracy where all seven are; None
+    when no average can be formed. Intervals come from `bootstrap.draws` resamples of each split's items, the splits
+    resampled independently; `blind_right` gives the blind baseline's averages beside.
+
+    The headline is `pooled` under mteb's protocol (its `SugarCrepe` task scores the seven splits merged) and the
+    paper's `mean` otherwise.
+    """
+    draws = _split_accuracy_draws(right, bootstrap)
+    averages = {}
+    for name, splits in {**SUGARCREPE_GROUPS, "mean": SUGARCREPE_CONFIGS, "pooled": SUGARCREPE_CONFIGS}.items():
+        if not set(splits) <= set(right):
+            continue
+        pooled = name == "pooled"
+        interval = None
+        if draws:
+            averaged = _average({config: draws[config] for config in splits}, right, pooled)
+            tail = (1 - bootstrap.confidence) / 2 * 100
+            interval = _rounded(tuple(float(bound) for bound in np.percentile(averaged, [tail, 100 - tail])))
+        averages[name] = SugarCrepeAverage(
+            splits=list(splits),
+            accuracy=float(_average({config: np.mean(right[config]) for config in splits}, right, pooled)),
+            accuracy_ci=interval,
+            pooled=pooled,
+            num_items=sum(len(right[config]) for config in splits),
+            blind_accuracy=float(
+                _average({config: np.mean(blind_right[config]) for config in splits}, blind_right, pooled)
+            )
+            if blind_right
+            else None,
+        )
+    if not averages:
+        return None
+    return SugarCrepeSummary(headline="pooled" if protocol == "mteb" else "mean", averages=averages)
+
+
+def _average(accuracies: dict, right: dict[str, np.ndarray], pooled: bool):
+    """The mean of the splits' `accuracies` (numbers, or arrays of draws), or with `pooled` their mean weighted by the
+    splits' item counts: the accuracy over all their items."""
+    if not pooled:
+        return np.mean(list(accuracies.values()), axis=0)
+    sizes = {config: len(right[config]) for config in accuracies}
+    return sum(accuracies[config] * sizes[config] for config in accuracies) / sum(sizes.values())
+
+
+def _split_accuracy_draws(right: dict[str, np.ndarray], bootstrap: Bootstrap) -> dict[str, np.ndarray]:
+    """Each split's accuracy on `bootstrap.draws` resamples of its items, from one generator seeded with the
+    bootstrap's seed, split after split in SugarCrepe's order. A resample of n items of which k are right holds a
+    Binomial(n, k/n) count of right items, drawn here directly. Empty without draws."""
+    if bootstrap.draws <= 0:
+        return {}
+    generator = np.random.default_rng(bootstrap.seed)
+    return {
+        config: generator.binomial(len(right[config]), np.mean(right[config]), bootstrap.draws) / len(right[config])
+        for config in SUGARCREPE_CONFIGS
+        if config in right
+    }

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aro.core.contract import VISUAL_GENOME_CONFIGS, VISUAL_GENOME_OPTIONS
+from aro.core.contract import ORDER_CONFIGS, VISUAL_GENOME_OPTIONS
 from aro.core.errors import InvalidInput
 
 from .hub_copies import ORDER_COPY_IMAGE_COLUMN, ORDER_COPY_TEXT_COLUMNS
@@ -40,7 +40,7 @@ def caption_columns(columns: list[str], config: str, where: str) -> list[str]:
     """The columns of a dataset with `columns` that hold `config`'s candidate captions (ours, or a Hub copy's), the
     true caption's first; `InvalidInput` naming what `config` needs, so that an Order config read as a VG config (or
     the other way) is refused rather than scored under the wrong name."""
-    layouts = VISUAL_GENOME_LAYOUTS if config in VISUAL_GENOME_CONFIGS else ORDER_LAYOUTS
+    layouts = ORDER_LAYOUTS if config in ORDER_CONFIGS else VISUAL_GENOME_LAYOUTS  # SugarCrepe's are VG's
     for image, *texts in layouts:
         if {image, *texts} <= set(columns):
             return texts

@@ -28,7 +28,7 @@ from datasets import get_dataset_config_names, load_dataset, load_dataset_builde
 from PIL import Image
 from tqdm.auto import tqdm
 
-from aro.core.contract import ARO_CONFIGS, RETRIEVAL_CONFIGS, VISUAL_GENOME_OPTIONS, candidates_of
+from aro.core.contract import CHOICE_CONFIGS, RETRIEVAL_CONFIGS, VISUAL_GENOME_OPTIONS, candidates_of
 from aro.core.errors import InvalidInput, MissingInput
 
 from .checks import OPTIONS_COLUMN, check_captions, check_parquet_files
@@ -66,7 +66,7 @@ def config_to_read(dataset: str, names: list[str], config: str, asked: int = 1) 
     asked for. A folder holding only `coco_order` is not scored as `relation`, nor one config under four names."""
     if config in names:
         return config
-    ours = set(ARO_CONFIGS) | set(RETRIEVAL_CONFIGS)
+    ours = set(CHOICE_CONFIGS) | set(RETRIEVAL_CONFIGS)
     if len(names) == 1 and names[0] not in ours:
         if asked == 1:
             return names[0]
@@ -89,7 +89,7 @@ def check_dataset(dataset: str, configs: list[str], revision: str | None = None)
     folder = local_dataset(dataset)
     for config in configs:
         name = config_to_read(dataset, names, config, asked=len(configs))
-        if folder is not None and config in ARO_CONFIGS:  # the caption-choice layouts; retrieval rows differ
+        if folder is not None and config in CHOICE_CONFIGS:  # the caption-choice layouts; retrieval rows differ
             data_files = load_dataset_builder(str(folder), name).config.data_files
             files = [Path(path) for path in data_files.get("test", [])]
             if not files:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aro.core.contract import ARO_CONFIGS, GROUP_COLUMNS
+from aro.core.contract import ARO_CONFIGS, CHOICE_CONFIGS, GROUP_COLUMNS, SUGARCREPE_CONFIGS, expand_config_names
 from aro.core.errors import InvalidInput
 from aro.core.io import check_output_folder, output_folder
 from aro.core.protocol import accuracy_results, get_protocol, predict
@@ -29,7 +29,7 @@ from aro.core.protocol import accuracy_results, get_protocol, predict
 from .adapters import BlindAdapter, hook_name
 from .adapters.prompts import GenerativePrompts
 from .bootstrap import DEFAULT_DRAWS, Bootstrap
-from .breakdown import config_result
+from .breakdown import config_result, sugarcrepe_summary
 from .data import check_dataset, config_names, config_to_read, load_split
 from .hub_copies import as_aro_config
 from .loading import load_blind_model, load_model
@@ -40,6 +40,8 @@ from .runtime import Runtime
 from .scorer import Scorer, ScoreResult
 
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "aro")
+# Names of `--config` that stand for several configs.
+CONFIG_SETS = {"all": ARO_CONFIGS, "sugarcrepe": SUGARCREPE_CONFIGS}
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,14 @@ def library_versions() -> dict[str, str]:
 
 
 def resolve_configs(configs: str | list[str]) -> list[str]:
-    names = list(ARO_CONFIGS) if configs == "all" else [configs] if isinstance(configs, str) else list(configs)
-    unknown = [name for name in names if name not in ARO_CONFIGS]
+    """The configs that `configs` names: "all" stands for ARO's four and "sugarcrepe" for SugarCrepe's seven
+    splits, alone or in a list."""
+    names = list(expand_config_names([configs] if isinstance(configs, str) else configs, CONFIG_SETS))
+    unknown = [name for name in names if name not in CHOICE_CONFIGS]
     if unknown:
-        raise InvalidInput(f"unknown ARO config(s) {unknown}: choose from {list(ARO_CONFIGS)} or 'all'")
+        raise InvalidInput(
+            f"unknown ARO config(s) {unknown}: choose from {list(CHOICE_CONFIGS)}, 'all' or 'sugarcrepe'"
+        )
     return names
 
 
@@ -186,6 +192,7 @@ def evaluate_model(
     )
     bootstrap = Bootstrap(draws=options.bootstrap_draws, seed=options.seed)
     score_tables = {}
+    right, blind_right = {}, {}  # SugarCrepe's splits: per counted item, whether it was got right
     was_training = getattr(model, "training", False)
     for config in configs:
         data, warnings = as_aro_config(load_config(dataset, config, options.dataset_revision), config)
@@ -193,15 +200,26 @@ def evaluate_model(
         data, rows = subsample(data, options.limit, options.seed)
         scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=options.protocol)
         result.configs[config] = scored_config(scored, data, config, options.protocol, bootstrap)
+        if config in SUGARCREPE_CONFIGS:
+            right[config] = right_items(scored)
         if blind_scorer is not None:
             blind_scored = blind_scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=options.protocol)
             result.configs[config].blind = blind_accuracy(scored, blind_scored, config, options.protocol)
+            if config in SUGARCREPE_CONFIGS:
+                blind_right[config] = right_items(blind_scored)
         if options.save_scores:
             item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
             options_of_item = option_names(data)
             score_tables[config] = scores_table(
-                item_ids, scored.groups, scored.scores, options_of_item, scored.predictions, scored.kept()
+                item_ids,
+                scored.groups,
+                scored.scores,
+                options_of_item,
+                scored.predictions,
+                scored.kept(),
+                scored.same_words,
             )
+    result.sugarcrepe = sugarcrepe_summary(right, options.protocol, bootstrap, blind_right or None)
     if was_training:
         model.train()
     if output_dir is not None:
@@ -240,6 +258,8 @@ def scored_config(scored: ScoreResult, data, config: str, protocol: str, bootstr
     result.unique_captions = scored.unique_captions
     result.items_with_identical_options = scored.identical_options
     result.items_without_negative = len(scored.without_negative)
+    result.same_words_items = sum(scored.same_words[item] for item in kept)
+    result.same_words_share = result.same_words_items / len(kept) if kept else None
     result.notes = dict(scored.notes)
     for head, scores in scored.other_heads.items():
         head_result = replace(scored, scores=scores, predictions=predict(scores, protocol))
@@ -275,13 +295,17 @@ def evaluate_models(
     return runs
 
 
+def right_items(scored: ScoreResult) -> np.ndarray:
+    """Per item in the accuracy, whether the prediction is the true caption."""
+    predictions, references, _ = scored.counted()
+    return np.asarray(predictions) == np.asarray(references)
+
+
 def blind_accuracy(model: ScoreResult, blind: ScoreResult, config: str, protocol: str) -> BlindAccuracy:
     """The blind baseline's accuracy (micro and macro, as the model's) and `right_where_model_right`: of the items
     the model gets right, the share the blind model also gets right (high: text priors explain the model's hits)."""
-    model_predictions, references, _ = model.counted()
-    blind_predictions, _, groups = blind.counted()
-    model_right = np.asarray(model_predictions) == np.asarray(references)
-    blind_right = np.asarray(blind_predictions) == np.asarray(references)
+    blind_predictions, references, groups = blind.counted()
+    model_right, blind_right = right_items(model), right_items(blind)
     numbers = accuracy_results(blind_predictions, references, groups, config, protocol)
     return BlindAccuracy(
         accuracy=numbers["accuracy"],

@@ -28,7 +28,7 @@ from aro.core.io import output_folder
 from .hub_files import EVAL_RESULTS_PATH, write_eval_results, write_model_index
 from .plots import plot_comparison, plot_config
 from .results import EvalResult
-from .tables import blind_table, comparison_table, results_table
+from .tables import artifact_tables, blind_table, comparison_table, results_table
 
 EVAL_COMMAND = "aro eval"
 NO_HUB_ID = (
@@ -42,7 +42,9 @@ def write_outputs(result: EvalResult, output_dir: Path, score_tables: dict | Non
     `output_dir`, then move it into place (see `aro.core.io`); return one line per Hub file not written."""
     with output_folder(output_dir, EVAL_COMMAND) as staging:
         (staging / "results.json").write_text(json.dumps(result.to_json(), indent=2))
-        tables = [results_table(result)] + ([blind_table(result)] if result.blind_model else [])
+        tables = (
+            [results_table(result)] + ([blind_table(result)] if result.blind_model else []) + artifact_tables(result)
+        )
         (staging / "results.md").write_text("\n\n".join(tables) + "\n")
         for config, numbers in result.configs.items():
             plot_config(config, numbers, staging / f"{config}.png")
@@ -62,11 +64,13 @@ def scores_table(
     options: list[str],
     predictions: list[int],
     counted: list[int],
+    same_words: list[bool],
 ) -> pa.Table:
     """Per-item scores as an Arrow table for `scores/<config>.parquet`: `item_id`, the group where the config has
     one, `score_<option>` for every candidate (the true caption first; NaN for an option with the true caption's
-    text), the `prediction` (option index, -1 for a tie that counts wrong), `correct`, and `counted` (False for an
-    item with no negative, left out of the accuracy)."""
+    text), the `prediction` (option index, -1 for a tie that counts wrong), `correct`, `counted` (False for an
+    item with no negative, left out of the accuracy) and `same_words` (a negative uses exactly the true caption's
+    words: only order can solve the item)."""
     columns = {"item_id": pa.array(item_ids)}
     if groups is not None:
         columns["group"] = pa.array(groups, pa.string())
@@ -76,6 +80,7 @@ def scores_table(
     columns["correct"] = pa.array([prediction == 0 for prediction in predictions])
     kept = set(counted)
     columns["counted"] = pa.array([item in kept for item in range(len(predictions))])
+    columns["same_words"] = pa.array(same_words, pa.bool_())
     return pa.table(columns)
 
 

@@ -80,6 +80,39 @@ class BlindAccuracy:
     right_where_model_right: float | None
 
 
+@dataclass
+class SugarCrepeAverage:
+    """An average of SugarCrepe's split accuracies over `splits`: the unweighted mean of the splits' accuracies (a
+    group's, or all seven's: what the paper reports), or, `pooled`, the accuracy over all their items together
+    (mteb's `SugarCrepe` number, whose copy merges the splits). `blind_accuracy` is the blind baseline's same
+    average."""
+
+    splits: list[str]
+    accuracy: float
+    accuracy_ci: Interval | None = None
+    pooled: bool = False
+    num_items: int = 0
+    blind_accuracy: float | None = None
+
+
+@dataclass
+class SugarCrepeSummary:
+    """SugarCrepe's averages over the splits scored: `replace`, `swap` and `add` (each where all its splits were
+    scored), `mean` (all seven) and `pooled` (all seven's items); `headline` names the one the protocol reports
+    first (`pooled` under mteb's protocol, `mean` under the others)."""
+
+    headline: str
+    averages: dict[str, SugarCrepeAverage]
+
+    def to_json(self) -> dict:
+        return {"headline": self.headline, "averages": {name: asdict(row) for name, row in self.averages.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SugarCrepeSummary:
+        averages = {name: SugarCrepeAverage(**row) for name, row in data["averages"].items()}
+        return cls(data["headline"], averages)
+
+
 # The counts of a config that `from_json` reads back by name; any other key of a config is one of the adapter's notes.
 _CONFIG_FIELDS = (
     "accuracy",
@@ -94,6 +127,8 @@ _CONFIG_FIELDS = (
     "unique_captions",
     "items_with_identical_options",
     "items_without_negative",
+    "same_words_items",
+    "same_words_share",
 )
 
 
@@ -105,6 +140,8 @@ class ConfigResult:
     items whose highest score is shared, whatever the protocol makes of them; intervals are None without bootstrap
     draws. `perturbations` is the Order sets' breakdown; `notes` the adapter's own numbers (a VQA model's
     yes-rates); `other_heads` and `blind` are there when the model has further heads or a blind baseline ran.
+    `same_words_items` counts the items in the accuracy whose negative uses exactly the true caption's words
+    (`contract.uses_same_words`): a bag-of-words model can only tie there; `same_words_share` is their share.
     """
 
     accuracy: float
@@ -122,6 +159,8 @@ class ConfigResult:
     unique_captions: int = 0
     items_with_identical_options: int = 0  # items with an option equal to the true caption: no negative, left out
     items_without_negative: int = 0  # items whose every option equals it: not in the accuracy
+    same_words_items: int = 0
+    same_words_share: float | None = None
     notes: dict = field(default_factory=dict)
     other_heads: dict[str, HeadAccuracy] = field(default_factory=dict)
     blind: BlindAccuracy | None = None
@@ -157,6 +196,8 @@ class ConfigResult:
             "unique_captions": self.unique_captions,
             "items_with_identical_options": self.items_with_identical_options,
             "items_without_negative": self.items_without_negative,
+            "same_words_items": self.same_words_items,
+            "same_words_share": self.same_words_share,
         } | self.notes
         if self.other_heads:
             data["other_heads"] = {head: asdict(numbers) for head, numbers in self.other_heads.items()}
@@ -185,7 +226,8 @@ class EvalResult:
 
     Models and datasets are named by Hub id or folder name, never by a local path; `*_commit` is the Hub's resolved
     revision or `sha256:` of the local files (see `provenance`). `not_written` lists the Hub files an output folder
-    did not get, and why; it is not part of `results.json`.
+    did not get, and why; it is not part of `results.json`. `sugarcrepe` holds SugarCrepe's averages where its
+    splits were scored (`results.json` has the key then only).
     """
 
     model: str
@@ -208,16 +250,25 @@ class EvalResult:
     versions: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     configs: dict[str, ConfigResult] = field(default_factory=dict)
+    sugarcrepe: SugarCrepeSummary | None = None
     not_written: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """What `results.json` holds."""
-        data = {item.name: getattr(self, item.name) for item in fields(self) if item.name != "not_written"}
-        return data | {"configs": {config: result.to_json() for config, result in self.configs.items()}}
+        data = {item.name: getattr(self, item.name) for item in fields(self) if item.name not in _NOT_PLAIN}
+        data |= {"configs": {config: result.to_json() for config, result in self.configs.items()}}
+        return data | ({"sugarcrepe": self.sugarcrepe.to_json()} if self.sugarcrepe else {})
 
     @classmethod
     def from_json(cls, data: dict) -> EvalResult:
         """A `results.json` read back; keys it lacks take their defaults."""
-        names = {item.name for item in fields(cls)} - {"configs", "not_written"}
+        names = {item.name for item in fields(cls)} - _NOT_PLAIN
         configs = {config: ConfigResult.from_json(numbers) for config, numbers in data.get("configs", {}).items()}
-        return cls(**{name: value for name, value in data.items() if name in names}, configs=configs)
+        sugarcrepe = SugarCrepeSummary.from_json(data["sugarcrepe"]) if "sugarcrepe" in data else None
+        return cls(
+            **{name: value for name, value in data.items() if name in names}, configs=configs, sugarcrepe=sugarcrepe
+        )
+
+
+# The fields of `EvalResult` that are not written as they are: structured (see `to_json`), or not in results.json.
+_NOT_PLAIN = {"configs", "sugarcrepe", "not_written"}

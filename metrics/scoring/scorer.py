@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aro.core.contract import uses_same_words
 from aro.core.errors import InvalidInput
 from aro.core.protocol import predict
 
@@ -42,6 +43,7 @@ class ScoreResult:
     other_heads: dict[str, np.ndarray] = field(
         default_factory=dict
     )  # [N, K] scores of a model's further heads (BLIP-2's itc)
+    same_words: list[bool] = field(default_factory=list)  # per item: a negative has the true caption's very words
 
     def kept(self) -> list[int]:
         """The items that have a negative: what accuracy is computed over."""
@@ -116,6 +118,7 @@ class Scorer:
             unique_captions=len(captions),
             notes=dict(getattr(self.adapter, "notes", {})),
             other_heads=dict(others),
+            same_words=[uses_same_words(options) for options in items.candidates],
         )
 
 

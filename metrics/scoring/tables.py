@@ -1,11 +1,13 @@
 """The Markdown tables of the reports: what `results.md` and `comparison.md` hold and `aro eval` prints, the blind
-baseline beside the model, and retrieval and zero-shot (`aro retrieval`, the NegCLIP card).
+baseline beside the model, the items only word order can solve, SugarCrepe's splits and averages, and retrieval and
+zero-shot (`aro retrieval`, the NegCLIP card).
 
 >>> print(results_table(evaluate_model(model, "ORG/aro", processor=processor)))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from aro.core.contract import SUGARCREPE_CONFIGS
 from aro.core.protocol import get_protocol
 
 from .results import EvalResult, Interval
@@ -78,6 +80,64 @@ def blind_table(result: EvalResult) -> str:
             f"{number(blind.right_where_model_right)} |"
         )
     return "\n".join(lines)
+
+
+def same_words_table(result: EvalResult) -> str:
+    """Per config, the items whose negative uses exactly the true caption's words: a bag-of-words model can only tie
+    there, so only word order solves them."""
+    lines = [
+        "Items a bag of words cannot separate: a negative uses exactly the true caption's words (the same multiset of "
+        "lower-cased letter-and-digit tokens; punctuation is no token).",
+        "",
+        "| config | items | same words | share |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {config} | {numbers.num_items} | {numbers.same_words_items} | {number(numbers.same_words_share)} |"
+        for config, numbers in result.configs.items()
+    ]
+    return "\n".join(lines)
+
+
+def sugarcrepe_table(result: EvalResult) -> str:
+    """SugarCrepe's splits (accuracy with its interval, the blind baseline's beside it where it ran, the share of
+    items a bag of words cannot separate) and the averages the paper reports; empty when no split was scored."""
+    splits = [config for config in SUGARCREPE_CONFIGS if config in result.configs]
+    if not splits:
+        return ""
+    blind = result.blind_model is not None
+    ties = (
+        "ties with the true caption right, as mteb's argmax"
+        if get_protocol(result.protocol).ties_right
+        else "ties wrong"
+    )
+    lines = [
+        f"SugarCrepe: accuracy per split ({ties}). A group's row and `mean` (all seven) are unweighted means of their "
+        "splits' accuracies, as the paper reports them; `pooled` is the accuracy over all items of the seven (mteb's "
+        "number). Same words: the share of items a bag of words cannot separate.",
+        "",
+        "| split | accuracy | " + (f"blind ({result.blind_model}) | " if blind else "") + "items | same words |",
+        "| --- | --- | " + ("--- | " if blind else "") + "--- | --- |",
+    ]
+    for config in splits:
+        numbers = result.configs[config]
+        cells = [number(numbers.accuracy, numbers.accuracy_ci)]
+        cells += [number(numbers.blind.accuracy)] if blind else []
+        cells += [str(numbers.num_items), number(numbers.same_words_share)]
+        lines.append(f"| {config.removeprefix('sugarcrepe_')} | " + " | ".join(cells) + " |")
+    averages = result.sugarcrepe.averages if result.sugarcrepe else {}
+    for name, average in averages.items():
+        label = f"**{name}**" + (" (headline)" if name == result.sugarcrepe.headline else "")
+        cells = [number(average.accuracy, average.accuracy_ci)]
+        cells += [number(average.blind_accuracy)] if blind else []
+        cells += [str(average.num_items), ""]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def artifact_tables(result: EvalResult) -> list[str]:
+    """The tables `results.md` holds after the accuracies: the items only order can solve, and SugarCrepe's."""
+    return [table for table in (same_words_table(result), sugarcrepe_table(result)) if table]
 
 
 def comparison_table(runs: list[EvalResult]) -> str:

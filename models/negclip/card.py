@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 import yaml
 
 from aro.cards import render
+from aro.core.contract import SUGARCREPE_CONFIGS
 from aro.core.errors import MissingInput
 from aro.metrics.scoring.hub_files import model_index
 from aro.metrics.scoring.provenance import hub_id, name_of
 from aro.metrics.scoring.results import EvalResult
-from aro.metrics.scoring.tables import downstream_table
+from aro.metrics.scoring.tables import downstream_table, sugarcrepe_table
 
 from .arguments import NegCLIPTrainingArguments
 from .mining import NegativeShare
@@ -27,6 +28,11 @@ NO_DOWNSTREAM = (
     "Not measured with this training. Hard negatives should raise ARO without costing retrieval or zero-shot "
     "accuracy;\ncheck with `aro retrieval --model <this model> --dataset <ARO built by aro build> --zero-shot "
     "uoft-cs/cifar10`."
+)
+NO_SUGARCREPE = (
+    "Not measured with this training. SugarCrepe's fluent negatives show whether an ARO gain is more than the\n"
+    "artifacts of swapped-word negatives: build it beside ARO (`aro build --sugarcrepe-dir ... --coco-val2017-dir ...`)"
+    "\nand evaluate with `--eval-configs relation attribution sugarcrepe`, or `aro eval --config sugarcrepe`."
 )
 
 
@@ -68,9 +74,9 @@ def model_card(
     negatives: NegativeShare | None = None,
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results
-    (`evaluate_model`'s) if any, its retrieval and zero-shot results (`evaluate_downstream`'s `DownstreamResult`)
-    if any, compared with the base model's when given, and with hard negatives the share of training rows that had
-    one (`negatives`).
+    (`evaluate_model`'s) if any, SugarCrepe's where they hold its splits, its retrieval and zero-shot results
+    (`evaluate_downstream`'s `DownstreamResult`) if any, compared with the base model's when given, and with hard
+    negatives the share of training rows that had one (`negatives`).
 
     Hub fields name Hub ids only: a local base model or dataset is left out of the metadata, and the card says so.
     """
@@ -100,16 +106,18 @@ def model_card(
         if local
         else ""
     )
-    if aro_results:
-        rows = [
-            f"| {config} | {numbers.accuracy:.3f} | "
-            + (f"{numbers.macro_accuracy:.3f}" if numbers.macro_accuracy is not None else "-")
-            + " |"
-            for config, numbers in aro_results.configs.items()
-        ]
+    rows = [
+        f"| {config} | {numbers.accuracy:.3f} | "
+        + (f"{numbers.macro_accuracy:.3f}" if numbers.macro_accuracy is not None else "-")
+        + " |"
+        for config, numbers in (aro_results.configs.items() if aro_results else ())
+        if config not in SUGARCREPE_CONFIGS
+    ]
+    if rows:
         results = "| config | micro accuracy | macro accuracy |\n| --- | --- | --- |\n" + "\n".join(rows)
     else:
         results = "No ARO evaluation ran with this training (pass `--eval-dataset`)."
+    sugarcrepe = (sugarcrepe_table(aro_results) if aro_results else "") or NO_SUGARCREPE
     objective = (
         "NegCLIP: contrastive loss with a swapped-word negative caption per image"
         + (
@@ -149,6 +157,7 @@ def model_card(
         hyperparameters=recipe_table(args),
         selection=selection_summary(selection, args.epochs),
         results=results,
+        sugarcrepe=sugarcrepe,
         downstream=downstream_table(downstream, base_downstream) if downstream else NO_DOWNSTREAM,
         limitations=limitations,
     )
