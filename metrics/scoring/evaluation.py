@@ -236,6 +236,7 @@ def scored_config(scored: ScoreResult, data, config: str, protocol: str, bootstr
     result.truncated_captions = scored.truncated_captions
     result.unique_images = scored.unique_images
     result.unique_captions = scored.unique_captions
+    result.distinct_inputs = dict(scored.distinct_inputs)
     result.items_with_identical_options = scored.identical_options
     result.items_without_negative = len(scored.without_negative)
     result.notes = dict(scored.notes)
