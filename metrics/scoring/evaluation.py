@@ -216,7 +216,8 @@ def loaded_model(model, processor, options: EvalOptions) -> tuple:
     if isinstance(model, torch.nn.Module):
         if processor is None:
             raise InvalidInput("a loaded model needs its processor")
-        return model, processor, name_of(getattr(model.config, "_name_or_path", "") or type(model).__name__), None
+        name = getattr(getattr(model, "config", None), "_name_or_path", "")  # open_clip's models have no config
+        return model, processor, name_of(name or type(model).__name__), None
     return model, processor, hook_name(model), None
 
 

@@ -3,7 +3,8 @@
 
 A new family is an `Adapter` subclass naming the `architectures` (or `model_types`) it scores, added to `FAMILIES`.
 A generative model gets one of two adapters: `SharedPrefixAdapter` where its pairs can share the image's prefix,
-`PerPairAdapter` where they cannot (`why_no_shared_prefix` says why).
+`PerPairAdapter` where they cannot (`why_no_shared_prefix` says why). A model of open_clip's classes gets
+`OpenClipAdapter`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .dual import DualEncoderAdapter, FlavaAdapter
 from .generative import GenerativeAdapter, PerPairAdapter, SharedPrefixAdapter, why_no_shared_prefix
 from .hook import CallableAdapter, HookError, hook_name, load_hook
 from .matching import Blip2MatchingAdapter, BlipMatchingAdapter, BridgeTowerMatchingAdapter, ViltMatchingAdapter
+from .open_clip import OpenClipAdapter, OpenClipProcessor, is_open_clip_model
 
 # Families chosen by architecture or model type, before the dual-encoder fallback (any model with
 # get_image_features and get_text_features).
@@ -37,7 +39,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
 MODEL_TYPES: dict[str, type[Adapter]] = {model_type: family for family in FAMILIES for model_type in family.model_types}
 
 SUPPORTED_FAMILIES = tuple(
-    family.summary for family in (DualEncoderAdapter, *FAMILIES, GenerativeAdapter, CallableAdapter)
+    family.summary for family in (DualEncoderAdapter, *FAMILIES, GenerativeAdapter, OpenClipAdapter, CallableAdapter)
 )
 
 
@@ -60,6 +62,8 @@ def adapter_class(model) -> type[Adapter]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in MODEL_TYPES:
         return MODEL_TYPES[model_type]
+    if is_open_clip_model(model):
+        return OpenClipAdapter
     if is_generative(name):
         return SharedPrefixAdapter if why_no_shared_prefix(model) is None else PerPairAdapter
     if hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
@@ -82,6 +86,8 @@ __all__ = [
     "FlavaAdapter",
     "GenerativeAdapter",
     "HookError",
+    "OpenClipAdapter",
+    "OpenClipProcessor",
     "PerPairAdapter",
     "SharedPrefixAdapter",
     "UnsupportedModel",
