@@ -52,6 +52,11 @@ def perturbed(caption: str) -> list[str]:
     return [caption, " ".join(words[::-1]), " ".join(words[1:] + words[:1]), " ".join(sorted(words)), caption.upper()]
 
 
+RELATION_FEATURES = Features(
+    {"image": ImageFeature(), **dict.fromkeys(("true_caption", "false_caption", "relation_name"), Value("string"))}
+)
+
+
 @pytest.fixture(scope="module")
 def data_folder(tmp_path_factory):
     """relation (8 items over 4 images), coco_order (3 items of 5) and coco_retrieval (4 images, 2 captions each)."""
@@ -64,14 +69,7 @@ def data_folder(tmp_path_factory):
                 "false_caption": [false for _, false in CAPTIONS],
                 "relation_name": ["above"] * len(CAPTIONS),
             },
-            features=Features(
-                {
-                    "image": ImageFeature(),
-                    "true_caption": Value("string"),
-                    "false_caption": Value("string"),
-                    "relation_name": Value("string"),
-                }
-            ),
+            features=RELATION_FEATURES,
         ),
         "coco_order": Dataset.from_dict(
             {

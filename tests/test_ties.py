@@ -59,6 +59,11 @@ def captions_of(item: int) -> tuple[str, str]:
 TIED_KINDS = 18  # kinds 0, 1 and 2 of 30 items
 
 
+RELATION_FEATURES = Features(
+    {"image": ImageFeature(), **dict.fromkeys(("true_caption", "false_caption", "relation_name"), Value("string"))}
+)
+
+
 @pytest.fixture(scope="module")
 def ties_folder(tmp_path_factory):
     """A VG-Relation-shaped folder: 30 items over 10 images (each shown in three items), 18 of them tied."""
@@ -71,14 +76,7 @@ def ties_folder(tmp_path_factory):
             "false_caption": [false for _, false in captions],
             "relation_name": [RELATIONS[(item // 2) % 4] for item in range(ITEMS)],
         },
-        features=Features(
-            {
-                "image": ImageFeature(),
-                "true_caption": Value("string"),
-                "false_caption": Value("string"),
-                "relation_name": Value("string"),
-            }
-        ),
+        features=RELATION_FEATURES,
     )
     (folder / "relation").mkdir()
     relation.to_parquet(folder / "relation" / "test.parquet")
