@@ -26,7 +26,10 @@ def register(subparsers) -> None:
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
-        "--model", required=True, help="Hub id or local path of a dual encoder (CLIP, NegCLIP, SigLIP, ...)"
+        "--model",
+        required=True,
+        help="Hub id or local path of a dual encoder (CLIP, NegCLIP, SigLIP, ...), or an open_clip model "
+        "(hf-hub:ORG/NAME, open_clip:ARCH:PRETRAINED)",
     )
     parser.add_argument("--revision", help="model revision")
     parser.add_argument(

@@ -28,7 +28,12 @@ def register(subparsers) -> None:
         "eval", help="score vision-language models on ARO", description=__doc__, formatter_class=HelpFormatter
     )
     models = parser.add_mutually_exclusive_group(required=True)
-    models.add_argument("--model", action="append", help="Hub id or local path of a model; repeat to compare several")
+    models.add_argument(
+        "--model",
+        action="append",
+        help="Hub id or local path of a model, or an open_clip model (hf-hub:ORG/NAME, open_clip:ARCH:PRETRAINED); "
+        "repeat to compare several",
+    )
     models.add_argument("--models-file", type=Path, help="a text file listing models, one per line")
     models.add_argument(
         "--scorer",

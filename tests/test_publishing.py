@@ -70,6 +70,7 @@ CONFIG_KEYS = [
     "truncated_captions",
     "unique_images",
     "unique_captions",
+    "distinct_inputs",
     "items_with_identical_options",
     "items_without_negative",
     "same_words_items",

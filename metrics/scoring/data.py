@@ -8,6 +8,12 @@ original code's argmax treated identical options, while ties between distinct ca
 one image per item while the Order sets show each image with five captions, so images are deduplicated by a hash of
 all their bytes (JPEG crops of one photograph share their headers) before anything is encoded.
 
+Identical model inputs must score identically, so that an item whose captions the model cannot tell apart ties
+exactly: every adapter computes each distinct input once (`Distinct`), a text by what the model reads of it (its
+token ids, which two captions differing only in case or unknown words share) and a pair by its image and that text,
+and spreads the result to every occurrence. Computed twice, in batches of other sizes and paddings, the same input
+can come out 1e-7 apart, and the ties-are-wrong rule would count such an item as decided.
+
 A dataset is read by config name (`load_split`); which of its configs holds an ARO config, and whether its files can
 be scored at all, is decided before any model loads (`check_dataset`).
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,6 +211,41 @@ class Items:
         flat = np.asarray(flat)
         widths = np.cumsum([0] + [len(options) for options in self.candidates])
         return np.array([flat[start:end] for start, end in zip(widths[:-1], widths[1:])])
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """Inputs computed once each: `firsts[j]` is the position of distinct input j's first occurrence, `index[i]` the
+    distinct input that input i is.
+
+    >>> distinct = Distinct.of(["a dog", "a cat", "a dog"])
+    >>> distinct.firsts, distinct.index
+    ([0, 1], [0, 1, 0])
+    >>> distinct.spread(torch.tensor([0.5, 0.25])).tolist()
+    [0.5, 0.25, 0.5]
+    """
+
+    firsts: list[int]
+    index: list[int]
+
+    @classmethod
+    def of(cls, keys: Iterable[Hashable]) -> Distinct:
+        """The distinct inputs among inputs named by `keys`, in order of first occurrence."""
+        number: dict[Hashable, int] = {}
+        firsts, index = [], []
+        for position, key in enumerate(keys):
+            if key not in number:
+                number[key] = len(firsts)
+                firsts.append(position)
+            index.append(number[key])
+        return cls(firsts, index)
+
+    def __len__(self) -> int:
+        return len(self.firsts)
+
+    def spread(self, computed: torch.Tensor) -> torch.Tensor:
+        """One row per input from one row per distinct input: the very same values wherever an input recurs."""
+        return computed[torch.tensor(self.index, dtype=torch.long)]
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,8 @@ def loaded_model(model, processor, options: EvalOptions) -> tuple:
     if isinstance(model, torch.nn.Module):
         if processor is None:
             raise InvalidInput("a loaded model needs its processor")
-        return model, processor, name_of(getattr(model.config, "_name_or_path", "") or type(model).__name__), None
+        name = getattr(getattr(model, "config", None), "_name_or_path", "")  # open_clip's models have no config
+        return model, processor, name_of(name or type(model).__name__), None
     return model, processor, hook_name(model), None
 
 
@@ -256,6 +257,7 @@ def scored_config(scored: ScoreResult, data, config: str, protocol: str, bootstr
     result.truncated_captions = scored.truncated_captions
     result.unique_images = scored.unique_images
     result.unique_captions = scored.unique_captions
+    result.distinct_inputs = dict(scored.distinct_inputs)
     result.items_with_identical_options = scored.identical_options
     result.items_without_negative = len(scored.without_negative)
     result.same_words_items = sum(scored.same_words[item] for item in kept)

@@ -6,11 +6,16 @@ checkpoint as `BlipForImageTextRetrieval`, not as the `BlipModel` that `AutoMode
 with any `missing_keys` is refused, naming the parts (heads, towers) it lacks. A folder without a processor or
 weights, or with a weights file that is corrupt or cut short, is refused in one line too; the processor is loaded
 first, as it takes a fraction of the weights' time.
+
+A model that open_clip builds is named `hf-hub:ORG/NAME` or `open_clip:ARCH:PRETRAINED` (`OpenClipReference`) and
+loaded by open_clip itself (`load_open_clip`, the `open_clip` extra).
 """
 
 from __future__ import annotations
 
+import pickle
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,8 +33,9 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.utils import is_torchvision_available, logging
 
 from aro.core.errors import InvalidInput, MissingInput
+from aro.core.io import sha256_of
 
-from .adapters import ADAPTERS, is_generative, refuse_unscored
+from .adapters import ADAPTERS, OpenClipProcessor, is_generative, refuse_unscored
 
 
 class MissingWeights(InvalidInput):
@@ -170,7 +176,11 @@ def load_weights(model_class, model_id: str, revision: str | None, trust_remote_
 
 
 def load_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
-    """(model, processor) of `model_id`, the model built as the architecture its config names."""
+    """(model, processor) of `model_id`, the model built as the architecture its config names; an open_clip model
+    (`hf-hub:ORG/NAME`, `open_clip:ARCH:PRETRAINED`) by open_clip."""
+    open_clip_model = open_clip_reference(model_id)
+    if open_clip_model is not None:
+        return load_open_clip(open_clip_model, revision)
     config = model_config(model_id, revision, trust_remote_code)
     architecture = next((name for name in config.architectures or [] if name in ADAPTERS or is_generative(name)), None)
     model_class = getattr(transformers, architecture) if architecture else AutoModel
@@ -192,3 +202,134 @@ def load_blind_model(model_id: str, revision: str | None = None, trust_remote_co
         tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     refuse_empty_tokenizer(model_id, tokenizer)
     return load_weights(AutoModelForCausalLM, model_id, revision, trust_remote_code, dtype), tokenizer
+
+
+OPEN_CLIP_INSTALL = 'pip install "aro[open_clip]"'
+HUB_PREFIX, OPEN_CLIP_PREFIX = "hf-hub:", "open_clip:"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz")
+
+
+@dataclass(frozen=True)
+class OpenClipReference:
+    """A model that open_clip builds, as `--model` names it: `hf-hub:ORG/NAME`, a Hub repo holding
+    `open_clip_config.json` and the weights (timm's, laion's, apple's DFN...); or `open_clip:ARCH:PRETRAINED`, one of
+    open_clip's architectures (`open_clip.list_models()`) with a pretrained tag (`open_clip.list_pretrained()`) or a
+    local checkpoint file.
+
+    >>> open_clip_reference("open_clip:ViT-B-32:/runs/negclip/epoch_3.pt").name
+    'open_clip:ViT-B-32:epoch_3.pt'
+    """
+
+    model_name: str  # what open_clip's `create_model` takes: `hf-hub:ORG/NAME`, or ARCH
+    pretrained: str | None = None  # a tag or a checkpoint file (None for `hf-hub:`, whose repo holds the weights)
+
+    @property
+    def checkpoint_file(self) -> Path | None:
+        """The local checkpoint file `pretrained` names, if it names one."""
+        if self.pretrained is None:
+            return None
+        path = Path(self.pretrained).expanduser()
+        looks_like_a_file = path.suffix in CHECKPOINT_SUFFIXES or "/" in self.pretrained or "\\" in self.pretrained
+        return path if path.is_file() or looks_like_a_file else None
+
+    @property
+    def name(self) -> str:
+        """The reference as reports name it: a checkpoint file by its file name, never its path."""
+        if self.pretrained is None:
+            return self.model_name
+        file = self.checkpoint_file
+        return f"{OPEN_CLIP_PREFIX}{self.model_name}:{file.name if file else self.pretrained}"
+
+    def weights_file(self) -> Path:
+        """The file open_clip loads the weights from: the checkpoint file, or the tag's or repo's download (from the
+        cache once loaded)."""
+        from open_clip import pretrained  # the optional extra, loaded by `load_open_clip` first
+
+        if self.checkpoint_file is not None:
+            return self.checkpoint_file
+        if self.pretrained is None:
+            return Path(pretrained.download_pretrained_from_hf(self.model_name.removeprefix(HUB_PREFIX)))
+        return Path(pretrained.download_pretrained(pretrained.get_pretrained_cfg(self.model_name, self.pretrained)))
+
+    def commit(self) -> str:
+        """The weights' revision: the Hub commit of the snapshot they were loaded from, else `sha256:` of the file."""
+        weights = self.weights_file()
+        if weights.parent.parent.name == "snapshots":  # huggingface_hub's cache: snapshots/<commit>/<file>
+            return weights.parent.name
+        return "sha256:" + sha256_of(weights)
+
+
+def open_clip_reference(model_id: str) -> OpenClipReference | None:
+    """The open_clip model `model_id` names (see `OpenClipReference`), or None for a transformers model; one line for
+    a malformed reference."""
+    if model_id.startswith(HUB_PREFIX):
+        repo = model_id.removeprefix(HUB_PREFIX)
+        if len(repo.split("/")) != 2 or not all(repo.split("/")):
+            raise InvalidInput(f"model {model_id}: an open_clip Hub model is named hf-hub:ORG/NAME")
+        return OpenClipReference(model_id)
+    if model_id.startswith(OPEN_CLIP_PREFIX):
+        architecture, _, pretrained = model_id.removeprefix(OPEN_CLIP_PREFIX).partition(":")
+        if not architecture or not pretrained:
+            raise InvalidInput(
+                f"model {model_id}: name an open_clip model open_clip:ARCH:PRETRAINED, PRETRAINED a pretrained tag "
+                "(open_clip.list_pretrained()) or a checkpoint file; without weights it would be scored at random"
+            )
+        return OpenClipReference(architecture, pretrained)
+    return None
+
+
+@contextmanager
+def open_clip_loading(reference: OpenClipReference):
+    """One line instead of a traceback where open_clip cannot build `reference`: weights that do not download, that
+    are not the architecture's, a file that is not a checkpoint, a model config with keys open_clip does not take
+    (open_clip checks some shapes with `assert`)."""
+    try:
+        yield
+    except (
+        RuntimeError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AssertionError,
+        pickle.UnpicklingError,
+        SafetensorError,
+    ) as error:
+        raise InvalidInput(f"model {reference.name} cannot be loaded by open_clip: {first_line(error)}") from None
+
+
+def load_open_clip(reference: OpenClipReference, revision: str | None = None) -> tuple:
+    """(model, `OpenClipProcessor`) of an open_clip reference, built by `open_clip.create_model_and_transforms` with
+    its evaluation transform and `open_clip.get_tokenizer`; refused in one line where open_clip is not installed, the
+    architecture or tag is unknown, or the checkpoint file is missing."""
+    if revision is not None:
+        raise InvalidInput(f"--revision does not apply to {reference.name}: open_clip loads the Hub's default branch")
+    try:
+        import open_clip  # the optional extra (it needs torchvision): only where an open_clip model is asked for
+    except ImportError:
+        raise InvalidInput(
+            f"model {reference.name} is an open_clip model, and open_clip is not installed: {OPEN_CLIP_INSTALL}"
+        ) from None
+    if reference.pretrained is not None:
+        if reference.model_name not in open_clip.list_models():
+            raise InvalidInput(
+                f"model {reference.name}: open_clip has no architecture {reference.model_name} "
+                "(open_clip.list_models() lists them)"
+            )
+        tags = open_clip.list_pretrained_tags_by_model(reference.model_name)
+        file = reference.checkpoint_file
+        if file is not None and not file.is_file():
+            raise MissingInput(f"model {reference.name}: no checkpoint file {reference.pretrained}")
+        if file is None and reference.pretrained not in tags:
+            raise InvalidInput(
+                f"model {reference.name}: {reference.pretrained} is neither a checkpoint file nor a pretrained tag of "
+                f"{reference.model_name} (its tags: {', '.join(tags) or 'none'})"
+            )
+    with open_clip_loading(reference):
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            reference.model_name,
+            pretrained=str(reference.checkpoint_file or reference.pretrained) if reference.pretrained else None,
+            require_pretrained=True,
+        )
+        tokenizer = open_clip.get_tokenizer(reference.model_name)
+    return model.eval(), OpenClipProcessor(preprocess, tokenizer)

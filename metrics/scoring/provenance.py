@@ -1,6 +1,7 @@
 """Which model and which data a result came from, named without local paths.
 
-A reference is a Hub id or a local folder. Results name a Hub id as it is and a folder by its name only; the
+A reference is a Hub id or a local folder (or an open_clip model, `hf-hub:ORG/NAME` or `open_clip:ARCH:PRETRAINED`,
+whose checkpoint file is named by its file name). Results name a Hub id as it is and a folder by its name only; the
 commit is the Hub's resolved revision (not only the `--revision` the user passed), or `sha256:<hex>`, a content
 hash of the local files, so that two results can be told to come from the same bytes.
 
@@ -17,6 +18,8 @@ from huggingface_hub import HfApi
 
 from aro.core.io import sha256_of
 
+from .loading import open_clip_reference
+
 
 def is_local(reference: str) -> bool:
     return Path(reference).exists()
@@ -29,6 +32,9 @@ def hub_id(reference: str) -> str | None:
 
 def name_of(reference: str) -> str:
     """A name fit for a report: the Hub id, or the local folder's name."""
+    open_clip_model = open_clip_reference(reference)
+    if open_clip_model is not None:
+        return open_clip_model.name
     return Path(reference).resolve().name if is_local(reference) else reference
 
 
@@ -42,7 +48,11 @@ def content_hash(files: list[Path], root: Path) -> str:
 
 def model_commit(reference: str, model) -> str | None:
     """The commit a model was loaded at: transformers' resolved Hub commit, or a hash of the folder's top-level
-    files (those `from_pretrained` reads; checkpoints and logs in subfolders are left out)."""
+    files (those `from_pretrained` reads; checkpoints and logs in subfolders are left out); for an open_clip model, see
+    `OpenClipReference.commit`."""
+    open_clip_model = open_clip_reference(reference)
+    if open_clip_model is not None:
+        return open_clip_model.commit()
     if is_local(reference):
         folder = Path(reference).resolve()
         return content_hash([path for path in folder.iterdir() if path.is_file()], folder)

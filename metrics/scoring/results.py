@@ -125,6 +125,7 @@ _CONFIG_FIELDS = (
     "truncated_captions",
     "unique_images",
     "unique_captions",
+    "distinct_inputs",
     "items_with_identical_options",
     "items_without_negative",
     "same_words_items",
@@ -157,6 +158,7 @@ class ConfigResult:
     truncated_captions: int = 0
     unique_images: int = 0
     unique_captions: int = 0
+    distinct_inputs: dict[str, int] = field(default_factory=dict)  # texts and pairs the model computed, each once
     items_with_identical_options: int = 0  # items with an option equal to the true caption: no negative, left out
     items_without_negative: int = 0  # items whose every option equals it: not in the accuracy
     same_words_items: int = 0
@@ -194,6 +196,7 @@ class ConfigResult:
             "truncated_captions": self.truncated_captions,
             "unique_images": self.unique_images,
             "unique_captions": self.unique_captions,
+            "distinct_inputs": self.distinct_inputs,
             "items_with_identical_options": self.items_with_identical_options,
             "items_without_negative": self.items_without_negative,
             "same_words_items": self.same_words_items,

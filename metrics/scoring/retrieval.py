@@ -5,8 +5,9 @@ when every caption's words are shuffled, so the benchmark that contrastive train
 order. `retrieval_results` measures exactly that: text-to-image and image-to-text recall@k with the original
 captions, then with each perturbation's captions in their place, against the same images.
 
-- Every image and every distinct caption (over all variants) is encoded once, through the dual encoder's
-  `image_features` / `text_features`, sharded over the processes of a `distributed` state passed in.
+- Every image and every distinct text (over all variants; a caption by its token ids) is encoded once, through the
+  dual encoder's `image_features` / `caption_features`, sharded over the processes of a `distributed` state passed
+  in.
 - Text to image: each caption is a query, the images the candidates, its own image the right one. Image to text:
   each image is a query, every caption of the variant a candidate, any of the image's own captions right.
 - Ties: a query's rank is 1 + the number of wrong candidates that score at least as high as its best right one.
@@ -178,7 +179,7 @@ def retrieval_results(
         retrieval_set.image_rows,
     )
     distinct = sorted({caption for captions in retrieval_set.variants.values() for caption in captions})
-    texts = runtime.gathered(adapter.text_features, distinct)
+    texts = adapter.caption_features(distinct)
     position = {caption: index for index, caption in enumerate(distinct)}
     owner = torch.tensor(retrieval_set.owner)
     variants = {

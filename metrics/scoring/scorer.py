@@ -39,6 +39,7 @@ class ScoreResult:
     truncated_captions: int = 0
     unique_images: int = 0
     unique_captions: int = 0
+    distinct_inputs: dict[str, int] = field(default_factory=dict)  # texts and pairs computed, each once
     notes: dict = field(default_factory=dict)
     other_heads: dict[str, np.ndarray] = field(
         default_factory=dict
@@ -95,6 +96,7 @@ class Scorer:
         """Score every item of an ARO-shaped `datasets.Dataset`; `protocol` decides how ties predict."""
         items = Items.from_dataset(dataset)
         same = items.same_as_true()
+        self.adapter.distinct_inputs = {}
         heads = self.adapter.score_heads(items)
         for head, scores in heads.items():
             named = self.adapter.scorer_name + (f" (its {head} head)" if len(heads) > 1 else "")
@@ -116,6 +118,7 @@ class Scorer:
             truncated_captions=self.adapter.truncated_captions(captions),
             unique_images=len(items.image_rows),
             unique_captions=len(captions),
+            distinct_inputs=dict(self.adapter.distinct_inputs),
             notes=dict(getattr(self.adapter, "notes", {})),
             other_heads=dict(others),
             same_words=[uses_same_words(options) for options in items.candidates],

@@ -86,7 +86,7 @@ def class_embeddings(adapter, names: list[str], templates: tuple[str, ...]) -> t
     """One unit-length text embedding per class: the mean of its templates' (unit-length) embeddings, normalised
     again, since a mean of unit vectors is shorter the more its templates disagree."""
     texts = [template.format(name) for name in names for template in templates]
-    features = adapter.runtime.gathered(adapter.text_features, texts).view(len(names), len(templates), -1)
+    features = adapter.caption_features(texts).view(len(names), len(templates), -1)
     return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
 
 

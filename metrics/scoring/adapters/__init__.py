@@ -5,7 +5,8 @@
 or a refusal with its reason (one line, never a traceback at scoring time). A new family is an `Adapter` subclass
 naming the `architectures` (or `model_types`) it scores, added to `FAMILIES`. A generative model gets one of two
 adapters: `SharedPrefixAdapter` where its pairs can share the image's prefix, `PerPairAdapter` where they cannot
-(`why_no_shared_prefix` says why), or none (`why_not_scored` says why).
+(`why_no_shared_prefix` says why), or none (`why_not_scored` says why). A model of open_clip's
+classes gets `OpenClipAdapter`.
 
 >>> from transformers import CONFIG_MAPPING, Kosmos2ForConditionalGeneration, Pix2StructForConditionalGeneration
 >>> decide(Kosmos2ForConditionalGeneration, CONFIG_MAPPING["kosmos-2"]()).how
@@ -30,6 +31,7 @@ from .dual import DualEncoderAdapter, FlavaAdapter
 from .generative import GenerativeAdapter, PerPairAdapter, SharedPrefixAdapter, why_no_shared_prefix, why_not_scored
 from .hook import CallableAdapter, HookError, hook_name, load_hook
 from .matching import Blip2MatchingAdapter, BlipMatchingAdapter, BridgeTowerMatchingAdapter, ViltMatchingAdapter
+from .open_clip import OpenClipAdapter, OpenClipProcessor, is_open_clip_model
 
 # Families chosen by architecture or model type, before the dual-encoder fallback (any model with
 # get_image_features and get_text_features).
@@ -48,7 +50,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
 MODEL_TYPES: dict[str, type[Adapter]] = {model_type: family for family in FAMILIES for model_type in family.model_types}
 
 SUPPORTED_FAMILIES = tuple(
-    family.summary for family in (DualEncoderAdapter, *FAMILIES, GenerativeAdapter, CallableAdapter)
+    family.summary for family in (DualEncoderAdapter, *FAMILIES, GenerativeAdapter, OpenClipAdapter, CallableAdapter)
 )
 
 
@@ -121,6 +123,8 @@ def adapter_class(model) -> type[Adapter]:
     it (naming the supported families where it belongs to none)."""
     if callable(model) and not isinstance(model, torch.nn.Module):
         return CallableAdapter
+    if is_open_clip_model(model):
+        return OpenClipAdapter
     decision = decide(type(model), getattr(model, "config", None))
     if decision.adapter is None:
         raise UnsupportedModel(decision.refusal(type(model).__name__))
@@ -143,6 +147,8 @@ __all__ = [
     "FlavaAdapter",
     "GenerativeAdapter",
     "HookError",
+    "OpenClipAdapter",
+    "OpenClipProcessor",
     "PerPairAdapter",
     "SharedPrefixAdapter",
     "UnsupportedModel",

@@ -4,14 +4,20 @@ An adapter scores ARO items for one model family: `score(items)` gives an [N, K]
 higher is better. A family registers itself by the architecture names (`config.architectures`) or model types it
 scores; `loading.load_model` builds a checkpoint as its registered architecture and `adapters.adapter_class` picks
 the adapter of a loaded model.
+
+Every adapter computes each distinct input once (see `data.Distinct`): a text by `text_keys`, what the model reads
+of it, through `each_text_once`; a pair by its image and that text, through `each_pair_once`. Identical inputs thus
+get the very same score wherever they recur, and `distinct_inputs` counts what was computed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import numpy as np
 import torch
 
-from ..data import Items
+from ..data import Distinct, Items
 from ..runtime import Runtime
 
 # SigLIP pools the last position, so it was trained (and must be run) with captions padded to the limit.
@@ -64,6 +70,7 @@ class Adapter:
         self.image_processor = getattr(processor, "image_processor", processor)
         self.text_limit = text_limit(getattr(model.config, "text_config", model.config), self.tokenizer)
         self.padding = "max_length" if model.config.model_type in PAD_TO_LIMIT else True
+        self.distinct_inputs: dict[str, int] = {}  # distinct texts and pairs the last scoring computed
 
     @property
     def scorer_name(self) -> str:
@@ -89,6 +96,35 @@ class Adapter:
             max_length=self.text_limit,
             return_tensors="pt",
         ).to(self.runtime.device)
+
+    def text_keys(self, captions: list[str]) -> list[Hashable]:
+        """What the model reads of each caption: its token ids, cut to the text tower's limit as `tokenize` cuts them
+        (padding adds nothing the ids do not decide). Captions that differ only in what the tokenizer drops or maps
+        alike (case, spacing, unknown words) get one key."""
+        ids = self.tokenizer(captions, truncation=self.text_limit is not None, max_length=self.text_limit)["input_ids"]
+        return [tuple(row) for row in ids]
+
+    def each_text_once(self, encode, captions: list[str]) -> torch.Tensor:
+        """`encode` over the distinct texts of `captions` (by `text_keys`), sharded over the processes, as one row per
+        caption: captions the model reads alike get the very same row."""
+        distinct = Distinct.of(self.text_keys(captions))
+        self.distinct_inputs["texts"] = len(distinct)
+        return distinct.spread(self.runtime.gathered(encode, [captions[first] for first in distinct.firsts]))
+
+    def each_pair_once(self, items: Items, score_pairs) -> np.ndarray:
+        """`score_pairs` over the distinct (image, text) pairs of `items` (a list of `(image, caption)` sorted by
+        image, each image's pairs side by side), sharded over the processes, as an [N, K, ...] array: pairs the model
+        reads alike get the very same score."""
+        captions = items.unique_captions
+        key_of = dict(zip(captions, self.text_keys(captions), strict=True))
+        pairs = items.pairs()
+        distinct = Distinct.of((image, key_of[caption]) for image, caption in pairs)
+        self.distinct_inputs["pairs"] = len(distinct)
+        order = sorted(range(len(distinct)), key=lambda pair: pairs[distinct.firsts[pair]][0])
+        scored = self.runtime.gathered(score_pairs, [pairs[distinct.firsts[pair]] for pair in order])
+        in_distinct_order = torch.empty_like(scored)
+        in_distinct_order[torch.tensor(order)] = scored
+        return items.unflatten(distinct.spread(in_distinct_order).numpy())
 
     def token_lengths(self, captions: list[str]) -> list[int]:
         """Untruncated token counts, in one tokenizer call: for batching by length and counting truncations."""

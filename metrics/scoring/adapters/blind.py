@@ -1,10 +1,10 @@
 """The text-only ("blind") baseline: a causal language model picks the caption it finds most likely, image unseen.
 
-Each distinct caption is scored once by its mean token log-likelihood, `mean_t log p(token_t | tokens_<t)`, over
-every token after the first context token (the tokenizer's start token where it has one, else its end token, else
-the caption's own first token). SugarCrepe (Hsieh et al., NeurIPS 2023) showed that such a model beats CLIP on parts
-of ARO, since many swapped captions are ungrammatical or implausible: a model's ARO accuracy means little where
-the blind model does as well.
+Each distinct caption (by the token ids the model reads) is scored once by its mean token log-likelihood,
+`mean_t log p(token_t | tokens_<t)`, over every token after the first context token (the tokenizer's start token
+where it has one, else its end token, else the caption's own first token). SugarCrepe (Hsieh et al., NeurIPS 2023)
+showed that such a model beats CLIP on parts of ARO, since many swapped captions are ungrammatical or implausible: a
+model's ARO accuracy means little where the blind model does as well.
 
 >>> model, tokenizer = load_blind_model("gpt2")  # doctest: +SKIP
 >>> result = score_items(model, tokenizer, dataset, adapter=BlindAdapter)  # doctest: +SKIP
@@ -38,6 +38,9 @@ class BlindAdapter(Adapter):
             ids = [self.context] + ids
         return ids[-self.text_limit :] if self.text_limit else ids
 
+    def text_keys(self, captions: list[str]) -> list[tuple[int, ...]]:
+        return [tuple(self.token_ids(caption)) for caption in captions]
+
     @torch.no_grad()
     def log_likelihoods(self, captions: list[str]) -> torch.Tensor:
         """Mean token log-likelihood of each caption, batched (right-padded) by length, in input order."""
@@ -57,7 +60,7 @@ class BlindAdapter(Adapter):
 
     def score(self, items: Items) -> np.ndarray:
         captions = items.unique_captions
-        likelihoods = self.runtime.gathered(self.log_likelihoods, captions)
+        likelihoods = self.each_text_once(self.log_likelihoods, captions)
         index = {caption: position for position, caption in enumerate(captions)}
         return likelihoods[
             torch.tensor([[index[caption] for caption in options] for options in items.candidates])

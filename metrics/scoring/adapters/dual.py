@@ -3,9 +3,10 @@
 CLIP, NegCLIP, SigLIP, SigLIP 2, ALIGN, AltCLIP, Chinese-CLIP and every model with `get_image_features` and
 `get_text_features`; FLAVA through its contrastive embeddings. SigLIP's logits are `scale * cosine + bias`, a
 rising function of the cosine, so they rank candidates exactly as the cosine does. Every unique image and every
-distinct caption is encoded once; captions are batched by length to cut padding. The image tower gets every output
-of the image processor that `get_image_features` takes: SigLIP 2's variable-resolution (NaFlex) images come with
-their patch grid (`spatial_shapes`) and the mask of their padding patches (`pixel_attention_mask`).
+distinct text (a caption by its token ids) is encoded once, and every distinct (image, text) cosine computed once;
+captions are batched by length to cut padding. The image tower gets every output of the image processor that
+`get_image_features` takes: SigLIP 2's variable-resolution (NaFlex) images come with their patch grid
+(`spatial_shapes`) and the mask of their padding patches (`pixel_attention_mask`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class DualEncoderAdapter(Adapter):
         super().__init__(model, processor, runtime)
         self.image_inputs = set(inspect.signature(model.get_image_features).parameters) - {"self", "kwargs"}
 
+    @property
+    def image_preprocess(self):
+        """Turns a list of PIL images into the image processor's outputs (picklable, for workers)."""
+        return ImagePreprocess(self.image_processor, all_inputs=True)
+
     def embed_images(self, **image_inputs: torch.Tensor) -> torch.Tensor:
         return features_of(self.model.get_image_features(**image_inputs))
 
@@ -40,8 +46,7 @@ class DualEncoderAdapter(Adapter):
     def image_features(self, dataset, rows: list[int], image_column: str = "image") -> torch.Tensor:
         """Normalised features of the images of `rows` of a dataset holding image bytes, in order."""
         features = []
-        preprocess = ImagePreprocess(self.image_processor, all_inputs=True)
-        for inputs in image_batches(dataset, rows, image_column, preprocess, self.runtime):
+        for inputs in image_batches(dataset, rows, image_column, self.image_preprocess, self.runtime):
             image_inputs = {
                 name: value.to(self.runtime.device, non_blocking=True)
                 for name, value in inputs.items()
@@ -61,17 +66,25 @@ class DualEncoderAdapter(Adapter):
 
         return torch.nn.functional.normalize(self.by_length(encode, captions), dim=-1)
 
+    def caption_features(self, captions: list[str]) -> torch.Tensor:
+        """`text_features` of `captions`, sharded over the processes, each distinct text encoded once: captions the
+        model reads alike get the very same row."""
+        return self.each_text_once(self.text_features, captions)
+
     def score(self, items: Items) -> np.ndarray:
         images = self.runtime.gathered(
             lambda rows: self.image_features(items.dataset, rows, items.image_column), items.image_rows
         )
         captions = items.unique_captions
-        texts = self.runtime.gathered(self.text_features, captions)
-        index = {caption: position for position, caption in enumerate(captions)}
-        # Every item of a config has the same number of candidates, so one gather and one product score them all.
-        item_images = images[torch.tensor(items.image_of_item)]
-        item_captions = texts[torch.tensor([[index[caption] for caption in options] for options in items.candidates])]
-        return torch.einsum("nd,nkd->nk", item_images, item_captions).numpy()
+        texts = self.caption_features(captions)
+        row = {caption: position for position, caption in enumerate(captions)}
+
+        def cosines(pairs: list[tuple[int, str]]) -> torch.Tensor:
+            image_rows = torch.tensor([image for image, _ in pairs], dtype=torch.long)
+            text_rows = torch.tensor([row[caption] for _, caption in pairs], dtype=torch.long)
+            return (images[image_rows] * texts[text_rows]).sum(dim=-1)
+
+        return self.each_pair_once(items, cosines)
 
 
 class FlavaAdapter(DualEncoderAdapter):

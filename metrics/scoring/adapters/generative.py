@@ -2,27 +2,28 @@
 Idefics3/SmolVLM, Gemma 3, PaliGemma, BLIP-2, InstructBLIP...), scored by VQAScore or by caption likelihood (see
 `prompts.py`), by one of two adapters that `adapters.adapter_class` chooses from the model (`why_no_shared_prefix`).
 
-The candidates of an item differ only in their caption, so where the model allows, everything before the caption
-is computed once (`SharedPrefixAdapter`):
+Each distinct pair (its image, and the token ids of its text) runs once (`Adapter.each_pair_once`), the pairs sorted
+by image and walked in batches of as many pairs as `batch_size` items have. The candidates of an image differ only
+in their caption, so where the model allows, everything before the caption is computed once (`SharedPrefixAdapter`):
 
 - each unique image is preprocessed once, and its text with an empty caption is put through the processor once;
   each pair's token ids are that text's ids with the tokens from the caption on replaced by the pair's own, as the
   tokenizer writes them;
 - the language model runs once over the shared prefix of an image, the image and the prompt's text before the
-  caption, in one batch for the images of a batch of items, so the vision tower runs once per unique image of
-  the batch (items are sorted by image, so items showing one image share a batch);
+  caption, in one batch for the images of a batch of pairs, so the vision tower runs once per unique image of
+  the batch;
 - the prefix's key/value cache is expanded over the image's candidates, and only the rest of each pair (from the
-  caption on) is run, the candidates of all the batch's items together, left-padded with explicit positions, so
+  caption on) is run, all the batch's pairs together, left-padded with explicit positions, so
   the answer position is the last one of every row and only its logits are computed for VQAScore.
 
 Where the image's states depend on the caption, no prefix can be shared, and each pair runs whole
-(`PerPairAdapter`): the candidates of a batch's items in one right-padded forward through the model's own processor
+(`PerPairAdapter`): the pairs of a batch in one right-padded forward through the model's own processor
 and `forward`. That is so for PaliGemma (its prompt is read bidirectionally, so the image tokens see the caption in
 the question) and InstructBLIP (its Q-Former reads the prompt), and for BLIP-2, whose `forward` takes no key/value
 cache. A vision encoder that reads the image alone (PaliGemma's, BLIP-2's) still runs once per image: its output
 goes to the forward as `mm_encoder_outputs`, row by row to the image's pairs.
 
-Both adapters share their prompts, answer tokens, the reading of scores from logits and the walk from items to
+Both adapters share their prompts, answer tokens, the reading of scores from logits and the walk from pairs to
 images and back (`GenerativeAdapter`); both give the scores of one full forward per pair through the model's own
 `forward` (tests/test_generative.py). The vision tower and the prefix are not cached across batches: a prefix's
 cache is as large as a batch of captions.
@@ -31,7 +32,7 @@ cache is as large as a batch of captions.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -98,7 +99,7 @@ class ImagePrefix:
 class GenerativeAdapter(Adapter):
     """What both generative adapters share: the score ("vqa" or "likelihood") and its `prompts` (see
     `GenerativePrompts`), the answer tokens, the processor call, reading scores from logits, and the walk from a batch
-    of items to its unique images and back. Subclasses implement `score_images` and name their `prefix`."""
+    of pairs to its unique images and back. Subclasses implement `score_images` and name their `prefix`."""
 
     family = "generative"
     summary = (
@@ -169,35 +170,38 @@ class GenerativeAdapter(Adapter):
         with self.runtime.autocast():
             return self.model(**inputs, **({"logits_to_keep": keep} if self.keeps_logits else {}))
 
-    def score_batch(self, items: Items, item_indices: list[int]) -> torch.Tensor:
-        """Scores [n, K, ...] of a batch of items: each unique image's pairs run together."""
-        images = sorted({items.image_of_item[item] for item in item_indices})
+    def text_keys(self, captions: list[str]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """What the model reads of each caption: the token ids of the pair's text with the caption in it, and of the
+        caption alone (as an encoder-decoder's decoder or a processor's suffix reads it)."""
+        texts = [self.prompts.text(self.score_name, caption, self.processor) for caption in captions]
+        in_text = self.tokenizer(texts)["input_ids"]
+        alone = self.tokenizer(captions, add_special_tokens=False)["input_ids"]
+        return [(tuple(text), tuple(caption)) for text, caption in zip(in_text, alone, strict=True)]
+
+    def score_batch(self, items: Items, pairs: list[tuple[int, str]]) -> torch.Tensor:
+        """Scores [pairs, ...] of a batch of (image, caption) pairs sorted by image: each image's pairs run together."""
+        images = list(dict.fromkeys(image for image, _ in pairs))
         decoder = ImageRows(items.dataset, [items.image_rows[image] for image in images], items.image_column)
         captions = {image: [] for image in images}
-        for item in item_indices:
-            captions[items.image_of_item[item]].extend(items.candidates[item])
+        for image, caption in pairs:
+            captions[image].append(caption)
         pictures = {image: decoder[position] for position, image in enumerate(images)}
         pair_scores = self.score_images(pictures, captions)
-        # Back from image order to item order: each image's pairs are its items' candidates, item after item.
-        taken = {image: 0 for image in images}
-        rows = []
-        for item in item_indices:
-            image, count = items.image_of_item[item], len(items.candidates[item])
-            rows.append(torch.stack(pair_scores[image][taken[image] : taken[image] + count]))
-            taken[image] += count
-        return torch.stack(rows)
+        return torch.stack([score for image in images for score in pair_scores[image]])
 
     def score_images(self, pictures: dict, captions: dict) -> dict[int, list[torch.Tensor]]:
         """Per unique image of a batch, the scores of its pairs (`captions[image]`, in order)."""
         raise NotImplementedError
 
     def score(self, items: Items) -> np.ndarray:
-        order = sorted(range(len(items.candidates)), key=items.image_of_item.__getitem__)
-        scored = self.runtime.gathered(
-            lambda share: self.runtime.batched(lambda batch: self.score_batch(items, batch), share, "items"), order
+        # Each distinct pair runs once; a batch holds as many pairs as `batch_size` items have.
+        pairs_per_batch = replace(self.runtime, batch_size=self.runtime.batch_size * len(items.candidates[0]))
+        scores = torch.from_numpy(
+            self.each_pair_once(
+                items,
+                lambda share: pairs_per_batch.batched(lambda batch: self.score_batch(items, batch), share, "pairs"),
+            )
         )
-        scores = torch.empty_like(scored)
-        scores[torch.tensor(order)] = scored
         if self.score_name == "vqa":
             says_yes = (scores[..., 0] > scores[..., 1]).numpy()
             negatives = ~items.same_as_true()[:, 1:]  # an option with the true caption's text is no false caption

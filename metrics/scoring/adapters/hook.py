@@ -10,7 +10,8 @@ It is scored on the same data, with the same deduplication, batching, sharding a
 
 and from the command line as `aro eval --scorer my_module:score` (or `--scorer path/to/file.py:score`). Each batch
 holds at most `batch_size` pairs; each unique image is decoded once per chunk of `batch_size` images and the same
-PIL image object is passed for all its captions, so a hook may cache per image with `id(image)` within a call.
+PIL image object is passed for all its captions, so a hook may cache per image with `id(image)` within a call. Each
+distinct (image, caption string) pair is scored once, and its score given to every item that shows it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class CallableAdapter(PairAdapter):
         self.model = score_fn
         self.processor = self.tokenizer = self.image_processor = None
         self.text_limit = None
+        self.distinct_inputs = {}
 
     @property
     def preprocess(self):
@@ -95,6 +97,10 @@ class CallableAdapter(PairAdapter):
                 "per pair"
             )
         return torch.from_numpy(scores)
+
+    def text_keys(self, captions: list[str]) -> list[str]:
+        """A scoring function reads the caption as written: only the same string is the same input."""
+        return captions
 
     def truncated_captions(self, captions: list[str]) -> int:
         return 0

@@ -5,7 +5,7 @@
 - BLIP-2 (`Blip2ForImageTextRetrieval`): the vision tower runs once per unique image; the Q-Former reads its
   learned queries and the caption together and the matching head's logits, averaged over the queries, give the
   probability of "match" (the main score). Its contrastive head is scored too (`itc`): the best cosine between
-  the image's projected queries and the caption's projected [CLS], each distinct caption encoded once.
+  the image's projected queries and the caption's projected [CLS], each distinct text encoded once.
 - ViLT (`ViltForImageAndTextRetrieval`) and BridgeTower (`BridgeTowerForImageAndTextRetrieval`): image and text
   meet from the first layer (ViLT) or in every cross-modal layer (BridgeTower), so only the image preprocessing is
   shared across an image's captions; each pair goes through the model's own forward. ViLT's score is its
@@ -115,7 +115,7 @@ class Blip2MatchingAdapter(PairAdapter):
 
     def score_heads(self, items: Items) -> dict[str, np.ndarray]:
         captions = items.unique_captions
-        texts = self.runtime.gathered(self.text_features, captions)
+        texts = self.each_text_once(self.text_features, captions)
         index = {caption: position for position, caption in enumerate(captions)}
         both = self.score_pairs(items, lambda states, pairs: self.match_both(states, pairs, texts, index))
         return {"itm": both[..., 0], "itc": both[..., 1]}

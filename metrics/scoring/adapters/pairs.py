@@ -1,6 +1,7 @@
 """Scoring every (image, caption) pair with a forward that reads both: the shared machinery of matching heads and
 the user's hook.
 
+Each distinct pair (its image and what the model reads of its caption) is scored once (`Adapter.each_pair_once`).
 The pairs are put in image order, split over the processes in contiguous shares, and walked a chunk of
 `batch_size` unique images at a time: each chunk's images are decoded and encoded once (`encode_images`), then
 every caption shown with them is scored in batches of pairs (`match`). Memory stays bounded by one chunk, however
@@ -39,15 +40,8 @@ class PairAdapter(Adapter):
         return self.score_pairs(items, self.match)
 
     def score_pairs(self, items: Items, match) -> np.ndarray:
-        """`match` over every pair of `items`, sharded over the processes, as an [N, K, ...] array."""
-        pairs = items.pairs()
-        order = sorted(range(len(pairs)), key=lambda index: pairs[index][0])  # each image's pairs side by side
-        flat = self.runtime.gathered(
-            lambda share: self.score_share(items, share, match), [pairs[index] for index in order]
-        )
-        in_item_order = torch.empty_like(flat)
-        in_item_order[torch.tensor(order)] = flat
-        return items.unflatten(in_item_order.numpy())
+        """`match` over each distinct pair of `items` once, sharded over the processes, as an [N, K, ...] array."""
+        return self.each_pair_once(items, lambda share: self.score_share(items, share, match))
 
     @torch.no_grad()
     def score_share(self, items: Items, pairs: list[tuple[int, str]], match) -> torch.Tensor:
