@@ -2,7 +2,8 @@
 same unique inputs, preprocessed beforehand (the limit), and (b) a per-pair loop (processor + the model's own
 forward for each image-caption pair, the loop a user writes first).
 
-    python benchmarks/bench_eval.py [--items 64] [--realistic-items 8] [--families clip,blip-itm,...] [--out bench_eval.json]
+    python benchmarks/bench_eval.py [--items 64] [--realistic-items 8] [--families clip,blip-itm,...] \
+        [--out bench_eval.json]
 
 The unique inputs of (a) are each unique image and each distinct caption for a dual encoder and the blind model,
 and each (image, caption) pair for a matching head, which reads both at once. Each family runs at a tiny size and

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from functools import partial
 
 import numpy as np
 import torch
@@ -64,15 +65,16 @@ def naive(model, processor, dataset, score: str, prompts: GenerativePrompts) -> 
 
 
 def measure(
-    name: str, model, processor, dataset, batch_size: int, prompts: GenerativePrompts = GenerativePrompts()
+    name: str, model, processor, dataset, batch_size: int, prompts: GenerativePrompts | None = None
 ) -> list[dict]:
+    prompts = prompts or GenerativePrompts()
     rows = []
     for score in ("vqa", "likelihood"):
         scorer = best_time(
-            lambda: score_items(model, processor, dataset, score=score, prompts=prompts, batch_size=batch_size),
+            partial(score_items, model, processor, dataset, score=score, prompts=prompts, batch_size=batch_size),
             repeats=2,
         )
-        full = best_time(lambda: naive(model, processor, dataset, score, prompts), repeats=2)
+        full = best_time(partial(naive, model, processor, dataset, score, prompts), repeats=2)
         print(f"{name}, {score}: scorer {scorer:.2f} s, naive {full:.2f} s", flush=True)
         rows.append(
             {
@@ -132,7 +134,8 @@ def main() -> None:
         paligemma,
     )
     report(
-        f"generative scorer vs processor + full forward per pair, Order shape (K={K}): items/s (target speedup >= {K / 2})",
+        f"generative scorer vs processor + full forward per pair, Order shape (K={K}): items/s "
+        f"(target speedup >= {K / 2})",
         rows,
         args.out,
     )

@@ -103,7 +103,8 @@ def start_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def train_argv(scenes, start_model):
-    """`aro train` arguments for fast runs on `scenes` from `start_model`; keywords add or change flags (True: a bare flag)."""
+    """`aro train` arguments for fast runs on `scenes` from `start_model`; keywords add or change flags (True: a
+    bare flag)."""
 
     def argv(output_dir, **flags) -> list[str]:
         options = dict(

@@ -8,7 +8,7 @@ half precision) would make every comparison false and the item a tie, so it is r
 >>> check_scores_finite(np.array([[0.3, float("nan")]]), [["a dog", "a cat"]], None, "the scorer")
 Traceback (most recent call last):
     ...
-aro.core.errors.InvalidInput: the scorer gave the score nan to item 0, option 1 ('a cat'), and 0 other pair(s) a non-finite score: scores must be finite numbers
+aro.core.errors.InvalidInput: the scorer gave the score nan to item 0, option 1 ('a cat'), and 0 other pair(s) a ...
 """
 
 from __future__ import annotations
