@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -29,11 +30,14 @@ from test_adapters import (
     blip_itm,
     causal_lm,
     one_at_a_time,
+    one_pair,
     saved,
     siglip,
 )
+from test_generative import full_forward_scores
 
 from aro.cli import main
+from aro.core.errors import InvalidInput
 from aro.metrics.scoring import Runtime, load_model, load_split
 from aro.metrics.scoring.loading import load_blind_model
 from aro.models.tiny_vlm import make_tiny_vlm
@@ -103,6 +107,26 @@ def scores_of(tables: dict, prefix: str = "score_") -> np.ndarray:
     )
 
 
+@torch.no_grad()
+def fp32_reference(family: str, folder: Path, dataset: Path) -> np.ndarray:
+    """Every option's score of every config as `scores_of` orders them, computed apart from the scorer: the model in
+    fp32 and one forward per (image, caption) pair, as test_adapters (SigLIP, BLIP) and test_generative (LLaVA's
+    VQAScore) define a score."""
+    model, processor = load_model(str(folder))
+    per_config = []
+    for config in CONFIGS:
+        data = load_split(str(dataset), config)
+        if family == "llava":  # test_generative's reference reads an item's candidates from `caption_options`
+            pairs = [[row["true_caption"], row["false_caption"]] for row in data] if config == "relation" else None
+            rows = [dict(row, caption_options=pairs[index]) for index, row in enumerate(data)] if pairs else data
+            per_config.append(full_forward_scores(model, processor, rows, "vqa"))
+        else:
+            per_config.append(
+                one_at_a_time(lambda picture, caption: one_pair(model, processor, picture, caption), data)
+            )
+    return np.concatenate([scores.ravel() for scores in per_config])
+
+
 def parameter_bytes(folder: Path) -> int:
     model, _ = load_model(str(folder))
     return sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
@@ -132,6 +156,19 @@ def test_a_model_spread_over_the_cpu_and_the_disk_scores_exactly_as_whole(family
     assert set(placed) == {"cpu", "disk"} and min(placed.values()) > 0, placed
     assert sum(placed.values()) == size  # every parameter is somewhere, once
     assert results["device"] == "cpu" and whole[family][0]["weights"]["device_map"] is None
+    for config in CONFIGS:
+        assert tables[config].equals(whole[family][1][config]), f"{family} {config}"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 0, reason="needs a machine without CUDA devices")
+@pytest.mark.parametrize("family", ["siglip", "llava"])
+def test_a_device_map_with_room_for_the_whole_model_on_the_cpu_scores_as_the_plain_run(
+    family, folders, whole, dataset, tmp_path
+):
+    """Without GPUs and without --max-memory, accelerate's map is `{"": "cpu"}`: the model is loaded whole, and
+    transformers gives it no `hf_device_map`; its inputs go where its weights are."""
+    results, tables = evaluate(folders[family], dataset, tmp_path / "map", "--device-map", "auto")
+    assert results["device"] == "cpu" and results["weights"]["device_map"] is None
     for config in CONFIGS:
         assert tables[config].equals(whole[family][1][config]), f"{family} {config}"
 
@@ -174,10 +211,14 @@ def test_dtype_loads_the_weights_in_it_and_scores_near_fp32(family, dtype, folde
     assert results["weights"]["parameters"] == {str(TORCH_DTYPES[dtype]).removeprefix("torch."): count}
     assert results["dtype"] == dtype and whole[family][0]["weights"]["parameters"] == {"float32": count}
 
-    reference, scores = scores_of(whole[family][1]), scores_of(tables)
-    scale = np.nanmax(np.abs(reference))
-    np.testing.assert_allclose(scores, reference, rtol=0, atol=TOLERANCE[dtype] * scale)
-    assert not np.array_equal(scores, reference, equal_nan=True)  # the dtype was used, not only recorded
+    reference = fp32_reference(family, folders[family], dataset)
+    fp32, scores = scores_of(whole[family][1]), scores_of(tables)
+    written = ~np.isnan(fp32)  # NaN: an option with the true caption's text
+    assert np.array_equal(written, ~np.isnan(scores))
+    np.testing.assert_allclose(fp32[written], reference[written], rtol=1e-5, atol=1e-6)  # the reference is right
+    scale = np.abs(reference).max()
+    np.testing.assert_allclose(scores[written], reference[written], rtol=0, atol=TOLERANCE[dtype] * scale)
+    assert not np.array_equal(scores[written], fp32[written])  # the dtype was used, not only recorded
 
 
 def test_a_checkpoint_saved_in_bf16_is_scored_in_fp32_unless_asked(folders, dataset, tmp_path):
@@ -277,6 +318,13 @@ def test_a_model_whose_code_reads_an_offloaded_weight_is_one_line(dataset, tmp_p
     message = "Blip2ForImageTextRetrieval cannot run with weights offloaded to the CPU or the disk"
     refused(capfd, arguments + ["--num-workers", "0", "--device-map", "auto", "--max-memory", budget], message)
     assert contents(folder, dataset) == before and not out.exists()
+
+
+def test_a_device_map_is_refused_with_several_processes():
+    """Each process of a data-parallel launch would load the whole model over every GPU of the machine."""
+    two_processes = SimpleNamespace(process_index=0, num_processes=2)  # what accelerate's PartialState exposes
+    with pytest.raises(InvalidInput, match="--device-map spreads one model over every device of this machine, and 2"):
+        Runtime(device_map="auto", distributed=two_processes)
 
 
 def test_runtime_reads_max_memory_as_accelerate_takes_it():

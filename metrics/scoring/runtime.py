@@ -169,14 +169,15 @@ class Runtime:
 
     def place(self, model) -> Runtime:
         """Put `model` where it runs, and return the runtime it runs with: a model spread by a device map stays
-        where it was loaded and takes its inputs on its first device (accelerate's hooks move them on from there);
-        any other model is moved to `device`."""
+        where it was loaded and takes its inputs on its first device (accelerate's hooks move them on from there),
+        as does one that a device map loaded whole onto one device (transformers gives it no `hf_device_map`); any
+        other model is moved to `device`."""
         device_map = getattr(model, "hf_device_map", None)
-        if device_map is None:
+        if device_map is None and self.device_map is None:
             model.to(self.device)
             return self
         placed = copy.copy(self)  # not `replace`: the checks of the options, done, would refuse a device beside a map
-        placed.device = first_device(device_map)
+        placed.device = first_device(device_map) if device_map else next(model.parameters()).device
         return placed
 
     @property
