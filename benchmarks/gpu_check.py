@@ -4,7 +4,8 @@ random weights (no Hub on the GPU machine), an ARO-shaped dataset, and the aro s
     python benchmarks/gpu_check.py build --work DIR [--tiny]            # model folders and a dataset in DIR
     python benchmarks/gpu_check.py measure --work DIR --part one-process [--tiny]   # batch sizes, bf16 weights
     python benchmarks/gpu_check.py measure --work DIR --part device-map [--tiny]    # spread over GPU and CPU
-    torchrun --nproc_per_node 2 benchmarks/gpu_check.py measure --work DIR --part two-processes [--tiny]
+    python -m torch.distributed.run --nproc_per_node 2 benchmarks/gpu_check.py measure --work DIR \
+        --part two-processes [--tiny]                                     # one process's scores again
     python benchmarks/gpu_check.py report --work DIR --out gpu_check.json           # one table, one JSON
 
 Realistic sizes: a SigLIP so400m/14 at 384 px (878M parameters) and a LLaVA-1.5-7B (a CLIP ViT-L/14 at 336 px and
@@ -17,6 +18,8 @@ first batch once to warm up, then times the scorer over VG-Relation-shaped items
 items per second, the loading timed apart). `device-map` gives the GPU about 40% of the model's weights
 (`--max-memory`), so the rest is offloaded to the CPU and streamed in at every forward, and also runs `aro eval`
 itself that way on the dual encoder. `two-processes` shards the items over the processes of a torchrun launch.
+Every row also gives the largest difference of its scores from a reference (`compared_with`): the first batch size,
+the whole model for a device map, the one process for two, and the bf16 weights for SigLIP's fp32 row.
 """
 
 from __future__ import annotations
@@ -185,9 +188,18 @@ def build_dataset(work: Path, tiny: bool) -> None:
 
 
 def measure(
-    work: Path, kind: str, runtime: Runtime, batch_sizes: tuple[int, ...], items: int, placement: str
-) -> list[dict]:
-    """Items/s of the scorer over the first `items` items, at each batch size, with the model loaded once."""
+    work: Path,
+    kind: str,
+    runtime: Runtime,
+    batch_sizes: tuple[int, ...],
+    items: int,
+    placement: str,
+    reference: tuple[str, np.ndarray] | None = None,
+) -> tuple[list[dict], np.ndarray]:
+    """Items/s of the scorer over the first `items` items, at each batch size, with the model loaded once, and the
+    largest difference of each run's scores from `reference` (a name and its scores; default: this model's run at
+    the first batch size, so that batching shows whether it moves a score). Returns the rows and the scores of the
+    last batch size."""
     data = load_split(str(work / "aro"), "relation").select(range(items))
     start = time.perf_counter()
     model, processor = load_model(str(work / kind), runtime=runtime)
@@ -204,10 +216,11 @@ def measure(
         if state is not None:
             state.wait_for_everyone()
         start = time.perf_counter()
-        scorer.score(data)
+        scores = scorer.score(data).scores
         if state is not None:
             state.wait_for_everyone()
         seconds = time.perf_counter() - start
+        reference = reference or (f"batch {batch_size}", scores)
         rows.append(
             {
                 "model": f"{type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e9:.3g}B)",
@@ -218,12 +231,14 @@ def measure(
                 "items_per_second": items / seconds,
                 "load_seconds": load_seconds,
                 "peak_gpu_GiB": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+                "max_score_difference": float(np.nanmax(np.abs(scores - reference[1]))),
+                "compared_with": reference[0],
             }
         )
-        print(f"{kind} {placement} batch {batch_size}: {items / seconds:.3g} items/s")
+        print(f"{kind} {placement} batch {batch_size}: {items / seconds:.3g} items/s, {rows[-1]['compared_with']}")
     del model
     torch.cuda.empty_cache()
-    return rows
+    return rows, scores
 
 
 def spread_memory(work: Path, kind: str) -> str:
@@ -235,34 +250,49 @@ def spread_memory(work: Path, kind: str) -> str:
 
 
 def measure_part(work: Path, part: str, tiny: bool) -> list[dict]:
+    """The rows of one part; `one-process` also saves each model's scores at its largest batch size, which
+    `two-processes` must give again."""
     items = {kind: min(count, TINY_ITEMS) if tiny else count for kind, count in ITEMS.items()}
     spread_items = {kind: min(count, TINY_ITEMS) if tiny else count for kind, count in SPREAD_ITEMS.items()}
     workers = 0 if tiny else 8
+    rows = []
     if part == "one-process":
         runtime = Runtime(dtype="bf16", num_workers=workers)
-        return [
-            row
-            for kind in ("dual", "generative")
-            for row in measure(work, kind, runtime, BATCH_SIZES[kind], items[kind], f"bf16, {runtime.device}")
-        ]
+        for kind in ("dual", "generative"):
+            measured, scores = measure(work, kind, runtime, BATCH_SIZES[kind], items[kind], f"bf16, {runtime.device}")
+            np.save(work / f"scores-{kind}.npy", scores)
+            rows += measured
+        # How far bf16 weights move the dual encoder's scores from fp32 (the 7B model's fp32 copy would take 28 GB).
+        fp32 = replace(runtime, dtype=None)
+        largest = BATCH_SIZES["dual"][-1:]
+        rows += measure(
+            work, "dual", fp32, largest, items["dual"], f"fp32, {fp32.device}", ("bf16", saved_scores(work, "dual"))
+        )[0]
+        return rows
     if part == "device-map":
-        rows = []
         for kind in ("dual", "generative"):
             memory = spread_memory(work, kind)
             runtime = Runtime(dtype="bf16", num_workers=workers, device_map="auto", max_memory=memory)
             batch = BATCH_SIZES[kind][1 if kind == "dual" else 0]
-            rows += measure(work, kind, runtime, (batch,), spread_items[kind], f"bf16, device map ({memory})")
+            whole = (f"whole, batch {BATCH_SIZES[kind][-1]}", saved_scores(work, kind)[: spread_items[kind]])
+            placement = f"bf16, device map ({memory})"
+            rows += measure(work, kind, runtime, (batch,), spread_items[kind], placement, whole)[0]
         rows.append(aro_eval_spread(work, workers))
         return rows
+    # Two processes: one GPU each where there are two, else both on the one GPU (scores, not speed, are the point).
     state = PartialState(cpu=not torch.cuda.is_available())
-    device = f"cuda:{state.local_process_index}" if torch.cuda.is_available() else "cpu"
+    device = f"cuda:{state.local_process_index % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     runtime = Runtime(dtype="bf16", device=device, num_workers=workers, distributed=state)
-    placement = f"bf16, {state.num_processes} processes"
-    return [
-        row
-        for kind in ("dual", "generative")
-        for row in measure(work, kind, runtime, BATCH_SIZES[kind][-1:], items[kind], placement)
-    ]
+    placement = f"bf16, {state.num_processes} processes on {torch.cuda.device_count() or 'no'} GPU(s)"
+    for kind in ("dual", "generative"):
+        one_process = (f"one process, batch {BATCH_SIZES[kind][-1]}", saved_scores(work, kind))
+        rows += measure(work, kind, runtime, BATCH_SIZES[kind][-1:], items[kind], placement, one_process)[0]
+    return rows
+
+
+def saved_scores(work: Path, kind: str) -> np.ndarray:
+    """The scores `one-process` saved of `kind` at its largest batch size."""
+    return np.load(work / f"scores-{kind}.npy")
 
 
 def aro_eval_spread(work: Path, workers: int) -> dict:
@@ -288,6 +318,8 @@ def aro_eval_spread(work: Path, workers: int) -> dict:
         "items_per_second": items / seconds,
         "load_seconds": None,
         "peak_gpu_GiB": None,
+        "max_score_difference": None,
+        "compared_with": None,
     }
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check: the aro scorer's items/s at realistic size with bf16 weights, on one GPU (two processes where
-# there are two GPUs), and with one model spread over the GPU and the CPU by a device map. Random weights from
-# configs: nothing is downloaded. About 3-5 minutes on one H200 (most of it writing and reading the 7B model).
+# The GPU check: the aro scorer's items/s at realistic size with bf16 weights, on one GPU at several batch sizes,
+# with one model spread over the GPU and the CPU by a device map, and on two processes; and how far the scores move
+# with the batch size, from fp32 (the dual encoder), and from one process to two (they should not). Random weights
+# from configs: nothing is downloaded. Estimated 4-6 minutes on one H200 (most of it writing and reading the 7B
+# model); not yet run on a GPU.
 #
 #   benchmarks/gpu_check.sh [--dry-run] [--out FOLDER]
 #
@@ -39,13 +41,10 @@ step() { python "$here/gpu_check.py" "$@" --work "$work" "${tiny[@]}"; }
 step build
 step measure --part one-process
 step measure --part device-map
-if [ "$gpus" -ge 2 ] || [ ${#tiny[@]} = 1 ]; then
-    # On the CPU (the dry run) the processes talk through gloo, as `aro eval` launched there does.
-    if [ "$gpus" = 0 ]; then export ACCELERATE_USE_CPU=1; fi
-    torchrun --standalone --nproc_per_node 2 "$here/gpu_check.py" measure --part two-processes --work "$work" "${tiny[@]}"
-else
-    echo "two processes: skipped ($gpus GPU)"
-fi
+# Two processes must give the one process's scores: one GPU each, or both on a single GPU. On the CPU (the dry run)
+# the processes talk through gloo, as `aro eval` launched there does.
+if [ "$gpus" = 0 ]; then export ACCELERATE_USE_CPU=1; fi
+python -m torch.distributed.run --standalone --nproc_per_node 2 "$here/gpu_check.py" measure --part two-processes --work "$work" "${tiny[@]}"
 python "$here/gpu_check.py" report --work "$work" --out "$out/gpu_check.json"
 if [ "$keep" = 0 ]; then rm -rf "$work"; fi
 echo "written: $out/gpu_check.json"
