@@ -34,7 +34,7 @@ from test_adapters import (
     saved,
     siglip,
 )
-from test_generative import full_forward_scores
+from vlm_reference import full_forward_scores
 
 from aro.cli import main
 from aro.core.errors import InvalidInput
@@ -110,16 +110,14 @@ def scores_of(tables: dict, prefix: str = "score_") -> np.ndarray:
 @torch.no_grad()
 def fp32_reference(family: str, folder: Path, dataset: Path) -> np.ndarray:
     """Every option's score of every config as `scores_of` orders them, computed apart from the scorer: the model in
-    fp32 and one forward per (image, caption) pair, as test_adapters (SigLIP, BLIP) and test_generative (LLaVA's
+    fp32 and one forward per (image, caption) pair, as test_adapters (SigLIP, BLIP) and vlm_reference (LLaVA's
     VQAScore) define a score."""
     model, processor = load_model(str(folder))
     per_config = []
     for config in CONFIGS:
         data = load_split(str(dataset), config)
-        if family == "llava":  # test_generative's reference reads an item's candidates from `caption_options`
-            pairs = [[row["true_caption"], row["false_caption"]] for row in data] if config == "relation" else None
-            rows = [dict(row, caption_options=pairs[index]) for index, row in enumerate(data)] if pairs else data
-            per_config.append(full_forward_scores(model, processor, rows, "vqa"))
+        if family == "llava":
+            per_config.append(full_forward_scores(model, processor, data, "vqa"))
         else:
             per_config.append(
                 one_at_a_time(lambda picture, caption: one_pair(model, processor, picture, caption), data)
@@ -127,8 +125,10 @@ def fp32_reference(family: str, folder: Path, dataset: Path) -> np.ndarray:
     return np.concatenate([scores.ravel() for scores in per_config])
 
 
-def parameter_bytes(folder: Path) -> int:
-    model, _ = load_model(str(folder))
+def parameter_bytes(folder: Path, load=load_model) -> int:
+    """The bytes of the parameters of the model in `folder`, loaded in fp32 by `load` (`load_blind_model` for a
+    language model alone)."""
+    model, _ = load(str(folder))
     return sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
 
 
@@ -224,10 +224,11 @@ def test_dtype_loads_the_weights_in_it_and_scores_near_fp32(family, dtype, folde
 def test_a_checkpoint_saved_in_bf16_is_scored_in_fp32_unless_asked(folders, dataset, tmp_path):
     """transformers 5 loads a checkpoint in the dtype it was saved in unless told otherwise; aro asks for fp32, so
     that scores do not depend on how a checkpoint was saved."""
-    model, processor = load_model(str(folders["siglip"]))
-    model.to(torch.bfloat16).save_pretrained(tmp_path / "siglip-bf16")
-    processor.save_pretrained(tmp_path / "siglip-bf16")
-    results, _ = evaluate(tmp_path / "siglip-bf16", dataset, tmp_path / "eval")
+    folder = shutil.copytree(folders["siglip"], tmp_path / "siglip-bf16")  # its processor files
+    model, _ = load_model(str(folder))
+    model.to(torch.bfloat16).save_pretrained(folder)
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"  # what transformers would load
+    results, _ = evaluate(folder, dataset, tmp_path / "eval")
     assert list(results["weights"]["parameters"]) == ["float32"] and results["dtype"] == "fp32"
 
 
@@ -379,7 +380,7 @@ def test_blind_scores_are_saved_per_item_beside_the_model(dataset, tiny_clip_dir
     )
     spread, spread_tables = evaluate(
         tiny_clip_dir, dataset, tmp_path / "spread", "--blind", str(blind), "--device-map", "auto",
-        "--max-memory", f"cpu={int(parameter_bytes(blind) * CPU_SHARE)}",
+        "--max-memory", f"cpu={int(parameter_bytes(blind, load_blind_model) * CPU_SHARE)}",
     )  # fmt: skip
     assert spread["blind_weights"]["device_map"]["disk"] > 0
     for config in CONFIGS:

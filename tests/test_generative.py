@@ -2,7 +2,6 @@
 whole, batched, where no prefix can be shared) equals one full forward of the model per (image, caption) pair, for
 several families, both scores and several batch sizes."""
 
-import inspect
 import json
 import os
 import subprocess
@@ -14,14 +13,15 @@ import torch
 from conftest import TINY_WORDS, random_image
 from datasets import Dataset, Features, Sequence, Value
 from datasets import Image as ImageFeature
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from tokenizers import processors
+from vlm_reference import full_forward_scores
 
 from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
 from aro.cli import main
-from aro.metrics.scoring import Runtime, Scorer, adapter_class, load_model, load_split, score_items
-from aro.metrics.scoring.adapters.generative import ImagePrefix, PerPairAdapter, SharedPrefixAdapter
-from aro.metrics.scoring.adapters.prompts import GenerativePrompts, answer_token_id, common_prefix_length
-from aro.models.tiny_vlm import chat_word_tokenizer, make_tiny_vlm
+from aro.metrics.scoring import Scorer, adapter_class, load_model, load_split, score_items
+from aro.metrics.scoring.adapters.generative import PerPairAdapter, SharedPrefixAdapter
+from aro.metrics.scoring.adapters.prompts import GenerativePrompts, answer_token_id
+from aro.models.tiny_vlm import make_tiny_vlm
 
 FAMILIES = ["llava", "idefics3", "gemma3"]
 # Families whose pairs run whole, and why results.json says so; they have no chat template.
@@ -29,10 +29,9 @@ PER_PAIR_FAMILIES = {
     "paligemma": "reads its prompt bidirectionally",
     "blip2": "takes no key/value cache",
     "instructblip": "Q-Former reads the prompt",
-    "blip2-t5": "language model is an encoder-decoder (t5)",
+    "blip2-t5": "language model is an encoder-decoder",
     "mllama": "differ from its full forward",
 }
-DEFAULT_PROMPTS = GenerativePrompts()
 TEMPLATE = GenerativePrompts(template="user : {prompt} assistant :")  # PaliGemma's processor places the image itself
 CAPTIONS = [
     "a red circle",
@@ -53,68 +52,6 @@ def order_dataset():
     return Dataset.from_dict(
         rows, features=Features({"image": ImageFeature(), "caption_options": Sequence(Value("string"))})
     )
-
-
-@torch.no_grad()
-def full_forward_scores(model, processor, dataset, score: str, prompts=DEFAULT_PROMPTS) -> np.ndarray:
-    """The naive computation: the processor and one full forward per (image, caption) pair. A processor that takes
-    the answer as a suffix (PaliGemma) gets the caption there, and its training labels mark the caption's tokens; an
-    encoder-decoder reads the prompt and is scored by its own loss on the caption as labels (likelihood), or by its
-    first decoder position (vqa)."""
-    answer = answer_token_id(processor.tokenizer, prompts.text("vqa", "", processor), prompts.answer)
-    as_suffix = score == "likelihood" and "suffix" in inspect.signature(processor.__call__).parameters
-    decoder_start = (
-        getattr(model.config.text_config, "decoder_start_token_id", None)
-        if model.config.text_config.is_encoder_decoder
-        else None
-    )
-    scores = []
-    for row in dataset:
-        picture = row["image"].convert("RGB")
-        bare = processor(text=[prompts.text(score, "", processor)], images=[picture], return_tensors="pt")["input_ids"][
-            0
-        ].tolist()
-        item = []
-        for caption in row["caption_options"]:
-            if decoder_start is not None:
-                inputs = processor(
-                    text=[prompts.turn(prompts.prompt(score, caption), processor)],
-                    images=[picture],
-                    return_tensors="pt",
-                )
-                if score == "likelihood":
-                    labels = processor.tokenizer([caption], add_special_tokens=False, return_tensors="pt")["input_ids"]
-                    item.append(-float(model(**inputs, labels=labels).loss))
-                else:
-                    logits = model(**inputs, decoder_input_ids=torch.tensor([[decoder_start]])).logits[0, 0]
-                    item.append(float(logits.softmax(dim=-1)[answer]))
-                continue
-            if as_suffix:
-                inputs = processor(
-                    text=[prompts.turn(prompts.caption_prompt, processor)],
-                    images=[picture],
-                    suffix=[caption],
-                    return_tensors="pt",
-                )
-                positions = torch.nonzero(inputs.pop("labels")[0] != -100).flatten()[
-                    :-1
-                ]  # the caption, without the end token
-            else:
-                inputs = processor(
-                    text=[prompts.text(score, caption, processor)], images=[picture], return_tensors="pt"
-                )
-                inputs.pop("labels", None)
-                positions = torch.arange(
-                    common_prefix_length(bare, inputs["input_ids"][0].tolist()), inputs["input_ids"].shape[1]
-                )
-            log_probs = model(**inputs).logits[0].log_softmax(dim=-1)
-            ids = inputs["input_ids"][0]
-            if score == "vqa":
-                item.append(float(log_probs[-1, answer].exp()))
-            else:
-                item.append(float(log_probs[positions - 1, ids[positions]].mean()))
-        scores.append(item)
-    return np.array(scores)
 
 
 @pytest.mark.parametrize("score", ["vqa", "likelihood"])
@@ -174,6 +111,23 @@ def test_a_prompt_template_replaces_the_chat_template(order_dataset):
         rtol=1e-4,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("score", ["vqa", "likelihood"])
+@pytest.mark.parametrize("family", ["llava", "blip2"])
+def test_an_end_token_after_every_text_is_no_part_of_the_prompt(family, score, order_dataset):
+    """A tokenizer that writes `</s>` after every text (XLM-R's, Kosmos-2's) scores as one that writes none: the
+    answer is the first token the model would write after the prompt's last word (shared prefix and per pair)."""
+    model, processor = make_tiny_vlm(family, TINY_WORDS, seed=6)
+    prompts = TEMPLATE if family == "blip2" else GenerativePrompts()
+    reference = full_forward_scores(model, processor, order_dataset, score, prompts)
+    end = processor.tokenizer.eos_token
+    processor.tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {end}", pair=f"$A $B:1 {end}:1", special_tokens=[(end, processor.tokenizer.eos_token_id)]
+    )
+    assert processor.tokenizer("a circle")["input_ids"][-1] == processor.tokenizer.eos_token_id
+    scored = score_items(model, processor, order_dataset, score=score, prompts=prompts, batch_size=4)
+    np.testing.assert_allclose(scored.scores, reference, rtol=1e-4, atol=1e-6)
 
 
 def test_the_answer_tokens_are_looked_up_where_the_answer_is_written():
@@ -371,72 +325,3 @@ def test_two_processes_score_as_one(aro_folder, idefics3_folder, tmp_path):
         model, processor, load_split(str(aro_folder), "coco_order"), score="likelihood", batch_size=2
     ).scores
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one, rtol=1e-5, atol=1e-6)
-
-
-@torch.no_grad()
-def test_multimodal_rope_positions_continue_after_the_image():
-    """Qwen2-VL's text positions after the image are shifted by the image's M-RoPE delta; its processor needs
-    torchvision (absent here), so the model's inputs are built by hand: a 4 x 4 patch grid merged into 4 tokens."""
-    names = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    tokenizer = chat_word_tokenizer(TINY_WORDS, names)
-    ids = dict(
-        zip(
-            ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"),
-            tokenizer.convert_tokens_to_ids(names),
-        )
-    )
-    # Large weights and fast rotations, so that a wrong position changes the scores by far more than the tolerance.
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.5,
-        rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 2.0},
-    )
-    vision = dict(
-        depth=1,
-        embed_dim=32,
-        hidden_size=32,
-        num_heads=4,
-        mlp_ratio=2,
-        patch_size=8,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-    )
-    torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **ids)).eval()
-    prompts = GenerativePrompts(
-        template="<|im_start|> user <|vision_start|>"
-        + "<|image_pad|>" * 4
-        + "<|vision_end|> {prompt} <|im_end|> <|im_start|> assistant "
-    )
-    assert adapter_class(model) is SharedPrefixAdapter
-    adapter = SharedPrefixAdapter(model, tokenizer, Runtime(device="cpu"), score="likelihood", prompts=prompts)
-
-    image_inputs = {"pixel_values": torch.randn(16, 3 * 2 * 8 * 8), "image_grid_thw": torch.tensor([[1, 4, 4]])}
-    bare = tokenizer(prompts.text("likelihood", "", None))["input_ids"]
-    pair_ids = [tokenizer(prompts.text("likelihood", caption, None))["input_ids"] for caption in CAPTIONS]
-    types = lambda sequence: torch.tensor([[int(token == ids["image_token_id"]) for token in sequence]])  # noqa: E731
-    prefix = ImagePrefix(
-        image_inputs,
-        {"mm_token_type_ids": types(bare)[:, : len(bare) - 1]},
-        pair_ids,
-        [len(bare)] * len(CAPTIONS),
-        len(bare) - 1,
-    )
-    shared = torch.cat(adapter.score_group([prefix])).numpy()
-
-    reference = []
-    for sequence in pair_ids:
-        log_probs = (
-            model(input_ids=torch.tensor([sequence]), mm_token_type_ids=types(sequence), **image_inputs)
-            .logits[0]
-            .log_softmax(dim=-1)
-        )
-        reference.append(
-            float(log_probs[torch.arange(len(bare) - 1, len(sequence) - 1), torch.tensor(sequence[len(bare) :])].mean())
-        )
-    np.testing.assert_allclose(shared, reference, rtol=1e-4, atol=1e-5)

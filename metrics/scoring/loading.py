@@ -26,12 +26,19 @@ from pathlib import Path
 import torch
 import transformers
 from safetensors import SafetensorError, safe_open
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor, AutoTokenizer
-from transformers.utils import logging
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoProcessor,
+    AutoTokenizer,
+)
+from transformers.utils import is_torchvision_available, logging
 
 from aro.core.errors import InvalidInput, MissingInput
 
-from .adapters import ADAPTERS, is_generative
+from .adapters import ADAPTERS, is_generative, refuse_unscored
 from .results import Weights
 from .runtime import Runtime
 
@@ -72,20 +79,47 @@ def loading(model_id: str, what: str):
 
 
 def load_processor(model_id: str, revision: str | None = None, trust_remote_code: bool = False):
-    """The checkpoint's processor, with the PIL image backend pinned where there is a choice.
+    """The checkpoint's processor, its image processor the PIL backend's wherever the family has one.
 
-    transformers 5 has a torchvision and a PIL image backend that differ slightly; scores must not depend on
-    whether torchvision happens to be installed.
+    transformers 5 has a torchvision and a PIL image backend whose pixel values differ (by up to 0.09 on the
+    processors of the README's measurement), so the backend is pinned: scores must not depend on whether torchvision
+    happens to be installed. Only the image processor is asked for PIL (the rest of the processor, a video processor
+    that exists only for torchvision, say, is built as its checkpoint says); a processor that cannot be built without
+    torchvision, or another package, is refused in one line saying which.
     """
-    with loading(model_id, "processor"):
+    options = dict(revision=revision, trust_remote_code=trust_remote_code)
+    with loading(model_id, "processor"), needing_packages(model_id):
         try:
-            processor = AutoProcessor.from_pretrained(
-                model_id, revision=revision, trust_remote_code=trust_remote_code, backend="pil"
-            )
-        except (TypeError, ValueError):
-            processor = AutoProcessor.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
+            image_processor = AutoImageProcessor.from_pretrained(model_id, backend="pil", **options)
+        except (OSError, ValueError):  # no image processor saved (a text-only tokenizer folder): the processor says
+            image_processor = None
+        parts = {"image_processor": image_processor} if image_processor is not None else {}
+        try:
+            processor = AutoProcessor.from_pretrained(model_id, **options, **parts)
+        except TypeError:  # a processor that is an image processor alone takes no image_processor argument
+            processor = image_processor or AutoProcessor.from_pretrained(model_id, **options)
     refuse_empty_tokenizer(model_id, getattr(processor, "tokenizer", processor))
     return processor
+
+
+@contextmanager
+def needing_packages(model_id: str):
+    """One line instead of transformers' ImportError where the processor needs a package that is not installed:
+    torchvision (Qwen2-VL's video processor, an image processor with no PIL backend), num2words (SmolVLM's)."""
+    try:
+        yield
+    except (ImportError, ValueError) as error:
+        message = " ".join(str(error).split())
+        if "torchvision" in message.lower() and not is_torchvision_available():
+            raise InvalidInput(
+                f"model {model_id}: its processor needs torchvision, which is not installed: install the torchvision "
+                f"release that matches torch {torch.__version__.split('+')[0]} (see the README's quick start)"
+            ) from None
+        if isinstance(error, ImportError):
+            raise InvalidInput(
+                f"model {model_id}: its processor needs a package that is not installed: {message}"
+            ) from None
+        raise
 
 
 def refuse_empty_tokenizer(model_id: str, tokenizer) -> None:
@@ -249,8 +283,9 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
     as `runtime` (a `Runtime`; default fp32, whole) says."""
     config = model_config(model_id, revision, trust_remote_code)
     architecture = next((name for name in config.architectures or [] if name in ADAPTERS or is_generative(name)), None)
-    processor = load_processor(model_id, revision, trust_remote_code)
     model_class = getattr(transformers, architecture) if architecture else AutoModel
+    refuse_unscored(model_class, config)  # before the processor and the weights load
+    processor = load_processor(model_id, revision, trust_remote_code)
     return load_weights(model_class, model_id, revision, trust_remote_code, runtime or Runtime()), processor
 
 

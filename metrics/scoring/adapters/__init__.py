@@ -1,22 +1,33 @@
 """One adapter per model family, chosen from the model's class (which `load_model` chose from the checkpoint's
-`config.architectures`) or its model type, never from what `AutoModel` happens to build.
+`config.architectures`) and its config, never from what `AutoModel` happens to build.
 
-A new family is an `Adapter` subclass naming the `architectures` (or `model_types`) it scores, added to `FAMILIES`.
-A generative model gets one of two adapters: `SharedPrefixAdapter` where its pairs can share the image's prefix,
-`PerPairAdapter` where they cannot (`why_no_shared_prefix` says why).
+`decide(model_class, config)` makes the choice from the class and config alone, before any weights load: an adapter,
+or a refusal with its reason (one line, never a traceback at scoring time). A new family is an `Adapter` subclass
+naming the `architectures` (or `model_types`) it scores, added to `FAMILIES`. A generative model gets one of two
+adapters: `SharedPrefixAdapter` where its pairs can share the image's prefix, `PerPairAdapter` where they cannot
+(`why_no_shared_prefix` says why), or none (`why_not_scored` says why).
+
+>>> from transformers import CONFIG_MAPPING, Kosmos2ForConditionalGeneration, Pix2StructForConditionalGeneration
+>>> decide(Kosmos2ForConditionalGeneration, CONFIG_MAPPING["kosmos-2"]()).how
+'per pair'
+>>> decide(Pix2StructForConditionalGeneration, CONFIG_MAPPING["pix2struct"]()).how
+'refused'
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+import transformers
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, MODEL_MAPPING_NAMES
 
 from aro.core.errors import InvalidInput
 
 from .base import Adapter
 from .blind import BlindAdapter
 from .dual import DualEncoderAdapter, FlavaAdapter
-from .generative import GenerativeAdapter, PerPairAdapter, SharedPrefixAdapter, why_no_shared_prefix
+from .generative import GenerativeAdapter, PerPairAdapter, SharedPrefixAdapter, why_no_shared_prefix, why_not_scored
 from .hook import CallableAdapter, HookError, hook_name, load_hook
 from .matching import Blip2MatchingAdapter, BlipMatchingAdapter, BridgeTowerMatchingAdapter, ViltMatchingAdapter
 
@@ -50,21 +61,70 @@ class UnsupportedModel(InvalidInput):
     """The model belongs to no family that an adapter scores."""
 
 
+@dataclass(frozen=True)
+class Decision:
+    """How a model class is scored: by `adapter`, or refused (`adapter` None) for `reason`; a generative model's
+    `reason` says why its pairs run whole (`PerPairAdapter`)."""
+
+    adapter: type[Adapter] | None
+    reason: str | None = None
+
+    @property
+    def how(self) -> str:
+        """ "refused", "shared prefix", "per pair", or the adapter's family ("dual-encoder", "blip-itm", ...)."""
+        if self.adapter is None:
+            return "refused"
+        return {SharedPrefixAdapter: "shared prefix", PerPairAdapter: "per pair"}.get(self.adapter, self.adapter.family)
+
+    def refusal(self, name: str) -> str:
+        """The one line a refused `name` gets."""
+        if self.reason is None:
+            return f"{name} cannot be scored on ARO. Supported: {'; '.join(SUPPORTED_FAMILIES)}."
+        return f"{name} is not scored: {self.reason}"
+
+
+def decide(model_class: type, config) -> Decision:
+    """How `model_class` with `config` is scored, from the class and the config alone (no weights, no instance):
+    its registered family, its generative adapter, a dual encoder (`get_image_features` and `get_text_features`),
+    or a refusal with its reason."""
+    name, model_type = model_class.__name__, getattr(config, "model_type", None)
+    if name in ADAPTERS:
+        return Decision(ADAPTERS[name])
+    if model_type in MODEL_TYPES:
+        return Decision(MODEL_TYPES[model_type])
+    if is_generative(name):
+        refusal = why_not_scored(model_class, config)
+        if refusal is not None:
+            return Decision(None, refusal)
+        per_pair = why_no_shared_prefix(model_class, config)
+        return Decision(SharedPrefixAdapter if per_pair is None else PerPairAdapter, per_pair)
+    if hasattr(model_class, "get_image_features") and hasattr(model_class, "get_text_features"):
+        return Decision(DualEncoderAdapter)
+    return Decision(None)
+
+
+def refuse_unscored(model_class: type, config) -> None:
+    """`UnsupportedModel` where `decide` refuses the class that `model_class` builds for `config` (an auto class
+    builds its mapping's class), so that a model that would not be scored is refused before its weights load."""
+    if model_class.__module__.startswith("transformers.models.auto"):
+        name = MODEL_MAPPING_NAMES.get(getattr(config, "model_type", None))
+        if not isinstance(name, str) or not hasattr(transformers, name):
+            return  # a class transformers does not name (remote code): decided once it is built
+        model_class = getattr(transformers, name)
+    decision = decide(model_class, config)
+    if decision.adapter is None:
+        raise UnsupportedModel(decision.refusal(model_class.__name__))
+
+
 def adapter_class(model) -> type[Adapter]:
-    """The adapter for a loaded model (or a scoring function); `UnsupportedModel` naming the supported families."""
+    """The adapter for a loaded model (or a scoring function); `UnsupportedModel` in one line where `decide` refuses
+    it (naming the supported families where it belongs to none)."""
     if callable(model) and not isinstance(model, torch.nn.Module):
         return CallableAdapter
-    name = type(model).__name__
-    if name in ADAPTERS:
-        return ADAPTERS[name]
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in MODEL_TYPES:
-        return MODEL_TYPES[model_type]
-    if is_generative(name):
-        return SharedPrefixAdapter if why_no_shared_prefix(model) is None else PerPairAdapter
-    if hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
-        return DualEncoderAdapter
-    raise UnsupportedModel(f"{name} cannot be scored on ARO. Supported: {'; '.join(SUPPORTED_FAMILIES)}.")
+    decision = decide(type(model), getattr(model, "config", None))
+    if decision.adapter is None:
+        raise UnsupportedModel(decision.refusal(type(model).__name__))
+    return decision.adapter
 
 
 __all__ = [
@@ -78,6 +138,7 @@ __all__ = [
     "BlipMatchingAdapter",
     "BridgeTowerMatchingAdapter",
     "CallableAdapter",
+    "Decision",
     "DualEncoderAdapter",
     "FlavaAdapter",
     "GenerativeAdapter",
@@ -87,7 +148,9 @@ __all__ = [
     "UnsupportedModel",
     "ViltMatchingAdapter",
     "adapter_class",
+    "decide",
     "hook_name",
     "is_generative",
     "load_hook",
+    "refuse_unscored",
 ]

@@ -3,10 +3,14 @@
 CLIP, NegCLIP, SigLIP, SigLIP 2, ALIGN, AltCLIP, Chinese-CLIP and every model with `get_image_features` and
 `get_text_features`; FLAVA through its contrastive embeddings. SigLIP's logits are `scale * cosine + bias`, a
 rising function of the cosine, so they rank candidates exactly as the cosine does. Every unique image and every
-distinct caption is encoded once; captions are batched by length to cut padding.
+distinct caption is encoded once; captions are batched by length to cut padding. The image tower gets every output
+of the image processor that `get_image_features` takes: SigLIP 2's variable-resolution (NaFlex) images come with
+their patch grid (`spatial_shapes`) and the mask of their padding patches (`pixel_attention_mask`).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import torch
@@ -22,8 +26,12 @@ class DualEncoderAdapter(Adapter):
         "Chinese-CLIP)"
     )
 
-    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return features_of(self.model.get_image_features(pixel_values=pixel_values))
+    def __init__(self, model, processor, runtime):
+        super().__init__(model, processor, runtime)
+        self.image_inputs = set(inspect.signature(model.get_image_features).parameters) - {"self", "kwargs"}
+
+    def embed_images(self, **image_inputs: torch.Tensor) -> torch.Tensor:
+        return features_of(self.model.get_image_features(**image_inputs))
 
     def embed_texts(self, tokens: dict) -> torch.Tensor:
         return features_of(self.model.get_text_features(**tokens))
@@ -32,13 +40,15 @@ class DualEncoderAdapter(Adapter):
     def image_features(self, dataset, rows: list[int], image_column: str = "image") -> torch.Tensor:
         """Normalised features of the images of `rows` of a dataset holding image bytes, in order."""
         features = []
-        for pixel_values in image_batches(
-            dataset, rows, image_column, ImagePreprocess(self.image_processor), self.runtime
-        ):
+        preprocess = ImagePreprocess(self.image_processor, all_inputs=True)
+        for inputs in image_batches(dataset, rows, image_column, preprocess, self.runtime):
+            image_inputs = {
+                name: value.to(self.runtime.device, non_blocking=True)
+                for name, value in inputs.items()
+                if name in self.image_inputs
+            }
             with self.runtime.autocast():
-                features.append(
-                    self.embed_images(pixel_values.to(self.runtime.device, non_blocking=True)).float().cpu()
-                )
+                features.append(self.embed_images(**image_inputs).float().cpu())
         return torch.nn.functional.normalize(torch.cat(features), dim=-1)
 
     @torch.no_grad()
@@ -72,8 +82,8 @@ class FlavaAdapter(DualEncoderAdapter):
     summary = "FLAVA (its contrastive embeddings)"
     model_types = ("flava",)
 
-    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return super().embed_images(pixel_values)[:, 0]
+    def embed_images(self, **image_inputs: torch.Tensor) -> torch.Tensor:
+        return super().embed_images(**image_inputs)[:, 0]
 
     def embed_texts(self, tokens: dict) -> torch.Tensor:
         return super().embed_texts(tokens)[:, 0]

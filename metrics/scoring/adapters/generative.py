@@ -35,16 +35,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, DummyLayer, LinearAttentionCacheLayerMixin
 
 from aro.core.errors import InvalidInput
 
 from ..data import ImageRows, Items
 from .base import Adapter
-from .prompts import SCORES, GenerativePrompts, answer_token_id, common_prefix_length
+from .prompts import (
+    SCORES,
+    GenerativePrompts,
+    answer_token_id,
+    common_prefix_length,
+    end_tokens,
+    without_end,
+)
 
 # Processor outputs that hold one value per token: the prefix forward takes their first P columns, and the rest of
-# a pair is text, which these mark as such by leaving them out (Gemma 3's token types, Qwen2-VL's modality types).
-PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
+# a pair is text, which these mark as such by leaving them out (Gemma 3's token types, Qwen2-VL's modality types,
+# Kosmos-2's mask of the image's positions).
+PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids", "image_embeds_position_mask")
 # Processor outputs that are text, padded on the right when pairs run whole (InstructBLIP's Q-Former reads the prompt).
 TEXT_INPUTS = (
     "input_ids",
@@ -56,10 +65,14 @@ TEXT_INPUTS = (
     "decoder_attention_mask",
     "cross_attention_mask",
 )
-# Model types whose generative head is not scored here, and what to score instead.
+# Inputs that carry the image to a generative model's forward (Video-LLaVA names its images apart from its videos;
+# Fuyu takes patches, Pix2Struct flattened patches).
+IMAGE_INPUTS = ("pixel_values", "pixel_values_images", "image_patches", "flattened_patches")
+# Model types whose generative head is not scored here, and why (what to score instead).
 NOT_SCORED = {
     "blip": "BLIP's captioner takes its start token from `generate` only; BLIP is scored by its matching head "
     "(a BlipForImageTextRetrieval checkpoint such as Salesforce/blip-itm-base-coco)",
+    "udop": "UDOP reads a document's words with their boxes from OCR (`bbox`), not a prompt about an image",
 }
 # Model types whose pairs run whole, and why.
 PER_PAIR_MODEL_TYPES = {
@@ -67,6 +80,7 @@ PER_PAIR_MODEL_TYPES = {
     # Found in tests, not explained: over a cached prefix, a tiny Mllama's caption log-probabilities were up to 3e-3
     # away from its full forward (a padding-free single pair too), so its pairs run whole, as its own forward runs them.
     "mllama": "Llama 3.2 Vision's scores over a cached prefix differ from its full forward",
+    "kosmos-2": "Kosmos-2's forward asks for the image (pixel values or embeddings) at every call, over a cache too",
 }
 
 
@@ -98,11 +112,15 @@ class GenerativeAdapter(Adapter):
         if score not in SCORES:
             raise InvalidInput(f"a generative model scores with one of {list(SCORES)}, not {score!r}")
         # What the model's class cannot do is said before what its processor lacks (a chat template, say).
-        if model.config.model_type in NOT_SCORED:
-            raise InvalidInput(f"{type(model).__name__} is not scored: {NOT_SCORED[model.config.model_type]}")
+        refusal = why_not_scored(type(model), model.config)
+        if refusal is not None:
+            raise InvalidInput(f"{type(model).__name__} is not scored: {refusal}")
         self.score_name, self.prompts = score, prompts or GenerativePrompts()
         self.family = f"generative-{score}"
         self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        # The tokens the tokenizer writes after every text (XLM-R's `</s>`) close it: a decoder's prompt ends with its
+        # last word, and the answer is the first token the model would write after it.
+        self.end_tokens = end_tokens(self.tokenizer)
         self.notes = {}
         if score == "vqa":  # P(answer) and P(negative answer) at the answer position
             self.answer_ids = [
@@ -204,11 +222,11 @@ class SharedPrefixAdapter(GenerativeAdapter):
         """Processor inputs and token ids of one image's pairs with `captions`, and their shared prefix length."""
         bare_text = self.prompts.text(self.score_name, "", self.processor)
         inputs = self.processor_inputs(bare_text, image)
-        bare_ids = inputs.pop("input_ids")[0].tolist()
+        bare_ids = without_end(inputs.pop("input_ids")[0].tolist(), self.end_tokens)
         inputs.pop("attention_mask", None)
         texts = [self.prompts.text(self.score_name, caption, self.processor) for caption in captions]
         tokens = self.tokenizer([bare_text, *texts])["input_ids"]
-        bare_tokens, pair_tokens = tokens[0], tokens[1:]
+        bare_tokens, *pair_tokens = (without_end(ids, self.end_tokens) for ids in tokens)
         # The processor's ids of the bare text are its tokenizer's with the image placeholder expanded in place; a
         # pair's ids are the bare ids up to where the pair's text departs from the bare text, then the pair's own
         # tokens. The expansion must end before the captions begin, and the shared prefix must hold all of it.
@@ -256,6 +274,12 @@ class SharedPrefixAdapter(GenerativeAdapter):
             **token_inputs,
         )
         cache = output.cache if hasattr(output, "cache") else output.past_key_values
+        cached = cache.get_seq_length()
+        if cached != length:  # the image is no part of the prompt's tokens (GIT prepends its states)
+            raise InvalidInput(
+                f"{type(self.model).__name__} caches {cached} positions for a prefix of {length} tokens: the image is "
+                "not among its prompt's tokens, so the scorer cannot place the captions after it"
+            )
         rope_deltas = getattr(getattr(self.model, "model", None), "rope_deltas", None)
 
         owners = [row for row, prefix in enumerate(prefixes) for _ in prefix.pair_ids]
@@ -309,7 +333,7 @@ class PerPairAdapter(GenerativeAdapter):
     def __init__(self, model, processor, runtime, score: str = "vqa", prompts: GenerativePrompts | None = None):
         super().__init__(model, processor, runtime, score, prompts)
         parameters = inspect.signature(model.forward).parameters
-        self.per_pair_reason = why_no_shared_prefix(model)
+        self.per_pair_reason = why_no_shared_prefix(type(model), model.config)
         # An encoder-decoder language model (BLIP-2 Flan-T5) reads the prompt in its encoder; its decoder writes the
         # answer, or the caption, after its start token.
         text_config = getattr(model.config, "text_config", model.config)
@@ -356,7 +380,13 @@ class PerPairAdapter(GenerativeAdapter):
         else:
             inputs = self.processor_inputs(self.prompts.text(self.score_name, caption, self.processor), image)
         inputs.pop("labels", None)  # PaliGemma's processor writes training labels
-        return inputs
+        return inputs if self.decoder_start is not None else self.without_end_tokens(inputs)
+
+    def without_end_tokens(self, inputs: dict) -> dict:
+        """A decoder's processor inputs without the tokenizer's end tokens after the text, in every per-token input."""
+        ids = inputs["input_ids"][0].tolist()
+        cut = len(ids) - len(without_end(ids, self.end_tokens))
+        return {name: value[:, : len(ids) - cut] if name in TEXT_INPUTS else value for name, value in inputs.items()}
 
     def image_pairs(self, image, captions: list[str]) -> list[tuple[dict, range]]:
         """Each pair's inputs and the positions of its scored tokens (among the decoder's, for an encoder-decoder):
@@ -452,10 +482,6 @@ def _select_rows(output, rows: torch.Tensor):
     return type(output)(**{name: _select_rows(value, rows) for name, value in output.items()})
 
 
-def _language_model_type(config) -> str:
-    return getattr(getattr(config, "text_config", None), "model_type", config.model_type)
-
-
 def _is_encoder_decoder(config) -> bool:
     return bool(
         getattr(config, "is_encoder_decoder", False)
@@ -463,19 +489,63 @@ def _is_encoder_decoder(config) -> bool:
     )
 
 
-def why_no_shared_prefix(model) -> str | None:
-    """Why the pairs of an image cannot share its prefix (None: they can): `adapters.adapter_class` then chooses
-    `PerPairAdapter` over `SharedPrefixAdapter`."""
-    name, forward_parameters = type(model).__name__, inspect.signature(model.forward).parameters
-    if _is_encoder_decoder(model.config):
+def _has_running_state(config) -> bool:
+    """Whether any of the language model's layers keeps a running state instead of a key/value per token (linear
+    attention, convolution, hybrids), as transformers' cache builds its layers from the config's layer types."""
+    text_config = getattr(config, "text_config", None) or config
+    layer_types = getattr(text_config, "layer_types", None) or getattr(text_config, "layers_block_type", None) or []
+    return any(
+        issubclass(DYNAMIC_LAYER_TYPE_MAPPING.get(layer, DummyLayer), LinearAttentionCacheLayerMixin)
+        for layer in layer_types
+    )
+
+
+def _forward_parameters(model_class) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(model_class.forward).parameters)
+
+
+def why_not_scored(model_class, config) -> str | None:
+    """Why a generative architecture is not scored (None: it is), from its class and config alone, so that it is
+    refused before its weights load: a model type of `NOT_SCORED`, or a forward that cannot read an image and a
+    prompt (no image input, no text prompt to the model that reads the image, an input that neither gives)."""
+    parameters = _forward_parameters(model_class)
+    if config.model_type in NOT_SCORED:
+        return NOT_SCORED[config.model_type]
+    if not set(IMAGE_INPUTS) & set(parameters):
+        return "its forward takes no image (no pixel values): it reads another modality, or text alone"
+    if "input_ids" not in parameters:
         return (
-            f"{name}'s language model is an encoder-decoder ({_language_model_type(model.config)}): "
-            "the prompt goes to its encoder"
+            "its forward takes no prompt (no input_ids): the image goes to its encoder and text only to its decoder, "
+            "so a question about a caption has nowhere to go"
         )
-    if model.config.model_type in PER_PAIR_MODEL_TYPES:
-        return PER_PAIR_MODEL_TYPES[model.config.model_type]
-    if "qformer_input_ids" in forward_parameters:
-        return f"{name}'s Q-Former reads the prompt, so the image's tokens depend on the caption"
-    if not {"cache", "past_key_values"} & set(forward_parameters):
-        return f"{name}.forward takes no key/value cache"
+    known = {"self", *IMAGE_INPUTS, *TEXT_INPUTS}
+    required = [
+        name
+        for name, parameter in parameters.items()
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        and name not in known
+    ]
+    if required:
+        return f"its forward requires {', '.join(required)}, which an image and a caption do not give"
+    return None
+
+
+def why_no_shared_prefix(model_class, config) -> str | None:
+    """Why the pairs of an image cannot share its prefix (None: they can), from the model's class and config:
+    `adapters.decide` then chooses `PerPairAdapter` over `SharedPrefixAdapter`."""
+    parameters = _forward_parameters(model_class)
+    if _is_encoder_decoder(config):
+        return "its language model is an encoder-decoder: the prompt goes to its encoder, the answer is its decoder's"
+    if config.model_type in PER_PAIR_MODEL_TYPES:
+        return PER_PAIR_MODEL_TYPES[config.model_type]
+    if "qformer_input_ids" in parameters:
+        return "its Q-Former reads the prompt, so the image's tokens depend on the caption"
+    if not {"cache", "past_key_values"} & set(parameters):
+        return "its forward takes no key/value cache"
+    if _has_running_state(config):
+        return (
+            "its language model keeps a running state in some layers (linear attention, convolution), which the "
+            "padding between a shared prefix and a pair's tokens would change"
+        )
     return None

@@ -74,18 +74,41 @@ def common_prefix_length(first: list[int], second: list[int]) -> int:
     return length
 
 
+def end_tokens(tokenizer) -> list[int]:
+    """The tokens the tokenizer writes after every text (XLM-R's and Kosmos-2's `</s>`; none for most decoders').
+
+    They close a text, and are no part of a question or of a caption the model is asked to continue: a model answers
+    right after the prompt's last word, not after an end token it would never see at generation.
+    """
+    words = tokenizer("a", add_special_tokens=False)["input_ids"]
+    written = tokenizer("a")["input_ids"]
+    for start in range(len(written) - len(words) + 1):
+        if written[start : start + len(words)] == words:
+            return written[start + len(words) :]
+    return []
+
+
+def without_end(ids: list[int], end: list[int]) -> list[int]:
+    """`ids` without the tokenizer's end tokens `end` (see `end_tokens`) where it ends with them."""
+    return ids[: len(ids) - len(end)] if end and ids[-len(end) :] == end else ids
+
+
 def answer_token_id(tokenizer, prompt_text: str | None, answer: str) -> int:
     """The id of `answer` written at the answer position of `prompt_text`, as the tokenizer writes it there (None:
     the answer is the first token of a decoder, an encoder-decoder model's).
 
-    The token is found by tokenizing the prompt with and without the answer appended, so that a tokenizer that
-    marks word starts (SentencePiece's "▁Yes") gives the token a model would generate; an answer that is not
-    exactly one new token there is refused.
+    The token is found by tokenizing the prompt with and without the answer appended (the tokenizer's end tokens
+    left off: the answer is the first token the model would write), so that a tokenizer that marks word starts
+    (SentencePiece's "▁Yes") gives the token a model would generate; an answer that is not exactly one new token
+    there is refused.
     """
     if prompt_text is None:
         without, with_answer = [], tokenizer(answer, add_special_tokens=False)["input_ids"]
     else:
-        without, with_answer = tokenizer(prompt_text)["input_ids"], tokenizer(prompt_text + answer)["input_ids"]
+        end = end_tokens(tokenizer)
+        without, with_answer = (
+            without_end(ids, end) for ids in tokenizer([prompt_text, prompt_text + answer])["input_ids"]
+        )
     shared = common_prefix_length(without, with_answer)
     added = with_answer[shared:]
     if shared != len(without) or len(added) != 1:
