@@ -146,7 +146,8 @@ class Runtime:
             given = [option for option in ("max_memory", "offload_folder") if getattr(self, option) is not None]
             if given:
                 flags = ", ".join("--" + option.replace("_", "-") for option in given)
-                raise InvalidInput(f"{flags} apply to a model spread by a device map: add --device-map auto")
+                verb = "applies" if len(given) == 1 else "apply"
+                raise InvalidInput(f"{flags} {verb} to a model spread by a device map: add --device-map auto")
             return
         if self.offload_folder is not None and Path(self.offload_folder).expanduser().is_file():
             raise InvalidInput(f"offload folder (--offload-folder) {self.offload_folder} is a file, not a folder")
