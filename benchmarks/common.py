@@ -34,6 +34,7 @@ def report(title: str, rows: list[dict], out: str | None) -> None:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
+            "gpus": [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())],
         }
         Path(out).write_text(json.dumps({"benchmark": title, "machine": machine, "rows": rows}, indent=2))
 

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
         "--blind",
         metavar="MODEL",
         help="also score a causal language model's text-only baseline (Hub id or path) and report it beside the "
-        "model (default: none)",
+        "model, loaded and run as the model is (--dtype, --device-map, ...) (default: none)",
     )
     parser.add_argument("--revision", help="model revision (default: the default branch)")
     parser.add_argument(
@@ -85,7 +85,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--save-scores",
         action="store_true",
-        help="also write every item's scores and prediction to scores/<config>.parquet",
+        help="also write every item's scores and prediction (and the --blind model's beside them) to "
+        "scores/<config>.parquet",
     )
     parser.add_argument(
         "--push-results",
@@ -148,11 +149,42 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="images, captions or pairs per forward pass; items for generative models (halved on CUDA out-of-memory)",
     )
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument(
-        "--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)"
-    )
     parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+    placement = parser.add_argument_group("weights and devices")
+    placement.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the best available)")
+    placement.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "fp16"),
+        default=None,
+        help="the dtype the weights are loaded in, whatever the checkpoint was saved in; on CUDA the forward also "
+        "autocasts to it, elsewhere every operation runs in it (default: fp32)",
+    )
+    placement.add_argument(
+        "--device-map",
+        metavar="auto",
+        help="spread one model over the GPUs, then the CPU, then the disk (accelerate's big-model loading: auto, "
+        "balanced, balanced_low_0 or sequential), for a model larger than one GPU; its inputs go to its first GPU. "
+        "One process; not with --device (default: none, the whole model on --device)",
+    )
+    placement.add_argument(
+        "--max-memory",
+        metavar="DEVICE=SIZE,...",
+        help="with --device-map: the most each device holds, e.g. 0=70GiB,1=70GiB,cpu=200GiB; what does not fit goes "
+        "to the disk (default: what each device has free)",
+    )
+    placement.add_argument(
+        "--offload-folder",
+        metavar="FOLDER",
+        help="with --device-map: where weights go to the disk when transformers must re-save them (a checkpoint that "
+        "is not safetensors); safetensors weights are read in place. A new folder is made inside it and removed "
+        "after the run (default: none)",
+    )
+    placement.add_argument(
+        "--attn-implementation",
+        metavar="NAME",
+        help="eager, sdpa, flash_attention_2, flash_attention_3, flex_attention, or a Hub kernel, passed to "
+        "from_pretrained; refused where the model class has no such implementation (default: the model's own)",
+    )
 
 
 def runtime_from(args: argparse.Namespace, distributed=None):
@@ -165,6 +197,10 @@ def runtime_from(args: argparse.Namespace, distributed=None):
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         distributed=distributed,
+        device_map=args.device_map,
+        max_memory=args.max_memory,
+        offload_folder=args.offload_folder,
+        attn_implementation=args.attn_implementation,
     )
 
 

@@ -52,7 +52,7 @@ def eval_args(model, dataset, *extra) -> list[str]:
         (["--config", "vg_relation"], "unknown ARO config(s) ['vg_relation']"),
         (["--batch-size", "0"], "batch size must be at least 1, not 0"),
         (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--dtype", "fp16", "--device", "cpu"], "dtype fp16 (autocast) runs on CUDA only, and this run is on cpu"),
+        (["--device-map", "auto", "--device", "cpu"], "the device map places the model itself"),
         (["--limit", "0"], "the limit (--limit) must be at least 1 item per config, not 0"),
         (["--bootstrap", "-1"], "bootstrap draws (--bootstrap) must be 0 (no intervals) or more, not -1"),
         (["--seed", "-5"], "the seed (--seed) must be 0 or more, not -5"),

@@ -52,6 +52,8 @@ RESULTS_KEYS = [
     "blind_model",
     "device",
     "dtype",
+    "weights",
+    "blind_weights",
     "scoring",
     "versions",
     "warnings",

@@ -122,7 +122,7 @@ def score_model(
                 "scoring a model on a dataset by name needs a config: evaluate.load('aro_accuracy', 'relation')"
             )
         dataset = load_split(dataset, config, split)
-    model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    model, processor = load_model(model_id, revision=revision, trust_remote_code=trust_remote_code, runtime=runtime)
     scored = score_items(
         model, processor, dataset, group_column=GROUP_COLUMNS.get(config), protocol=protocol, runtime=runtime
     )

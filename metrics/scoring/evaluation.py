@@ -32,7 +32,7 @@ from .bootstrap import DEFAULT_DRAWS, Bootstrap
 from .breakdown import config_result, sugarcrepe_summary
 from .data import check_dataset, config_names, config_to_read, load_split
 from .hub_copies import as_aro_config
-from .loading import load_blind_model, load_model
+from .loading import describe_weights, load_blind_model, load_model, offload_refusal
 from .provenance import dataset_commit, hub_id, model_commit, name_of
 from .report import EVAL_COMMAND, scores_table, write_comparison, write_outputs
 from .results import BlindAccuracy, ConfigResult, EvalResult, HeadAccuracy
@@ -48,8 +48,9 @@ CONFIG_SETS = {"all": ARO_CONFIGS, "sugarcrepe": SUGARCREPE_CONFIGS}
 class EvalOptions:
     """How to evaluate; every option is checked when the options are made, before any model loads.
 
-    - Where the model runs: `runtime` (device, autocast dtype, batch size, image-decoding workers, the distributed
-      state of several processes).
+    - Where and how the model runs: `runtime` (the dtype of its weights, its device or a device map spreading it over
+      several, its attention implementation, batch size, image-decoding workers, the distributed state of several
+      processes); the blind model is loaded and run the same way.
     - What is loaded: the model's `revision`, `trust_remote_code`, the `dataset_revision`; `dataset_id` names the Hub
       repo a local dataset folder is published as, for the Hub files (`model-index.yaml`, `.eval_results/`).
     - How ARO is scored: the `protocol` (see `aro.core.protocol`); `limit` scores a seeded subsample of that many
@@ -161,13 +162,16 @@ def evaluate_model(
     options = options or EvalOptions()
     configs = resolve_configs(configs)
     if output_dir is not None:
-        check_output_folder(output_dir, EVAL_COMMAND, inputs=[dataset, model if isinstance(model, str) else None])
+        inputs = [dataset, model if isinstance(model, str) else None, options.runtime.offload_folder]
+        check_output_folder(output_dir, EVAL_COMMAND, inputs=inputs)
     check_dataset(dataset, configs, options.dataset_revision)
     model, processor, model_name, commit = loaded_model(model, processor, options)
     scorer = Scorer(model, processor, options.runtime, score=options.score, prompts=options.prompts)
     blind_scorer = None
     if options.blind:
-        blind_model = load_blind_model(options.blind, trust_remote_code=options.trust_remote_code)
+        blind_model = load_blind_model(
+            options.blind, trust_remote_code=options.trust_remote_code, runtime=options.runtime
+        )
         blind_scorer = Scorer(*blind_model, options.runtime, adapter=BlindAdapter)
     image_processor = scorer.adapter.image_processor
     result = EvalResult(
@@ -185,8 +189,10 @@ def evaluate_model(
         adapter=scorer.adapter.family,
         image_processor=type(image_processor).__name__ if image_processor is not None else None,
         blind_model=options.blind,
-        device=options.runtime.device.type,
+        device=scorer.adapter.runtime.device.type,
         dtype=options.runtime.dtype or "fp32",
+        weights=describe_weights(model) if isinstance(model, torch.nn.Module) else None,
+        blind_weights=describe_weights(blind_scorer.adapter.model) if blind_scorer is not None else None,
         scoring=scorer.adapter.settings(),
         versions=library_versions(),
     )
@@ -194,31 +200,26 @@ def evaluate_model(
     score_tables = {}
     right, blind_right = {}, {}  # SugarCrepe's splits: per counted item, whether it was got right
     was_training = getattr(model, "training", False)
-    for config in configs:
-        data, warnings = as_aro_config(load_config(dataset, config, options.dataset_revision), config)
-        result.warnings += warnings
-        data, rows = subsample(data, options.limit, options.seed)
-        scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=options.protocol)
-        result.configs[config] = scored_config(scored, data, config, options.protocol, bootstrap)
-        if config in SUGARCREPE_CONFIGS:
-            right[config] = right_items(scored)
-        if blind_scorer is not None:
-            blind_scored = blind_scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=options.protocol)
-            result.configs[config].blind = blind_accuracy(scored, blind_scored, config, options.protocol)
+    with offload_refusal(model, blind_scorer and blind_scorer.adapter.model):
+        for config in configs:
+            data, warnings = as_aro_config(load_config(dataset, config, options.dataset_revision), config)
+            result.warnings += warnings
+            data, rows = subsample(data, options.limit, options.seed)
+            scored = scorer.score(data, group_column=GROUP_COLUMNS.get(config), protocol=options.protocol)
+            result.configs[config] = scored_config(scored, data, config, options.protocol, bootstrap)
             if config in SUGARCREPE_CONFIGS:
-                blind_right[config] = right_items(blind_scored)
-        if options.save_scores:
-            item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
-            options_of_item = option_names(data)
-            score_tables[config] = scores_table(
-                item_ids,
-                scored.groups,
-                scored.scores,
-                options_of_item,
-                scored.predictions,
-                scored.kept(),
-                scored.same_words,
-            )
+                right[config] = right_items(scored)
+            blind_scored = None
+            if blind_scorer is not None:
+                blind_scored = blind_scorer.score(
+                    data, group_column=GROUP_COLUMNS.get(config), protocol=options.protocol
+                )
+                result.configs[config].blind = blind_accuracy(scored, blind_scored, config, options.protocol)
+                if config in SUGARCREPE_CONFIGS:
+                    blind_right[config] = right_items(blind_scored)
+            if options.save_scores:
+                item_ids = list(data["item_id"]) if "item_id" in data.column_names else rows
+                score_tables[config] = scores_table(item_ids, option_names(data), scored, blind_scored)
     result.sugarcrepe = sugarcrepe_summary(right, options.protocol, bootstrap, blind_right or None)
     if was_training:
         model.train()
@@ -231,7 +232,9 @@ def loaded_model(model, processor, options: EvalOptions) -> tuple:
     """(model, processor, the model's name in reports, its commit) of a Hub id or path (loaded here), a loaded model
     with its processor, or a scoring function."""
     if isinstance(model, str):
-        loaded, processor = load_model(model, revision=options.revision, trust_remote_code=options.trust_remote_code)
+        loaded, processor = load_model(
+            model, revision=options.revision, trust_remote_code=options.trust_remote_code, runtime=options.runtime
+        )
         return loaded, processor, name_of(model), model_commit(model, loaded)
     if isinstance(model, torch.nn.Module):
         if processor is None:
@@ -242,9 +245,12 @@ def loaded_model(model, processor, options: EvalOptions) -> tuple:
 
 
 def option_names(data) -> list[str]:
-    """The names of an item's candidates: the Order sets' perturbations, else the VG sets' two captions."""
+    """The names of an item's candidates: the Order sets' perturbations (`original` and `option_1`... for an Order
+    set without them), else the VG sets' two captions."""
     if "perturbations" in data.column_names:
         return list(data[0]["perturbations"])
+    if "caption_options" in data.column_names:
+        return ["original", *(f"option_{index}" for index in range(1, len(data[0]["caption_options"])))]
     return ["true_caption", "false_caption"]
 
 

@@ -9,11 +9,21 @@ first, as it takes a fraction of the weights' time.
 
 A model that open_clip builds is named `hf-hub:ORG/NAME` or `open_clip:ARCH:PRETRAINED` (`OpenClipReference`) and
 loaded by open_clip itself (`load_open_clip`, the `open_clip` extra).
+
+The weights are loaded as the `Runtime` says (`placement_arguments`): in its dtype (fp32 unless asked otherwise,
+whatever dtype the checkpoint was saved in, so that scores do not depend on how it was saved), with its attention
+implementation, and with a device map spread over the devices by accelerate's big-model loading.
+`describe_weights` says what came of it, for results.json.
 """
 
 from __future__ import annotations
 
 import pickle
+import shutil
+import tempfile
+import warnings
+import weakref
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +46,8 @@ from aro.core.errors import InvalidInput, MissingInput
 from aro.core.io import sha256_of
 
 from .adapters import ADAPTERS, OpenClipProcessor, is_generative, refuse_unscored
+from .results import Weights
+from .runtime import Runtime
 
 
 class MissingWeights(InvalidInput):
@@ -164,20 +176,121 @@ def quiet_load_report():
         logging.set_verbosity(verbosity)
 
 
-def load_weights(model_class, model_id: str, revision: str | None, trust_remote_code: bool, dtype):
-    """`model_class.from_pretrained(model_id)` in eval mode, refused in one line where weights are missing (in part,
-    or as files) or unreadable."""
-    with loading(model_id, "weights"), quiet_load_report():
-        model, info = model_class.from_pretrained(
-            model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype, output_loading_info=True
-        )
-    refuse_missing_weights(model_id, model, info["missing_keys"])
+def placement_arguments(runtime: Runtime) -> dict:
+    """`from_pretrained`'s arguments for the runtime's weights dtype, attention implementation and device map."""
+    arguments = {"dtype": runtime.weights_dtype}
+    if runtime.attn_implementation is not None:
+        arguments["attn_implementation"] = runtime.attn_implementation
+    if runtime.device_map is not None:
+        arguments |= {"device_map": runtime.device_map, "max_memory": runtime.max_memory}
+    return arguments
+
+
+@contextmanager
+def offload_space(runtime: Runtime):
+    """A new folder inside the runtime's `offload_folder` (None without one) for the weights that transformers must
+    re-save before offloading them to the disk; the user's folder is never written into otherwise. The caller ties
+    its removal to the model (`remove_with`); it is removed at once if loading fails."""
+    if runtime.offload_folder is None:
+        yield None
+        return
+    Path(runtime.offload_folder).expanduser().mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="aro-offload-", dir=Path(runtime.offload_folder).expanduser())
+    try:
+        yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def remove_with(model, folder: str | None) -> None:
+    """Remove `folder` now if it is empty, else once `model` is freed (or Python exits): it holds weights the model
+    reads at every forward."""
+    if folder is None:
+        return
+    if not any(Path(folder).iterdir()):
+        Path(folder).rmdir()
+    else:
+        weakref.finalize(model, shutil.rmtree, folder, ignore_errors=True)
+
+
+@contextmanager
+def placement_refusals(model_id: str, model_class, runtime: Runtime):
+    """One line instead of a traceback where the model class cannot run with the attention implementation asked for,
+    or its device map needs an offload folder nobody gave."""
+    try:
+        with warnings.catch_warnings():  # accelerate names top-level parameters (CLIP's logit_scale) as unmatched keys
+            warnings.filterwarnings("ignore", message="The following device_map keys do not match")
+            yield
+    except (ValueError, ImportError) as error:
+        message = " ".join(str(error).split())
+        name = getattr(model_class, "__name__", "the model")
+        if runtime.attn_implementation is not None and "attention" in message.lower():
+            raise InvalidInput(
+                f"model {model_id} cannot run with --attn-implementation {runtime.attn_implementation}: "
+                f"{message.split('. ')[0].rstrip('.')} ({name})"
+            ) from None
+        if "offload_folder" in message:
+            raise InvalidInput(
+                f"model {model_id}: the device map puts weights on the disk that transformers must re-save first (the "
+                "checkpoint is not safetensors, or its weights are converted as they load): give --offload-folder"
+            ) from None
+        raise
+
+
+@contextmanager
+def offload_refusal(*models):
+    """One line instead of a traceback where a model spread by a device map reads a weight that accelerate keeps
+    offloaded (on the meta device) outside its hooks: transformers code that moves inputs to a weight's device or to
+    `model.device` (BLIP-2's Q-Former embeddings; a model whose first layer went to the disk)."""
+    try:
+        yield
+    except (RuntimeError, NotImplementedError) as error:
+        spread = [type(model).__name__ for model in models if getattr(model, "hf_device_map", None) is not None]
+        if not spread or "meta" not in str(error):
+            raise
+        raise InvalidInput(
+            f"{' and '.join(spread)} cannot run with weights offloaded to the CPU or the disk: its code reads an "
+            f"offloaded weight outside accelerate's hooks ({first_line(error)}); give the GPUs room for the whole "
+            "model (--max-memory), or leave out --device-map"
+        ) from None
+
+
+def load_weights(model_class, model_id: str, revision: str | None, trust_remote_code: bool, runtime: Runtime):
+    """`model_class.from_pretrained(model_id)` in eval mode, placed as `runtime` says (`placement_arguments`),
+    refused in one line where weights are missing (in part, or as files) or unreadable, or the placement cannot be."""
+    with offload_space(runtime) as offload_folder:
+        with loading(model_id, "weights"), quiet_load_report(), placement_refusals(model_id, model_class, runtime):
+            model, info = model_class.from_pretrained(
+                model_id,
+                revision=revision,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                **placement_arguments(runtime),
+                **({"offload_folder": offload_folder} if offload_folder else {}),
+            )
+        refuse_missing_weights(model_id, model, info["missing_keys"])
+    remove_with(model, offload_folder)
+    preload_offloaded_attention(model)
     return model.eval()
 
 
-def load_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
-    """(model, processor) of `model_id`, the model built as the architecture its config names; an open_clip model
-    (`hf-hub:ORG/NAME`, `open_clip:ARCH:PRETRAINED`) by open_clip."""
+def preload_offloaded_attention(model) -> None:
+    """torch's `MultiheadAttention` reads the weights of its `out_proj` without calling it, so where it is offloaded
+    (SigLIP's pooling head, Idefics2's resampler) accelerate's hooks would leave them on the meta device: its own
+    hook loads them with its weights (what accelerate's `preload_module_classes` does; transformers passes none)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.MultiheadAttention):
+            hook = getattr(module, "_hf_hook", None)
+            for each in getattr(hook, "hooks", [hook]):
+                if getattr(each, "offload", False):
+                    each.place_submodules = True
+
+
+def load_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, runtime=None):
+    """(model, processor) of `model_id`, the model built as the architecture its config names, its weights loaded
+    as `runtime` (a `Runtime`; default fp32, whole) says; an open_clip model (`hf-hub:ORG/NAME`,
+    `open_clip:ARCH:PRETRAINED`) by open_clip."""
     open_clip_model = open_clip_reference(model_id)
     if open_clip_model is not None:
         return load_open_clip(open_clip_model, revision)
@@ -186,11 +299,11 @@ def load_model(model_id: str, revision: str | None = None, trust_remote_code: bo
     model_class = getattr(transformers, architecture) if architecture else AutoModel
     refuse_unscored(model_class, config)  # before the processor and the weights load
     processor = load_processor(model_id, revision, trust_remote_code)
-    return load_weights(model_class, model_id, revision, trust_remote_code, dtype), processor
+    return load_weights(model_class, model_id, revision, trust_remote_code, runtime or Runtime()), processor
 
 
-def load_blind_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, dtype=None):
-    """(causal language model, tokenizer) of `model_id`, for the text-only baseline."""
+def load_blind_model(model_id: str, revision: str | None = None, trust_remote_code: bool = False, runtime=None):
+    """(causal language model, tokenizer) of `model_id`, for the text-only baseline, loaded as `load_model` loads."""
     config = model_config(model_id, revision, trust_remote_code)
     remote_causal_lm = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not remote_causal_lm:
@@ -201,7 +314,48 @@ def load_blind_model(model_id: str, revision: str | None = None, trust_remote_co
     with loading(model_id, "tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
     refuse_empty_tokenizer(model_id, tokenizer)
-    return load_weights(AutoModelForCausalLM, model_id, revision, trust_remote_code, dtype), tokenizer
+    return load_weights(AutoModelForCausalLM, model_id, revision, trust_remote_code, runtime or Runtime()), tokenizer
+
+
+def describe_weights(model) -> Weights:
+    """What results.json records of a model's weights: parameters per dtype, bytes per device of a model spread by
+    a device map (None: whole on one device), and the attention implementation of its config (and sub-configs)."""
+    dtypes = Counter()
+    for parameter in model.parameters():
+        dtypes[str(parameter.dtype).removeprefix("torch.")] += parameter.numel()
+    device_map = getattr(model, "hf_device_map", None)
+    return Weights(
+        parameters=dict(dtypes.most_common()),
+        device_map=None if device_map is None else bytes_per_device(model, device_map),
+        attn_implementation=attention_of(getattr(model, "config", None)),  # open_clip models have none
+    )
+
+
+def bytes_per_device(model, device_map: dict) -> dict[str, int]:
+    """The bytes of parameters that `device_map` (module or parameter name -> device) puts on each device (a
+    GPU index named cuda:N), each parameter counted once (tied weights share one)."""
+    modules, counted, placed = dict(model.named_modules()), set(), Counter()
+    for name, device in device_map.items():
+        tensors = modules[name].parameters() if name in modules else [model.get_parameter(name)]
+        for tensor in tensors:
+            if id(tensor) not in counted:
+                counted.add(id(tensor))
+                placed[f"cuda:{device}" if isinstance(device, int) else str(device)] += (
+                    tensor.numel() * tensor.element_size()
+                )
+    return dict(placed)
+
+
+def attention_of(config) -> str | None:
+    """The attention implementation of `config`, or of each of its sub-configs where they differ
+    (`text_config=sdpa, vision_config=eager`)."""
+    implementations = {"": getattr(config, "_attn_implementation", None)}
+    for name in getattr(config, "sub_configs", {}):
+        implementations[name] = getattr(getattr(config, name, None), "_attn_implementation", None)
+    found = {value for value in implementations.values() if value is not None}
+    if len(found) <= 1:
+        return next(iter(found), None)
+    return ", ".join(f"{name}={value}" for name, value in implementations.items() if name and value is not None)
 
 
 OPEN_CLIP_INSTALL = 'pip install "aro[open_clip]"'

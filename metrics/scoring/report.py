@@ -18,6 +18,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,9 @@ from .hub_files import EVAL_RESULTS_PATH, write_eval_results, write_model_index
 from .plots import plot_comparison, plot_config
 from .results import EvalResult
 from .tables import artifact_tables, blind_table, comparison_table, results_table
+
+if TYPE_CHECKING:  # the scorer imports torch; writing reports does not need it
+    from .scorer import ScoreResult
 
 EVAL_COMMAND = "aro eval"
 NO_HUB_ID = (
@@ -57,31 +61,34 @@ def write_outputs(result: EvalResult, output_dir: Path, score_tables: dict | Non
     return [] if result.dataset_id else [NO_HUB_ID]
 
 
-def scores_table(
-    item_ids: list,
-    groups: list[str] | None,
-    scores: np.ndarray,
-    options: list[str],
-    predictions: list[int],
-    counted: list[int],
-    same_words: list[bool],
-) -> pa.Table:
+def scores_table(item_ids: list, options: list[str], scored: ScoreResult, blind: ScoreResult | None = None) -> pa.Table:
     """Per-item scores as an Arrow table for `scores/<config>.parquet`: `item_id`, the group where the config has
     one, `score_<option>` for every candidate (the true caption first; NaN for an option with the true caption's
-    text), the `prediction` (option index, -1 for a tie that counts wrong), `correct`, `counted` (False for an
-    item with no negative, left out of the accuracy) and `same_words` (a negative uses exactly the true caption's
-    words: only order can solve the item)."""
+    text), the `prediction` (option index, -1 for a tie that counts wrong), `correct`, and `counted` (False for an
+    item with no negative, left out of the accuracy), `same_words` (a negative uses exactly the true caption's words:
+    only order can solve the item); with the `blind` baseline's scores, its `blind_score_<option>`
+    (the caption's mean token log-likelihood), `blind_prediction` and `blind_correct` beside them."""
     columns = {"item_id": pa.array(item_ids)}
-    if groups is not None:
-        columns["group"] = pa.array(groups, pa.string())
-    for index, option in enumerate(options):
-        columns[f"score_{option}"] = pa.array(np.asarray(scores)[:, index], pa.float64())
-    columns["prediction"] = pa.array(predictions, pa.int8())
-    columns["correct"] = pa.array([prediction == 0 for prediction in predictions])
-    kept = set(counted)
-    columns["counted"] = pa.array([item in kept for item in range(len(predictions))])
-    columns["same_words"] = pa.array(same_words, pa.bool_())
+    if scored.groups is not None:
+        columns["group"] = pa.array(scored.groups, pa.string())
+    columns |= score_columns(scored, options)
+    kept = set(scored.kept())
+    columns["counted"] = pa.array([item in kept for item in range(len(scored.predictions))])
+    columns["same_words"] = pa.array(scored.same_words, pa.bool_())
+    if blind is not None:
+        columns |= score_columns(blind, options, prefix="blind_")
     return pa.table(columns)
+
+
+def score_columns(scored: ScoreResult, options: list[str], prefix: str = "") -> dict[str, pa.Array]:
+    """`{prefix}score_<option>` per candidate, `{prefix}prediction` and `{prefix}correct` of one scorer's items."""
+    columns = {
+        f"{prefix}score_{option}": pa.array(np.asarray(scored.scores)[:, index], pa.float64())
+        for index, option in enumerate(options)
+    }
+    columns[f"{prefix}prediction"] = pa.array(scored.predictions, pa.int8())
+    columns[f"{prefix}correct"] = pa.array([prediction == 0 for prediction in scored.predictions])
+    return columns
 
 
 COMPARISON_FIELDS = (

@@ -224,6 +224,17 @@ class ConfigResult:
 
 
 @dataclass
+class Weights:
+    """How a model's weights were loaded: parameters per dtype (`{"bfloat16": 7_060_000_000}`), the bytes of
+    parameters per device of a model spread by a device map (`{"cuda:0": ..., "cpu": ..., "disk": ...}`; None: the
+    whole model on `device`), and the attention implementation its config holds."""
+
+    parameters: dict[str, int]
+    device_map: dict[str, int] | None = None
+    attn_implementation: str | None = None
+
+
+@dataclass
 class EvalResult:
     """One model's evaluation: where the model and data came from, how they were scored, and a result per config.
 
@@ -249,6 +260,8 @@ class EvalResult:
     blind_model: str | None = None
     device: str | None = None
     dtype: str | None = None
+    weights: Weights | None = None  # the model's, as loaded (`loading.describe_weights`)
+    blind_weights: Weights | None = None
     scoring: dict = field(default_factory=dict)  # the adapter's settings (a generative model's prompts, ...)
     versions: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -259,6 +272,7 @@ class EvalResult:
     def to_json(self) -> dict:
         """What `results.json` holds."""
         data = {item.name: getattr(self, item.name) for item in fields(self) if item.name not in _NOT_PLAIN}
+        data |= {name: asdict(data[name]) for name in ("weights", "blind_weights") if data[name] is not None}
         data |= {"configs": {config: result.to_json() for config, result in self.configs.items()}}
         return data | ({"sugarcrepe": self.sugarcrepe.to_json()} if self.sugarcrepe else {})
 
@@ -267,10 +281,11 @@ class EvalResult:
         """A `results.json` read back; keys it lacks take their defaults."""
         names = {item.name for item in fields(cls)} - _NOT_PLAIN
         configs = {config: ConfigResult.from_json(numbers) for config, numbers in data.get("configs", {}).items()}
+        read = {name: value for name, value in data.items() if name in names}
+        for name in ("weights", "blind_weights"):
+            read[name] = Weights(**read[name]) if read.get(name) else None
         sugarcrepe = SugarCrepeSummary.from_json(data["sugarcrepe"]) if "sugarcrepe" in data else None
-        return cls(
-            **{name: value for name, value in data.items() if name in names}, configs=configs, sugarcrepe=sugarcrepe
-        )
+        return cls(**read, configs=configs, sugarcrepe=sugarcrepe)
 
 
 # The fields of `EvalResult` that are not written as they are: structured (see `to_json`), or not in results.json.

@@ -63,8 +63,8 @@ class Adapter:
     model_types: tuple[str, ...] = ()
 
     def __init__(self, model, processor, runtime: Runtime):
-        self.runtime = runtime
-        self.model = model.to(runtime.device).eval()
+        self.runtime = runtime.place(model)  # on its device, or where a device map spread it
+        self.model = model.eval()
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.image_processor = getattr(processor, "image_processor", processor)
