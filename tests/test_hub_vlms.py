@@ -184,3 +184,20 @@ def test_without_torchvision_the_scores_are_the_same_and_a_processor_that_needs_
     without, _ = scores_of(Path(f"{llava}-eval"))
     with_torchvision, _ = evaluated(llava, aro_folder, tmp_path / "eval")
     np.testing.assert_array_equal(without, with_torchvision)
+
+
+def test_a_processor_loaded_for_scoring_saves_and_reloads_as_it_was(relation, tmp_path):
+    """`load_processor` pins the PIL image backend by handing transformers the image processor; what it returns must
+    still save (transformers copied that argument into the tokenizer's settings, which then failed to serialise)."""
+    from aro.metrics.scoring.loading import load_processor
+
+    model, processor = make_tiny_vlm("llava", ["a", "red", "circle", "square", "left", "of"])
+    loaded = load_processor(str(saved(model, processor, tmp_path / "llava")))
+    loaded.save_pretrained(tmp_path / "again")
+    reloaded = load_processor(str(tmp_path / "again"))
+    picture = relation[0]["image"].convert("RGB")
+    first, second = (
+        p(text=["<image> a red circle"], images=[picture], return_tensors="pt") for p in (loaded, reloaded)
+    )
+    assert first["input_ids"].tolist() == second["input_ids"].tolist()
+    torch.testing.assert_close(first["pixel_values"], second["pixel_values"])

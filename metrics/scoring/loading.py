@@ -105,6 +105,8 @@ def load_processor(model_id: str, revision: str | None = None, trust_remote_code
             processor = AutoProcessor.from_pretrained(model_id, **options, **parts)
         except TypeError:  # a processor that is an image processor alone takes no image_processor argument
             processor = image_processor or AutoProcessor.from_pretrained(model_id, **options)
+    # transformers hands the image_processor argument to the tokenizer too, which would then fail to save it.
+    getattr(getattr(processor, "tokenizer", None), "init_kwargs", {}).pop("image_processor", None)
     refuse_empty_tokenizer(model_id, getattr(processor, "tokenizer", processor))
     return processor
 

@@ -32,7 +32,7 @@ cache is as large as a batch of captions.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -195,7 +195,7 @@ class GenerativeAdapter(Adapter):
 
     def score(self, items: Items) -> np.ndarray:
         # Each distinct pair runs once; a batch holds as many pairs as `batch_size` items have.
-        pairs_per_batch = replace(self.runtime, batch_size=self.runtime.batch_size * len(items.candidates[0]))
+        pairs_per_batch = self.runtime.with_batch_size(self.runtime.batch_size * len(items.candidates[0]))
         scores = torch.from_numpy(
             self.each_pair_once(
                 items,
