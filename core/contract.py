@@ -147,7 +147,7 @@ def crop_to_bbox(image, bbox: tuple[float, float, float, float]):
 @cache
 def config_features(config: str):
     """The `datasets.Features` of `config`'s rows (any of CHOICE_CONFIGS and RETRIEVAL_CONFIGS)."""
-    from datasets import Features, Image, List, Value
+    from datasets import Features, Image, List, Value  # here: datasets takes 1.5 s to import; `--help` imports this
 
     visual_genome = {
         "item_id": Value("int64"),
