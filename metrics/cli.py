@@ -60,6 +60,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--dataset-id",
+        type=hub_repo_id,
         metavar="ORG/NAME",
         help="the Hub repo a local --dataset is published as, for model-index and .eval_results",
     )

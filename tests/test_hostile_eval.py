@@ -128,6 +128,7 @@ BROKEN_SCORERS = {
     ),
     "syntax": ("def score(images, captions)\n    return []\n", "fails as it loads: SyntaxError"),
     "import": ("raise RuntimeError('no GPU here')\n", "fails as it loads: RuntimeError: no GPU here (at {file}:1)"),
+    "missing": (None, "no file {file}"),
 }
 
 
@@ -135,7 +136,8 @@ BROKEN_SCORERS = {
 def test_a_scorer_that_fails_is_one_line_naming_where(aro_folder, tmp_path, capfd, kind):
     source, message = BROKEN_SCORERS[kind]
     scorer = tmp_path / f"scorer_{kind}.py"
-    scorer.write_text(source)
+    if source is not None:
+        scorer.write_text(source)
     argv = ["eval", "--scorer", f"{scorer}:score", "--dataset", str(aro_folder), "--config", "relation"]
     refused(capfd, [*argv, "--num-workers", "0", "--out", str(tmp_path / "out")], message.format(file=scorer))
     assert not (tmp_path / "out").exists()

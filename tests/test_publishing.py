@@ -692,6 +692,7 @@ def test_several_models_get_a_combined_table_csv_and_plot(aro_folder, tiny_clip_
         ["push-metric"],
         ["convert", "model.pt", "--open-clip-config", "ViT-B-32", "--out", "out", "--push-to-hub"],
         ["eval", "--model", "org/model", "--push-results"],
+        ["eval", "--model", "org/model", "--dataset", "aro", "--dataset-id"],
     ],
 )
 def test_a_malformed_hub_repo_id_is_refused_as_the_command_starts(capfd, argv):

@@ -112,11 +112,11 @@ def load_hook(spec: str):
     module_name, _, function_name = spec.rpartition(":")
     if not module_name or not function_name:
         raise HookError(f"--scorer {spec!r}: give module:function or path/to/file.py:function")
+    if module_name.endswith(".py") and not Path(module_name).is_file():
+        raise HookError(f"--scorer {spec!r}: no file {module_name}")
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
-            if not path.is_file():
-                raise HookError(f"--scorer {spec!r}: no file {path}")
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
