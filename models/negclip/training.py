@@ -40,7 +40,7 @@ from aro.metrics.scoring.runtime import Runtime
 
 from . import NegCLIPModel
 from .arguments import TRAIN_COMMAND, NegCLIPTrainingArguments
-from .batches import NegCLIPBatches, rows_per_epoch
+from .batches import NegCLIPBatches, TrainingRows, rows_per_epoch
 from .card import model_card
 from .checkpointing import check_same_run, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from .loading import load_clip, load_processor, load_rows
@@ -62,6 +62,7 @@ class TrainingRun:
     args: NegCLIPTrainingArguments
     accelerator: object
     data: object
+    rows: TrainingRows  # the training split as read once: captions, image ids, images
     negatives: list | None
     neighbours: list | None
     processor: object
@@ -70,6 +71,7 @@ class TrainingRun:
     scheduler: object
     state: dict
     log: StepLog
+    progress: tqdm  # one bar for the whole run: its optimizer steps, the epoch and loss beside them
     total_steps: int
     validation: object | None
     selection: BestEpoch | None
@@ -145,6 +147,7 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
     else:
         model = load_clip(args.model_name_or_path, "--model-name-or-path", NegCLIPModel)
     processor = load_processor(args.model_name_or_path, "--model-name-or-path")
+    rows = TrainingRows(data, args, processor)
     negatives, neighbours = released or _negatives(args, data, cache, accelerator)
     negative_share = NegativeShare.of(negatives) if args.hard_negatives else None
     if negative_share:
@@ -183,10 +186,18 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
         mark_run_folder(output_dir)
     accelerator.init_trackers("negclip", config=_flat_config(args))
     log = StepLog(output_dir / "log.csv", after_step=state["step"], enabled=accelerator.is_main_process)
+    progress = tqdm(
+        total=total_steps,
+        initial=state["step"],
+        desc=f"training {output_dir.name}",
+        unit="step",
+        disable=not accelerator.is_local_main_process,
+    )
     return TrainingRun(
         args,
         accelerator,
         data,
+        rows,
         negatives,
         neighbours,
         processor,
@@ -195,6 +206,7 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
         scheduler,
         state,
         log,
+        progress,
         total_steps,
         validation,
         selection,
@@ -215,17 +227,12 @@ def train_one_epoch(run: TrainingRun) -> None:
         state["epoch"],
         accelerator.process_index,
         accelerator.num_processes,
+        rows=run.rows,
     )
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(batches, range(state["rows_in_epoch"] // global_batch, len(batches))),
         batch_size=None,
         num_workers=args.num_workers,
-    )
-    progress = tqdm(
-        total=run.total_steps,
-        initial=state["step"],
-        desc=f"epoch {state['epoch']}",
-        disable=not accelerator.is_local_main_process,
     )
     run.model.train()
     for inputs in loader:
@@ -245,8 +252,8 @@ def train_one_epoch(run: TrainingRun) -> None:
             continue
         state["step"] += 1
         mean_loss = accelerator.reduce(loss.detach(), "mean").item()  # the loss of the global batch
-        progress.update(1)
-        progress.set_postfix(loss=f"{mean_loss:.3f}")
+        run.progress.set_postfix(epoch=f"{state['epoch'] + 1}/{args.epochs}", loss=f"{mean_loss:.3f}", refresh=False)
+        run.progress.update(1)
         run.log.write(state["step"], state["epoch"], mean_loss, learning_rate)
         accelerator.log({"train/loss": mean_loss, "train/learning_rate": learning_rate}, step=state["step"])
         if args.save_every and state["step"] % args.save_every == 0:
@@ -261,12 +268,12 @@ def train_one_epoch(run: TrainingRun) -> None:
         if run.selection:
             recall = run.selection.after_epoch(accelerator, run.model, run.processor, state)
             accelerator.log({"validation/text_to_image_recall@1": recall}, step=state["step"])
-    progress.close()
 
 
 def finish(run: TrainingRun) -> dict:
     """Validation and ARO evaluation (on every process), then the model, card and push (main process); the results."""
     args, accelerator = run.args, run.accelerator
+    run.progress.close()
     results = {}
     if run.negative_share:
         results["negatives"] = run.negative_share.to_json()
