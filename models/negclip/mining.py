@@ -111,10 +111,15 @@ def swap_negatives(
     """
     if nlp is None or isinstance(nlp, str):
         nlp = load_spacy(nlp, keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
-    docs = nlp.pipe(captions, batch_size=batch_size)
+    distinct = list(dict.fromkeys(captions))  # a caption's swaps depend on its text alone: parse each text once
+    docs = nlp.pipe(distinct, batch_size=batch_size)
+    swaps = {
+        text: _swaps_of(doc)
+        for text, doc in zip(distinct, tqdm(docs, total=len(distinct), desc="swapping words", leave=False))
+    }
     return [
-        _pick(_swaps_of(doc), per_caption, random.Random(f"{seed}:{first_index + index}"))
-        for index, doc in enumerate(tqdm(docs, total=len(captions), desc="swapping words", leave=False))
+        _pick(swaps[caption], per_caption, random.Random(f"{seed}:{first_index + index}"))
+        for index, caption in enumerate(captions)
     ]
 
 
