@@ -298,13 +298,19 @@ def scene_rows(seed: int, split: str, count: int) -> Iterator[dict]:
 
 def retrieval_rows(seed: int, split: str, count: int, perturber) -> Iterator[dict]:
     """Retrieval rows of the scenes of `split` (those of `scene_rows`): each scene's captions beside their
-    perturbations."""
+    perturbations.
+
+    Scenes of this small world often share a caption (about 350 distinct among the 600 of 200 scenes). Each caption's
+    shuffles are seeded by its text, not its id, so that a caption two scenes share is shuffled the same way in
+    both: every variant keeps the original's shared captions, whose identical copies tie in image-to-text
+    retrieval. Seeded per caption id, the copies came apart when shuffled, and image-to-text recall@1 rose with
+    shuffled captions (by 0.10 to 0.22) because the ties were gone, not because retrieval improved.
+    """
 
     drawn = list(scenes(seed, split, count))
     captions = [(f"{scene_id}#{k}", caption) for scene_id, scene in drawn for k, caption in enumerate(scene.captions())]
-    options = perturber.caption_options(
-        [caption for _, caption in captions], [caption_id for caption_id, _ in captions]
-    )
+    texts = [caption for _, caption in captions]
+    options = perturber.caption_options(texts, keys=texts)
     start = 0
     for scene_id, scene in drawn:
         end = start + len(scene.captions())
