@@ -10,6 +10,7 @@ the module).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -146,7 +147,17 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="autocast dtype, CUDA only (default: fp32)"
     )
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=min(4, available_cores()),
+        help="DataLoader workers decoding images (default: 4, or the cores this process may use where fewer)",
+    )
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (torch warns of more DataLoader workers than that)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def runtime_from(args: argparse.Namespace, distributed=None):
