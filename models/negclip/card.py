@@ -66,11 +66,13 @@ def model_card(
     base_downstream: DownstreamResult | None = None,
     selection: dict | None = None,
     negatives: NegativeShare | None = None,
+    load_from: str | None = None,
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results
     (`evaluate_model`'s) if any, its retrieval and zero-shot results (`evaluate_downstream`'s `DownstreamResult`)
     if any, compared with the base model's when given, and with hard negatives the share of training rows that had
-    one (`negatives`).
+    one (`negatives`). Its usage snippet loads the model from `load_from` (a Hub id or a relative folder path;
+    unset: the `--push-to-hub` repo, else the folder's name).
 
     Hub fields name Hub ids only: a local base model or dataset is left out of the metadata, and the card says so.
     """
@@ -145,7 +147,7 @@ def model_card(
         image_column=args.image_column,
         caption_column=args.caption_column,
         objective=objective,
-        repo_id=name,
+        repo_id=load_from or name,
         hyperparameters=recipe_table(args),
         selection=selection_summary(selection, args.epochs),
         results=results,
