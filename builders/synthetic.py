@@ -11,7 +11,9 @@ to the left of a yellow square"), so the ARO questions have exact answers:
   perturbation code as the real builders), with relation captions and with attribute captions;
 - `scenes`: image-caption pairs for training (`train`) and held-out scenes (`test`);
 - `coco_retrieval`: the held-out scenes again, one row per scene with its captions and their four order
-  perturbations, for retrieval with shuffled captions (the paper's "why").
+  perturbations, for retrieval with shuffled captions (the paper's "why");
+- `objects`: one object per image, labelled by its colour and shape ("red circle"), for zero-shot classification
+  from the class names (what fine-tuning for compositionality may cost).
 
 Every item is drawn from its own generator seeded by (seed, split, index), so a build is reproducible
 whatever order or parallelism writes it.
@@ -227,6 +229,7 @@ class SyntheticSizes:
     # The paper's protocol drops attribute pairs with fewer than 25 items: every ordered colour pair gets 25.
     attribution_per_pair: int = 25
     order_captions: int = 300
+    objects_per_class: int = 20  # `objects`: images of each usual colour-shape pair
 
     @classmethod
     def quick(cls) -> SyntheticSizes:
@@ -289,6 +292,25 @@ def order_rows(seed: int, split: str, count: int, caption_of, perturber) -> Iter
         }
 
 
+def object_classes() -> list[str]:
+    """The `objects` config's class names, in label order: every usual colour-shape pair ("red circle")."""
+    return [f"{colour} {shape}" for shape in SHAPES for colour in USUAL_COLOURS[shape]]
+
+
+def object_rows(seed: int, per_class: int) -> Iterator[dict]:
+    """Zero-shot classification items: one object per image, somewhere inside it, `per_class` of every class."""
+    classes = object_classes()
+    margin = OBJECT_RADIUS + 1
+    for index in range(per_class * len(classes)):
+        label = index % len(classes)
+        colour, shape = classes[label].split()
+        rng = _seeded(seed, "objects", index)
+        centre = (rng.randint(margin, IMAGE_SIZE - margin), rng.randint(margin, IMAGE_SIZE - margin))
+        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+        _draw(ImageDraw.Draw(image), SceneObject(colour, shape, centre))
+        yield {"image": image, "label": label}
+
+
 def scene_rows(seed: int, split: str, count: int) -> Iterator[dict]:
     """Image-caption pairs, every true caption of a scene on its own row (as COCO lists five per image)."""
     for scene_id, scene in scenes(seed, split, count):
@@ -327,15 +349,15 @@ def build_synthetic_aro(
     spacy_pipeline: str | None = None,
     overwrite: bool = False,
 ) -> dict[tuple[str, str], int]:
-    """Write the synthetic ARO (four test configs, `scenes` and `coco_retrieval`) as a Hub-ready folder; return the
-    row counts.
+    """Write the synthetic ARO (four test configs, `scenes`, `coco_retrieval` and `objects`) as a Hub-ready folder;
+    return the row counts.
 
     >>> counts = build_synthetic_aro("synthetic-aro", seed=0)  # doctest: +SKIP
     >>> load_dataset("synthetic-aro", "relation", split="test")  # doctest: +SKIP
     """
     # Here, not at the top: `aro demo --help` imports this module (SyntheticSizes), and datasets with pyarrow,
     # which the writer needs, take a second to import.
-    from datasets import Features, Value
+    from datasets import ClassLabel, Features, Value
     from datasets import Image as ImageFeature
 
     from aro.builders.build import BENCHMARK_DESCRIPTION
@@ -352,9 +374,11 @@ def build_synthetic_aro(
         ("scenes", "train"): scene_rows(seed, "train", sizes.train_scenes),
         ("scenes", "test"): scene_rows(seed, "test", sizes.test_scenes),
         ("coco_retrieval", "test"): retrieval_rows(seed, "test", sizes.test_scenes, perturber),
+        ("objects", "test"): object_rows(seed, sizes.objects_per_class),
     }
     features = {config: config_features(config) for config in ARO_CONFIGS + RETRIEVAL_CONFIGS}
     features["scenes"] = Features({"image": ImageFeature(), "caption": Value("string"), "image_id": Value("string")})
+    features["objects"] = Features({"image": ImageFeature(), "label": ClassLabel(names=object_classes())})
 
     def card(counts: dict[tuple[str, str], int]) -> str:
         return render(
