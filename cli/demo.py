@@ -45,6 +45,9 @@ DEMO_THREADS = 1
 # phases that do not train.
 CLIP_STEP_SECONDS = 0.02
 NEGCLIP_STEP_SECONDS = 0.07
+FSC_STEP_SECONDS = 0.09  # NegCLIP's step and the token-patch alignment of FSC-CLIP's local loss (an estimate)
+# Zero-shot classification of the world's single objects (`objects`) from their class names ("a red circle").
+ZERO_SHOT_TEMPLATES = ("a {}",)
 BUILD_SECONDS, MINING_SECONDS, SCORING_SECONDS, WRITING_SECONDS = 8.0, 4.0, 20.0, 2.0
 
 
@@ -63,21 +66,28 @@ class DemoRecipe:
     clip_learning_rate: float = 1e-3
     negclip_epochs: int = 30
     negclip_learning_rate: float = 1e-3
+    # `--trade-off`'s FSC-CLIP with LoRA: rank 4 as FSC-CLIP's LoRA recipe, alpha = rank (the update unscaled).
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
 
     @classmethod
     def quick(cls) -> DemoRecipe:
         return cls(sizes=SyntheticSizes.quick(), clip_epochs=8, negclip_epochs=20)
 
-    def phase_seconds(self) -> list[float]:
-        """The six phases' seconds on the reference machine: build, CLIP, CLIP-FT, mining and NegCLIP, scoring,
-        writing. An epoch is every caption row, three per training scene."""
+    def phase_seconds(self, trade_off: bool = False) -> list[float]:
+        """The phases' seconds on the reference machine: build, CLIP, CLIP-FT, mining and NegCLIP, (with
+        `trade_off`: FSC-CLIP without and with LoRA,) scoring, writing. An epoch is every caption row, three per
+        training scene."""
         steps = self.sizes.train_scenes * 3 // self.batch_size
+        fsc = [2 * self.negclip_epochs * steps * FSC_STEP_SECONDS] if trade_off else []
+        models = 5 if trade_off else 3
         return [
             BUILD_SECONDS,
             self.clip_epochs * steps * CLIP_STEP_SECONDS,
             self.negclip_epochs * steps * CLIP_STEP_SECONDS,
             MINING_SECONDS + self.negclip_epochs * steps * NEGCLIP_STEP_SECONDS,
-            SCORING_SECONDS,
+            *fsc,
+            SCORING_SECONDS * models / 3,
             WRITING_SECONDS,
         ]
 
@@ -93,8 +103,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the synthetic world, the models and the perturbations"
     )
+    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training")
     parser.add_argument(
-        "--quick", action="store_true", help="smaller test sets and shorter training (about 11 minutes on 2 CPU cores)"
+        "--trade-off",
+        action="store_true",
+        help="also fine-tune the CLIP with FSC-CLIP's loss, without and with LoRA, for what each gains in "
+        "compositionality and costs in retrieval and zero-shot (about twice as long)",
     )
     parser.add_argument(
         "--spacy-pipeline",
@@ -107,14 +121,27 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    run_demo(args.out, seed=args.seed, quick=args.quick, spacy_pipeline=args.spacy_pipeline, overwrite=args.overwrite)
+    run_demo(
+        args.out,
+        seed=args.seed,
+        quick=args.quick,
+        spacy_pipeline=args.spacy_pipeline,
+        overwrite=args.overwrite,
+        trade_off=args.trade_off,
+    )
     return 0
 
 
 def run_demo(
-    out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipeline: str | None = None, overwrite: bool = False
+    out_dir: str | Path,
+    seed: int = 0,
+    quick: bool = False,
+    spacy_pipeline: str | None = None,
+    overwrite: bool = False,
+    trade_off: bool = False,
 ) -> dict:
     """Build, train, fine-tune, score and report into `out_dir`; return the results written to `results.json`.
+    With `trade_off`, FSC-CLIP without and with LoRA are trained and scored beside NegCLIP.
 
     Everything is written beside `out_dir` and moved into place at the end: a failed or interrupted run leaves
     no half-written demo and an existing one as it was.
@@ -124,7 +151,7 @@ def run_demo(
     named = Path(out_dir) if not Path(out_dir).is_absolute() else Path(final.name)
     with output_folder(final, "aro demo", replace=overwrite) as out, _demo_settings():
         _say(f"writing into {out}, which becomes {final} when the demo completes")
-        _run_pipeline(out, seed, quick, spacy_pipeline, named)
+        _run_pipeline(out, seed, quick, spacy_pipeline, named, trade_off)
         _point_paths_at(out, final)
     results = json.loads((final / "results.json").read_text())
     print(summary(results))
@@ -137,8 +164,13 @@ OUTPUTS = (
     ("results.json", "every figure of the summary above, the recipe and the seed"),
     ("clip_vs_negclip.png", "ARO accuracy of the three models per config"),
     ("retrieval_shuffled.png", "retrieval of held-out scenes with the captions as written and shuffled"),
+    ("trade_off.png", "ARO against retrieval and zero-shot accuracy, a point per model"),
     ("data/", "the synthetic ARO (its card: data/README.md)"),
-    ("models/clip/, models/clip-ft/, models/negclip/", "the trained models, each with its card, log.csv and args"),
+    (
+        "models/<model>/",
+        "the trained models (clip, clip-ft, negclip; fsc-clip, fsc-clip-lora with --trade-off), each"
+        " with its card, log.csv and args",
+    ),
     ("models/random-init/", "the untrained tiny CLIP the demo starts from"),
     ("mining/", "NegCLIP's hard negatives (swapped captions, nearest images)"),
     ("eval/", "each model's `aro eval` outputs (results.json, tables, plots)"),
@@ -203,21 +235,24 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
-def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None, named: Path) -> None:
-    """Steps 1 to 6 of the demo, written into `out`; the model cards load the models from `named`/models/<model>."""
+def _run_pipeline(
+    out: Path, seed: int, quick: bool, spacy_pipeline: str | None, named: Path, trade_off: bool = False
+) -> None:
+    """The demo's phases, written into `out`; the model cards load the models from `named`/models/<model>."""
     # Here, not at the top: `aro demo --help` must not import torch, transformers or datasets.
     import torch
 
-    from aro.builders.synthetic import build_synthetic_aro, usual_pairs, world_words
+    from aro.builders.synthetic import build_synthetic_aro, object_classes, usual_pairs, world_words
     from aro.metrics.scoring import RetrievalSet, load_model, load_split, retrieval_results, score_items
     from aro.metrics.scoring.downstream import DownstreamResult
     from aro.metrics.scoring.evaluation import evaluate_model
-    from aro.metrics.scoring.plots import plot_retrieval, plot_side_by_side
+    from aro.metrics.scoring.plots import plot_retrieval, plot_side_by_side, plot_trade_off
+    from aro.metrics.scoring.zero_shot import ZeroShotTask, zero_shot_accuracy
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
     from aro.models.tiny_clip import make_tiny_clip
 
     recipe = DemoRecipe.quick() if quick else DemoRecipe()
-    timeline = Timeline(recipe.phase_seconds())
+    timeline = Timeline(recipe.phase_seconds(trade_off))
     torch.manual_seed(seed)
     data = out / "data"
     models = out / "models"
@@ -267,8 +302,9 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None,
     )
     train(clip_args)
 
-    def fine_tuned(folder: str, hard_negatives: bool) -> NegCLIPTrainingArguments:
-        """Arguments that fine-tune the demo's CLIP into `folder`, with or without NegCLIP's hard negatives."""
+    def fine_tuned(folder: str, hard_negatives: bool, **options) -> NegCLIPTrainingArguments:
+        """Arguments that fine-tune the demo's CLIP into `folder`, with or without hard negatives (NegCLIP's loss,
+        or another through `options`)."""
         return NegCLIPTrainingArguments(
             output_dir=str(models / folder),
             model_name_or_path=str(models / "clip"),
@@ -278,6 +314,7 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None,
             learning_rate=recipe.negclip_learning_rate,
             mining_cache=str(out / "mining" / "scenes-train.parquet") if hard_negatives else None,
             **common,
+            **options,
         )
 
     timeline.begin("fine-tuning it for as long with the plain loss (CLIP-FT, the control)")
@@ -287,8 +324,17 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None,
     timeline.begin("mining hard negatives with it and fine-tuning it into NegCLIP")
     negclip_args = fine_tuned("negclip", hard_negatives=True)
     train(negclip_args)
+    trained = [("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)]
+    if trade_off:
+        timeline.begin("fine-tuning it with FSC-CLIP's loss, then with FSC-CLIP's loss through LoRA adapters")
+        lora = dict(lora_rank=recipe.lora_rank, lora_alpha=recipe.lora_alpha)
+        trained.append(("FSC-CLIP", fine_tuned("fsc-clip", hard_negatives=True, loss="fsc")))
+        trained.append(("FSC-CLIP+LoRA", fine_tuned("fsc-clip-lora", hard_negatives=True, loss="fsc", **lora)))
+        for _, args in trained[3:]:
+            train(args)
 
-    timeline.begin("scoring all three on the four ARO configs and on retrieval of held-out scenes")
+    timeline.begin("scoring every model on the four ARO configs, retrieval of held-out scenes and zero-shot objects")
+    objects = ZeroShotTask(str(data), config="objects", image_column="image", templates=ZERO_SHOT_TEMPLATES)
     held_out = RetrievalSet.from_retrieval_config(load_split(str(data), "coco_retrieval", "test"))
     attribution = load_split(str(data), "attribution", "test")
     usual_in_swap = [str(usual_pairs(caption)) for caption in attribution["false_caption"]]
@@ -302,11 +348,13 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None,
             usual: usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))
         },
         "retrieval_set": retrieval_ceilings(held_out),
-        "chance": {config: CHANCE[config] for config in ARO_CONFIGS} | retrieval_chance(held_out),
+        "chance": {config: CHANCE[config] for config in ARO_CONFIGS}
+        | retrieval_chance(held_out)
+        | {"zero_shot": 1 / len(object_classes())},
         "models": {},
     }
     retrievals = {}
-    for name, args in (("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)):
+    for name, args in trained:
         path = args.output_dir
         loaded, loaded_processor = load_model(path)
         scores = evaluate_model(
@@ -326,8 +374,12 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None,
                 score_items(loaded, loaded_processor, attribution), usual_in_swap
             ),
         }
-        # CLIP-FT and NegCLIP are fine-tuned from the CLIP: their cards say what that kept of its retrieval.
-        retrievals[name] = DownstreamResult(model=name, retrieval=retrieval)
+        zero_shot = zero_shot_accuracy(loaded, loaded_processor, objects)
+        results["models"][name]["zero_shot"] = zero_shot.accuracy
+        # The fine-tuned models start from the CLIP: their cards say what that kept of its retrieval and zero-shot.
+        retrievals[name] = DownstreamResult(
+            model=name, retrieval=retrieval, zero_shot=replace(zero_shot, task=replace(objects, dataset="../../data"))
+        )
         base = None if name == "CLIP" else retrievals["CLIP"]
         load_from = (named / "models" / Path(path).name).as_posix()
         _write_card(args, scores, name, retrievals[name], base, load_from)
@@ -336,6 +388,11 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None,
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_side_by_side(
         {name: numbers["aro"] for name, numbers in results["models"].items()}, out / "clip_vs_negclip.png"
+    )
+    plot_trade_off(
+        {name: trade_off_figures(numbers) for name, numbers in results["models"].items()},
+        out / "trade_off.png",
+        chance={"retrieval": results["chance"]["text_to_image_recall@1"], "zero-shot": results["chance"]["zero_shot"]},
     )
     ceiling = results["retrieval_set"]["image_to_text_ceiling"]
     plot_retrieval(
@@ -346,6 +403,16 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None,
         f"recall@1 is capped at {ceiling:.2f})",
     )
     timeline.end()
+
+
+def trade_off_figures(numbers: dict) -> dict[str, float]:
+    """A model's compositionality (mean accuracy on relation and attribution) beside what fine-tuning may cost:
+    text-to-image recall@1 of held-out scenes and zero-shot accuracy on single objects."""
+    return {
+        "ARO": (numbers["aro"]["relation"] + numbers["aro"]["attribution"]) / 2,
+        "retrieval": numbers["retrieval"]["original"]["text_to_image"]["recall@1"],
+        "zero-shot": numbers["zero_shot"],
+    }
 
 
 def retrieval_chance(retrieval_set: RetrievalSet) -> dict[str, float]:
@@ -410,6 +477,9 @@ def _write_card(
             "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more "
             "training alone.",
             "NegCLIP": "the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images).",
+            "FSC-CLIP": "the demo's CLIP fine-tuned with FSC-CLIP's loss (the same hard negatives, kept out of the "
+            "contrastive loss, in focal global and token-patch terms).",
+            "FSC-CLIP+LoRA": "the demo's CLIP fine-tuned with FSC-CLIP's loss through LoRA adapters, merged.",
         }[name]
         + " Results on this synthetic world say nothing about natural images."
     )
@@ -436,26 +506,46 @@ def _accuracy_per_group(scored, groups: list[str]) -> dict[str, float]:
 
 def summary(results: dict) -> str:
     """The demo's figures as a small table for people."""
-    header = f"{'model':<8} " + " ".join(f"{config:>16}" for config in ARO_CONFIGS) + f" {'t2i R@1':>8} {'i2t R@1':>8}"
+    width = max(8, *(len(name) for name in results["models"]))
+    header = (
+        f"{'model':<{width}} "
+        + " ".join(f"{config:>16}" for config in ARO_CONFIGS)
+        + f" {'t2i R@1':>8} {'i2t R@1':>8} {'0-shot':>8}"
+    )
     lines = [header]
     for name, numbers in results["models"].items():
         cells = " ".join(f"{numbers['aro'][config]:>16.3f}" for config in ARO_CONFIGS)
         original = numbers["retrieval"]["original"]
         recalls = f"{original['text_to_image']['recall@1']:>8.3f} {original['image_to_text']['recall@1']:>8.3f}"
-        lines.append(f"{name:<8} {cells} {recalls}")
+        lines.append(f"{name:<{width}} {cells} {recalls} {numbers['zero_shot']:>8.3f}")
     chance = results["chance"]
     lines.append(
-        f"{'chance':<8} "
+        f"{'chance':<{width}} "
         + " ".join(f"{chance[config]:>16.3f}" for config in ARO_CONFIGS)
         + f" {chance['text_to_image_recall@1']:>8.3f} {chance['image_to_text_recall@1']:>8.3f}"
+        + f" {chance['zero_shot']:>8.3f}"
     )
+    base = trade_off_figures(results["models"]["CLIP"])
+    lines += [
+        "",
+        "the trade-off: compositionality (mean of relation and attribution) against what it may cost, change from CLIP",
+    ]
+    lines.append(f"{'model':<{width}} " + " ".join(f"{figure:>18}" for figure in base))
+    for name, numbers in results["models"].items():
+        figures = trade_off_figures(numbers)
+        lines.append(
+            f"{name:<{width}} "
+            + " ".join(f"{f'{value:.3f} ({value - base[figure]:+.3f})':>18}" for figure, value in figures.items())
+        )
     variants = list(next(iter(results["models"].values()))["retrieval"])
     lines += ["", "text→image recall@1 on held-out scenes, captions as written and shuffled (change from as written)"]
-    lines.append(f"{'model':<8} " + " ".join(f"{variant.removeprefix('shuffle_')[:22]:>24}" for variant in variants))
+    lines.append(
+        f"{'model':<{width}} " + " ".join(f"{variant.removeprefix('shuffle_')[:22]:>24}" for variant in variants)
+    )
     for name, numbers in results["models"].items():
         recalls = [numbers["retrieval"][variant]["text_to_image"]["recall@1"] for variant in variants]
         lines.append(
-            f"{name:<8} {recalls[0]:>24.3f} "
+            f"{name:<{width}} {recalls[0]:>24.3f} "
             + " ".join(f"{f'{recall:.3f} ({recall - recalls[0]:+.3f})':>24}" for recall in recalls[1:])
         )
     items = results["attribution_items_by_usual_pairs_in_swap"]
@@ -464,8 +554,10 @@ def summary(results: dict) -> str:
         "attribution by usual colour-shape pairs in the swapped caption "
         "(0 or 1: a colour prior can reject it; 2: only binding can)",
     ]
-    lines.append(f"{'model':<8} " + " ".join(f"{f'{usual} usual ({count})':>16}" for usual, count in items.items()))
+    lines.append(
+        f"{'model':<{width}} " + " ".join(f"{f'{usual} usual ({count})':>16}" for usual, count in items.items())
+    )
     for name, numbers in results["models"].items():
         by_usual = numbers["attribution_by_usual_pairs_in_swap"]
-        lines.append(f"{name:<8} " + " ".join(f"{by_usual[usual]:>16.3f}" for usual in items))
+        lines.append(f"{name:<{width}} " + " ".join(f"{by_usual[usual]:>16.3f}" for usual in items))
     return "\n".join(lines)

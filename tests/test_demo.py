@@ -37,6 +37,10 @@ def test_every_output_exists_and_loads(demo):
     negclip_args = json.loads((demo / "models" / "negclip" / "training_args.json").read_text())
     assert negclip_args["model_name_or_path"] == str(demo.resolve() / "models" / "clip")
     assert Image.open(demo / "clip_vs_negclip.png").size[0] > 500
+    assert Image.open(demo / "trade_off.png").size[0] > 500
+    # Zero-shot on the world's 12 colour-shape classes: chance 1/12; CLIP names single objects far above it.
+    assert results["chance"]["zero_shot"] == pytest.approx(1 / 12)
+    assert results["models"]["CLIP"]["zero_shot"] > 2 / 12
     assert "config_name: relation" in (demo / "data" / "README.md").read_text()
     for config in ("relation", "attribution", "coco_order", "flickr30k_order"):
         assert len(load_dataset(str(demo / "data"), config, split="test")) > 0
