@@ -53,7 +53,7 @@ def loader_rows_per_second(data: Dataset, batch_size: int, workers: int) -> tupl
     rows = len(data)
     negatives = [[caption.replace("woman", "flag").replace("a flag", "a woman")] for caption in data["caption"]]
     neighbours = [[(row + 1) % rows, (row + 2) % rows, (row + 3) % rows] for row in range(rows)]
-    tokenizer = word_tokenizer(" ".join(data["caption"] + [text for pair in negatives for text in pair]).split())
+    tokenizer = word_tokenizer(" ".join(list(data["caption"]) + [text for pair in negatives for text in pair]).split())
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)  # ViT-B/32's: 224 pixels
     batches = NegCLIPBatches(data, args, negatives, neighbours, processor, epoch=0)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=workers)
