@@ -19,8 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from common import best_time, report
-from matplotlib import cbook
+from common import best_time, photograph_windows, report
 from PIL import Image
 
 from aro.builders.images import PNG_OPTIONS, ImageJob
@@ -40,14 +39,8 @@ ENCODINGS = {
 
 def photograph_sources(folder: Path, count: int, rng: np.random.Generator) -> list[ImageJob]:
     """`count` JPEG windows of the sample photograph, each with a bbox of 80 to 375 pixels a side."""
-    with cbook.get_sample_data("grace_hopper.jpg") as file:
-        photograph = Image.open(file).convert("RGB")
     jobs = []
-    for index in range(count):
-        left = int(rng.integers(0, photograph.width - SOURCE_SIZE[0] + 1))
-        top = int(rng.integers(0, photograph.height - SOURCE_SIZE[1] + 1))
-        path = folder / f"{index}.jpg"
-        photograph.crop((left, top, left + SOURCE_SIZE[0], top + SOURCE_SIZE[1])).save(path, quality=90)
+    for index, path in enumerate(photograph_windows(folder, count, SOURCE_SIZE, rng)):
         w, h = (int(side) for side in rng.integers(80, SOURCE_SIZE[1] + 1, 2))
         x, y = int(rng.integers(0, SOURCE_SIZE[0] - w + 1)), int(rng.integers(0, SOURCE_SIZE[1] - h + 1))
         jobs.append(ImageJob(index, path, path.name, (x, y, w, h)))

@@ -7,7 +7,10 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from matplotlib import cbook
+from PIL import Image
 
 
 def best_time(function, repeats: int = 3) -> float:
@@ -18,6 +21,25 @@ def best_time(function, repeats: int = 3) -> float:
         function()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def photograph_windows(
+    folder: Path, count: int, size: tuple[int, int], rng: np.random.Generator, scale_to: tuple[int, int] | None = None
+) -> list[Path]:
+    """`count` JPEG windows of `size` (width, height) of matplotlib's sample photograph (first resized to
+    `scale_to`), at random places drawn from `rng`, written to `folder` as 0.jpg, 1.jpg, ..."""
+    with cbook.get_sample_data("grace_hopper.jpg") as file:
+        photograph = Image.open(file).convert("RGB")
+    if scale_to:
+        photograph = photograph.resize(scale_to)
+    paths = []
+    for index in range(count):
+        left = int(rng.integers(0, photograph.width - size[0] + 1))
+        top = int(rng.integers(0, photograph.height - size[1] + 1))
+        path = folder / f"{index}.jpg"
+        photograph.crop((left, top, left + size[0], top + size[1])).save(path, quality=90)
+        paths.append(path)
+    return paths
 
 
 def report(title: str, rows: list[dict], out: str | None) -> None:

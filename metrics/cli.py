@@ -10,6 +10,7 @@ the module).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -150,7 +151,12 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="images, captions or pairs per forward pass; items for generative models (halved on CUDA out-of-memory)",
     )
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=min(4, available_cores()),
+        help="DataLoader workers decoding images (default: 4, or the cores this process may use where fewer)",
+    )
     placement = parser.add_argument_group("weights and devices")
     placement.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the best available)")
     placement.add_argument(
@@ -186,6 +192,11 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         help="eager, sdpa, flash_attention_2, flash_attention_3, flex_attention, or a Hub kernel, passed to "
         "from_pretrained; refused where the model class has no such implementation (default: the model's own)",
     )
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (torch warns of more DataLoader workers than that)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def runtime_from(args: argparse.Namespace, distributed=None):

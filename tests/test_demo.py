@@ -1,4 +1,5 @@
-"""`aro demo --quick` end to end: every output exists and loads, and NegCLIP beats CLIP and CLIP-FT on relation and attribution."""
+"""`aro demo --quick` end to end: every output exists and loads, and NegCLIP beats CLIP and CLIP-FT on relation
+and attribution."""
 
 import json
 
@@ -29,12 +30,18 @@ def demo(tmp_path_factory):
 def test_every_output_exists_and_loads(demo):
     results = json.loads((demo / "results.json").read_text())
     assert list(results["models"]) == ["CLIP", "CLIP-FT", "NegCLIP"]
+    # Chance: 1 in 200 held-out scenes for retrieval, as for every ARO config its own.
+    assert results["chance"]["text_to_image_recall@1"] == pytest.approx(1 / results["retrieval_set"]["images"])
     # The demo ran in a staging folder; what it recorded names the folder it was moved to.
     assert results["models"]["NegCLIP"]["path"] == str(demo.resolve() / "models" / "negclip")
     negclip_args = json.loads((demo / "models" / "negclip" / "training_args.json").read_text())
     assert negclip_args["model_name_or_path"] == str(demo.resolve() / "models" / "clip")
     assert Image.open(demo / "clip_vs_negclip.png").size[0] > 500
-    assert "config_name: relation" in (demo / "dataset_card.md").read_text()
+    assert Image.open(demo / "trade_off.png").size[0] > 500
+    # Zero-shot on the world's 12 colour-shape classes: chance 1/12; CLIP names single objects far above it.
+    assert results["chance"]["zero_shot"] == pytest.approx(1 / 12)
+    assert results["models"]["CLIP"]["zero_shot"] > 2 / 12
+    assert "config_name: relation" in (demo / "data" / "README.md").read_text()
     for config in ("relation", "attribution", "coco_order", "flickr30k_order"):
         assert len(load_dataset(str(demo / "data"), config, split="test")) > 0
     for name in ("clip", "clip-ft", "negclip"):
@@ -49,6 +56,8 @@ def test_every_output_exists_and_loads(demo):
             and "leaves out the fields that would name it" in card
         )
         assert ("Hard negatives teach" in card) == (name == "negclip")  # each card's limitations fit its training
+        # Its usage snippet loads the folder the demo wrote (named as the user named it, never an absolute path).
+        assert f'AutoModel.from_pretrained("demo/models/{name}", trust_remote_code=True)' in card
         assert (demo / "eval" / name / "results.json").exists()
 
 

@@ -8,6 +8,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -247,9 +248,15 @@ def test_crops_cover_most_of_the_image_and_are_seeded(start_model, scenes):
         assert 0 <= left < right <= 300 and 0 <= top < bottom <= 200
         assert 0.88 <= (right - left) * (bottom - top) / (300 * 200) <= 1.0
         assert 3 / 4 - 0.02 <= (right - left) / (bottom - top) <= 4 / 3 + 0.02
-    image = Image.effect_noise((64, 48), 40).convert("RGB")
-    first, again = (random_resized_crop(image, (32, 32), random.Random("0:1:5:crop")) for _ in range(2))
-    assert first.size == (32, 32) and first.tobytes() == again.tobytes()
+    image = torch.from_numpy(np.array(Image.effect_noise((64, 48), 40).convert("RGB"))).permute(2, 0, 1)
+    first, again = (random_resized_crop(image, (32, 24), random.Random("0:1:5:crop")) for _ in range(2))
+    assert first.shape == (3, 24, 32) and first.dtype == torch.uint8 and torch.equal(first, again)
+    # What PIL's bicubic resize makes of the same crop, to within rounding.
+    left, top, right, bottom = crop_box(64, 48, random.Random("0:1:5:crop"))
+    pil = (
+        Image.fromarray(image.permute(1, 2, 0).numpy()).crop((left, top, right, bottom)).resize((32, 24), Image.BICUBIC)
+    )
+    assert (first.permute(1, 2, 0).int() - torch.from_numpy(np.array(pil)).int()).abs().max() <= 2
     data = load_dataset(str(scenes), "scenes", split="train")
     args = NegCLIPTrainingArguments(batch_size=4, hard_negatives=False, image_negatives=False)
     processor = _processor(start_model)

@@ -56,7 +56,10 @@ def test_two_processes_with_every_option_train_as_one_process_with_the_same_glob
             # Softmax ignores a bias added to every key, so its gradient is rounding noise, which AdamW scales up
             # to full-size steps: on one process or two, these take different random walks.
             continue
-        assert torch.allclose(two[name], one[name], atol=1e-6, rtol=1e-4), name
+        # 2e-5 is a fiftieth of one step (lr 1e-3): a wrong gradient moves weights by a step. Since the crops are
+        # tensors, a couple of the 24,576 patch-embedding weights differ by up to 8.4e-6 in some runs (rounding
+        # noise of near-zero gradients, which AdamW scales up, as for the key bias below).
+        assert torch.allclose(two[name], one[name], atol=2e-5, rtol=1e-4), name
     start = load_file(start_model / "model.safetensors")
     assert any(not torch.equal(start[name], one[name]) for name in start)  # it did train
     two_results, one_results = (

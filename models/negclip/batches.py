@@ -15,7 +15,14 @@ would have):
 
 With several processes, each global batch of `batch_size x processes` rows is cut into one slice per process.
 
->>> batches = NegCLIPBatches(data, args, negatives, neighbours, processor, 0, process=0, processes=2)  # doctest: +SKIP
+The split is read once per run (`TrainingRows`: its captions and image ids by column, never row by row), and so are
+its images where they fit in memory (`TrainingImages`: each image decoded once, and without crops preprocessed
+once). Batches are preprocessed as tensors by the image processor the run loaded: the torchvision backend where
+torchvision is installed (training pixels are never compared across machines; ARO scores are, and keep the pinned
+PIL backend of the scoring library).
+
+>>> rows = TrainingRows(data, args, processor)  # once per run  # doctest: +SKIP
+>>> batches = NegCLIPBatches(data, args, negatives, neighbours, processor, 0, 0, 2, rows=rows)  # doctest: +SKIP
 >>> list(batches[0])  # doctest: +SKIP
 ['pixel_values', 'input_ids', 'attention_mask', 'negative_input_ids', 'negative_attention_mask', 'negative_mask']
 """
@@ -27,6 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from datasets import Image as ImageFeature
 
 from aro.core.errors import InvalidInput
 
@@ -63,11 +71,90 @@ def rows_per_epoch(image_ids: Sequence[str], epoch_rows: str = "images") -> int:
     return len(set(image_ids)) if epoch_rows == "images" else len(image_ids)
 
 
+# Images are kept in memory when all of them fit in this many bytes (the synthetic world's 2,000 images take 98 MB as
+# 64x64 pixel values); a larger split is decoded batch by batch, in the DataLoader's workers.
+IMAGE_MEMORY_BYTES = 1 << 30
+SAMPLED_IMAGES = 8  # images decoded to estimate what all of them would take
+
+
+def decode(stored) -> torch.Tensor:
+    """An image as `datasets` stores it (bytes or a path) as an RGB uint8 tensor (3, height, width)."""
+    image = ImageFeature().decode_example(stored).convert("RGB")
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+def preprocess(image_processor, images: list[torch.Tensor]) -> torch.Tensor:
+    """The model's pixel values of uint8 (3, height, width) tensors, by the processor's own resizing and
+    normalisation."""
+    return image_processor(images=images, return_tensors="pt", input_data_format="channels_first")["pixel_values"]
+
+
+class TrainingImages:
+    """The images of the training rows, read through their image ids, each decoded once where all of them fit in
+    `memory_bytes`: as pixel values when the run takes no crops (then preprocessed once too), else as uint8 tensors
+    that each step crops. A split too large is decoded batch by batch."""
+
+    def __init__(
+        self,
+        data,
+        image_column: str,
+        image_ids: list[str],
+        image_processor,
+        augment: bool,
+        memory_bytes: int = IMAGE_MEMORY_BYTES,
+    ):
+        self.stored = data.select_columns([image_column]).cast_column(image_column, ImageFeature(decode=False))
+        self.column, self.image_ids, self.image_processor, self.augment = (
+            image_column,
+            image_ids,
+            image_processor,
+            augment,
+        )
+        first_rows = list({image_id: row for row, image_id in reversed(list(enumerate(image_ids)))}.values())
+        self.kept: dict[str, torch.Tensor] | None = None
+        sample = self._prepared(first_rows[:SAMPLED_IMAGES])
+        if sum(image.nbytes for image in sample) * len(first_rows) <= memory_bytes * len(sample):
+            self.kept = {}
+            for start in range(0, len(first_rows), 256):
+                chunk = first_rows[start : start + 256]
+                self.kept |= {image_ids[row]: image for row, image in zip(chunk, self._prepared(chunk))}
+
+    def _prepared(self, rows: list[int]) -> list[torch.Tensor]:
+        """The images of `rows` as kept: pixel values without crops, else decoded uint8 tensors."""
+        decoded = [decode(stored) for stored in self.stored[rows][self.column]]
+        return decoded if self.augment or not decoded else list(preprocess(self.image_processor, decoded))
+
+    def pixel_values(self, rows: list[int], crops: list[random.Random] | None = None) -> torch.Tensor:
+        """The model's pixel values for `rows`; with `crops`, each image randomly cropped by its own generator."""
+        if self.kept is not None:
+            images = [self.kept[self.image_ids[row]] for row in rows]
+        else:
+            images = self._prepared(rows)
+        if not self.augment:
+            return torch.stack(images)
+        size = input_size(self.image_processor)
+        return preprocess(
+            self.image_processor, [random_resized_crop(image, size, rng) for image, rng in zip(images, crops)]
+        )
+
+
+class TrainingRows:
+    """The training split as a run reads it, once: captions and image ids by column, every image's rows, and the
+    images (`TrainingImages`)."""
+
+    def __init__(self, data, args: NegCLIPTrainingArguments, processor):
+        self.captions = list(data[args.caption_column])
+        self.image_ids = [str(image_id) for image_id in data[args.image_id_column]]
+        self.image_rows = rows_by_image(self.image_ids)
+        self.images = TrainingImages(data, args.image_column, self.image_ids, processor.image_processor, args.augment)
+
+
 class NegCLIPBatches(torch.utils.data.Dataset):
     """Step `index` of an epoch as model inputs; every process takes its own `batch_size` rows of each global batch.
 
     `args` is a `NegCLIPTrainingArguments`; `negatives[row]` lists the row's swapped-word captions (may be empty),
-    `neighbours[row]` rows of its nearest images (any row of an image stands for the image).
+    `neighbours[row]` rows of its nearest images (any row of an image stands for the image). `rows` is the split as
+    read once per run (`TrainingRows`); without it, it is read here.
     """
 
     def __init__(
@@ -80,24 +167,22 @@ class NegCLIPBatches(torch.utils.data.Dataset):
         epoch: int,
         process: int = 0,
         processes: int = 1,
+        rows: TrainingRows | None = None,
     ):
-        self.data, self.args, self.negatives, self.neighbours, self.processor, self.epoch = (
-            data,
+        self.args, self.negatives, self.neighbours, self.processor, self.epoch = (
             args,
             negatives,
             neighbours,
             processor,
             epoch,
         )
-        self.image_ids = [str(image_id) for image_id in data[args.image_id_column]]
-        self.image_rows = rows_by_image(self.image_ids)
-        order = epoch_order(self.image_rows, args.seed, epoch, args.epoch_rows)
+        self.rows = rows or TrainingRows(data, args, processor)
+        order = epoch_order(self.rows.image_rows, args.seed, epoch, args.epoch_rows)
         size = args.batch_size * processes
         self.steps = [
             order[start + process * args.batch_size : start + (process + 1) * args.batch_size]
             for start in range(0, len(order) - size + 1, size)
         ]
-        self.size = input_size(processor.image_processor)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -107,8 +192,8 @@ class NegCLIPBatches(torch.utils.data.Dataset):
 
     def neighbour_of(self, row: int) -> int:
         """A caption row of one of `row`'s nearest images: the image drawn first, then one of its captions."""
-        image = self.image_ids[self._rng(row, "image").choice(self.neighbours[row])]
-        return self._rng(row, "neighbour caption").choice(self.image_rows[image])
+        image = self.rows.image_ids[self._rng(row, "image").choice(self.neighbours[row])]
+        return self._rng(row, "neighbour caption").choice(self.rows.image_rows[image])
 
     def negative_of(self, row: int, key: tuple[int, str]) -> str | None:
         """One of the row's swapped-word captions drawn under `key`, or None when its caption has none."""
@@ -119,31 +204,29 @@ class NegCLIPBatches(torch.utils.data.Dataset):
         anchors = list(rows)
         if self.args.image_negatives:
             rows = rows + [self.neighbour_of(row) for row in anchors]
-        examples = self.data[
-            rows
-        ]  # one read of the rows, columns as lists (a column of `select(rows)` reads row by row)
-        images = [image.convert("RGB") for image in examples[self.args.image_column]]
+        crops = None
         if self.args.augment:
             draws = [(row, "crop") for row in anchors] + [(row, "neighbour crop") for row in anchors]
-            images = [random_resized_crop(image, self.size, self._rng(*draw)) for image, draw in zip(images, draws)]
-        texts = list(examples[self.args.caption_column])
+            crops = [self._rng(*draw) for draw in draws]
+        pixel_values = self.rows.images.pixel_values(rows, crops)
+        texts = [self.rows.captions[row] for row in rows]
         negatives = []
         if self.args.hard_negatives:
             # A neighbour's negative is drawn under its anchor's key, so that it differs from the anchor's own draw.
             keys = [(row, "text") for row in anchors] + [(anchor, "neighbour text") for anchor in anchors]
             negatives = [self.negative_of(row, key) for row, key in zip(rows, keys)]
             texts = texts + [negative or "" for negative in negatives]
-        batch = self.processor(images=images, text=texts, padding=True, truncation=True, return_tensors="pt")
+        tokens = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         count = len(rows)
         inputs = {
-            "pixel_values": batch["pixel_values"],
-            "input_ids": batch["input_ids"][:count],
-            "attention_mask": batch["attention_mask"][:count],
+            "pixel_values": pixel_values,
+            "input_ids": tokens["input_ids"][:count],
+            "attention_mask": tokens["attention_mask"][:count],
         }
         if self.args.hard_negatives:
             inputs |= {
-                "negative_input_ids": batch["input_ids"][count:],
-                "negative_attention_mask": batch["attention_mask"][count:],
+                "negative_input_ids": tokens["input_ids"][count:],
+                "negative_attention_mask": tokens["attention_mask"][count:],
                 "negative_mask": torch.tensor([negative is not None for negative in negatives]),
             }
         return inputs

@@ -53,14 +53,71 @@ def recipe_table(args) -> str:
 
 
 def selection_summary(selection: dict | None, epochs: int) -> str:
-    """Which epoch the card's weights are, and why."""
-    if not selection or selection.get("best_epoch") is None:
-        return "The weights are those of the last epoch (no best-epoch selection ran: it needs validation data)."
-    per_epoch = ", ".join(f"{entry['epoch']}: {entry[METRIC]:.3f}" for entry in selection["validation"])
+    """Which epoch the card's weights are, and why; with scores measured during training, those of the starting
+    model and of the kept epoch side by side."""
+    selection = selection or {}
+    best = selection.get("best_epoch")
+    if best is None:
+        text = "The weights are those of the last epoch (no best-epoch selection ran: it needs validation data)."
+    elif selection.get("select_by", "validation") == "validation":
+        per_epoch = ", ".join(f"{entry['epoch']}: {entry[METRIC]:.3f}" for entry in selection["validation"])
+        text = (
+            f"The weights are those of epoch {best} of {epochs}, the best by validation text-to-image recall@1 "
+            f"(per epoch: {per_epoch})."
+        )
+    else:
+        floor = selection.get("floor")
+        text = f"The weights are those of epoch {best} of {epochs}, the best by `{selection['score']}`" + (
+            f" among the epochs whose retrieval and zero-shot scores kept {floor:g} times the starting model's"
+            + ("" if selection.get("floor_met", True) else " (none did: the best by the score alone)")
+            if floor is not None
+            else ""
+        )
+        text += "."
+    start, evaluations = selection.get("start_scores"), selection.get("evaluations", [])
+    if not start or not evaluations:
+        return text
+    kept = next((entry for entry in evaluations if entry["epoch"] == best), evaluations[-1])
+    rows = [
+        f"| {name} | {start[name]:.3f} | {kept[name]:.3f} | {kept[name] - start[name]:+.3f} |"
+        for name in start
+        if name in kept
+    ]
     return (
-        f"The weights are those of epoch {selection['best_epoch']} of {epochs}, the best by validation text-to-image "
-        f"recall@1 (per epoch: {per_epoch})."
+        f"{text}\n\nScores measured during training, of the starting model and of the kept weights (epoch "
+        f"{kept['epoch']}); `log.csv` has them for every epoch:\n\n| score | start | kept | change |\n"
+        "| --- | --- | --- | --- |\n" + "\n".join(rows)
     )
+
+
+def objective_of(args, negatives: NegativeShare | None) -> str:
+    """The training objective in words: the loss, its negatives and their types, and LoRA."""
+    if not args.hard_negatives:
+        return "the plain CLIP contrastive loss (no hard negatives)"
+    kinds = {"swap": "swapped words", "replace": "a replaced noun, adjective or verb"}
+    negative = f"a hard-negative caption per image ({' or '.join(kinds[kind] for kind in args.negative_kinds)})"
+    if args.loss == "fsc":
+        text = (
+            "FSC-CLIP (Oh et al., 2024): the contrastive loss, plus focal, label-smoothed hard-negative terms on the "
+            f"global features (weight {args.fsc_global_weight:g}) and on token-patch alignment (weight "
+            f"{args.fsc_local_weight:g}; focal gamma {args.fsc_focal_gamma:g}, smoothing {args.fsc_label_smoothing:g})"
+            f", with {negative}"
+        )
+    else:
+        text = f"NegCLIP: contrastive loss with {negative} among its texts"
+    if negatives:
+        text += (
+            f" (present for {negatives.rows_with_negative} of {negatives.rows} training rows, {negatives.share:.1%}: "
+            "a caption with no possible one has none)"
+        )
+    if args.image_negatives:
+        text += " and a nearest-neighbour image per image"
+    if args.lora_rank is not None:
+        text += (
+            f"; LoRA of rank {args.lora_rank} (alpha {args.lora_alpha:g}) on {', '.join(args.lora_targets)}, merged "
+            "into these weights"
+        )
+    return text
 
 
 def model_card(
@@ -72,11 +129,13 @@ def model_card(
     base_downstream: DownstreamResult | None = None,
     selection: dict | None = None,
     negatives: NegativeShare | None = None,
+    load_from: str | None = None,
 ) -> str:
     """A card for the model trained with `args` (a `NegCLIPTrainingArguments`), with its ARO results
     (`evaluate_model`'s) if any, SugarCrepe's where they hold its splits, its retrieval and zero-shot results
     (`evaluate_downstream`'s `DownstreamResult`) if any, compared with the base model's when given, and with hard
-    negatives the share of training rows that had one (`negatives`).
+    negatives the share of training rows that had one (`negatives`). Its usage snippet loads the model from
+    `load_from` (a Hub id or a relative folder path; unset: the `--push-to-hub` repo, else the folder's name).
 
     Hub fields name Hub ids only: a local base model or dataset is left out of the metadata, and the card says so.
     """
@@ -118,18 +177,7 @@ def model_card(
     else:
         results = "No ARO evaluation ran with this training (pass `--eval-dataset`)."
     sugarcrepe = (sugarcrepe_table(aro_results) if aro_results else "") or NO_SUGARCREPE
-    objective = (
-        "NegCLIP: contrastive loss with a swapped-word negative caption per image"
-        + (
-            f" (present for {negatives.rows_with_negative} of {negatives.rows} training rows, {negatives.share:.1%}: "
-            "a caption with no possible swap has none)"
-            if negatives
-            else ""
-        )
-        + (" and a nearest-neighbour image per image" if args.image_negatives else "")
-        if args.hard_negatives
-        else "the plain CLIP contrastive loss (no hard negatives)"
-    )
+    objective = objective_of(args, negatives)
     limitations = (
         "Hard negatives teach the model to mind word order and attribute binding on captions like its training "
         "data;\nthey do not make it understand language. Swapped-word negatives can be true captions by accident "
@@ -153,7 +201,7 @@ def model_card(
         image_column=args.image_column,
         caption_column=args.caption_column,
         objective=objective,
-        repo_id=name,
+        repo_id=load_from or name,
         hyperparameters=recipe_table(args),
         selection=selection_summary(selection, args.epochs),
         results=results,

@@ -2,7 +2,8 @@
 
 A checkpoint is a folder (`<output_dir>/checkpoints/step-N`) holding, in safetensors and JSON only:
 
-- the model and processor, as `save_pretrained` writes them (`model.safetensors`, `config.json`, ...);
+- the model and processor, as `save_pretrained` writes them (`model.safetensors`, `config.json`, ...); with LoRA the
+  merged weights, and the adapters with the base weights under them in `lora.json` / `lora.safetensors` (`lora.py`);
 - `optimizer`, `scheduler` and (fp16) `scaler`: each state dict as `<name>.json`, its tensors in `<name>.safetensors`;
 - `rng-<process>`: each process's torch, CUDA, Python and NumPy generator states, stored the same way;
 - `training_state.json`: where the run stands (`step`, `epoch`, `rows_in_epoch`) and what run it is (`identity`:
@@ -35,6 +36,7 @@ from aro.core.errors import InvalidInput, MissingInput
 from aro.core.io import clean_leftovers, files_below, manifest_differences, replace_folder, sync, write_manifest
 
 from .loading import reason_of
+from .lora import has_lora, merged_model, save_lora
 
 MARKER = "checkpoint.json"
 STATE_FILE = "training_state.json"
@@ -53,7 +55,12 @@ def save_checkpoint(directory: Path, accelerator, model, processor, optimizer, s
         clean_leftovers(directory)  # a `step-N` a killed save had moved aside goes back first
         shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
         staging.mkdir()
-        accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
+        unwrapped = accelerator.unwrap_model(model)
+        if has_lora(unwrapped):  # the merged weights for use, the adapters and base weights for resuming
+            merged_model(unwrapped).save_pretrained(staging, safe_serialization=True)
+            save_lora(unwrapped, staging)
+        else:
+            unwrapped.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         _write_state(staging, "optimizer", optimizer.state_dict())
         _write_state(staging, "scheduler", scheduler.state_dict())

@@ -1,9 +1,14 @@
 """Hard negatives for NegCLIP: swapped-word captions from spaCy and nearest-neighbour images from a CLIP model.
 
-- Text negatives (`swap_negatives`): exchange two nouns, two adjectives, two verbs or two noun phrases of a
-  caption ("a child holding a flowered umbrella and petting a yak" -> "a umbrella holding a flowered child and
-  petting a yak", "a child petting a flowered umbrella and holding a yak"). Every negative keeps the caption's
-  words and differs from it; each caption's choice is seeded by (seed, caption index).
+- Text negatives (`text_negatives`), of the types `--negative-types` names:
+  - swap (the default, NegCLIP's): exchange two nouns, two adjectives, two verbs or two noun phrases of a
+    caption ("a child holding a flowered umbrella and petting a yak" -> "a umbrella holding a flowered child and
+    petting a yak", "a child petting a flowered umbrella and holding a yak"); every negative keeps the caption's words;
+  - replace (the rule-based negatives of TSVLC and DAC): a noun, adjective or verb replaced by another word seen with
+    the same tag in the training captions ("a child holding a flowered umbrella" -> "a child holding a flowered
+    kite"); the words come from the captions instead of TSVLC's fixed lists.
+  Every negative differs from its caption and from the paraphrases the miner refuses; each caption's choice is
+  seeded by (seed, caption index), and several types are taken in turn.
 - Image negatives (`nearest_images`): for every image, the k most similar other images by CLIP image embedding;
   the image itself and rows of the same image id are never neighbours.
 
@@ -17,9 +22,10 @@ a swapped-word negative, which training checks against a floor.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,11 +41,12 @@ from aro.core.errors import InvalidInput
 from aro.core.io import check_output_file, staged_file
 from aro.metrics.scoring import Scorer
 
-from .arguments import MiningParameters
+from .arguments import DEFAULT_NEGATIVE_TYPES, MiningParameters
 from .loading import load_clip, load_processor, load_rows, reason_of
 
 CACHE_METADATA = b"negclip_mining"  # the Parquet metadata key that holds the mining parameters: a cache's mark
 
+REPLACEABLE_POS = ("NOUN", "ADJ", "VERB")  # by spaCy's coarse part of speech: no auxiliary ("is"), no proper noun
 SWAPPABLE_TAGS = {
     "noun": ("NN", "NNS", "NNP", "NNPS"),
     "adjective": ("JJ", "JJR", "JJS"),
@@ -47,8 +54,9 @@ SWAPPABLE_TAGS = {
 }
 
 
-def _swaps_of(doc) -> dict[str, list[str]]:
-    """Every distinct caption made by exchanging two same-kind words or two noun phrases of `doc`, by kind.
+def _swaps_of(doc) -> tuple[dict[str, list[str]], set[str]]:
+    """Every distinct caption made by exchanging two same-kind words or two noun phrases of `doc`, by kind; and the
+    captions no negative may be: `doc` itself and its paraphrases.
 
     Exchanging two coordinated noun phrases ("a dog and a cat" -> "a cat and a dog") keeps the meaning, so
     that caption and any word swap that lands on it are left out: a paraphrase is not a negative.
@@ -66,9 +74,10 @@ def _swaps_of(doc) -> dict[str, list[str]]:
         )
 
     pairs = [(first, second) for index, first in enumerate(chunks) for second in chunks[index + 1 :]]
-    seen = {" ".join(tokens)} | {
+    refused = {" ".join(tokens)} | {
         " ".join(exchange(first, second)) for first, second in pairs if second.root in first.root.conjuncts
     }
+    seen = set(refused)
     swaps: dict[str, list[str]] = {kind: [] for kind in (*SWAPPABLE_TAGS, "noun phrase")}
 
     def keep(kind: str, swapped: list[str]) -> None:
@@ -86,36 +95,146 @@ def _swaps_of(doc) -> dict[str, list[str]]:
                 keep(kind, swapped)
     for first, second in pairs:
         keep("noun phrase", exchange(first, second))
-    return swaps
+    return swaps, refused
 
 
-def _pick(swaps: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
-    """`count` swaps, taking the kinds in turn (in a random order) so that no kind crowds out the others."""
-    pools = [rng.sample(pool, len(pool)) for pool in swaps.values() if pool]
-    rng.shuffle(pools)
+def _pick(pools: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
+    """`count` negatives, taking the pools (kinds of swap, replaced words) in turn (in a random order) so that none
+    crowds out the others."""
+    shuffled = [rng.sample(pool, len(pool)) for pool in pools.values() if pool]
+    rng.shuffle(shuffled)
     picked = []
-    while len(picked) < count and any(pools):
-        for pool in pools:
+    while len(picked) < count and any(shuffled):
+        for pool in shuffled:
             if pool and len(picked) < count:
                 picked.append(pool.pop())
+    return picked
+
+
+@dataclass
+class ParsedCaption:
+    """What a caption's negatives are made from, once spaCy has read it: its index in the dataset, its tokens, the
+    positions and tags of the words a replacement may change, the captions no negative may be (itself and its
+    paraphrases), and its seeded pick of swaps."""
+
+    index: int
+    tokens: list[str]
+    replaceable: list[tuple[int, str]]
+    refused: set[str]
+    swaps: list[str]
+
+
+def parse_captions(
+    captions: Sequence[str], nlp=None, per_caption: int = 3, seed: int = 0, batch_size: int = 256, first_index: int = 0
+) -> list[ParsedCaption]:
+    """Read the captions with spaCy and pick each one's swaps (seeded by (seed, its index in the dataset):
+    `first_index` is the index of `captions[0]`). `nlp` is a spaCy pipeline or its name; it needs the tagger and
+    the parser (for noun phrases)."""
+    if nlp is None or isinstance(nlp, str):
+        nlp = load_spacy(nlp, keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
+    # What a caption offers depends on its text alone: each distinct text is read once (the synthetic world's
+    # 6000 rows hold about 560), and only the seeded pick is per row.
+    distinct = list(dict.fromkeys(captions))
+    docs = tqdm(nlp.pipe(distinct, batch_size=batch_size), total=len(distinct), desc="reading captions", leave=False)
+    read = {
+        text: (
+            _swaps_of(doc),
+            [token.text for token in doc],
+            [(token.i, token.tag_) for token in doc if token.pos_ in REPLACEABLE_POS],
+        )
+        for text, doc in zip(distinct, docs)
+    }
+    parsed = []
+    for index, caption in enumerate(captions):
+        (swaps, refused), tokens, replaceable = read[caption]
+        rng = random.Random(f"{seed}:{first_index + index}")
+        parsed.append(
+            ParsedCaption(
+                index=first_index + index,
+                tokens=tokens,
+                replaceable=replaceable,
+                refused=refused,
+                swaps=_pick(swaps, per_caption, rng),
+            )
+        )
+    return parsed
+
+
+def seen_words(parsed: Iterable[ParsedCaption]) -> set[tuple[str, str]]:
+    """The (tag, lower-cased word) of every replaceable word of the captions."""
+    return {(tag, caption.tokens[position].lower()) for caption in parsed for position, tag in caption.replaceable}
+
+
+def word_vocabulary(words: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """The replacement words by tag, each list sorted (so the draws do not depend on how the captions were shared)."""
+    vocabulary: dict[str, list[str]] = {}
+    for tag, word in sorted(words):
+        vocabulary.setdefault(tag, []).append(word)
+    return vocabulary
+
+
+def replacements(caption: ParsedCaption, vocabulary: dict[str, list[str]], count: int, seed: int) -> list[str]:
+    """Up to `count` captions with one noun, adjective or verb replaced by another word of the same tag, taking the
+    replaced positions in turn; seeded by (seed, the caption's index), apart from the swaps' draws."""
+    rng = random.Random(f"{seed}:{caption.index}:replace")
+    pools = {}
+    for position, tag in caption.replaceable:
+        original, words = caption.tokens[position].lower(), vocabulary.get(tag, [])
+        # `count + 1` draws leave `count` when one of them is the original word.
+        drawn = [word for word in rng.sample(words, min(count + 1, len(words))) if word != original][:count]
+        texts = (" ".join([*caption.tokens[:position], word, *caption.tokens[position + 1 :]]) for word in drawn)
+        pools[position] = [text for text in texts if text not in caption.refused]
+    return _pick(pools, count, rng)
+
+
+def text_negatives(
+    captions: Sequence[str],
+    types: Sequence[str] = ("swap",),
+    nlp=None,
+    per_caption: int = 3,
+    seed: int = 0,
+    batch_size: int = 256,
+    first_index: int = 0,
+    processes: int = 1,
+) -> list[list[str]]:
+    """Up to `per_caption` negatives per caption of the `types` (`NEGATIVE_TYPES`), the types in turn (fewer when a
+    caption offers fewer). A replacement word is one seen with the same tag in the captions.
+
+    With `processes` > 1, every process calls this with its share of the dataset's captions (`first_index` the
+    index of its first): the replacement words are gathered from every share, so the result does not depend on
+    how the captions were shared. With the default type alone, each caption's negatives are those mined before
+    negative types existed.
+    """
+    parsed = parse_captions(captions, nlp, per_caption, seed, batch_size, first_index)
+    vocabulary = {}
+    if "replace" in types:
+        words = seen_words(parsed)
+        if processes > 1:
+            words = set().union(*gather_object([words]))
+        vocabulary = word_vocabulary(words)
+    negatives = []
+    for caption in parsed:
+        by_type = {"swap": caption.swaps, "replace": replacements(caption, vocabulary, per_caption, seed)}
+        negatives.append(_in_turn([by_type[kind] for kind in types], per_caption))
+    return negatives
+
+
+def _in_turn(lists: Sequence[list[str]], count: int) -> list[str]:
+    """Up to `count` distinct items, one of each list in turn."""
+    picked: list[str] = []
+    for group in itertools.zip_longest(*lists):
+        for item in group:
+            if item is not None and item not in picked and len(picked) < count:
+                picked.append(item)
     return picked
 
 
 def swap_negatives(
     captions: Sequence[str], nlp=None, per_caption: int = 3, seed: int = 0, batch_size: int = 256, first_index: int = 0
 ) -> list[list[str]]:
-    """Up to `per_caption` swapped-word negatives per caption (fewer when the caption has fewer swaps).
-
-    `nlp` is a spaCy pipeline or its name; it needs the tagger and the parser (for noun phrases). Each caption's
-    choice is seeded by (seed, its index in the dataset): `first_index` is the index of `captions[0]`.
-    """
-    if nlp is None or isinstance(nlp, str):
-        nlp = load_spacy(nlp, keep=("tok2vec", "tagger", "attribute_ruler", "parser"))
-    docs = nlp.pipe(captions, batch_size=batch_size)
-    return [
-        _pick(_swaps_of(doc), per_caption, random.Random(f"{seed}:{first_index + index}"))
-        for index, doc in enumerate(tqdm(docs, total=len(captions), desc="swapping words", leave=False))
-    ]
+    """Up to `per_caption` swapped-word negatives per caption (fewer when the caption has fewer swaps); see
+    `text_negatives`."""
+    return text_negatives(captions, ("swap",), nlp, per_caption, seed, batch_size, first_index)
 
 
 def nearest_images(
@@ -191,6 +310,15 @@ def default_cache_path(dataset: str, config: str | None, split: str) -> Path:
     return folder.parent / f"{folder.name}-negclip-mining" / f"{config or 'default'}-{split}.parquet"
 
 
+def _recorded(parameters: MiningParameters) -> dict:
+    """The parameters a cache records: all of them, but the negative types only when not the default, so that a
+    default cache is byte-identical to one mined before negative types existed (`read_parameters` fills them in)."""
+    recorded = asdict(parameters)
+    if parameters.negative_types == DEFAULT_NEGATIVE_TYPES:
+        del recorded["negative_types"]
+    return recorded
+
+
 def read_parameters(path: str | Path, option: str = "--mining-cache") -> dict:
     """The mining parameters of a cache, from its metadata alone; refused when `path` is not a mining cache."""
     try:
@@ -203,7 +331,7 @@ def read_parameters(path: str | Path, option: str = "--mining-cache") -> dict:
         parameters = None
     if not isinstance(parameters, dict):
         raise InvalidInput(f"{option} {path} is not a mining cache: its metadata holds no {CACHE_METADATA.decode()}")
-    return parameters
+    return {**parameters, "negative_types": parameters.get("negative_types", DEFAULT_NEGATIVE_TYPES)}
 
 
 def is_mining_cache(path: str | Path) -> bool:
@@ -246,12 +374,14 @@ def mine_negatives(
 
     captions = data[parameters.caption_column]
     share = -(-len(captions) // processes)
-    negatives = swap_negatives(
+    negatives = text_negatives(
         captions[process * share : (process + 1) * share],
+        parameters.negative_kinds,
         nlp=parameters.spacy_pipeline,
         per_caption=parameters.negatives_per_caption,
         seed=parameters.seed,
         first_index=process * share,
+        processes=processes,
     )
     if processes > 1:
         negatives = [row for shard in gather_object([negatives]) for row in shard]
@@ -270,7 +400,7 @@ def write_cache(
 ) -> Path:
     """Write the cache beside its final name and move it into place, so a reader never sees half a file."""
     table = pa.table({"negatives": negatives, "neighbours": neighbours})
-    table = table.replace_schema_metadata({CACHE_METADATA: json.dumps(asdict(parameters))})
+    table = table.replace_schema_metadata({CACHE_METADATA: json.dumps(_recorded(parameters))})
     with staged_file(path) as partial:
         pq.write_table(table, partial)
     return path

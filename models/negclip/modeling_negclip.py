@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import CLIPModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput
 from transformers.utils import can_return_tuple
 
@@ -31,9 +32,12 @@ class NegCLIPOutput(CLIPOutput):
 
     negative_text_embeds (`torch.FloatTensor` of shape `(num_negatives, projection_dim)`, given hard negatives):
         normalised projected features of the hard-negative captions.
+    negative_text_model_output (`BaseModelOutputWithPooling`, given hard negatives):
+        the text tower's output for the hard-negative captions (their token features, for FSC-CLIP's local loss).
     """
 
     negative_text_embeds: torch.FloatTensor | None = None
+    negative_text_model_output: BaseModelOutputWithPooling | None = None
 
 
 class NegCLIPModel(CLIPModel):
@@ -107,12 +111,12 @@ class NegCLIPModel(CLIPModel):
         )
         logit_scale = self.logit_scale.exp()
         logits_per_image = clip.logits_per_image
-        negative_text_embeds = None
+        negative_text_embeds = negative_text_output = None
         if negative_input_ids is not None:
-            features = self.get_text_features(
+            negative_text_output = self.get_text_features(
                 input_ids=negative_input_ids, attention_mask=negative_attention_mask
-            ).pooler_output
-            negative_text_embeds = F.normalize(features, dim=-1)
+            )
+            negative_text_embeds = F.normalize(negative_text_output.pooler_output, dim=-1)
             negative_logits = logit_scale * clip.image_embeds @ negative_text_embeds.t().to(clip.image_embeds.device)
             logits_per_image = torch.cat([logits_per_image, negative_logits], dim=1)
         loss = (
@@ -129,4 +133,5 @@ class NegCLIPModel(CLIPModel):
             text_model_output=clip.text_model_output,
             vision_model_output=clip.vision_model_output,
             negative_text_embeds=negative_text_embeds,
+            negative_text_model_output=negative_text_output,
         )

@@ -8,8 +8,9 @@
 - `clamp_logit_scale`: after every optimizer step the temperature's log is clamped to [0, ln 100], so the logit
   multiplier never exceeds 100.
 - `random_resized_crop`: the training augmentation, a crop of 90-100% of the image's area with an aspect ratio
-  between 3:4 and 4:3, resized (bicubic) to the model's input size, drawn from a seeded `random.Random` so that a
-  resumed run draws the same crops. The image processor then only rescales and normalises it.
+  between 3:4 and 4:3, resized (bicubic, antialiased, as PIL resizes) to the model's input size, drawn from a
+  seeded `random.Random` so that a resumed run draws the same crops. It takes and gives uint8 tensors (3, height,
+  width), as the training batches hold images; the image processor then only rescales and normalises it.
 
 >>> groups = optimizer_groups(model, weight_decay=0.2)  # doctest: +SKIP
 >>> optimizer = torch.optim.AdamW(groups, lr=1e-6, betas=(0.9, 0.98), eps=1e-6)  # doctest: +SKIP
@@ -25,7 +26,6 @@ import random
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 
 from aro.core.errors import InvalidInput
 
@@ -103,9 +103,13 @@ def crop_box(
     return left, top, left + crop_width, top + crop_height
 
 
-def random_resized_crop(image: Image.Image, size: tuple[int, int], rng: random.Random) -> Image.Image:
-    """A random crop of `image` (see `crop_box`), resized to `size` (width, height) with bicubic interpolation."""
-    return image.crop(crop_box(*image.size, rng)).resize(size, Image.Resampling.BICUBIC)
+def random_resized_crop(image: torch.Tensor, size: tuple[int, int], rng: random.Random) -> torch.Tensor:
+    """A random crop of a uint8 `image` (3, height, width) (see `crop_box`), resized to `size` (width, height) with
+    antialiased bicubic interpolation, as uint8."""
+    left, top, right, bottom = crop_box(image.shape[2], image.shape[1], rng)
+    crop = image[None, :, top:bottom, left:right].float()
+    resized = torch.nn.functional.interpolate(crop, size=size[::-1], mode="bicubic", antialias=True)
+    return resized[0].round().clamp(0, 255).to(torch.uint8)
 
 
 def input_size(image_processor) -> tuple[int, int]:

@@ -4,7 +4,11 @@ The authors' recipe: each step takes B rows (an image and one of its captions), 
 neighbour image with one of its captions (so 2B images), and for each of the 2B captions one swapped-word negative
 (so 4B texts); see `loss_negclip.py` and `batches.py`. The negatives come from the mining cache (`mining.py`),
 mined on first use, or from the authors' released file (`released.py`). The optimizer, schedule, `logit_scale`
-clamp and crops are the fork's (`recipe.py`); with validation data the best epoch is kept (`selection.py`).
+clamp and crops are the fork's (`recipe.py`). `--loss fsc` trains with FSC-CLIP's loss instead (`loss_fsc.py`), and
+`--lora-rank` trains LoRA adapters merged into the weights when saved (`lora.py`). After every epoch (and before
+the first) the run can score held-out retrieval (`--eval-retrieval`), zero-shot classification (`--zero-shot`), ARO
+and validation recall, into `log.csv` and the trackers; the kept epoch is the best by `--select-by`, under an
+optional floor on retrieval and zero-shot (`selection.py`).
 
 Runs on one device or many (`accelerate launch -m aro.cli train ...` or `torchrun`), with mixed precision and
 gradient accumulation (negatives are per micro-batch: accumulation grows the effective batch for the gradient,
@@ -34,21 +38,25 @@ from tqdm.auto import tqdm
 
 from aro.core.errors import InvalidInput
 from aro.core.io import MARKER, is_output_of, push_folder, sha256_of_blocks, write_manifest
+from aro.metrics.scoring import RetrievalSet, load_split, retrieval_recall, retrieval_results
 from aro.metrics.scoring.evaluation import EvalOptions, evaluate_model
 from aro.metrics.scoring.hub_files import write_eval_results
 from aro.metrics.scoring.runtime import Runtime
+from aro.metrics.scoring.zero_shot import ZeroShotTask, zero_shot_accuracy
 
 from . import NegCLIPModel
 from .arguments import TRAIN_COMMAND, NegCLIPTrainingArguments
-from .batches import NegCLIPBatches, rows_per_epoch
+from .batches import NegCLIPBatches, TrainingRows, rows_per_epoch
 from .card import model_card
 from .checkpointing import check_same_run, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from .loading import load_clip, load_processor, load_rows
+from .lora import add_lora, has_lora, load_lora, merged_model
+from .loss_fsc import FSCLoss, image_local_features, text_local_features
 from .loss_negclip import NegCLIPLoss
 from .mining import NegativeShare, check_cache_output, default_cache_path, load_cache, mine, read_parameters
 from .recipe import clamp_logit_scale, optimizer_groups, warmup_cosine
 from .released import load_released
-from .selection import BestEpoch
+from .selection import METRIC, SCORES, BestEpoch
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,7 @@ class TrainingRun:
     args: NegCLIPTrainingArguments
     accelerator: object
     data: object
+    rows: TrainingRows  # the training split as read once: captions, image ids, images
     negatives: list | None
     neighbours: list | None
     processor: object
@@ -70,10 +79,14 @@ class TrainingRun:
     scheduler: object
     state: dict
     log: StepLog
+    progress: tqdm  # one bar for the whole run: its optimizer steps, the epoch and loss beside them
     total_steps: int
     validation: object | None
     selection: BestEpoch | None
     negative_share: NegativeShare | None  # with hard negatives: how many training rows have one
+    fsc: FSCLoss | None  # with --loss fsc: the loss computed from the model's features (else the model's own)
+    retrieval_set: RetrievalSet | None  # --eval-retrieval's held-out images and captions
+    zero_shot_task: ZeroShotTask | None  # --zero-shot's dataset
 
     @property
     def output_dir(self) -> Path:
@@ -84,6 +97,11 @@ class TrainingRun:
         return self.state["epoch"] >= self.args.epochs or bool(
             self.args.max_steps and self.state["step"] >= self.args.max_steps
         )
+
+    @property
+    def evaluates_epochs(self) -> bool:
+        """Whether scores are measured after every epoch."""
+        return bool(self.selection or self.retrieval_set or self.zero_shot_task)
 
     def save(self, name: str) -> Path:
         return save_checkpoint(
@@ -101,6 +119,9 @@ def train(args: NegCLIPTrainingArguments) -> Path:
     """Train per `args`; return `output_dir`, which then holds the final model, processor, logs and card."""
     args.check()
     run = setup(args)
+    if compares_with_start(args) and "start_scores" not in run.state:
+        run.state["start_scores"] = evaluate_epoch(run)  # what training starts from, for the floor and the card
+        run.log.write_scores(0, 0, run.state["start_scores"])
     try:
         while not run.done:
             train_one_epoch(run)
@@ -144,21 +165,41 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
         model = load_clip(str(checkpoint), "--resume-from", NegCLIPModel)
     else:
         model = load_clip(args.model_name_or_path, "--model-name-or-path", NegCLIPModel)
+    if args.lora_rank is not None:
+        # A checkpoint holds the merged weights; its adapters and the base weights under them go back over them.
+        if checkpoint:
+            load_lora(model, checkpoint)
+        else:
+            add_lora(model, args.lora_options())
     processor = load_processor(args.model_name_or_path, "--model-name-or-path")
+    rows = TrainingRows(data, args, processor)
     negatives, neighbours = released or _negatives(args, data, cache, accelerator)
     negative_share = NegativeShare.of(negatives) if args.hard_negatives else None
     if negative_share:
         negative_share.check(args.min_negative_share, args.train_file or str(cache))
+    selectable = args.select_by != "validation" or validation is not None
     selection = (
-        BestEpoch(validation, args, output_dir / "checkpoints" / "best-epoch")
-        if args.select_best and validation is not None
+        BestEpoch(output_dir / "checkpoints" / "best-epoch", args.select_by, args.select_floor)
+        if args.select_best and selectable
         else None
     )
-    if args.select_best and validation is None:
+    if args.select_best and not selectable:
         logger.warning(
             "no validation data (--validation-split or --validation-file): the last epoch is kept, not the best"
         )
     model.negclip_loss = NegCLIPLoss(accelerator.process_index, accelerator.num_processes)  # spans all processes
+    fsc = (
+        FSCLoss(
+            accelerator.process_index,
+            accelerator.num_processes,
+            global_weight=args.fsc_global_weight,
+            local_weight=args.fsc_local_weight,
+            focal_gamma=args.fsc_focal_gamma,
+            label_smoothing=args.fsc_label_smoothing,
+        )
+        if args.loss == "fsc"
+        else None
+    )
     steps_per_epoch = epoch_size // (args.batch_size * accelerator.num_processes) // args.gradient_accumulation_steps
     total_steps = steps_per_epoch * args.epochs
     optimizer = torch.optim.AdamW(
@@ -176,17 +217,30 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
         saved = load_checkpoint(checkpoint, accelerator, optimizer, scheduler)
         state |= {
             name: saved[name]
-            for name in ("epoch", "step", "rows_in_epoch", "validation", "best_epoch")
+            for name in ("epoch", "step", "rows_in_epoch", "validation", "best_epoch", "evaluations", "start_scores")
             if name in saved
         }
     if accelerator.is_main_process:  # after `prepare`, a collective: every process has checked the folder by now
         mark_run_folder(output_dir)
     accelerator.init_trackers("negclip", config=_flat_config(args))
-    log = StepLog(output_dir / "log.csv", after_step=state["step"], enabled=accelerator.is_main_process)
+    log = StepLog(
+        output_dir / "log.csv",
+        after_step=state["step"],
+        enabled=accelerator.is_main_process,
+        score_columns=epoch_score_names(args, validation is not None) if compares_with_start(args) else [],
+    )
+    progress = tqdm(
+        total=total_steps,
+        initial=state["step"],
+        desc=f"training {output_dir.name}",
+        unit="step",
+        disable=not accelerator.is_local_main_process,
+    )
     return TrainingRun(
         args,
         accelerator,
         data,
+        rows,
         negatives,
         neighbours,
         processor,
@@ -195,10 +249,14 @@ def setup(args: NegCLIPTrainingArguments) -> TrainingRun:
         scheduler,
         state,
         log,
+        progress,
         total_steps,
         validation,
         selection,
         negative_share,
+        fsc,
+        _retrieval_set(args),
+        _zero_shot_task(args),
     )
 
 
@@ -215,24 +273,17 @@ def train_one_epoch(run: TrainingRun) -> None:
         state["epoch"],
         accelerator.process_index,
         accelerator.num_processes,
+        rows=run.rows,
     )
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(batches, range(state["rows_in_epoch"] // global_batch, len(batches))),
         batch_size=None,
         num_workers=args.num_workers,
     )
-    progress = tqdm(
-        total=run.total_steps,
-        initial=state["step"],
-        desc=f"epoch {state['epoch']}",
-        disable=not accelerator.is_local_main_process,
-    )
     run.model.train()
     for inputs in loader:
         with accelerator.accumulate(run.model):
-            loss = run.model(
-                **{name: tensor.to(accelerator.device) for name, tensor in inputs.items()}, return_loss=True
-            ).loss
+            loss = step_loss(run, {name: tensor.to(accelerator.device) for name, tensor in inputs.items()})
             accelerator.backward(loss)
             learning_rate = run.optimizer.param_groups[0]["lr"]  # the rate this step applies, logged below
             run.optimizer.step()
@@ -245,8 +296,8 @@ def train_one_epoch(run: TrainingRun) -> None:
             continue
         state["step"] += 1
         mean_loss = accelerator.reduce(loss.detach(), "mean").item()  # the loss of the global batch
-        progress.update(1)
-        progress.set_postfix(loss=f"{mean_loss:.3f}")
+        run.progress.set_postfix(epoch=f"{state['epoch'] + 1}/{args.epochs}", loss=f"{mean_loss:.3f}", refresh=False)
+        run.progress.update(1)
         run.log.write(state["step"], state["epoch"], mean_loss, learning_rate)
         accelerator.log({"train/loss": mean_loss, "train/learning_rate": learning_rate}, step=state["step"])
         if args.save_every and state["step"] % args.save_every == 0:
@@ -258,21 +309,113 @@ def train_one_epoch(run: TrainingRun) -> None:
     else:
         state["epoch"] += 1
         state["rows_in_epoch"] = 0
+        if run.evaluates_epochs:
+            scores = evaluate_epoch(run)
+            state.setdefault("evaluations", []).append({"epoch": state["epoch"], **scores})
+            if SCORES["validation"] in scores:  # the validation recall per epoch, as runs before recorded it
+                state.setdefault("validation", []).append(
+                    {"epoch": state["epoch"], METRIC: scores[SCORES["validation"]]}
+                )
+            run.log.write_scores(state["step"], state["epoch"], scores)
+            accelerator.log(scores, step=state["step"])
         if run.selection:
-            recall = run.selection.after_epoch(accelerator, run.model, run.processor, state)
-            accelerator.log({"validation/text_to_image_recall@1": recall}, step=state["step"])
-    progress.close()
+            run.selection.after_epoch(accelerator, run.model, state)
+
+
+def compares_with_start(args: NegCLIPTrainingArguments) -> bool:
+    """Whether the starting model is scored too and every epoch's scores go into `log.csv`: with retrieval,
+    zero-shot or ARO scores (a run that selects by validation recall alone logs it to the trackers, as before)."""
+    return bool(args.eval_retrieval or args.zero_shot or args.select_by != "validation")
+
+
+def step_loss(run: TrainingRun, inputs: dict) -> torch.Tensor:
+    """The loss of one micro-batch: the model's own (NegCLIP's, or CLIP's without negatives), or with `--loss fsc`
+    FSC-CLIP's, from the global, token and patch features of the same forward pass."""
+    if run.fsc is None:
+        return run.model(**inputs, return_loss=True).loss
+    output = run.model(**inputs, return_loss=False)
+    model = run.accelerator.unwrap_model(run.model)
+    with run.accelerator.autocast():
+        patches = image_local_features(model, output.vision_model_output.last_hidden_state)
+        tokens, token_mask = text_local_features(
+            model, output.text_model_output.last_hidden_state, inputs["attention_mask"]
+        )
+        negative_tokens, negative_token_mask = text_local_features(
+            model, output.negative_text_model_output.last_hidden_state, inputs["negative_attention_mask"]
+        )
+        terms = run.fsc(
+            output.image_embeds,
+            output.text_embeds,
+            model.logit_scale.exp(),
+            output.negative_text_embeds,
+            inputs["negative_mask"],
+            patches=patches,
+            tokens=tokens,
+            token_mask=token_mask,
+            negative_tokens=negative_tokens,
+            negative_token_mask=negative_token_mask,
+        )
+    return terms.total
+
+
+def epoch_score_names(args: NegCLIPTrainingArguments, has_validation: bool) -> list[str]:
+    """The scores `evaluate_epoch` measures with these options, in `log.csv`'s order."""
+    names = []
+    if has_validation and args.select_best and args.select_by == "validation":
+        names.append(SCORES["validation"])
+    if args.eval_dataset and args.select_by == "aro":
+        names += [f"aro/{config}" for config in args.eval_configs] + [SCORES["aro"]]
+    if args.eval_retrieval:
+        names += [SCORES["retrieval"], "retrieval/image_to_text_recall@1"]
+    if args.zero_shot:
+        names.append(SCORES["zero_shot"])
+    return names
+
+
+def evaluate_epoch(run: TrainingRun) -> dict[str, float]:
+    """The scores the run measures after every epoch (and of its starting model), on every process, sharded:
+    validation recall (when it selects by it), ARO (`--select-by aro`), retrieval and zero-shot accuracy."""
+    args, accelerator = run.args, run.accelerator
+    model = accelerator.unwrap_model(run.model)
+    runtime = Runtime(batch_size=args.batch_size, device=accelerator.device, distributed=accelerator)
+    names = epoch_score_names(args, run.validation is not None)
+    scores = {}
+    if SCORES["validation"] in names:
+        recalls = retrieval_recall(
+            model,
+            run.processor,
+            run.validation,
+            image_column=args.image_column,
+            caption_column=args.caption_column,
+            image_id_column=args.image_id_column,
+            runtime=runtime,
+        )
+        scores[SCORES["validation"]] = recalls[METRIC]
+    if SCORES["aro"] in names:
+        configs = evaluate_aro(run).configs
+        scores |= {f"aro/{config}": numbers.accuracy for config, numbers in configs.items()}
+        scores[SCORES["aro"]] = sum(numbers.accuracy for numbers in configs.values()) / len(configs)
+    if run.retrieval_set is not None:
+        original = retrieval_results(model, run.processor, run.retrieval_set, runtime).variants["original"]
+        scores[SCORES["retrieval"]] = original["text_to_image"]["recall@1"]
+        scores["retrieval/image_to_text_recall@1"] = original["image_to_text"]["recall@1"]
+    if run.zero_shot_task is not None:
+        scores[SCORES["zero_shot"]] = zero_shot_accuracy(model, run.processor, run.zero_shot_task, runtime).accuracy
+    return scores
 
 
 def finish(run: TrainingRun) -> dict:
     """Validation and ARO evaluation (on every process), then the model, card and push (main process); the results."""
     args, accelerator = run.args, run.accelerator
+    run.progress.close()
     results = {}
     if run.negative_share:
         results["negatives"] = run.negative_share.to_json()
     if run.selection:
         run.selection.restore(accelerator, run.model, run.state)
-        results["selection"] = {key: run.state[key] for key in ("validation", "best_epoch") if key in run.state}
+        results["selection"] = run.selection.summary(run.state)
+    elif "start_scores" in run.state:
+        results["evaluations"] = {key: run.state[key] for key in ("start_scores", "evaluations") if key in run.state}
     if run.validation is not None:
         results["validation_loss"] = validation_loss(
             accelerator.unwrap_model(run.model),
@@ -288,13 +431,20 @@ def finish(run: TrainingRun) -> dict:
     if aro is not None:
         results["aro"] = aro.to_json()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(run.model).save_pretrained(run.output_dir, safe_serialization=True)
+        final = accelerator.unwrap_model(run.model)
+        # With LoRA, the adapters merged into the weights: the folder is a plain CLIP/NegCLIP checkpoint.
+        (merged_model(final) if has_lora(final) else final).save_pretrained(run.output_dir, safe_serialization=True)
         run.processor.save_pretrained(run.output_dir)
         (run.output_dir / "training_state.json").write_text(json.dumps(run.state, indent=2))
         (run.output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
         (run.output_dir / "training_results.json").write_text(json.dumps(results, indent=2))
         (run.output_dir / "README.md").write_text(
-            model_card(args, aro, selection=results.get("selection"), negatives=run.negative_share),
+            model_card(
+                args,
+                aro,
+                selection=results.get("selection") or results.get("evaluations"),
+                negatives=run.negative_share,
+            ),
             encoding="utf-8",
         )
         if aro is not None:
@@ -375,20 +525,27 @@ class StepLog:
 
     COLUMNS = ["step", "epoch", "loss", "learning_rate"]
 
-    def __init__(self, path: Path, after_step: int, enabled: bool):
-        self.file = None
+    def __init__(self, path: Path, after_step: int, enabled: bool, score_columns: list[str] = ()):
+        self.file, self.score_columns = None, list(score_columns)
         if not enabled:
             return
         rows = list(csv.reader(path.open(newline=""))) if path.exists() else []
-        kept = [row for row in rows[1:] if int(row[0]) <= after_step]
+        # An epoch's scores at the checkpoint's own step are measured again after resuming: their row goes too.
+        kept = [row for row in rows[1:] if int(row[0]) < after_step or (int(row[0]) == after_step and row[2])]
         self.file = path.open("w", newline="")
         self.writer = csv.writer(self.file)
-        self.writer.writerows([self.COLUMNS, *kept])
+        self.writer.writerows([self.COLUMNS + self.score_columns, *kept])
         self.file.flush()
 
     def write(self, step: int, epoch: int, loss: float, learning_rate: float) -> None:
         if self.file:
-            self.writer.writerow([step, epoch, f"{loss:.6f}", f"{learning_rate:.6e}"])
+            self.writer.writerow([step, epoch, f"{loss:.6f}", f"{learning_rate:.6e}"] + [""] * len(self.score_columns))
+            self.file.flush()
+
+    def write_scores(self, step: int, epoch: int, scores: dict[str, float]) -> None:
+        """A row of the scores measured after `epoch` epochs (0: the starting model), loss and rate left empty."""
+        if self.file and self.score_columns:
+            self.writer.writerow([step, epoch, "", ""] + [f"{scores[name]:.6f}" for name in self.score_columns])
             self.file.flush()
 
     def close(self) -> None:
@@ -432,6 +589,27 @@ def _validation_data(args: NegCLIPTrainingArguments):
         columns = [args.image_column, args.caption_column]
         return load_rows(args.dataset, args.dataset_config, args.validation_split, columns, "--validation-split")
     return None
+
+
+def _retrieval_set(args: NegCLIPTrainingArguments) -> RetrievalSet | None:
+    """The held-out images and captions of `--eval-retrieval` (captions as written: a score per epoch)."""
+    if not args.eval_retrieval:
+        return None
+    data = load_split(args.eval_dataset, args.eval_retrieval, "test")
+    return RetrievalSet.from_retrieval_config(data, perturbations=False)
+
+
+def _zero_shot_task(args: NegCLIPTrainingArguments) -> ZeroShotTask | None:
+    if not args.zero_shot:
+        return None
+    return ZeroShotTask(
+        args.zero_shot,
+        config=args.zero_shot_config,
+        split=args.zero_shot_split,
+        image_column=args.zero_shot_image_column,
+        label_column=args.zero_shot_label_column,
+        templates=tuple(args.zero_shot_templates),
+    )
 
 
 def _mining(args: NegCLIPTrainingArguments) -> tuple[Path | None, dict | None]:
