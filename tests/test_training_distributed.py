@@ -96,3 +96,25 @@ def test_mining_an_uneven_dataset_on_two_processes_writes_the_cache_of_one(scene
     two, one = pq.read_table(tmp_path / "two.parquet"), pq.read_table(tmp_path / "one.parquet")
     assert two.num_rows == 11 and two.equals(one)
     assert two.schema.metadata == one.schema.metadata
+
+
+def test_fsc_with_lora_on_two_processes_trains_as_one_process(train_argv, start_model, tmp_path):
+    """FSC-CLIP's loss (its focal, local and smoothed terms gathered over the processes) with LoRA adapters: two
+    processes of B rows give the merged weights and losses of one process of 2B rows."""
+    options = dict(max_steps=2, loss="fsc", lora_rank=4, lora_alpha=8)
+    _on_two_processes(
+        train_argv(tmp_path / "two", batch_size=4, mining_cache=tmp_path / "two.parquet", **options), tmp_path
+    )
+    assert main(train_argv(tmp_path / "one", batch_size=8, mining_cache=tmp_path / "one.parquet", **options)) == 0
+    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    start = load_file(start_model / "model.safetensors")
+    adapted = [name for name in one if not torch.equal(start[name], one[name])]
+    targets = {"q_proj", "k_proj", "v_proj", "out_proj"}  # LoRA's default targets: only they move, merged in
+    assert adapted and all(name.split(".")[-2] in targets for name in adapted), adapted
+    for name in one:
+        assert torch.allclose(two[name], one[name], atol=2e-5, rtol=1e-4), name
+    two_losses, one_losses = (
+        [float(line.split(",")[2]) for line in (tmp_path / name / "log.csv").read_text().splitlines()[1:]]
+        for name in ("two", "one")
+    )
+    assert len(one_losses) == 2 and all(abs(a - b) < 1e-5 for a, b in zip(two_losses, one_losses))
