@@ -124,3 +124,37 @@ def train_argv(scenes, start_model):
         return words
 
     return argv
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run far faster on one thread than on two threads of a shared 2-core machine (a module opts in
+    with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def without_package(package: str) -> str:
+    """Python source that makes `package` look uninstalled to the script that follows it in a `python -c`:
+    `importlib.util.find_spec` does not see it (transformers' check) and importing it fails."""
+    return f"""
+import importlib.util
+import sys
+
+
+class Without:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {package!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+
+find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.split(".")[0] == {package!r} else find_spec(name, package)
+)
+sys.meta_path.insert(0, Without())
+"""

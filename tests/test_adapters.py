@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as tf
-from conftest import TINY_WORDS, random_image
+from conftest import TINY_WORDS, random_image, without_package
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 
@@ -550,22 +550,11 @@ def test_scores_do_not_depend_on_the_number_of_processes(aro_folder, tmp_path):
     )
 
 
-NO_TORCH = """
-import importlib.util, sys
-
-# As if torch were not installed: `find_spec` does not see it and importing it fails. (With torch installed,
-# `import evaluate` imports it through transformers, whatever the module needs.)
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: (
-    None if name.split(".")[0] == "torch" else find_spec(name, package)
-)
-sys.meta_path.insert(0, NoTorch())
-
+# As if torch were not installed. (With torch installed, `import evaluate` imports it through transformers,
+# whatever the module needs.)
+NO_TORCH = (
+    without_package("torch")
+    + """
 import evaluate
 
 metric = evaluate.load(sys.argv[1], "relation")
@@ -574,6 +563,7 @@ assert results["macro_accuracy"] == 0.5 and results["accuracy"] == 2 / 3, result
 assert not [name for name in sys.modules if name.split(".")[0] == "torch"]
 print("scored without torch")
 """
+)
 
 
 def test_predictions_mode_runs_without_torch():

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from conftest import TINY_WORDS, random_image
 from datasets import Dataset, Features, Sequence, Value
 from datasets import Image as ImageFeature
@@ -67,13 +66,7 @@ def test_shared_prefix_scores_equal_a_full_forward_per_pair(family, score, order
     assert result.unique_images == 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread than on two threads of a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("score", ["vqa", "likelihood"])

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import without_package
 from vlm_reference import dual_encoder_scores, full_forward_scores
 
 from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
@@ -40,13 +41,7 @@ FAMILIES = {
 TEMPLATES = {"kosmos2": "Question: {prompt} Answer:"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread than on two threads of a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -135,23 +130,9 @@ def test_siglip2_is_scored_with_its_variable_resolution_inputs(aro_folder, relat
 
 # `aro eval` as on a machine without torchvision: `find_spec` does not see it (transformers' check) and importing it
 # fails; each model folder given is evaluated into `<folder>-eval`.
-NO_TORCHVISION = """
-import importlib.util
-import sys
-
-
-class NoTorchvision:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torchvision":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-
-find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: (
-    None if name.split(".")[0] == "torchvision" else find_spec(name, package)
-)
-sys.meta_path.insert(0, NoTorchvision())
-
+NO_TORCHVISION = (
+    without_package("torchvision")
+    + """
 from aro.cli import main
 
 dataset, *folders = sys.argv[1:]
@@ -161,6 +142,7 @@ for folder in folders:
     print(folder, code)
 assert "torchvision" not in sys.modules
 """
+)
 
 
 def test_without_torchvision_the_scores_are_the_same_and_a_processor_that_needs_it_is_one_line(
