@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     # Here, not at the top: `aro retrieval --help` must not import torch, transformers or datasets.
     from aro.metrics.scoring.downstream import DownstreamResult, evaluate_downstream
     from aro.metrics.scoring.evaluation import EvalOptions
-    from aro.metrics.scoring.launch import launch_state
+    from aro.metrics.scoring.launch import launched_processes
     from aro.metrics.scoring.tables import downstream_table
     from aro.metrics.scoring.zero_shot import ZeroShotTask
     from aro.models.negclip.card import write_card_with_downstream
@@ -101,22 +101,22 @@ def _run(args: argparse.Namespace) -> int:
     base = (
         DownstreamResult.read(args.base_results, "--base-results") if args.base_results else None
     )  # checked before the run
-    distributed = launch_state()
-    options = EvalOptions(
-        runtime=runtime_from(args, distributed),
-        revision=args.revision,
-        trust_remote_code=args.trust_remote_code,
-        dataset_revision=args.dataset_revision,
-    )
-    result = evaluate_downstream(
-        args.model,
-        args.dataset,
-        args.config,
-        zero_shot=task,
-        output_dir=args.out,
-        perturbations=not args.no_perturbations,
-        options=options,
-    )
+    with launched_processes() as distributed:
+        options = EvalOptions(
+            runtime=runtime_from(args, distributed),
+            revision=args.revision,
+            trust_remote_code=args.trust_remote_code,
+            dataset_revision=args.dataset_revision,
+        )
+        result = evaluate_downstream(
+            args.model,
+            args.dataset,
+            args.config,
+            zero_shot=task,
+            output_dir=args.out,
+            perturbations=not args.no_perturbations,
+            options=options,
+        )
     if distributed.is_main_process:
         print(downstream_table(result))
         print(f"\nresults and the retrieval plot are in {args.out}/")

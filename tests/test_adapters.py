@@ -550,6 +550,40 @@ def test_scores_do_not_depend_on_the_number_of_processes(aro_folder, tmp_path):
     )
 
 
+# Rank 0 works longer than rank 1, as the main process does when it writes the outputs, and leaves a file when done.
+UNEVEN_RANKS = """
+import sys
+import time
+from pathlib import Path
+
+import torch.distributed as dist
+
+from aro.metrics.scoring.launch import launched_processes
+
+done = Path(sys.argv[1])
+with launched_processes() as state:
+    assert dist.is_initialized() and state.num_processes == 2
+    if state.is_main_process:
+        time.sleep(2)
+        done.touch()
+print(f"rank {state.process_index}: main done {done.exists()}, group open {dist.is_initialized()}", flush=True)
+"""
+
+
+def test_every_process_waits_for_the_others_and_closes_its_group(tmp_path):
+    """A process that exits with its gloo group still open may be aborted as it exits, and the launcher then kills
+    the rest: that failed `aro retrieval` on two processes in CI, now and then."""
+    script = tmp_path / "uneven.py"
+    script.write_text(UNEVEN_RANKS)
+    environment = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run = subprocess.run(
+        [*launch, str(script), str(tmp_path / "done")], capture_output=True, text=True, env=environment, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(run.stdout.splitlines()) == [f"rank {rank}: main done True, group open False" for rank in (0, 1)]
+
+
 # As if torch were not installed. (With torch installed, `import evaluate` imports it through transformers,
 # whatever the module needs.)
 NO_TORCH = (

@@ -185,13 +185,14 @@ def _instances(args: argparse.Namespace) -> list:
 
 def _run_mine(args: argparse.Namespace) -> int:
     parameters, output = _instances(args)
-    from accelerate import PartialState  # here: accelerate, torch and the miner would make `--help` take seconds
+    # Here: accelerate, torch and the miner would make `--help` take seconds.
+    from aro.metrics.scoring.launch import launched_processes
 
     from .mining import NegativeShare, load_cache, mine
 
-    processes = PartialState()  # one process, or each of `accelerate launch`'s: they share the work
-    device = output.device or (str(processes.device) if processes.num_processes > 1 else None)
-    path = mine(parameters, output.out, batch_size=output.batch_size, device=device, distributed=processes)
+    with launched_processes() as processes:  # one process, or each of `accelerate launch`'s: they share the work
+        device = output.device or (str(processes.device) if processes.num_processes > 1 else None)
+        path = mine(parameters, output.out, batch_size=output.batch_size, device=device, distributed=processes)
     if processes.is_main_process:
         share = NegativeShare.of(load_cache(path, "--out")[0])
         print(f"mining cache written to {path}: {share} have a swapped-word negative")
