@@ -365,7 +365,7 @@ def _run_pipeline(
             retrieval_results(loaded, loaded_processor, held_out), dataset="../../data", config="coco_retrieval"
         )
         results["models"][name] = {
-            "path": path,
+            "path": Path(path).relative_to(out).as_posix(),  # no local absolute path in a results file
             "aro": {config: numbers.accuracy for config, numbers in scores.configs.items()},
             "macro": {config: numbers.macro_accuracy for config, numbers in scores.configs.items()},
             # Recall@1/5/10 both ways per caption variant: "original", then each perturbation in its place.
