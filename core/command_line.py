@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .io import repo_id_problem
 
@@ -23,3 +24,8 @@ def hub_repo_id(value: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return value
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (DataLoader workers beyond them only wait; runs side by side need two)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

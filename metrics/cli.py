@@ -10,12 +10,11 @@ the module).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from aro.core.command_line import HelpFormatter, hub_repo_id
+from aro.core.command_line import HelpFormatter, available_cores, hub_repo_id
 from aro.core.errors import InvalidInput
 from aro.core.io import push_folder
 from aro.core.protocol import PROTOCOLS
@@ -192,11 +191,6 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         help="eager, sdpa, flash_attention_2, flash_attention_3, flex_attention, or a Hub kernel, passed to "
         "from_pretrained; refused where the model class has no such implementation (default: the model's own)",
     )
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (torch warns of more DataLoader workers than that)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def runtime_from(args: argparse.Namespace, distributed=None):

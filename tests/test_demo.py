@@ -2,6 +2,9 @@
 and attribution."""
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 from datasets import load_dataset
@@ -9,7 +12,10 @@ from PIL import Image
 from transformers import AutoModel, CLIPModel
 
 from aro.cli import main
+from aro.cli.demo import _in_second_process
+from aro.core.errors import AroError
 from aro.models.negclip import NegCLIPModel
+from aro.models.negclip.training import NegCLIPTrainingArguments, train
 
 # The quick demo on seeds 0, 1 and 2 (`aro demo --quick --seed N`), NegCLIP minus CLIP and minus CLIP-FT (CLIP
 # fine-tuned for as long without hard negatives): relation +0.350, +0.440, +0.350 and +0.355, +0.445, +0.450;
@@ -124,3 +130,28 @@ def test_a_failed_demo_leaves_the_existing_folder_as_it_was(demo, capsys):
     assert "no_such_pipeline" in capsys.readouterr().err
     assert {path: path.stat().st_mtime_ns for path in demo.rglob("*")} == before
     assert [path.name for path in demo.parent.iterdir()] == [demo.name]  # no staging folder left behind
+
+
+def test_a_failed_run_beside_the_demo_fails_it_with_its_own_error(tmp_path):
+    """CLIP-FT trains in a second process while NegCLIP trains in this one: its error must reach the demo."""
+    missing = NegCLIPTrainingArguments(
+        output_dir=str(tmp_path / "clip-ft"), model_name_or_path=str(tmp_path / "no-model"), dataset=str(tmp_path)
+    )
+    with pytest.raises(AroError, match="no-model"), _in_second_process(train, missing):
+        pass
+
+
+def _say_pid_then_sleep(pid_file: Path) -> None:
+    pid_file.with_suffix(".partial").write_text(str(os.getpid()))
+    pid_file.with_suffix(".partial").rename(pid_file)
+    time.sleep(600)
+
+
+def test_a_failure_of_the_demo_stops_the_run_beside_it(tmp_path):
+    pid_file = tmp_path / "beside.pid"
+    with pytest.raises(ValueError, match="NegCLIP failed"), _in_second_process(_say_pid_then_sleep, pid_file):
+        while not pid_file.exists():
+            time.sleep(0.1)
+        raise ValueError("NegCLIP failed")
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left training for ten minutes
+        os.kill(int(pid_file.read_text()), 0)
