@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import asdict, dataclass, replace
@@ -149,7 +150,8 @@ def run_demo(
     With `trade_off`, FSC-CLIP without and with LoRA are trained and scored beside NegCLIP.
 
     Everything is written beside `out_dir` and moved into place at the end: a failed or interrupted run leaves
-    no half-written demo and an existing one as it was.
+    no half-written demo and an existing one as it was. CLIP-FT trains in a spawned second process, so a script
+    that calls this needs Python's `if __name__ == "__main__":` guard.
     """
     final = Path(out_dir).resolve()
     # The model cards' usage snippets load the folder as the user named it (never a local absolute path).
@@ -223,23 +225,49 @@ def _in_second_process(function: Callable, *args) -> Iterator[None]:
 
     The demo's fine-tuning runs are independent once the CLIP is trained, and each runs on one torch thread, so on two
     cores a pair takes as long as the longer run, and gives the numbers it gives one after the other. If the body
-    fails, the second process is stopped (its output is in the staging folder, which a failed demo discards).
+    fails, the second process is stopped (its output is in the staging folder, which a failed demo discards); if
+    the second process dies without a word (killed, or a script that starts the demo without a main guard), the
+    demo stops with an error instead of waiting.
     """
     # spawn: a fork of a process that has run torch may hang in its thread pools.
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        pending = pool.apply_async(_quietly, (function, *args))
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_quietly, args=(sender, function, *args))
+    process.start()
+    sender.close()  # the second process holds the only sending end: its exit ends `recv`
+    try:
         yield
-        pending.get()
+        try:
+            error, remote_traceback = receiver.recv()
+        except EOFError:
+            process.join()
+            raise RuntimeError(
+                f"the run beside the demo ({function.__name__}) ended with exit code {process.exitcode} and no "
+                'result; a script that calls run_demo needs an `if __name__ == "__main__":` guard'
+            ) from None
+        if error is not None:
+            raise error from RuntimeError(remote_traceback)
+    finally:
+        process.terminate()
+        process.join()
 
 
-def _quietly(function: Callable, *args) -> None:
+def _quietly(sender, function: Callable, *args) -> None:
     """`function(*args)` on the demo's threads, its progress bars and messages out of the demo's own (the process
-    that waits for it shows the phase); an error still reaches that process."""
+    that waits for it shows the phase); sends back (None, "") or its error with the traceback's text."""
     import torch
 
     torch.set_num_threads(DEMO_THREADS)
-    with open(os.devnull, "w") as sink, redirect_stderr(sink):
-        function(*args)
+    outcome = (None, "")
+    try:
+        with open(os.devnull, "w") as sink, redirect_stderr(sink):
+            function(*args)
+    except Exception as error:
+        outcome = (error, traceback.format_exc())
+    try:
+        sender.send(outcome)
+    except Exception:  # an error that cannot be pickled: its text still goes back
+        sender.send((RuntimeError(repr(outcome[0])), outcome[1]))
 
 
 class Timeline:

@@ -155,3 +155,8 @@ def test_a_failure_of_the_demo_stops_the_run_beside_it(tmp_path):
         raise ValueError("NegCLIP failed")
     with pytest.raises(ProcessLookupError):  # stopped and reaped, not left training for ten minutes
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_a_run_beside_the_demo_that_dies_without_a_word_stops_the_demo_instead_of_hanging_it():
+    with pytest.raises(RuntimeError, match="exit code 3"), _in_second_process(os._exit, 3):
+        pass
