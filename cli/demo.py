@@ -301,9 +301,9 @@ def _run_pipeline(
     import torch
 
     from aro.builders.synthetic import build_synthetic_aro, object_classes, usual_pairs, world_words
-    from aro.metrics.scoring import RetrievalSet, load_model, load_split, retrieval_results, score_items
+    from aro.metrics.scoring import RetrievalSet, Runtime, load_model, load_split, retrieval_results, score_items
     from aro.metrics.scoring.downstream import DownstreamResult
-    from aro.metrics.scoring.evaluation import evaluate_model
+    from aro.metrics.scoring.evaluation import EvalOptions, evaluate_model
     from aro.metrics.scoring.plots import plot_retrieval, plot_side_by_side, plot_trade_off
     from aro.metrics.scoring.zero_shot import ZeroShotTask, zero_shot_accuracy
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
@@ -414,15 +414,21 @@ def _run_pipeline(
         "models": {},
     }
     retrievals = {}
+    quiet = Runtime(progress=False)  # the phase's line says what runs; the scorer's own bars would be noise
     for name, args in trained:
         path = args.output_dir
         loaded, loaded_processor = load_model(path)
         scores = evaluate_model(
-            loaded, str(data), "all", processor=loaded_processor, output_dir=out / "eval" / name.lower()
+            loaded,
+            str(data),
+            "all",
+            processor=loaded_processor,
+            output_dir=out / "eval" / name.lower(),
+            options=EvalOptions(runtime=quiet),
         )
         # Named relative to the model's card (models/<name>/README.md), which shows these numbers.
         retrieval = replace(
-            retrieval_results(loaded, loaded_processor, held_out), dataset="../../data", config="coco_retrieval"
+            retrieval_results(loaded, loaded_processor, held_out, quiet), dataset="../../data", config="coco_retrieval"
         )
         results["models"][name] = {
             "path": Path(path).relative_to(out).as_posix(),  # no local absolute path in a results file
@@ -431,10 +437,10 @@ def _run_pipeline(
             # Recall@1/5/10 both ways per caption variant: "original", then each perturbation in its place.
             "retrieval": retrieval.variants,
             "attribution_by_usual_pairs_in_swap": _accuracy_per_group(
-                score_items(loaded, loaded_processor, attribution), usual_in_swap
+                score_items(loaded, loaded_processor, attribution, runtime=quiet), usual_in_swap
             ),
         }
-        zero_shot = zero_shot_accuracy(loaded, loaded_processor, objects)
+        zero_shot = zero_shot_accuracy(loaded, loaded_processor, objects, quiet)
         results["models"][name]["zero_shot"] = zero_shot.accuracy
         # The fine-tuned models start from the CLIP: their cards say what that kept of its retrieval and zero-shot.
         retrievals[name] = DownstreamResult(

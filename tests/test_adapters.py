@@ -17,7 +17,7 @@ from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 
 from aro.cli import main
-from aro.metrics.scoring import load_model, load_split, predict, score_items
+from aro.metrics.scoring import Runtime, load_model, load_split, predict, score_items
 from aro.metrics.scoring.adapters import BlindAdapter
 from aro.metrics.scoring.loading import load_blind_model
 from aro.models.tiny_clip import make_tiny_clip, tiny_clip_processor, word_tokenizer
@@ -548,6 +548,19 @@ def test_scores_do_not_depend_on_the_number_of_processes(aro_folder, tmp_path):
     assert sorted(path.name for path in (tmp_path / "two").iterdir()) == sorted(
         path.name for path in (tmp_path / "one").iterdir()
     )
+
+
+def test_the_scorer_shows_a_bar_per_pass_unless_told_not_to(aro_folder, tiny_clip_dir, capsys):
+    """`aro demo` scores with `progress=False`: its phase line is the only progress it shows."""
+    model, processor = load_model(str(tiny_clip_dir))
+    data = load_split(str(aro_folder), "relation")
+    capsys.readouterr()
+    quiet = score_items(model, processor, data, runtime=Runtime(progress=False, batch_size=3))
+    assert "it/s" not in capsys.readouterr().err
+    shown = score_items(model, processor, data, runtime=Runtime(batch_size=3))
+    bars = capsys.readouterr().err
+    assert "hashing images" in bars and "captions" in bars
+    np.testing.assert_array_equal(quiet.scores, shown.scores)
 
 
 # Rank 0 works longer than rank 1, as the main process does when it writes the outputs, and leaves a file when done;

@@ -164,7 +164,7 @@ class Items:
     item_ids: list | None = None
 
     @classmethod
-    def from_dataset(cls, dataset, image_column: str = "image") -> Items:
+    def from_dataset(cls, dataset, image_column: str = "image", progress: bool = True) -> Items:
         """The items of an ARO-shaped `datasets.Dataset`, its images deduplicated; one line naming the item of a
         caption that cannot be scored (see `checks.check_captions`)."""
         columns = set(dataset.column_names)
@@ -181,7 +181,8 @@ class Items:
         candidates = [candidates_of(row) for row in rows]
         index_of_key: dict[str, int] = {}
         image_rows, image_of_item = [], []
-        for row, record in enumerate(tqdm(raw.select_columns([image_column]), desc="hashing images", leave=False)):
+        images = raw.select_columns([image_column])
+        for row, record in enumerate(tqdm(images, desc="hashing images", leave=False, disable=not progress)):
             key = image_key(record[image_column])
             if key not in index_of_key:
                 index_of_key[key] = len(image_rows)

@@ -108,6 +108,7 @@ class Runtime:
       `from_pretrained`.
     - `batch_size`, image-decoding `num_workers`, and `distributed`: an object with `process_index` and
       `num_processes` (accelerate's `PartialState` or `Accelerator`), or None for one process.
+    - `progress`: a bar per pass over the images or captions (`aro demo` turns them off: it shows one per phase).
     """
 
     device: str | torch.device | None = None
@@ -119,6 +120,7 @@ class Runtime:
     max_memory: str | dict | None = None
     offload_folder: str | Path | None = None
     attn_implementation: str | None = None
+    progress: bool = True
 
     def __post_init__(self):
         if self.dtype is not None and self.dtype not in DTYPES:
@@ -203,7 +205,7 @@ class Runtime:
     def batched(self, encode, items: list, description: str) -> torch.Tensor:
         """`encode` over `items` in batches, concatenated; a CUDA out-of-memory error halves the batch and retries."""
         outputs, start, batch_size = [], 0, self.batch_size
-        with tqdm(total=len(items), desc=description, leave=False) as progress:
+        with tqdm(total=len(items), desc=description, leave=False, disable=not self.progress) as progress:
             while start < len(items):
                 try:
                     outputs.append(encode(items[start : start + batch_size]))

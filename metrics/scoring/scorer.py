@@ -94,7 +94,7 @@ class Scorer:
 
     def score(self, dataset, group_column: str | None = None, protocol: str = "paper") -> ScoreResult:
         """Score every item of an ARO-shaped `datasets.Dataset`; `protocol` decides how ties predict."""
-        items = Items.from_dataset(dataset)
+        items = Items.from_dataset(dataset, progress=self.runtime.progress)
         same = items.same_as_true()
         self.adapter.distinct_inputs = {}
         heads = self.adapter.score_heads(items)
