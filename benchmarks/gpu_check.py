@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers as tf
-from accelerate import PartialState
 from common import report
 from datasets import Dataset
 from PIL import Image
@@ -44,6 +43,7 @@ from PIL import Image
 from aro.builders.writer import configs_yaml
 from aro.core.contract import config_features
 from aro.metrics.scoring import Runtime, Scorer, load_model, load_split
+from aro.metrics.scoring.launch import launched_processes
 from aro.models.tiny_clip import word_tokenizer
 from aro.models.tiny_vlm import CHAT_TEMPLATE, chat_word_tokenizer
 
@@ -280,13 +280,14 @@ def measure_part(work: Path, part: str, tiny: bool) -> list[dict]:
         rows.append(aro_eval_spread(work, workers))
         return rows
     # Two processes: one GPU each where there are two, else both on the one GPU (scores, not speed, are the point).
-    state = PartialState(cpu=not torch.cuda.is_available())
-    device = f"cuda:{state.local_process_index % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    runtime = Runtime(dtype="bf16", device=device, num_workers=workers, distributed=state)
-    placement = f"bf16, {state.num_processes} processes on {torch.cuda.device_count() or 'no'} GPU(s)"
-    for kind in ("dual", "generative"):
-        one_process = (f"one process, batch {BATCH_SIZES[kind][-1]}", saved_scores(work, kind))
-        rows += measure(work, kind, runtime, BATCH_SIZES[kind][-1:], items[kind], placement, one_process)[0]
+    # On the CPU (the dry run), gpu_check.sh sets ACCELERATE_USE_CPU, as for `aro eval` launched there.
+    with launched_processes() as state:
+        device = f"cuda:{state.local_process_index % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+        runtime = Runtime(dtype="bf16", device=device, num_workers=workers, distributed=state)
+        placement = f"bf16, {state.num_processes} processes on {torch.cuda.device_count() or 'no'} GPU(s)"
+        for kind in ("dual", "generative"):
+            one_process = (f"one process, batch {BATCH_SIZES[kind][-1]}", saved_scores(work, kind))
+            rows += measure(work, kind, runtime, BATCH_SIZES[kind][-1:], items[kind], placement, one_process)[0]
     return rows
 
 
