@@ -6,6 +6,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The suite runs in pytest-xdist workers (pyproject.toml), which share the machine's cores: torch in each worker, and
+# in the processes its tests start, gets its share of them. Set before torch is imported; threads that outnumber the
+# cores wait on each other (on 2 shared cores, two threads per process made tiny-model steps many times slower).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 
 import pytest  # noqa: E402
 
