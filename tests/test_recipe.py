@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from aro.cli import main
 from aro.models.negclip import NegCLIPModel
-from aro.models.negclip.batches import NegCLIPBatches
+from aro.models.negclip.batches import NegCLIPBatches, TextTokens
 from aro.models.negclip.card import recipe_table
 from aro.models.negclip.loss_negclip import NegCLIPLoss
 from aro.models.negclip.mining import swap_negatives
@@ -240,6 +240,26 @@ def test_the_neighbour_brings_one_of_its_captions(scenes, start_model, tmp_path)
     picked = [batches.neighbour_of(row) for row in range(72)]
     assert all(image_ids[pick] == image_ids[neighbours[row][0]] for row, pick in enumerate(picked))
     assert len({pick for pick in picked} - set(first_rows.values())) > 0, "not always the neighbour's first caption"
+
+
+def test_batch_tokens_are_the_tokenizers_own_with_each_text_tokenized_once(start_model):
+    """Kept ids (at most 2 here, so that later texts take the uncached path) give every batch the tokenizer's own
+    tensors, padded on either side, a text beyond the tokenizer's 32 tokens cut as it cuts it."""
+    tokenizer = _processor(start_model).tokenizer
+    batches = [
+        ["a red circle", " ".join(["a red circle"] * 12), ""],
+        ["a blue star above a red circle", "a red circle", "a blue star"],
+        ["a blue star", "a red circle", "a blue star above a red circle"],
+    ]
+    for side in ("right", "left"):
+        tokenizer.padding_side = side
+        tokens = TextTokens(tokenizer, cached_texts=2)
+        for texts in batches:
+            expected = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+            got = tokens(texts)
+            assert torch.equal(got["input_ids"], expected["input_ids"]), (side, texts)
+            assert torch.equal(got["attention_mask"], expected["attention_mask"]), (side, texts)
+        assert list(tokens.ids) == ["a red circle", " ".join(["a red circle"] * 12)]
 
 
 def test_crops_cover_most_of_the_image_and_are_seeded(start_model, scenes):

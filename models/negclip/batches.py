@@ -138,15 +138,48 @@ class TrainingImages:
         )
 
 
+# Texts whose token ids a run keeps (captions and negatives come back every epoch); beyond it, texts are tokenized at
+# each use. The synthetic world has about 24,000; COCO's captions and their negatives, some 2.4 million, would take
+# gigabytes as Python lists.
+CACHED_TEXTS = 200_000
+
+
+class TextTokens:
+    """Token ids of texts as the tokenizer gives them (truncated to its length, its start and end tokens), each text
+    tokenized once per run up to `CACHED_TEXTS`, padded per batch to the longest as the tokenizer pads: its pad id, on
+    its padding side. The same tensors as `tokenizer(texts, padding=True, truncation=True)`, without tokenizing the
+    same captions again every epoch."""
+
+    def __init__(self, tokenizer, cached_texts: int = CACHED_TEXTS):
+        self.tokenizer, self.cached_texts, self.ids = tokenizer, cached_texts, {}
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if self.tokenizer.pad_token_id is None:  # the tokenizer's own error: it cannot pad
+            return self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        new = list(dict.fromkeys(text for text in texts if text not in self.ids))
+        new_ids = dict(zip(new, self.tokenizer(new, truncation=True)["input_ids"])) if new else {}
+        self.ids |= dict(list(new_ids.items())[: max(0, self.cached_texts - len(self.ids))])
+        rows = [self.ids[text] if text in self.ids else new_ids[text] for text in texts]
+        width = max(len(ids) for ids in rows)
+        input_ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for row, ids in enumerate(rows):
+            place = slice(0, len(ids)) if self.tokenizer.padding_side == "right" else slice(width - len(ids), width)
+            input_ids[row, place] = ids
+            attention_mask[row, place] = 1
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+
+
 class TrainingRows:
-    """The training split as a run reads it, once: captions and image ids by column, every image's rows, and the
-    images (`TrainingImages`)."""
+    """The training split as a run reads it, once: captions and image ids by column, every image's rows, the images
+    (`TrainingImages`) and the texts' tokens (`TextTokens`)."""
 
     def __init__(self, data, args: NegCLIPTrainingArguments, processor):
         self.captions = list(data[args.caption_column])
         self.image_ids = [str(image_id) for image_id in data[args.image_id_column]]
         self.image_rows = rows_by_image(self.image_ids)
         self.images = TrainingImages(data, args.image_column, self.image_ids, processor.image_processor, args.augment)
+        self.tokens = TextTokens(processor.tokenizer)
 
 
 class NegCLIPBatches(torch.utils.data.Dataset):
@@ -216,7 +249,7 @@ class NegCLIPBatches(torch.utils.data.Dataset):
             keys = [(row, "text") for row in anchors] + [(anchor, "neighbour text") for anchor in anchors]
             negatives = [self.negative_of(row, key) for row, key in zip(rows, keys)]
             texts = texts + [negative or "" for negative in negatives]
-        tokens = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        tokens = self.rows.tokens(texts)
         count = len(rows)
         inputs = {
             "pixel_values": pixel_values,
