@@ -4,11 +4,12 @@ JPEGs against a ViT-B/32 step's, and hard negatives mined per second (word swaps
 
     python benchmarks/bench_train.py [--batch-size 32] [--steps 20] [--threads 1] [--loader-rows 256] [--out FILE]
 
-The tiny CLIP is the demo's (64x64 images, 16-pixel patches, width 64). The loader part reads 640x480 JPEGs (windows
-of matplotlib's sample photograph) through `NegCLIPBatches` as `aro train` does by default (random resized crops to
-224, a neighbour image and a swapped-word negative per row: 2 x 256 images and 4 x 256 texts per step), with 0 and 1
-DataLoader workers; the ViT-B/32 step on the same batch is timed on this machine's CPU too (a GPU runs it in a
-fraction of the time; divide a GPU's step rate by the loader's rows/s per worker for the workers it needs).
+The tiny CLIP is the demo's (`DemoRecipe`: 64x64 images, 16-pixel patches, width 64, MLPs of 128 with GELU). The loader
+part reads 640x480 JPEGs (windows of matplotlib's sample photograph) through `NegCLIPBatches` as `aro train` does by
+default (random resized crops to 224, a neighbour image and a swapped-word negative per row: 2 x 256 images and 4 x 256
+texts per step), with 0 and 1 DataLoader workers; the ViT-B/32 step on the same batch is timed on this machine's CPU too
+(a GPU runs it in a fraction of the time; divide a GPU's step rate by the loader's rows/s per worker for the workers it
+needs).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPProcessor
 
-from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro, world_words
+from aro.builders.synthetic import SyntheticSizes, build_synthetic_aro
+from aro.cli.demo import DemoRecipe
 from aro.metrics.scoring import load_split
 from aro.models.negclip import NegCLIPModel
 from aro.models.negclip.batches import NegCLIPBatches
 from aro.models.negclip.mining import MiningParameters, load_cache, mine, nearest_images, swap_negatives
 from aro.models.negclip.training import NegCLIPTrainingArguments, train
-from aro.models.tiny_clip import make_tiny_clip, word_tokenizer
+from aro.models.tiny_clip import word_tokenizer
 
 PHOTO_SIZE = (640, 480)  # a typical COCO image
 
@@ -100,7 +102,7 @@ def main() -> None:
                 train_scenes=scenes, test_scenes=4, relation_per_relation=1, attribution_per_pair=1, order_captions=4
             ),
         )
-        model, processor = make_tiny_clip(world_words(), image_size=64, patch_size=16)
+        model, processor = DemoRecipe().start_model(seed=0)
         model.save_pretrained(folder / "start")
         processor.save_pretrained(folder / "start")
 

@@ -52,13 +52,17 @@ def tiny_clip_config(
     num_layers: int = 2,
     num_heads: int = 4,
     projection_dim: int = 64,
+    mlp_ratio: int = 4,
+    hidden_act: str = "quick_gelu",
 ) -> CLIPConfig:
-    """A `CLIPConfig` sized for CPU work whose text tower pools at the tokenizer's end token."""
+    """A `CLIPConfig` sized for CPU work whose text tower pools at the tokenizer's end token; its MLPs are
+    `mlp_ratio` times as wide as the model, with CLIP's QuickGELU or another transformers activation."""
     tower = dict(
         hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
+        intermediate_size=mlp_ratio * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
+        hidden_act=hidden_act,
     )
     return CLIPConfig(
         text_config=dict(
