@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from aro.builders.synthetic import IMAGE_SIZE, SyntheticSizes, world_words
@@ -35,9 +36,12 @@ from aro.core.contract import ARO_CONFIGS, CHANCE
 from aro.core.io import output_folder
 
 if TYPE_CHECKING:  # types only: importing them imports torch, which `aro demo --help` must not
+    from datasets import Dataset
+
     from aro.metrics.scoring import RetrievalSet
     from aro.metrics.scoring.downstream import DownstreamResult
     from aro.metrics.scoring.results import EvalResult
+    from aro.metrics.scoring.zero_shot import ZeroShotTask
 
 # One torch thread. The demo's models are so small that a second thread gains little, and on a 2-core machine that
 # other jobs share, two threads waiting on each other made a training step 15 to 40 times slower (a CLIP step: 40 ms
@@ -46,13 +50,13 @@ if TYPE_CHECKING:  # types only: importing them imports torch, which `aro demo -
 DEMO_THREADS = 1
 # Seconds each part of the demo took on the reference machine (2 CPU cores, one thread), for the time-left estimate:
 # a training step of the plain loss and of NegCLIP's (twice the images, four times the texts) at batch 64, and the
-# phases that do not train.
+# phases that do not train (scoring: per model).
 CLIP_STEP_SECONDS = 0.04
 NEGCLIP_STEP_SECONDS = 0.10
 FSC_STEP_SECONDS = 0.12  # NegCLIP's step and the token-patch alignment of FSC-CLIP's local loss (an estimate)
 # Zero-shot classification of the world's single objects (`objects`) from their class names ("a red circle").
 ZERO_SHOT_TEMPLATES = ("a {}",)
-BUILD_SECONDS, MINING_SECONDS, SCORING_SECONDS, WRITING_SECONDS = 8.0, 4.0, 20.0, 2.0
+BUILD_SECONDS, MINING_SECONDS, SCORING_SECONDS, WRITING_SECONDS = 3.0, 4.0, 6.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ class DemoRecipe:
     hidden_size: int = 64
     num_layers: int = 2
     # MLPs twice as wide as the model (CLIP's are four times) with the exact GELU (one fused kernel, where CLIP's
-    # QuickGELU is three): a training step 1.4 times as fast, and on seed 0 NegCLIP learnt relations sooner
-    # (README, the demo's speed).
+    # QuickGELU is three): a NegCLIP step 1.4 times as fast, and NegCLIP learns relations in fewer epochs (the quick
+    # demo's 20 took it to 0.905-0.935 over seeds 0-2, against 0.675-0.840 with CLIP's MLPs; README).
     mlp_ratio: int = 2
     hidden_act: str = "gelu"
     batch_size: int = 64
@@ -100,21 +104,24 @@ class DemoRecipe:
         )
 
     def phase_seconds(self, trade_off: bool = False, cores: int = 2) -> list[float]:
-        """The phases' seconds on the reference machine: build, CLIP, CLIP-FT beside mining and NegCLIP, (with
-        `trade_off`: FSC-CLIP without and with LoRA, side by side,) scoring, writing. An epoch is every caption row,
-        three per training scene. Runs side by side take as long as the longer on two cores, the sum on one."""
+        """The phases' seconds on the reference machine: build, CLIP, CLIP-FT and the scoring of CLIP and CLIP-FT
+        beside mining and NegCLIP, (with `trade_off`: FSC-CLIP without and with LoRA, side by side,) the scoring of
+        the others, writing. An epoch is every caption row, three per training scene. Runs side by side take as long
+        as the longer on two cores, the sum on one."""
         steps = self.sizes.train_scenes * 3 // self.batch_size
         side_by_side = max if cores >= 2 else sum
         fine_tuning = self.negclip_epochs * steps
-        pair = side_by_side([fine_tuning * CLIP_STEP_SECONDS, MINING_SECONDS + fine_tuning * NEGCLIP_STEP_SECONDS])
+        pair = side_by_side(
+            [fine_tuning * CLIP_STEP_SECONDS + 2 * SCORING_SECONDS, MINING_SECONDS + fine_tuning * NEGCLIP_STEP_SECONDS]
+        )
         fsc = [side_by_side([fine_tuning * FSC_STEP_SECONDS] * 2)] if trade_off else []
-        models = 5 if trade_off else 3
+        scored_after = 3 if trade_off else 1  # NegCLIP (and the FSC pair)
         return [
             BUILD_SECONDS,
             self.clip_epochs * steps * CLIP_STEP_SECONDS,
             pair,
             *fsc,
-            SCORING_SECONDS * models / 3,
+            SCORING_SECONDS * scored_after,
             WRITING_SECONDS,
         ]
 
@@ -241,8 +248,9 @@ def _demo_settings() -> Iterator[None]:
 
 
 @contextmanager
-def _in_second_process(function: Callable, *args) -> Iterator[None]:
-    """`function(*args)` in a second process while the body runs in this one; then wait for it and raise its error.
+def _in_second_process(function: Callable, *args) -> Iterator[SimpleNamespace]:
+    """`function(*args)` in a second process while the body runs in this one; then wait for it and raise its error,
+    or put what it returned in the yielded namespace's `result`.
 
     The demo's fine-tuning runs are independent once the CLIP is trained, and each runs on one torch thread, so on two
     cores a pair takes as long as the longer run, and gives the numbers it gives one after the other. If the body
@@ -256,10 +264,11 @@ def _in_second_process(function: Callable, *args) -> Iterator[None]:
     process = context.Process(target=_quietly, args=(sender, function, *args))
     process.start()
     sender.close()  # the second process holds the only sending end: its exit ends `recv`
+    beside = SimpleNamespace(result=None)
     try:
-        yield
+        yield beside
         try:
-            error, remote_traceback = receiver.recv()
+            error, remote_traceback, beside.result = receiver.recv()
         except EOFError:
             process.join()
             raise RuntimeError(
@@ -275,20 +284,20 @@ def _in_second_process(function: Callable, *args) -> Iterator[None]:
 
 def _quietly(sender, function: Callable, *args) -> None:
     """`function(*args)` on the demo's threads, its progress bars and messages out of the demo's own (the process
-    that waits for it shows the phase); sends back (None, "") or its error with the traceback's text."""
+    that waits for it shows the phase); sends back (None, "", what it returned) or its error with the traceback's
+    text."""
     import torch
 
     torch.set_num_threads(DEMO_THREADS)
-    outcome = (None, "")
     try:
         with open(os.devnull, "w") as sink, redirect_stderr(sink):
-            function(*args)
+            outcome = (None, "", function(*args))
     except Exception as error:
-        outcome = (error, traceback.format_exc())
+        outcome = (error, traceback.format_exc(), None)
     try:
         sender.send(outcome)
-    except Exception:  # an error that cannot be pickled: its text still goes back
-        sender.send((RuntimeError(repr(outcome[0])), outcome[1]))
+    except Exception as error:  # an error or a result that cannot be pickled: its text still goes back
+        sender.send((RuntimeError(repr(outcome[0] or error)), outcome[1], None))
 
 
 class Timeline:
@@ -321,12 +330,8 @@ def _run_pipeline(
     # Here, not at the top: `aro demo --help` must not import torch, transformers or datasets.
     import torch
 
-    from aro.builders.synthetic import build_synthetic_aro, object_classes, usual_pairs
-    from aro.metrics.scoring import RetrievalSet, Runtime, load_model, load_split, retrieval_results, score_items
-    from aro.metrics.scoring.downstream import DownstreamResult
-    from aro.metrics.scoring.evaluation import EvalOptions, evaluate_model
+    from aro.builders.synthetic import build_synthetic_aro, object_classes
     from aro.metrics.scoring.plots import plot_retrieval, plot_side_by_side, plot_trade_off
-    from aro.metrics.scoring.zero_shot import ZeroShotTask, zero_shot_accuracy
     from aro.models.negclip.training import NegCLIPTrainingArguments, train
 
     recipe = DemoRecipe.quick() if quick else DemoRecipe()
@@ -388,13 +393,14 @@ def _run_pipeline(
         )
 
     timeline.begin(
-        "fine-tuning it for as long with the plain loss (CLIP-FT, the control) in a second process, and mining hard "
-        "negatives with it and fine-tuning it into NegCLIP in this one"
+        "fine-tuning it for as long with the plain loss (CLIP-FT, the control) and scoring CLIP and CLIP-FT in a "
+        "second process, and mining hard negatives with it and fine-tuning it into NegCLIP in this one"
     )
     clip_ft_args = fine_tuned("clip-ft", hard_negatives=False)
     negclip_args = fine_tuned("negclip", hard_negatives=True)
-    with _in_second_process(train, clip_ft_args):
+    with _in_second_process(_fine_tune_and_score, clip_ft_args, clip_args, out, named) as beside:
         train(negclip_args)
+    scored = beside.result
     trained = [("CLIP", clip_args), ("CLIP-FT", clip_ft_args), ("NegCLIP", negclip_args)]
     if trade_off:
         timeline.begin("fine-tuning it with FSC-CLIP's loss in a second process and through LoRA adapters in this one")
@@ -405,11 +411,12 @@ def _run_pipeline(
             train(fsc_lora_args)
         trained += [("FSC-CLIP", fsc_args), ("FSC-CLIP+LoRA", fsc_lora_args)]
 
-    timeline.begin("scoring every model on the four ARO configs, retrieval of held-out scenes and zero-shot objects")
-    objects = ZeroShotTask(str(data), config="objects", image_column="image", templates=ZERO_SHOT_TEMPLATES)
-    held_out = RetrievalSet.from_retrieval_config(load_split(str(data), "coco_retrieval", "test"))
-    attribution = load_split(str(data), "attribution", "test")
-    usual_in_swap = [str(usual_pairs(caption)) for caption in attribution["false_caption"]]
+    timeline.begin(
+        "scoring the fine-tuned models on the four ARO configs, retrieval of held-out scenes and zero-shot objects"
+    )
+    scoring = ScoringSet.load(data)
+    scored |= _score_models(trained[2:], scoring, out, named, base=scored["CLIP"][1])
+    usual_in_swap = scoring.usual_in_swap
     results = {
         "seed": seed,
         "quick": quick,
@@ -419,48 +426,12 @@ def _run_pipeline(
         "attribution_items_by_usual_pairs_in_swap": {
             usual: usual_in_swap.count(usual) for usual in sorted(set(usual_in_swap))
         },
-        "retrieval_set": retrieval_ceilings(held_out),
+        "retrieval_set": retrieval_ceilings(scoring.held_out),
         "chance": {config: CHANCE[config] for config in ARO_CONFIGS}
-        | retrieval_chance(held_out)
+        | retrieval_chance(scoring.held_out)
         | {"zero_shot": 1 / len(object_classes())},
-        "models": {},
+        "models": {name: scored[name][0] for name, _ in trained},
     }
-    retrievals = {}
-    quiet = Runtime(progress=False)  # the phase's line says what runs; the scorer's own bars would be noise
-    for name, args in trained:
-        path = args.output_dir
-        loaded, loaded_processor = load_model(path)
-        scores = evaluate_model(
-            loaded,
-            str(data),
-            "all",
-            processor=loaded_processor,
-            output_dir=out / "eval" / name.lower(),
-            options=EvalOptions(runtime=quiet),
-        )
-        # Named relative to the model's card (models/<name>/README.md), which shows these numbers.
-        retrieval = replace(
-            retrieval_results(loaded, loaded_processor, held_out, quiet), dataset="../../data", config="coco_retrieval"
-        )
-        results["models"][name] = {
-            "path": Path(path).relative_to(out).as_posix(),  # no local absolute path in a results file
-            "aro": {config: numbers.accuracy for config, numbers in scores.configs.items()},
-            "macro": {config: numbers.macro_accuracy for config, numbers in scores.configs.items()},
-            # Recall@1/5/10 both ways per caption variant: "original", then each perturbation in its place.
-            "retrieval": retrieval.variants,
-            "attribution_by_usual_pairs_in_swap": _accuracy_per_group(
-                score_items(loaded, loaded_processor, attribution, runtime=quiet), usual_in_swap
-            ),
-        }
-        zero_shot = zero_shot_accuracy(loaded, loaded_processor, objects, quiet)
-        results["models"][name]["zero_shot"] = zero_shot.accuracy
-        # The fine-tuned models start from the CLIP: their cards say what that kept of its retrieval and zero-shot.
-        retrievals[name] = DownstreamResult(
-            model=name, retrieval=retrieval, zero_shot=replace(zero_shot, task=replace(objects, dataset="../../data"))
-        )
-        base = None if name == "CLIP" else retrievals["CLIP"]
-        load_from = (named / "models" / Path(path).name).as_posix()
-        _write_card(args, scores, name, retrievals[name], base, load_from)
 
     timeline.begin("writing results, plots and cards")
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -481,6 +452,98 @@ def _run_pipeline(
         f"recall@1 is capped at {ceiling:.2f})",
     )
     timeline.end()
+
+
+@dataclass(frozen=True)
+class ScoringSet:
+    """What the demo scores every model on besides ARO, read from its data folder: the single objects of zero-shot
+    classification, the held-out scenes of retrieval, and attribution with how many usual colour-shape pairs each
+    swapped caption names."""
+
+    objects: ZeroShotTask
+    held_out: RetrievalSet
+    attribution: Dataset
+    usual_in_swap: list[str]
+
+    @classmethod
+    def load(cls, data: Path) -> ScoringSet:
+        from aro.builders.synthetic import usual_pairs
+        from aro.metrics.scoring import RetrievalSet, load_split
+        from aro.metrics.scoring.zero_shot import ZeroShotTask
+
+        attribution = load_split(str(data), "attribution", "test")
+        return cls(
+            objects=ZeroShotTask(str(data), config="objects", image_column="image", templates=ZERO_SHOT_TEMPLATES),
+            held_out=RetrievalSet.from_retrieval_config(load_split(str(data), "coco_retrieval", "test")),
+            attribution=attribution,
+            usual_in_swap=[str(usual_pairs(caption)) for caption in attribution["false_caption"]],
+        )
+
+
+def _fine_tune_and_score(clip_ft_args, clip_args, out: Path, named: Path) -> dict[str, tuple[dict, DownstreamResult]]:
+    """Train CLIP-FT, then score the CLIP and CLIP-FT (`_score_models`): the second process's share of the demo."""
+    from aro.models.negclip.training import train
+
+    train(clip_ft_args)
+    return _score_models([("CLIP", clip_args), ("CLIP-FT", clip_ft_args)], ScoringSet.load(out / "data"), out, named)
+
+
+def _score_models(
+    trained: list, scoring: ScoringSet, out: Path, named: Path, base: DownstreamResult | None = None
+) -> dict[str, tuple[dict, DownstreamResult]]:
+    """Score each (name, training arguments) of `trained` on the demo's data in `out`: ARO on every config (its
+    `aro eval` outputs in eval/<name>), retrieval of the held-out scenes with their captions as written and
+    shuffled, attribution by usual pairs in the swap, zero-shot; and write its card, which loads the model from
+    `named`/models/<folder> and compares it with `base`, the CLIP's retrieval and zero-shot (the CLIP itself, when
+    scored here first, is the base of those after it). Returns each model's `results.json` entry and that result."""
+    from aro.metrics.scoring import Runtime, load_model, retrieval_results, score_items
+    from aro.metrics.scoring.downstream import DownstreamResult
+    from aro.metrics.scoring.evaluation import EvalOptions, evaluate_model
+    from aro.metrics.scoring.zero_shot import zero_shot_accuracy
+
+    quiet = Runtime(progress=False)  # the phase's line says what runs; the scorer's own bars would be noise
+    scored = {}
+    for name, args in trained:
+        path = args.output_dir
+        loaded, loaded_processor = load_model(path)
+        scores = evaluate_model(
+            loaded,
+            str(out / "data"),
+            "all",
+            processor=loaded_processor,
+            output_dir=out / "eval" / name.lower(),
+            options=EvalOptions(runtime=quiet),
+        )
+        # Named relative to the model's card (models/<name>/README.md), which shows these numbers.
+        retrieval = replace(
+            retrieval_results(loaded, loaded_processor, scoring.held_out, quiet),
+            dataset="../../data",
+            config="coco_retrieval",
+        )
+        zero_shot = zero_shot_accuracy(loaded, loaded_processor, scoring.objects, quiet)
+        entry = {
+            "path": Path(path).relative_to(out).as_posix(),  # no local absolute path in a results file
+            "aro": {config: numbers.accuracy for config, numbers in scores.configs.items()},
+            "macro": {config: numbers.macro_accuracy for config, numbers in scores.configs.items()},
+            # Recall@1/5/10 both ways per caption variant: "original", then each perturbation in its place.
+            "retrieval": retrieval.variants,
+            "attribution_by_usual_pairs_in_swap": _accuracy_per_group(
+                score_items(loaded, loaded_processor, scoring.attribution, runtime=quiet), scoring.usual_in_swap
+            ),
+            "zero_shot": zero_shot.accuracy,
+        }
+        # The fine-tuned models start from the CLIP: their cards say what that kept of its retrieval and zero-shot.
+        downstream = DownstreamResult(
+            model=name,
+            retrieval=retrieval,
+            zero_shot=replace(zero_shot, task=replace(scoring.objects, dataset="../../data")),
+        )
+        if name == "CLIP":
+            base = downstream
+        load_from = (named / "models" / Path(path).name).as_posix()
+        _write_card(args, scores, name, downstream, None if name == "CLIP" else base, load_from)
+        scored[name] = (entry, downstream)
+    return scored
 
 
 def trade_off_figures(numbers: dict) -> dict[str, float]:
