@@ -524,7 +524,15 @@ def test_ctrl_c_in_a_terminal_stops_the_build_and_its_workers_quietly(vg, tmp_pa
             stderr.seek(0)
             return stderr.read()
 
-        build = subprocess.Popen(command, stderr=stderr, text=True, start_new_session=True)
+        # A terminal's shell starts the command with Ctrl-C on; pytest-xdist's workers ignore SIGINT, which a child
+        # would inherit.
+        build = subprocess.Popen(
+            command,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             deadline = time.monotonic() + 120
             while "relation crops:" not in err() and build.poll() is None:
