@@ -5,10 +5,11 @@
 3. fine-tune it for as long as NegCLIP with the plain loss: CLIP-FT, the paper's control for what more training
    alone does;
 4. mine hard negatives with it (swapped captions, nearest images) and fine-tune it into NegCLIP, beside 3 (3 runs
-   in a second process);
+   in a second process, which then scores CLIP and CLIP-FT as in 5 while NegCLIP still trains);
 5. score all three on the four configs with the `aro_accuracy` protocol, on retrieval of held-out scenes with their
-   captions as written and with their words shuffled (the paper's "why"), and on attribution split by whether a
-   prior on which colours shapes come in could reject the swapped caption;
+   captions as written and with their words shuffled (the paper's "why"), on zero-shot classification of single
+   objects, and on attribution split by whether a prior on which colours shapes come in could reject the swapped
+   caption;
 6. write `results.json`, the side-by-side plots (ARO, and retrieval with shuffled captions), the model cards and
    the dataset card, and print a summary.
 
