@@ -160,6 +160,8 @@ class TextTokens:
         new_ids = dict(zip(new, self.tokenizer(new, truncation=True)["input_ids"])) if new else {}
         self.ids |= dict(list(new_ids.items())[: max(0, self.cached_texts - len(self.ids))])
         rows = [self.ids[text] if text in self.ids else new_ids[text] for text in texts]
+        # Padded here, not by `tokenizer.pad`: for 256 texts 0.3 ms against its 2.5 ms (and its warning that fast
+        # tokenizers pad faster through `__call__`, which tokenizes again).
         width = max(len(ids) for ids in rows)
         input_ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)
