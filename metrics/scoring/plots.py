@@ -9,14 +9,17 @@ Figures are made with matplotlib's object API (no pyplot), so drawing them chang
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from aro.core.contract import ARO_CONFIGS, CHANCE
 
 from .results import ConfigResult, EvalResult, Interval
 from .tables import DIRECTIONS
+
+if TYPE_CHECKING:  # matplotlib loads when a plot is drawn: every `aro` command that imports the reports starts faster
+    from matplotlib.figure import Figure
 
 DPI = 120
 # Tick labels of the caption variants in the retrieval plot.
@@ -76,6 +79,12 @@ def _style(axes, labels: list[str], ylabel: str) -> None:
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
 
 
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
 def _save(figure: Figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
@@ -94,7 +103,7 @@ def plot_config(config: str, numbers: ConfigResult, path: Path) -> None:
         labels = [row.group for row in rows] or [config]
         values = [row.accuracy for row in rows] or [numbers.accuracy]
         intervals = [row.accuracy_ci for row in rows] or [numbers.accuracy_ci]
-    figure = Figure(figsize=(max(6, 0.2 * len(values) + 3.5), 4.2))
+    figure = _figure(max(6, 0.2 * len(values) + 3.5), 4.2)
     axes = figure.subplots()
     _bars(axes, range(len(values)), values, intervals, color="tab:blue", label="accuracy (95% interval)")
     if numbers.perturbations is not None:
@@ -112,7 +121,7 @@ def plot_comparison(runs: list[EvalResult], path: Path) -> None:
     """Each model's headline accuracy per config with its interval, models side by side, chance per config."""
     configs = list(dict.fromkeys(config for result in runs for config in result.configs))
     width = 0.8 / max(len(runs), 1)
-    figure = Figure(figsize=(max(6, 1.6 * len(configs) + 3.5), 4.2))
+    figure = _figure(max(6, 1.6 * len(configs) + 3.5), 4.2)
     axes = figure.subplots()
     for index, result in enumerate(runs):
         headlines = [
@@ -134,7 +143,7 @@ def plot_side_by_side(accuracies: dict[str, dict[str, float]], path: Path) -> No
     drawn across its group (the demo's CLIP, CLIP-FT and NegCLIP)."""
     models = list(accuracies)
     width = 0.8 / len(models)
-    figure = Figure(figsize=(7, 3.5))
+    figure = _figure(7, 3.5)
     axes = figure.subplots()
     for offset, model in enumerate(models):
         xs = [index + (offset - (len(models) - 1) / 2) * width for index in range(len(ARO_CONFIGS))]
@@ -156,7 +165,7 @@ def plot_retrieval(variants_by_model: dict[str, dict], path: Path, k: int = 1, t
     models = list(variants_by_model)
     names = list(next(iter(variants_by_model.values())))
     width = 0.8 / len(models)
-    figure = Figure(figsize=(max(8, 2.2 * len(names)), 4))
+    figure = _figure(max(8, 2.2 * len(names)), 4)
     panels = figure.subplots(1, 2, sharey=True)
     for axes, (direction, label) in zip(panels, DIRECTIONS.items()):
         for offset, model in enumerate(models):
@@ -191,7 +200,7 @@ def plot_trade_off(figures: dict[str, dict[str, float]], path: Path, chance: dic
     level."""
     models = list(figures)
     costs = [figure for figure in next(iter(figures.values())) if figure != "ARO"]
-    figure = Figure(figsize=(4.2 * len(costs), 3.8))
+    figure = _figure(4.2 * len(costs), 3.8)
     panels = np.atleast_1d(figure.subplots(1, len(costs)))
     for axes, cost in zip(panels, costs):
         for model in models:

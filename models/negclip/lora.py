@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -62,6 +61,8 @@ class LoraOptions:
 def add_lora(model: torch.nn.Module, options: LoraOptions) -> torch.nn.Module:
     """Put LoRA adapters on `model`'s target layers (in place) and freeze every other weight; returns `model`."""
     options.check()
+    from peft import LoraConfig, inject_adapter_in_model  # here: a run without LoRA never loads peft (half a second)
+
     config = LoraConfig(
         r=options.rank, lora_alpha=options.alpha, target_modules=list(options.targets), lora_dropout=0.0
     )
@@ -74,8 +75,16 @@ def add_lora(model: torch.nn.Module, options: LoraOptions) -> torch.nn.Module:
         ) from None
 
 
+def _lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """`model`'s modules that carry an adapter, by name. Without peft loaded (`add_lora` loads it) there are none."""
+    lora = sys.modules.get("peft.tuners.lora")
+    if lora is None:
+        return []
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, lora.LoraLayer)]
+
+
 def has_lora(model: torch.nn.Module) -> bool:
-    return any(isinstance(module, LoraLayer) for module in model.modules())
+    return bool(_lora_layers(model))
 
 
 def lora_options(model: torch.nn.Module) -> LoraOptions:
@@ -88,11 +97,10 @@ def merged_model(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` (same class) with every adapter added into its layer's weight and taken out: what
     `save_pretrained` writes of it is a plain checkpoint. `model` itself keeps training."""
     merged = copy.deepcopy(model)
-    for name, module in list(merged.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(merged.get_submodule(parent), child, module.get_base_layer())
+    for name, module in _lora_layers(merged):
+        module.merge()
+        parent, _, child = name.rpartition(".")
+        setattr(merged.get_submodule(parent), child, module.get_base_layer())
     del merged.peft_config
     return merged
 
