@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import AutoModel, CLIPModel
 
 from aro.cli import main
-from aro.cli.demo import _in_second_process
+from aro.cli.demo import Timeline, _in_second_process
 from aro.core.errors import AroError
 from aro.models.negclip import NegCLIPModel
 from aro.models.negclip.training import NegCLIPTrainingArguments, train
@@ -170,3 +170,20 @@ def test_a_failure_of_the_demo_stops_the_run_beside_it(tmp_path):
 def test_a_run_beside_the_demo_that_dies_without_a_word_stops_the_demo_instead_of_hanging_it():
     with pytest.raises(RuntimeError, match="exit code 3"), _in_second_process(os._exit, 3):
         pass
+
+
+def test_the_time_left_is_paced_by_the_phases_after_the_build(capsys):
+    """Reference phases of 10, 20 and 30 s; this machine takes 50 s to build (spaCy loading from disk) and 40 s for
+    the second phase: the estimates are the reference's until a phase after the build is done, then twice it."""
+    clock = iter([0.0, 0.0, 50.0, 90.0, 160.0])
+    timeline = Timeline([10.0, 20.0, 30.0], clock=lambda: next(clock))
+    for phase in ("build", "train", "score"):
+        timeline.begin(phase)
+    timeline.end()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "[aro demo] 1/3 build (0:00 so far, about 1:00 left)",
+        "[aro demo] 2/3 train (0:50 so far, about 0:50 left)",
+        "[aro demo] 3/3 score (1:30 so far, about 1:00 left)",
+        "[aro demo] done in 2:40",
+    ]
