@@ -37,8 +37,6 @@ from aro.core.contract import ARO_CONFIGS, CHANCE
 from aro.core.io import output_folder
 
 if TYPE_CHECKING:  # types only: importing them imports torch, which `aro demo --help` must not
-    from datasets import Dataset
-
     from aro.metrics.scoring import RetrievalSet
     from aro.metrics.scoring.downstream import DownstreamResult
     from aro.metrics.scoring.results import EvalResult
@@ -213,7 +211,7 @@ OUTPUTS = (
     ),
     ("models/random-init/", "the untrained tiny CLIP the demo starts from"),
     ("mining/", "NegCLIP's hard negatives (swapped captions, nearest images)"),
-    ("eval/", "each model's `aro eval` outputs (results.json, tables, plots)"),
+    ("eval/", "each model's `aro eval` outputs (results.json, tables, plots, every item's scores)"),
 )
 
 
@@ -426,7 +424,7 @@ def _run_pipeline(
     )
     scoring = ScoringSet.load(data)
     scored |= _score_models(trained[2:], scoring, out, named, base=scored["CLIP"][1])
-    usual_in_swap = scoring.usual_in_swap
+    usual_in_swap = list(scoring.usual_in_swap.values())
     results = {
         "seed": seed,
         "quick": quick,
@@ -467,13 +465,12 @@ def _run_pipeline(
 @dataclass(frozen=True)
 class ScoringSet:
     """What the demo scores every model on besides ARO, read from its data folder: the single objects of zero-shot
-    classification, the held-out scenes of retrieval, and attribution with how many usual colour-shape pairs each
-    swapped caption names."""
+    classification, the held-out scenes of retrieval, and how many usual colour-shape pairs the swapped caption of
+    each attribution item names, by item id."""
 
     objects: ZeroShotTask
     held_out: RetrievalSet
-    attribution: Dataset
-    usual_in_swap: list[str]
+    usual_in_swap: dict[int, str]
 
     @classmethod
     def load(cls, data: Path) -> ScoringSet:
@@ -485,8 +482,10 @@ class ScoringSet:
         return cls(
             objects=ZeroShotTask(str(data), config="objects", image_column="image", templates=ZERO_SHOT_TEMPLATES),
             held_out=RetrievalSet.from_retrieval_config(load_split(str(data), "coco_retrieval", "test")),
-            attribution=attribution,
-            usual_in_swap=[str(usual_pairs(caption)) for caption in attribution["false_caption"]],
+            usual_in_swap={
+                item: str(usual_pairs(caption))
+                for item, caption in zip(attribution["item_id"], attribution["false_caption"])
+            },
         )
 
 
@@ -502,11 +501,12 @@ def _score_models(
     trained: list, scoring: ScoringSet, out: Path, named: Path, base: DownstreamResult | None = None
 ) -> dict[str, tuple[dict, DownstreamResult]]:
     """Score each (name, training arguments) of `trained` on the demo's data in `out`: ARO on every config (its
-    `aro eval` outputs in eval/<name>), retrieval of the held-out scenes with their captions as written and
-    shuffled, attribution by usual pairs in the swap, zero-shot; and write its card, which loads the model from
-    `named`/models/<folder> and compares it with `base`, the CLIP's retrieval and zero-shot (the CLIP itself, when
-    scored here first, is the base of those after it). Returns each model's `results.json` entry and that result."""
-    from aro.metrics.scoring import Runtime, load_model, retrieval_results, score_items
+    `aro eval` outputs in eval/<name>, every item's scores included), retrieval of the held-out scenes with their
+    captions as written and shuffled, attribution by usual pairs in the swap (from those scores), zero-shot; and
+    write its card, which loads the model from `named`/models/<folder> and compares it with `base`, the CLIP's
+    retrieval and zero-shot (the CLIP itself, when scored here first, is the base of those after it). Returns each
+    model's `results.json` entry and that result."""
+    from aro.metrics.scoring import Runtime, load_model, retrieval_results
     from aro.metrics.scoring.downstream import DownstreamResult
     from aro.metrics.scoring.evaluation import EvalOptions, evaluate_model
     from aro.metrics.scoring.zero_shot import zero_shot_accuracy
@@ -516,13 +516,14 @@ def _score_models(
     for name, args in trained:
         path = args.output_dir
         loaded, loaded_processor = load_model(path)
+        evaluated = out / "eval" / name.lower()
         scores = evaluate_model(
             loaded,
             str(out / "data"),
             "all",
             processor=loaded_processor,
-            output_dir=out / "eval" / name.lower(),
-            options=EvalOptions(runtime=quiet),
+            output_dir=evaluated,
+            options=EvalOptions(runtime=quiet, save_scores=True),
         )
         # Named relative to the model's card (models/<name>/README.md), which shows these numbers.
         retrieval = replace(
@@ -538,7 +539,7 @@ def _score_models(
             # Recall@1/5/10 both ways per caption variant: "original", then each perturbation in its place.
             "retrieval": retrieval.variants,
             "attribution_by_usual_pairs_in_swap": _accuracy_per_group(
-                score_items(loaded, loaded_processor, scoring.attribution, runtime=quiet), scoring.usual_in_swap
+                evaluated / "scores" / "attribution.parquet", scoring.usual_in_swap
             ),
             "zero_shot": zero_shot.accuracy,
         }
@@ -646,12 +647,21 @@ def _write_card(
     Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
 
 
-def _accuracy_per_group(scored, groups: list[str]) -> dict[str, float]:
-    """`aro_accuracy`'s per-group accuracy of `scored` items (ties wrong), for groups of the demo's own choosing."""
+def _accuracy_per_group(scores_file: Path, group_of: dict[int, str]) -> dict[str, float]:
+    """`aro_accuracy`'s per-group accuracy (ties wrong) of the items `aro eval` counted, read from the per-item scores
+    it wrote (`scores/<config>.parquet`), for groups of the demo's own choosing: `group_of` maps item ids to them."""
+    import pyarrow.parquet as pq
+
     from aro.metrics.scoring import accuracy_results
 
-    predictions, references, groups = scored.counted(groups)
-    numbers = accuracy_results(predictions, references, groups=groups, protocol="none")
+    table = pq.read_table(scores_file, columns=["item_id", "prediction", "counted"])
+    counted = [row for row in table.to_pylist() if row["counted"]]
+    numbers = accuracy_results(
+        [row["prediction"] for row in counted],
+        [0] * len(counted),  # the true caption is every item's first option
+        groups=[group_of[row["item_id"]] for row in counted],
+        protocol="none",
+    )
     return {row["group"]: row["accuracy"] for row in numbers["per_group"]}
 
 

@@ -11,9 +11,11 @@ from datasets import load_dataset
 from PIL import Image
 from transformers import AutoModel, CLIPModel
 
+from aro.builders.synthetic import usual_pairs
 from aro.cli import main
 from aro.cli.demo import Timeline, _in_second_process
 from aro.core.errors import AroError
+from aro.metrics.scoring import load_model, load_split, score_items
 from aro.models.negclip import NegCLIPModel
 from aro.models.negclip.training import NegCLIPTrainingArguments, train
 
@@ -68,6 +70,7 @@ def test_every_output_exists_and_loads(demo):
         # Its usage snippet loads the folder the demo wrote (named as the user named it, never an absolute path).
         assert f'AutoModel.from_pretrained("demo/models/{name}", trust_remote_code=True)' in card
         assert (demo / "eval" / name / "results.json").exists()
+        assert (demo / "eval" / name / "scores" / "attribution.parquet").exists()  # the attribution breakdown's
 
 
 def test_negclip_beats_clip_and_its_control_on_relations_and_attribution_and_keeps_retrieval(demo):
@@ -119,6 +122,20 @@ def test_attribution_breakdown_by_usual_pairs_adds_up_to_attribution(demo):
         by_usual = numbers["attribution_by_usual_pairs_in_swap"]
         weighted = sum(by_usual[usual] * count for usual, count in items.items()) / sum(items.values())
         assert weighted == pytest.approx(numbers["aro"]["attribution"])
+
+
+def test_attribution_breakdown_is_each_groups_accuracy_scored_afresh(demo):
+    """The demo reads the breakdown from `aro eval`'s per-item scores, joined to the groups by item id; the CLIP's
+    (neither group at 1.0) scored again here, each item grouped by its own swapped caption."""
+    data = load_split(str(demo / "data"), "attribution", "test")
+    model, processor = load_model(str(demo / "models" / "clip"))
+    scored = score_items(model, processor, data)
+    right: dict[str, list[bool]] = {}
+    for item in scored.kept():
+        right.setdefault(str(usual_pairs(data[item]["false_caption"])), []).append(scored.predictions[item] == 0)
+    breakdown = json.loads((demo / "results.json").read_text())["models"]["CLIP"]["attribution_by_usual_pairs_in_swap"]
+    assert breakdown == pytest.approx({usual: sum(hits) / len(hits) for usual, hits in right.items()})
+    assert all(0 < accuracy < 1 for accuracy in breakdown.values())
 
 
 def test_an_existing_demo_folder_is_not_overwritten_silently(demo, capsys):
