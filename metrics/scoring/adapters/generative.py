@@ -510,11 +510,14 @@ def _forward_parameters(model_class) -> dict[str, inspect.Parameter]:
 
 def why_not_scored(model_class, config) -> str | None:
     """Why a generative architecture is not scored (None: it is), from its class and config alone, so that it is
-    refused before its weights load: a model type of `NOT_SCORED`, or a forward that cannot read an image and a
-    prompt (no image input, no text prompt to the model that reads the image, an input that neither gives)."""
+    refused before its weights load: a model type of `NOT_SCORED`, an action model, or a forward that cannot read an
+    image and a prompt (no image input, no text prompt to the model that reads the image, an input that neither
+    gives)."""
     parameters = _forward_parameters(model_class)
     if config.model_type in NOT_SCORED:
         return NOT_SCORED[config.model_type]
+    if "actions" in parameters:  # vision-language-action models (PI0, PI0.5): their logits are action velocities
+        return "it predicts robot actions (its forward takes actions), not text, so a caption has no likelihood"
     if not set(IMAGE_INPUTS) & set(parameters):
         return "its forward takes no image (no pixel values): it reads another modality, or text alone"
     if "input_ids" not in parameters:
