@@ -1,7 +1,6 @@
-"""Small generative vision-language models (LLaVA, Idefics3, Gemma 3, Llama 3.2 Vision, PaliGemma, BLIP-2 with OPT
-or T5, InstructBLIP) with a
-word-level tokenizer (and a chat template where the family has one), built offline for the tests and benchmarks of
-the generative scorer.
+"""Small generative vision-language models (every family of `FAMILIES`: LLaVA, Qwen-VL, InternVL, Mistral 3, Ovis2.5
+and more) with a word-level tokenizer (and a chat template where the family has one), built offline for the tests
+and benchmarks of the generative scorer.
 
 Each builder returns a randomly initialised (seeded) model of the real transformers class and the real processor
 of its family, so both save with `save_pretrained` and load back with `AutoModelForImageTextToText` and
@@ -442,6 +441,62 @@ def _qwen_vl(words, hidden_size, num_layers, image_size, version: str = "2"):
     return getattr(transformers, model_class)(config), processor
 
 
+def _qwen3_with_axial_vit(words, hidden_size, num_layers, image_size, family: str):
+    """LLaVA-OneVision-1.5 or Ovis2.5: a ViT with 2D (axial) RoPE over 8 x 8 patches of one frame, merged 2 x 2, and
+    a Qwen3 language model with plain 1D positions. LLaVA-OneVision-1.5's processor is EXAONE 4.5's, its image
+    processor Qwen2-VL's; Ovis2.5 puts its image tokens between start and end tokens of its own."""
+    tokens, config_class, model_class, processor_class, image_class, video_class, image_text = {
+        "llava_onevision1_5": (
+            QWEN_TOKENS,
+            "LlavaOnevision15Config",
+            "LlavaOnevision15ForConditionalGeneration",
+            "Exaone4_5_Processor",
+            "Qwen2VLImageProcessorPil",
+            "Qwen2VLVideoProcessor",
+            "<|vision_start|><|image_pad|><|vision_end|>",
+        ),
+        "ovis2_5": (
+            {
+                f"{kind}{part}_token": f"<ovis_{kind}{part}>"
+                for kind in ("image", "video")
+                for part in ("", "_start", "_end")
+            },
+            "Ovis2_5Config",
+            "Ovis2_5ForConditionalGeneration",
+            "Ovis2_5Processor",
+            "Ovis2_5ImageProcessorPil",
+            "Ovis2_5VideoProcessor",
+            "<ovis_image>",
+        ),
+    }[family]
+    tokenizer = chat_word_tokenizer(words, tokens)
+    patches = dict(patch_size=8, spatial_merge_size=2)
+    vision = dict(intermediate_size=2 * hidden_size, rope_parameters={"rope_type": "axial", "rope_theta": 2.0})
+    if family == "ovis2_5":
+        vision |= dict(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            image_size=image_size,
+            window_size=16,
+            vocab_size=64,
+            max_position_embeddings=64,
+        )
+    else:
+        vision |= dict(depth=num_layers, hidden_size=hidden_size, num_heads=4, out_hidden_size=hidden_size)
+    text = dict(_text_config(tokenizer, hidden_size, num_layers), head_dim=hidden_size // 4, initializer_range=0.2)
+    ids = {f"{name}_id": tokenizer.convert_tokens_to_ids(token) for name, token in tokens.items()}
+    config = getattr(transformers, config_class)(text_config=text, vision_config=vision | patches, **ids)
+    frames = dict(size={"shortest_edge": 16 * 16, "longest_edge": 48 * 48}, merge_size=2, patch_size=8)
+    processor = getattr(transformers, processor_class)(
+        image_processor=getattr(transformers, image_class)(temporal_patch_size=1, **frames),
+        tokenizer=tokenizer,
+        video_processor=getattr(transformers, video_class)(temporal_patch_size=1, **frames),
+        chat_template=CHAT_TEMPLATE.replace("IMAGE", image_text),
+    )
+    return getattr(transformers, model_class)(config), processor
+
+
 def _llava_onevision(words, hidden_size, num_layers, image_size):
     """LLaVA-OneVision: a SigLIP tower, the image split into tiles of a grid of pinpoints (one tile here) plus the
     whole image, with a newline token after each row of features; a Qwen2 language model."""
@@ -637,6 +692,8 @@ FAMILIES = {
     "qwen2_5_vl": partial(_qwen_vl, version="2.5"),
     "qwen3_vl": partial(_qwen_vl, version="3"),
     "llava_onevision": _llava_onevision,
+    "llava_onevision1_5": partial(_qwen3_with_axial_vit, family="llava_onevision1_5"),
+    "ovis2_5": partial(_qwen3_with_axial_vit, family="ovis2_5"),
     "internvl": _internvl,
     "mistral3": _pixtral,
     "pixtral_llava": partial(_pixtral, model="llava"),

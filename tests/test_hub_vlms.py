@@ -31,6 +31,8 @@ FAMILIES = {
     "qwen2_5_vl": "shared",
     "qwen3_vl": "shared",
     "llava_onevision": "shared",
+    "llava_onevision1_5": "shared",
+    "ovis2_5": "shared",
     "internvl": "shared",
     "mistral3": "shared",
     "pixtral_llava": "shared",
